@@ -1,0 +1,1 @@
+"""Provisioning: cloud-config and Ignition generation for manager and worker nodes."""

@@ -1,0 +1,81 @@
+"""Every error swarmkeeper raises, grouped by how it is handled.
+
+The tree (catch the branch that matches how you will react)::
+
+    SwarmkeeperError
+    ├── InvalidDesiredState   the commit itself is wrong: never retried; the node stays on its
+    │                         last good revision and reports ``rejected`` with the problems
+    ├── TransientError        the world is briefly unavailable: retried with backoff
+    │   ├── EtcdUnavailable   no etcd endpoint answered
+    │   └── SourceError       git fetch/read failed (remote unreachable, missing commit)
+    ├── ActuatorError         touching the node failed: the pass rolls back and reports
+    │   ├── SystemdError      a D-Bus call or job failed
+    │   └── UnitFailed        the health gate saw a unit fail to become active
+    └── UsageError            the operator's command line or config is wrong (exit 1)
+
+``Problem`` is one ``path:line: message`` finding; ``InvalidDesiredState`` carries all of them
+so an operator sees every problem of a commit at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Problem:
+    """One validation finding, printed as ``path:line: message``."""
+
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line > 0 else self.path
+        return f"{where}: {self.message}"
+
+
+class SwarmkeeperError(Exception):
+    """Root of every error the package raises on purpose."""
+
+
+class InvalidDesiredState(SwarmkeeperError):
+    """The desired state (a commit, a params file) is invalid. Not retried."""
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+        self.problems: tuple[Problem, ...] = tuple(sorted(set(problems)))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class TransientError(SwarmkeeperError):
+    """Something outside us is briefly unavailable. Retried with backoff."""
+
+
+class EtcdUnavailable(TransientError):
+    """No etcd endpoint answered in time."""
+
+
+class SourceError(TransientError):
+    """The git source could not be fetched or read."""
+
+
+class ActuatorError(SwarmkeeperError):
+    """Changing the node failed; the pass rolls back to the last good state."""
+
+
+class SystemdError(ActuatorError):
+    """A systemd D-Bus call or job failed."""
+
+
+class UnitFailed(ActuatorError):
+    """A unit did not become healthy after it was (re)started."""
+
+    def __init__(self, unit: str, state: str, detail: str = "") -> None:
+        self.unit = unit
+        self.state = state
+        self.detail = detail
+        super().__init__(f"{unit} is {state}" + (f"\n{detail}" if detail else ""))
+
+
+class UsageError(SwarmkeeperError):
+    """The command line or agent config is wrong."""
