@@ -1,0 +1,1 @@
+"""Subcommands of ``swarmkeeper``; each module is one command (see reconciler/cli.py)."""
