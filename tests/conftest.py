@@ -1,0 +1,25 @@
+"""Shared pytest fixtures: thin wrappers over the context managers in ``tests/fixtures``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fixtures.etcd import EtcdCluster, EtcdServer
+from tests.fixtures.etcd import etcd_cluster as _etcd_cluster
+from tests.fixtures.etcd import etcd_server as _etcd_server
+
+
+@pytest.fixture
+def etcd_server() -> Iterator[EtcdServer]:
+    """One real etcd 3.4 on free 127.0.0.1 ports; ``stop/start/kill/pause/resume``."""
+    with _etcd_server() as srv:
+        yield srv
+
+
+@pytest.fixture
+def etcd_cluster() -> Iterator[EtcdCluster]:
+    """Three real etcd members; ``endpoints``, ``members``, ``leader()``, ``kill(i)``."""
+    with _etcd_cluster(3) as cluster:
+        yield cluster
