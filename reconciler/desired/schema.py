@@ -1,0 +1,235 @@
+"""The shape of the state files, as strict pydantic models (unknown keys are errors).
+
+These models only check shapes and single values; rules that span files (a referenced unit
+exists, a node removes a unit its role has) live in ``validate.py``. Enumerations are
+``Literal`` rather than enums because strict mode would otherwise refuse plain strings.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+UNIT_SUFFIXES = (
+    "service", "socket", "target", "timer", "mount", "automount", "path", "slice", "swap",
+)  # fmt: skip
+_UNIT_RE = re.compile(
+    r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(" + "|".join(UNIT_SUFFIXES) + r")$"
+)
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DURATION_RE = re.compile(
+    r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$"
+)
+MAX_FILE_BYTES = 1024 * 1024
+
+
+def parse_duration(v: Any) -> float:
+    """'30s', '2m', '1h30m', '500ms' or a number of seconds -> seconds."""
+    if isinstance(v, bool):
+        raise ValueError(f"invalid duration {v!r}: write it like 30s, 2m or 1h30m")
+    if isinstance(v, int | float):
+        seconds = float(v)
+    elif isinstance(v, str) and v.strip() and (m := _DURATION_RE.match(v.strip())):
+        h, mi, s, ms = (float(x) if x else 0.0 for x in m.groups())
+        seconds = h * 3600 + mi * 60 + s + ms / 1000
+    else:
+        raise ValueError(f"invalid duration {v!r}: write it like 30s, 2m or 1h30m")
+    if not 0 < seconds <= 86400:
+        raise ValueError(f"duration {v!r} must be between 0 and 24h")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def check_unit_name(name: str) -> str:
+    if len(name) > 255 or not _UNIT_RE.match(name) or ".." in name:
+        raise ValueError(
+            f"{name!r} is not a valid systemd unit name: use letters, digits and ':_.-@', "
+            f"no '/', ending in .{', .'.join(UNIT_SUFFIXES[:3])} or another unit suffix"
+        )
+    return name
+
+
+def check_abs_path(p: str) -> str:
+    if not p.startswith("/") or posixpath.normpath(p) != p or p.startswith("//") or p == "/":
+        raise ValueError(
+            f"{p!r} is not an absolute normalised path: write it like /etc/app/config "
+            f"(starting with '/', no '..', '.', '//' or trailing '/')"
+        )
+    return p
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Rollout(_Strict):
+    max_unavailable: int = Field(default=1, ge=1)
+
+
+class NotifyEntry(_Strict):
+    type: Literal["slack", "webhook"]
+    url_env: str | None = None
+    url_file: str | None = None
+    channel: str = ""
+    min_severity: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NotifyEntry:
+        if (self.url_env is None) == (self.url_file is None):
+            raise ValueError(
+                "give exactly one of url_env or url_file (the URL itself stays on the node, "
+                "never in git)"
+            )
+        if self.url_file is not None:
+            check_abs_path(self.url_file)
+        return self
+
+
+class ClusterFile(_Strict):
+    name: str
+    managers: int
+    prefix: str = "/swarmkeeper"
+    rollout: Rollout = Rollout()
+    vars: dict[str, str] = {}
+    notify: list[NotifyEntry] = []
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"{v!r} is not a valid cluster name: use a-z, 0-9 and '-' (max 63)")
+        return v
+
+    @field_validator("managers")
+    @classmethod
+    def _managers(cls, v: int) -> int:
+        if v not in (1, 3, 5):
+            raise ValueError(
+                f"managers must be 1, 3 or 5 (an odd number keeps etcd and swarm quorum), not {v}"
+            )
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v.startswith("/") or v.endswith("/") or "//" in v or " " in v:
+            raise ValueError(
+                f"prefix {v!r} must start with '/' and not end with '/', e.g. /swarmkeeper"
+            )
+        return v
+
+    @field_validator("vars")
+    @classmethod
+    def _vars(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, val in v.items():
+            if not _ENV_KEY_RE.match(k):
+                raise ValueError(f"vars key {k!r} is not a valid environment variable name")
+            if "\n" in val:
+                raise ValueError(f"vars value of {k!r} must be a single line")
+        return v
+
+
+class CheckEntry(_Strict):
+    http: str | None = None
+    tcp: str | None = None
+    unit_active: bool | None = None
+    expect_json: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> CheckEntry:
+        given = [k for k in ("http", "tcp", "unit_active") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of http, tcp or unit_active")
+        if self.expect_json is not None and self.http is None:
+            raise ValueError("expect_json only goes with an http check")
+        if self.tcp is not None and not re.match(r"^[^\s:]+:\d{1,5}$", self.tcp):
+            raise ValueError(f"tcp check {self.tcp!r} must look like 127.0.0.1:8200")
+        if self.http is not None and not self.http.startswith(("http://", "https://")):
+            raise ValueError(f"http check {self.http!r} must be an http:// or https:// URL")
+        return self
+
+
+class RegisterEntry(_Strict):
+    name: str
+    port: int = Field(ge=1, le=65535)
+    check: CheckEntry
+    interval: Duration = 15.0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"service name {v!r}: use a-z, 0-9 and '-'")
+        return v
+
+
+class UnitEntry(_Strict):
+    name: str
+    on_change: Literal["restart", "reload", "ignore"] = "restart"
+    enable: bool | None = None
+    timeout: Duration = 30.0
+    # "register" would shadow ABCMeta.register on the model class
+    registration: RegisterEntry | None = Field(default=None, alias="register")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("name")
+    @classmethod
+    def _unit_name(cls, v: str) -> str:
+        return check_unit_name(v)
+
+
+class FileEntry(_Strict):
+    path: str
+    source: str | None = None
+    content: str | None = None
+    mode: str = "0644"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return check_abs_path(v)
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        if not re.match(r"^0?[0-7]{3,4}$", v) or int(v, 8) > 0o7777:
+            raise ValueError(f'mode {v!r} is not an octal file mode: write it like "0644"')
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> FileEntry:
+        if (self.source is None) == (self.content is None):
+            raise ValueError("give exactly one of source (a file under files/) or content")
+        if self.source is not None:
+            norm = posixpath.normpath(self.source)
+            if not norm.startswith("files/") or norm != self.source:
+                raise ValueError(
+                    f"source {self.source!r} must be a normalised path under files/, "
+                    "e.g. files/extra.env"
+                )
+        if self.content is not None and len(self.content.encode()) > MAX_FILE_BYTES:
+            raise ValueError(f"content is larger than {MAX_FILE_BYTES} bytes")
+        return self
+
+
+class RoleFile(_Strict):
+    units: list[UnitEntry] = []
+    files: list[FileEntry] = []
+
+
+class NodeFile(_Strict):
+    role: Literal["manager", "worker"] | None = None
+    units_add: list[UnitEntry] = []
+    units_remove: list[str] = []
+    paused: bool = False
+    labels: dict[str, str] = {}

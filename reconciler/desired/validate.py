@@ -1,0 +1,275 @@
+"""Load and validate a whole state tree: every problem, all at once, as ``path:line:``.
+
+``load_state(tree)`` returns a ``State`` (validated models plus the tree they came from) or
+raises ``InvalidDesiredState`` listing every problem found. Shape checks come from the
+pydantic models in ``schema.py``; the rules that span files (referenced units and sources
+exist, nodes only remove units their role has, nothing is listed twice) live here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pydantic
+
+from reconciler.desired.schema import (
+    MAX_FILE_BYTES,
+    ClusterFile,
+    FileEntry,
+    NodeFile,
+    RoleFile,
+    UnitEntry,
+)
+from reconciler.desired.tree import RepoTree
+from reconciler.desired.yamlpos import Path_, Positions, load_yaml, pydantic_problems
+from reconciler.errors import InvalidDesiredState, Problem
+
+ROLES = ("manager", "worker")
+ENV_PATH = "/etc/swarmkeeper/node.env"
+RESERVED_VARS = frozenset(
+    {
+        "SWARMKEEPER_NODE", "SWARMKEEPER_ROLE", "SWARMKEEPER_CLUSTER", "SWARMKEEPER_PREFIX",
+        "SWARMKEEPER_MANAGERS", "PRIVATE_IPV4", "ETCD_ENDPOINTS",
+    }
+)  # fmt: skip
+_NODE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """A validated state tree."""
+
+    tree: RepoTree
+    cluster: ClusterFile
+    roles: dict[str, RoleFile]
+    nodes: dict[str, NodeFile]
+
+
+class _Checker:
+    def __init__(self, tree: RepoTree) -> None:
+        self.tree = tree
+        self.problems: list[Problem] = []
+
+    def add(self, path: str, line: int, message: str) -> None:
+        self.problems.append(Problem(path, line, message))
+
+    def read(self, path: str) -> bytes | None:
+        real, why = self.tree.resolve(path)
+        if real is None:
+            if "does not exist" not in why:
+                self.add(path, 0, f"{why}: replace it with a regular file")
+            return None
+        return self.tree.files[real]
+
+    def model(self, path: str, model: type[M]) -> tuple[M | None, Positions]:
+        data = self.read(path)
+        if data is None:
+            return None, Positions()
+        if len(data) > MAX_FILE_BYTES:
+            self.add(path, 0, f"file is larger than {MAX_FILE_BYTES} bytes")
+            return None, Positions()
+        value, pos, problems = load_yaml(path, data)
+        self.problems.extend(problems)
+        if problems:
+            return None, pos
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            self.add(path, pos.line(()), "expected a mapping of keys at the top level")
+            return None, pos
+        try:
+            return model.model_validate(value), pos
+        except pydantic.ValidationError as e:
+            self.problems.extend(pydantic_problems(path, e, pos, model))
+            return None, pos
+
+    def unit_file(self, path: str, line: int, name: str) -> None:
+        """A listed unit must have a file under units/ (templates serve their instances)."""
+        candidates = [f"units/{name}"]
+        if "@" in name and not name.split("@", 1)[1].startswith("."):
+            candidates.append(f"units/{template_of(name)}")
+        for cand in candidates:
+            real, why = self.tree.resolve(cand)
+            if real is not None:
+                data = self.tree.files[real]
+                if len(data) > MAX_FILE_BYTES:
+                    self.add(cand, 0, f"unit file is larger than {MAX_FILE_BYTES} bytes")
+                else:
+                    try:
+                        data.decode("utf-8")
+                    except UnicodeDecodeError:
+                        self.add(cand, 0, "unit file is not UTF-8 text")
+                return
+            if "does not exist" not in why:
+                self.add(path, line, f"unit {name}: {why}")
+                return
+        self.add(path, line, f"unit file units/{name} not found: add it or remove this entry")
+
+    def units(self, path: str, pos: Positions, key: str, entries: list[UnitEntry]) -> None:
+        seen: dict[str, int] = {}
+        for i, u in enumerate(entries):
+            line = pos.line((key, i))
+            if u.name in seen:
+                self.add(
+                    path,
+                    line,
+                    f"unit {u.name} listed twice (first at line {seen[u.name]}): remove one",
+                )
+                continue
+            seen[u.name] = line
+            if "@." in u.name:
+                self.add(
+                    path,
+                    line,
+                    f"{u.name} is a template: list an instance like {u.name.replace('@.', '@name.')}",
+                )
+            self.unit_file(path, line, u.name)
+
+    def files(self, path: str, pos: Positions, entries: list[FileEntry]) -> None:
+        seen: dict[str, int] = {}
+        for i, f in enumerate(entries):
+            line = pos.line(("files", i))
+            if f.path == ENV_PATH:
+                self.add(
+                    path, line, f"{ENV_PATH} is written by swarmkeeper itself: use cluster vars"
+                )
+            if f.path in seen:
+                self.add(
+                    path,
+                    line,
+                    f"file {f.path} listed twice (first at line {seen[f.path]}): remove one",
+                )
+            seen[f.path] = line
+            if f.source is not None:
+                real, why = self.tree.resolve(f.source)
+                if real is None:
+                    fix = (
+                        "add it or fix the path"
+                        if "does not exist" in why
+                        else "use a regular file"
+                    )
+                    self.add(path, pos.line(("files", i, "source")), f"source {why}: {fix}")
+                elif len(self.tree.files[real]) > MAX_FILE_BYTES:
+                    self.add(f.source, 0, f"file is larger than {MAX_FILE_BYTES} bytes")
+
+
+def template_of(name: str) -> str:
+    """``foo@bar.service`` -> ``foo@.service``."""
+    base, _, rest = name.partition("@")
+    return f"{base}@.{rest.rsplit('.', 1)[-1]}"
+
+
+def _check_layout(c: _Checker) -> None:
+    for p in sorted({*c.tree.files, *c.tree.links}):
+        if not p.startswith("state/") or not p.endswith((".yaml", ".yml")):
+            continue
+        rest = p[len("state/") :]
+        if rest == "cluster.yaml" or (
+            rest.startswith(("roles/", "nodes/")) and rest.count("/") == 1
+        ):
+            if p.endswith(".yml"):
+                c.add(p, 0, f"use the .yaml extension: rename to {p[:-4]}.yaml")
+            continue
+        c.add(
+            p,
+            0,
+            "unexpected state file: expected state/cluster.yaml, state/roles/<role>.yaml or state/nodes/<node>.yaml",
+        )
+
+
+def load_state(tree: RepoTree) -> State:
+    """Validate the whole tree; raise ``InvalidDesiredState`` with every problem found."""
+    c = _Checker(tree)
+    _check_layout(c)
+    if tree.resolve("state/cluster.yaml")[0] is None and "state/cluster.yaml" not in tree.links:
+        c.add(
+            "state/cluster.yaml",
+            0,
+            "missing: every state repo needs one (see docs/state-format.md)",
+        )
+    cluster, cpos = c.model("state/cluster.yaml", ClusterFile)
+    if cluster is not None:
+        for k in sorted(set(cluster.vars) & RESERVED_VARS):
+            c.add(
+                "state/cluster.yaml",
+                cpos.line(("vars", k)),
+                f"vars key {k} is set by swarmkeeper itself: rename it",
+            )
+
+    roles: dict[str, RoleFile] = {}
+    for name in tree.listdir("state/roles"):
+        role = name.rsplit(".", 1)[0]
+        if role not in ROLES:
+            c.add(
+                f"state/roles/{name}", 0, f"unknown role {role!r}: roles are {' and '.join(ROLES)}"
+            )
+    for role in ROLES:
+        path = f"state/roles/{role}.yaml"
+        if tree.resolve(path)[0] is None and path not in tree.links:
+            c.add(path, 0, f"missing: the {role} role must be defined (an empty file is fine)")
+            continue
+        rf, rpos = c.model(path, RoleFile)
+        if rf is not None:
+            c.units(path, rpos, "units", rf.units)
+            c.files(path, rpos, rf.files)
+            roles[role] = rf
+
+    nodes: dict[str, NodeFile] = {}
+    for name in tree.listdir("state/nodes"):
+        path = f"state/nodes/{name}"
+        if not name.endswith(".yaml"):
+            continue
+        node = name[: -len(".yaml")]
+        if not _NODE_NAME_RE.match(node):
+            c.add(
+                path, 0, f"node name {node!r} is not a valid host name: use a-z, 0-9, '-' and '.'"
+            )
+            continue
+        nf, npos = c.model(path, NodeFile)
+        if nf is None:
+            continue
+        _check_node(c, path, npos, nf, roles)
+        nodes[node] = nf
+
+    if c.problems:
+        raise InvalidDesiredState(c.problems)
+    assert cluster is not None  # no problems means cluster.yaml was valid
+    return State(tree=tree, cluster=cluster, roles=roles, nodes=nodes)
+
+
+def _check_node(
+    c: _Checker, path: str, pos: Positions, nf: NodeFile, roles: dict[str, RoleFile]
+) -> None:
+    candidates = [roles[nf.role]] if nf.role in roles else list(roles.values())
+    role_units = {u.name for r in candidates for u in r.units}
+    for i, name in enumerate(nf.units_remove):
+        at: Path_ = ("units_remove", i)
+        if name not in role_units:
+            which = f"role {nf.role}" if nf.role else "any role"
+            c.add(
+                path,
+                pos.line(at),
+                f"units_remove: {name} is not a unit of {which}: remove this entry",
+            )
+    c.units(path, pos, "units_add", nf.units_add)
+    if nf.role is not None:
+        for i, u in enumerate(nf.units_add):
+            if u.name in {x.name for x in roles.get(nf.role, RoleFile()).units}:
+                c.add(
+                    path,
+                    pos.line(("units_add", i)),
+                    f"units_add: {u.name} is already a unit of role {nf.role}",
+                )
+
+
+def validate_tree(tree: RepoTree) -> list[Problem]:
+    """Every problem of the tree (empty when it is valid)."""
+    try:
+        load_state(tree)
+    except InvalidDesiredState as e:
+        return list(e.problems)
+    return []
