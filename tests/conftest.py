@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fixtures.etcd import EtcdCluster, EtcdServer
+from tests.fixtures.gitrepo import MINIMAL_STATE, StateRepo, make_state_repo
 from tests.fixtures.etcd import etcd_cluster as _etcd_cluster
 from tests.fixtures.etcd import etcd_server as _etcd_server
 
@@ -23,3 +24,9 @@ def etcd_cluster() -> Iterator[EtcdCluster]:
     """Three real etcd members; ``endpoints``, ``members``, ``leader()``, ``kill(i)``."""
     with _etcd_cluster(3) as cluster:
         yield cluster
+
+
+@pytest.fixture
+def state_repo(tmp_path_factory: pytest.TempPathFactory) -> StateRepo:
+    """A real git repo (bare remote + work clone) holding a minimal valid state."""
+    return make_state_repo(tmp_path_factory.mktemp("staterepo"), MINIMAL_STATE)
