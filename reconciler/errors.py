@@ -10,7 +10,9 @@ The tree (catch the branch that matches how you will react)::
     │   └── SourceError       git fetch/read failed (remote unreachable, missing commit)
     ├── ActuatorError         touching the node failed: the pass rolls back and reports
     │   ├── SystemdError      a D-Bus call or job failed
-    │   └── UnitFailed        the health gate saw a unit fail to become active
+    │   ├── UnitFailed        the health gate saw a unit fail to become active
+    │   └── SwarmError        a Docker Engine swarm call failed or the node is in the
+    │                         wrong swarm (never fixed by a silent leave)
     └── UsageError            the operator's command line or config is wrong (exit 1)
 
 ``Problem`` is one ``path:line: message`` finding; ``InvalidDesiredState`` carries all of them
@@ -79,3 +81,7 @@ class UnitFailed(ActuatorError):
 
 class UsageError(SwarmkeeperError):
     """The command line or agent config is wrong."""
+
+
+class SwarmError(ActuatorError):
+    """A Docker Engine swarm call failed, or the node belongs to another swarm."""
