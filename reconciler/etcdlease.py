@@ -1,0 +1,147 @@
+"""Leases kept alive over one long-lived ``LeaseKeepAlive`` stream per client.
+
+aetcd's ``Lease.refresh()`` opens a stream per refresh and fails every time through
+``etcd grpc-proxy`` ("context canceled"), which is what workers talk to. Here one task owns
+one stream and sends a keepalive for each lease every TTL/3, reading the answer before the
+next (ping-pong keeps answers matched to requests and bounds every wait by the timeout).
+When the stream breaks, the task reconnects (possibly to another endpoint) and carries on;
+a lease whose TTL ran out meanwhile is reported lost (``alive`` False, ``wait_lost()``
+returns) so its owner can grant a new one and re-put its keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from typing import TYPE_CHECKING
+
+import grpc.aio  # type: ignore[import-untyped]
+from aetcd import rpc
+
+from reconciler.errors import EtcdUnavailable
+from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, classify
+
+if TYPE_CHECKING:
+    from reconciler.etcd import Etcd
+
+_RETRIED: tuple[type[BaseException], ...] = (*RPC_ERRORS, EtcdUnavailable)
+
+
+class Lease:
+    """A granted lease. Kept alive by its client until ``revoke()`` or the client closes."""
+
+    def __init__(self, etcd: Etcd, lease_id: int, ttl: int) -> None:
+        self.id = lease_id
+        self.ttl = ttl
+        self._etcd = etcd
+        now = time.monotonic()
+        self.deadline = now + ttl  # when etcd forgets it unless a keepalive lands first
+        self.next_due = now + ttl / 3
+        self._lost = asyncio.Event()
+
+    @property
+    def alive(self) -> bool:
+        return not self._lost.is_set() and time.monotonic() < self.deadline
+
+    def mark_lost(self) -> None:
+        self._lost.set()
+
+    async def wait_lost(self) -> None:
+        """Return once the lease expired or was revoked."""
+        await self._lost.wait()
+
+    async def revoke(self) -> None:
+        """Revoke now: every key bound to it is deleted by etcd at once."""
+        self.mark_lost()
+        await self._etcd.revoke_lease(self)
+
+    def __repr__(self) -> str:
+        return f"Lease(id={self.id:#x}, ttl={self.ttl}, alive={self.alive})"
+
+
+class LeaseKeeper:
+    """The one keepalive task of an ``Etcd`` client."""
+
+    def __init__(self, etcd: Etcd) -> None:
+        self._etcd = etcd
+        self._leases: dict[int, Lease] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.keepalives = 0  # keepalive messages answered (benchmarks)
+
+    def add(self, lease: Lease) -> None:
+        self._leases[lease.id] = lease
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="etcd-lease-keepalive")
+
+    def remove(self, lease: Lease) -> None:
+        self._leases.pop(lease.id, None)
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for lease in list(self._leases.values()):
+            if now >= lease.deadline:
+                lease.mark_lost()
+                self._leases.pop(lease.id, None)
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while self._leases:
+            conn: Conn | None = None
+            call = None
+            try:
+                conn = await self._etcd.conn()
+                call = conn.lease.LeaseKeepAlive(metadata=conn.metadata)
+                self._etcd.request_count += 1
+                while self._leases:
+                    await self._send_due(call)
+                    delay = 0.05
+                    self._wake.clear()
+                    if not self._leases:
+                        break
+                    pause = min(lease.next_due for lease in self._leases.values())
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._wake.wait(), max(0.0, pause - time.monotonic())
+                        )
+            except _RETRIED as e:
+                if conn is not None:
+                    await self._etcd.drop(conn, rotate=classify(e) is not Fault.REAUTH)
+                self._expire()
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 1.0)
+            finally:
+                if call is not None:
+                    call.cancel()
+
+    async def _send_due(self, call: grpc.aio.StreamStreamCall) -> None:
+        self._expire()
+        timeout = self._etcd.timeout
+        now = time.monotonic()
+        for lease in [x for x in self._leases.values() if x.next_due <= now]:
+            sent = time.monotonic()
+            await asyncio.wait_for(call.write(rpc.LeaseKeepAliveRequest(ID=lease.id)), timeout)
+            resp = await asyncio.wait_for(call.read(), timeout)
+            if resp is grpc.aio.EOF:
+                raise ConnectionError("lease keepalive stream closed by the server")
+            self.keepalives += 1
+            answered = self._leases.get(resp.ID)
+            if answered is None:
+                continue
+            if resp.TTL <= 0:  # etcd no longer knows it: expired while we were away
+                answered.mark_lost()
+                self._leases.pop(resp.ID, None)
+            else:
+                answered.deadline = sent + resp.TTL
+                answered.next_due = sent + max(resp.TTL / 3, 0.2)
