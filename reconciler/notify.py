@@ -1,0 +1,405 @@
+"""Operator notifications: events, coalescing and a hub that can never slow the agent down.
+
+The agent calls :meth:`Notifications.emit` from anywhere in its event loop. ``emit`` is
+synchronous, O(1), never blocks and never raises: it folds the event into a bounded
+:class:`Coalescer` (identical events within a window become one delivery with a count). A
+flusher task hands due deliveries to one bounded lane per notifier, and each lane's worker
+posts with a per-request timeout and bounded retries with exponential backoff and jitter. A
+dead or hanging webhook therefore only ever fills its own lane, whose oldest entries are
+dropped (and counted) when it is full.
+
+How a delivery is rendered and where it goes is the notifier's business (``notifiers.py``);
+this module only needs the small :class:`Sink` interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+import aiohttp
+
+from reconciler import log
+from reconciler.coalesce import Coalescer, Delivery
+
+
+class Severity(StrEnum):
+    """How much an operator should care; ordered debug < info < warning < error."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self.value]
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        return cls(text.strip().lower())
+
+    def __lt__(self, other: str) -> bool:
+        return self.rank < Severity(other).rank
+
+    def __le__(self, other: str) -> bool:
+        return self.rank <= Severity(other).rank
+
+    def __gt__(self, other: str) -> bool:
+        return self.rank > Severity(other).rank
+
+    def __ge__(self, other: str) -> bool:
+        return self.rank >= Severity(other).rank
+
+
+_RANK = {"debug": 0, "info": 1, "warning": 2, "error": 3}
+
+
+class EventKind(StrEnum):
+    AGENT_STARTED = "agent_started"
+    AGENT_STOPPED = "agent_stopped"
+    SWARM_JOINED = "swarm_joined"
+    SWARM_LEFT = "swarm_left"
+    REVISION_APPLIED = "revision_applied"
+    DRIFT_REPAIRED = "drift_repaired"
+    APPLY_ROLLED_BACK = "apply_rolled_back"
+    REVISION_REJECTED = "revision_rejected"
+    ROLLOUT_HALTED = "rollout_halted"
+    SERVICE_UNHEALTHY = "service_unhealthy"
+    SERVICE_HEALTHY = "service_healthy"
+
+
+# What an event means to an operator when the emitter does not say otherwise.
+DEFAULT_SEVERITY: Mapping[EventKind, Severity] = {
+    EventKind.AGENT_STARTED: Severity.INFO,
+    EventKind.AGENT_STOPPED: Severity.WARNING,
+    EventKind.SWARM_JOINED: Severity.INFO,
+    EventKind.SWARM_LEFT: Severity.WARNING,
+    EventKind.REVISION_APPLIED: Severity.INFO,
+    EventKind.DRIFT_REPAIRED: Severity.WARNING,
+    EventKind.APPLY_ROLLED_BACK: Severity.ERROR,
+    EventKind.REVISION_REJECTED: Severity.ERROR,
+    EventKind.ROLLOUT_HALTED: Severity.ERROR,
+    EventKind.SERVICE_UNHEALTHY: Severity.ERROR,
+    EventKind.SERVICE_HEALTHY: Severity.INFO,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something an operator may want to hear about. ``details`` must be JSON-serialisable."""
+
+    kind: EventKind
+    severity: Severity
+    node: str
+    revision: str = ""
+    unit: str = ""
+    message: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    at: float = field(default_factory=time.time, compare=False)  # unix time it happened
+
+    @classmethod
+    def of(
+        cls,
+        kind: EventKind,
+        node: str,
+        *,
+        revision: str = "",
+        unit: str = "",
+        message: str = "",
+        details: Mapping[str, Any] | None = None,
+        severity: Severity | None = None,
+        at: float | None = None,
+    ) -> Event:
+        """An event with the kind's default severity unless one is given."""
+        return cls(
+            at=time.time() if at is None else at,
+            kind=kind,
+            severity=severity or DEFAULT_SEVERITY[kind],
+            node=node,
+            revision=revision,
+            unit=unit,
+            message=message,
+            details=dict(details or {}),
+        )
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """Events with the same key are 'identical' and get coalesced."""
+        return (self.kind, self.node, self.unit, self.revision)
+
+
+class Sink(Protocol):
+    """A notification target: where to POST and what JSON to send for a delivery."""
+
+    @property
+    def name(self) -> str: ...  # for logs; never contains the secret URL
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def min_severity(self) -> Severity: ...
+
+    def payload(self, delivery: Delivery) -> dict[str, Any]: ...
+
+
+@dataclass(slots=True)
+class NotifyStats:
+    """Counters for metrics and tests (monotonic over the hub's life)."""
+
+    emitted: int = 0
+    coalesced: int = 0  # events folded into an earlier identical one
+    dropped: int = 0  # deliveries or events thrown away because a bound was hit
+    attempts: int = 0  # HTTP requests started
+    sent: int = 0  # deliveries a notifier accepted (2xx)
+    failed: int = 0  # deliveries given up after the last attempt or a permanent error
+    abandoned: int = 0  # deliveries still queued when aclose's deadline passed
+
+
+@dataclass(eq=False, slots=True)
+class _Lane:
+    sink: Sink
+    capacity: int
+    queue: deque[Delivery] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+
+class Notifications:
+    """The notification hub. Run :meth:`run` in the agent's TaskGroup; :meth:`aclose` at exit."""
+
+    def __init__(
+        self,
+        sinks: Iterable[Sink] = (),
+        *,
+        queue_size: int = 256,
+        coalesce_window: float = 2.0,
+        coalesce_max: float = 300.0,
+        max_attempts: int = 5,
+        request_timeout: float = 5.0,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.stats = NotifyStats()
+        self._coalescer = Coalescer(coalesce_window, coalesce_max, capacity=queue_size)
+        self._queue_size = queue_size
+        self._max_attempts = max(1, max_attempts)
+        self._request_timeout = request_timeout
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._rng = rng or random.Random()
+        self._lanes: dict[tuple[str, str, str], _Lane] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._wake = asyncio.Event()
+        self._done = asyncio.Event()
+        self._running = False
+        self._stopping = False
+        self._closed = False
+        self._deadline = 0.0
+        self._log = log.get("swarmkeeper.notify")
+        self.configure(sinks)
+
+    # -- the agent-facing API ---------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Queue an event for every notifier that wants it. Never blocks, never raises."""
+        try:
+            if self._closed:
+                self.stats.dropped += 1
+                return
+            self.stats.emitted += 1
+            merged, dropped = self._coalescer.add(event, time.monotonic())
+            self.stats.coalesced += merged
+            self.stats.dropped += dropped
+            if not merged:
+                self._wake.set()
+        except Exception as e:  # a notification bug must never break a reconcile pass
+            with contextlib.suppress(Exception):
+                self._log.error("notify.emit_failed", error=repr(e))
+
+    def configure(self, sinks: Iterable[Sink]) -> None:
+        """Replace the notifiers (after a revision changed ``notify:``); unchanged ones keep
+        their queue and in-flight retries."""
+        wanted = {(type(s).__name__, s.url, s.name): s for s in sinks}
+        for key in list(self._lanes):
+            if key not in wanted:
+                lane = self._lanes.pop(key)
+                self.stats.dropped += len(lane.queue)
+                if lane.task is not None:
+                    lane.task.cancel()
+        for key, sink in wanted.items():
+            if key in self._lanes:
+                self._lanes[key].sink = sink  # min_severity may have changed
+            else:
+                lane = _Lane(sink, self._queue_size)
+                self._lanes[key] = lane
+                if self._tg is not None:
+                    self._start(lane)
+
+    @property
+    def sinks(self) -> list[Sink]:
+        return [lane.sink for lane in self._lanes.values()]
+
+    async def run(self) -> None:
+        """Deliver until :meth:`aclose` is called; then flush within its deadline."""
+        if self._running or self._done.is_set():
+            raise RuntimeError("Notifications.run() may only run once")
+        self._running = True
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                for lane in self._lanes.values():
+                    self._start(lane)
+                await self._flush_loop()
+                await self._drain()
+                for lane in self._lanes.values():
+                    if lane.task is not None:
+                        lane.task.cancel()
+        finally:
+            self._tg = None
+            self._closed = True
+            if self._session is not None:
+                with contextlib.suppress(Exception):
+                    await self._session.close()
+                self._session = None
+            self._done.set()
+
+    async def aclose(self, flush_within: float = 5.0) -> None:
+        """Send what is pending (coalescing windows are cut short), waiting at most
+        ``flush_within`` seconds; then close the HTTP session. Safe to call more than once."""
+        if not self._stopping:
+            self._stopping = True
+            self._deadline = time.monotonic() + flush_within
+            self._wake.set()
+        if not self._running and not self._done.is_set():
+            await self.run()  # never started: deliver the backlog now
+        await self._done.wait()
+
+    # -- inside ----------------------------------------------------------------------------
+
+    def _start(self, lane: _Lane) -> None:
+        assert self._tg is not None
+        lane.task = self._tg.create_task(self._worker(lane), name=f"notify:{lane.sink.name}")
+
+    def _fan_out(self, delivery: Delivery) -> None:
+        severity = delivery.event.severity
+        for lane in self._lanes.values():
+            if severity < lane.sink.min_severity:
+                continue
+            if len(lane.queue) >= lane.capacity:
+                lane.queue.popleft()
+                self.stats.dropped += 1
+            lane.queue.append(delivery)
+            lane.idle.clear()
+            lane.wake.set()
+
+    async def _flush_loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            now = time.monotonic()
+            for delivery in self._coalescer.pop_due(now):
+                self._fan_out(delivery)
+            nxt = self._coalescer.next_deadline()
+            timeout = None if nxt is None else max(0.0, nxt - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _drain(self) -> None:
+        for delivery in self._coalescer.drain():
+            self._fan_out(delivery)
+        lanes = list(self._lanes.values())
+        waits = [asyncio.ensure_future(lane.idle.wait()) for lane in lanes]
+        if waits:
+            remaining = max(0.0, self._deadline - time.monotonic())
+            _, pending = await asyncio.wait(waits, timeout=remaining)
+            for w in pending:
+                w.cancel()
+        for lane in lanes:
+            if not lane.idle.is_set():
+                left = len(lane.queue) + 1
+                self.stats.abandoned += left
+                self._log.warning("notify.abandoned", notifier=lane.sink.name, deliveries=left)
+
+    async def _worker(self, lane: _Lane) -> None:
+        while True:
+            while not lane.queue:
+                lane.idle.set()
+                lane.wake.clear()
+                await lane.wake.wait()
+            delivery = lane.queue.popleft()
+            try:
+                await self._deliver(lane.sink, delivery)
+            except Exception as e:  # a bug in a payload must not kill the lane
+                self.stats.failed += 1
+                self._log.error("notify.bug", notifier=lane.sink.name, error=repr(e))
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter in [half, full] of the step."""
+        step = min(self._backoff_max, self._backoff_base * 2.0 ** (attempt - 1))
+        return step * self._rng.uniform(0.5, 1.0)
+
+    async def _deliver(self, sink: Sink, delivery: Delivery) -> None:
+        payload = sink.payload(delivery)
+        reason = ""
+        for attempt in range(1, self._max_attempts + 1):
+            self.stats.attempts += 1
+            retry_after = 0.0
+            try:
+                async with asyncio.timeout(self._request_timeout):
+                    session = self._get_session()
+                    async with session.post(sink.url, json=payload) as resp:
+                        await resp.read()
+                        status = resp.status
+                        retry_after = _retry_after(resp.headers.get("Retry-After"))
+                if 200 <= status < 300:
+                    self.stats.sent += 1
+                    return
+                reason = f"HTTP {status}"
+                if status < 500 and status not in (408, 429):
+                    break  # the notifier refuses this request; repeating will not help
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                reason = type(e).__name__ if isinstance(e, TimeoutError) else repr(e)
+            if attempt < self._max_attempts:
+                delay = min(self._backoff_max, max(self._backoff(attempt), retry_after))
+                await asyncio.sleep(delay)
+        self.stats.failed += 1
+        self._log.warning(
+            "notify.failed",
+            notifier=sink.name,
+            kind=str(delivery.event.kind),
+            attempts=attempt,
+            reason=reason,
+        )
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # trust_env stays off: notifications go straight to the hook, never via a proxy
+            # some unrelated environment variable happens to name.
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._request_timeout),
+                connector=aiohttp.TCPConnector(limit=8),
+            )
+        return self._session
+
+
+def _retry_after(value: str | None) -> float:
+    if not value:
+        return 0.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 0.0
