@@ -244,6 +244,10 @@ def load_state(tree: RepoTree) -> State:
 def _check_node(
     c: _Checker, path: str, pos: Positions, nf: NodeFile, roles: dict[str, RoleFile]
 ) -> None:
+    # a role file that failed validation would only produce follow-on noise here
+    if (nf.role or "") not in roles and (nf.role is not None or len(roles) < len(ROLES)):
+        c.units(path, pos, "units_add", nf.units_add)
+        return
     candidates = [roles[nf.role]] if nf.role in roles else list(roles.values())
     role_units = {u.name for r in candidates for u in r.units}
     for i, name in enumerate(nf.units_remove):

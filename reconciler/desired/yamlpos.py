@@ -140,7 +140,7 @@ class _TooBig(Exception):
 
 def _short(e: BaseException) -> str:
     problem = getattr(e, "problem", None) or str(e)
-    return str(problem).strip()
+    return " ".join(str(problem).split())  # one line per problem
 
 
 def load_yaml(path: str, data: bytes) -> tuple[Any, Positions, list[Problem]]:
@@ -156,7 +156,11 @@ def load_yaml(path: str, data: bytes) -> tuple[Any, Positions, list[Problem]]:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 1
         return None, b.pos, [Problem(path, line, f"YAML syntax error: {_short(e)}")]
-    except yaml.YAMLError as e:
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        msg = f"character {e.character!r} is not allowed in YAML: remove it"
+        return None, b.pos, [Problem(path, line, msg)]
+    except yaml.YAMLError as e:  # pragma: no cover - every YAML error above is marked
         return None, b.pos, [Problem(path, 1, f"YAML error: {_short(e)}")]
     if node is None:
         return None, b.pos, []
