@@ -1,0 +1,385 @@
+"""The planner: what to do to take a node from what it runs to its desired spec. Pure.
+
+``plan(spec, observed, inventory)`` compares three things: the desired ``NodeSpec``, what the
+node shows now (``Observed``: unit-file and file digests, systemd's unit states), and what
+swarmkeeper last applied (``Inventory``: which units and files are ours and what content is
+running). It returns a ``Plan``, a tuple of frozen actions in fixed phases::
+
+    stop → write → daemon-reload → reload → restart → start → enable/disable → prune → verify
+
+Rules (issue 3): a new unit is written, started and enabled (when it has an [Install]
+section and ``enable`` is not false); a changed unit is restarted, or reloaded
+(``on_change: reload``), or left alone (``ignore``); a changed managed file restarts (or
+reloads) exactly the units that read it (``reconciler.unitfile``); a removed unit is stopped
+(reverse role order), disabled and deleted; a hand-edited/deleted unit file or a unit
+stopped or failed by hand is repaired and the action says ``drift``. Units and files not in
+the inventory are never touched, except a desired one, which is written and so adopted.
+When nothing differs the plan is empty. The same ``Plan`` is printed by ``swarmkeeper plan``
+and executed by ``reconciler.apply``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar
+
+from reconciler import unitfile
+from reconciler.applied import EMPTY, AppliedUnit, Inventory
+from reconciler.models import NodeSpec, OnChange, UnitSpec
+
+
+class Phase(StrEnum):
+    STOP = "stop"
+    WRITE = "write"
+    DAEMON_RELOAD = "daemon-reload"
+    RELOAD = "reload"
+    RESTART = "restart"
+    START = "start"
+    ENABLE = "enable/disable"
+    PRUNE = "prune"
+    VERIFY = "verify"
+
+
+PHASES: tuple[Phase, ...] = tuple(Phase)
+RUNNING = frozenset({"active", "activating", "reloading"})
+
+
+# ---------------------------------------------------------------- what the node shows
+
+
+@dataclass(frozen=True, slots=True)
+class UnitState:
+    """systemd's view of one unit (the fields of the actuator's UnitStatus the planner uses)."""
+
+    load_state: str = "not-found"
+    active_state: str = "inactive"
+    sub_state: str = "dead"
+    unit_file_state: str = ""
+    invocation_id: str = ""
+    result: str = "success"
+    service_type: str = ""
+    remain_after_exit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    digest: str
+    mode: int
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """The node now: only names/paths that are desired or managed need to be present."""
+
+    unit_files: Mapping[str, str] = field(default_factory=dict)  # name -> sha256 in unit dir
+    files: Mapping[str, FileState] = field(default_factory=dict)  # path -> digest and mode
+    units: Mapping[str, UnitState] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class StopUnit:
+    PHASE: ClassVar[Phase] = Phase.STOP
+    VERB: ClassVar[str] = "stop"
+    unit: str
+    reason: str
+    drift: bool = False
+    reset_failed: bool = False  # a failed unit stays loaded until its failure is reset
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFile:
+    PHASE: ClassVar[Phase] = Phase.WRITE
+    VERB: ClassVar[str] = "write"
+    path: str
+    content: bytes = field(repr=False)
+    mode: int
+    reason: str
+    drift: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WriteUnit:
+    PHASE: ClassVar[Phase] = Phase.WRITE
+    VERB: ClassVar[str] = "write"
+    unit: str
+    content: bytes = field(repr=False)
+    reason: str
+    drift: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonReload:
+    PHASE: ClassVar[Phase] = Phase.DAEMON_RELOAD
+    VERB: ClassVar[str] = "daemon-reload"
+    reason: str
+    drift: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadUnit:
+    PHASE: ClassVar[Phase] = Phase.RELOAD
+    VERB: ClassVar[str] = "reload"
+    unit: str
+    reason: str
+    drift: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RestartUnit:
+    PHASE: ClassVar[Phase] = Phase.RESTART
+    VERB: ClassVar[str] = "restart"
+    unit: str
+    reason: str
+    drift: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StartUnit:
+    PHASE: ClassVar[Phase] = Phase.START
+    VERB: ClassVar[str] = "start"
+    unit: str
+    reason: str
+    drift: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EnableUnit:
+    PHASE: ClassVar[Phase] = Phase.ENABLE
+    VERB: ClassVar[str] = "enable"
+    unit: str
+    reason: str
+    drift: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DisableUnit:
+    PHASE: ClassVar[Phase] = Phase.ENABLE
+    VERB: ClassVar[str] = "disable"
+    unit: str
+    reason: str
+    drift: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteUnit:
+    PHASE: ClassVar[Phase] = Phase.PRUNE
+    VERB: ClassVar[str] = "delete"
+    unit: str
+    reason: str
+    drift: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteFile:
+    PHASE: ClassVar[Phase] = Phase.PRUNE
+    VERB: ClassVar[str] = "delete"
+    path: str
+    reason: str
+    drift: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Verify:
+    """The health gate: each (unit, timeout) must become healthy."""
+
+    PHASE: ClassVar[Phase] = Phase.VERIFY
+    VERB: ClassVar[str] = "verify"
+    units: tuple[tuple[str, float], ...]
+    reason: str
+    drift: bool = False
+
+
+Action = (
+    StopUnit | WriteFile | WriteUnit | DaemonReload | ReloadUnit | RestartUnit | StartUnit
+    | EnableUnit | DisableUnit | DeleteUnit | DeleteFile | Verify
+)
+Plan = tuple[Action, ...]
+
+
+def target(a: Action) -> str:
+    if isinstance(a, WriteFile | DeleteFile):
+        return a.path
+    if isinstance(a, DaemonReload):
+        return ""
+    if isinstance(a, Verify):
+        return " ".join(u for u, _ in a.units)
+    return a.unit
+
+
+def describe(a: Action) -> str:
+    """One line, e.g. ``restart etcd-member.service: /etc/swarmkeeper/node.env changed``."""
+    t = target(a)
+    return f"{a.VERB} {t}: {a.reason}" if t else f"{a.VERB}: {a.reason}"
+
+
+def to_json(a: Action) -> dict[str, object]:
+    out: dict[str, object] = {
+        "phase": str(a.PHASE),
+        "action": a.VERB,
+        "target": target(a),
+        "reason": a.reason,
+        "drift": a.drift,
+    }
+    if isinstance(a, WriteFile):
+        out["mode"] = f"{a.mode:04o}"
+    if isinstance(a, Verify):
+        out["units"] = [{"unit": u, "timeout": t} for u, t in a.units]
+    return out
+
+
+# ---------------------------------------------------------------- the planner
+
+
+def is_template(name: str) -> bool:
+    return name.partition(".")[0].endswith("@")
+
+
+def wants_enable(u: UnitSpec | AppliedUnit) -> bool:
+    return u.enable is not False and unitfile.has_install(u.content)
+
+
+def is_up(st: UnitState) -> bool:
+    """Running, or a plain oneshot that already ran to success (its converged state)."""
+    if st.active_state in RUNNING:
+        return True
+    return (
+        st.service_type == "oneshot"
+        and not st.remain_after_exit
+        and st.active_state == "inactive"
+        and st.result == "success"
+        and bool(st.invocation_id)
+    )
+
+
+def _drift(reasons: list[tuple[str, bool]]) -> tuple[str, bool]:
+    return "; ".join(r for r, _ in reasons), any(d for _, d in reasons)
+
+
+def plan(spec: NodeSpec, observed: Observed, inventory: Inventory | None = None) -> Plan:
+    """The actions that converge the node on ``spec``; empty when nothing differs."""
+    inv = inventory or EMPTY
+    desired_units = {u.name for u in spec.units}
+    desired_files = {f.path for f in spec.files}
+    removed_units = [n for n in inv.managed_units() if n not in desired_units]
+    removed_files = [p for p in inv.managed_files() if p not in desired_files]
+    by_phase: dict[Phase, list[Action]] = {p: [] for p in PHASES}
+
+    def add(a: Action) -> None:
+        by_phase[a.PHASE].append(a)
+
+    # Files first: which managed paths changed content decides restarts below.
+    changed: dict[str, tuple[str, bool]] = {}  # path -> (why, drift)
+    dropin_written = False
+    for f in spec.files:
+        obs = observed.files.get(f.path)
+        applied_file = inv.file(f.path)
+        if applied_file is not None and applied_file.digest != f.digest:
+            why, drift = "changed", False
+        elif obs is None:
+            why, drift = ("deleted by hand", True) if applied_file else ("created", False)
+        elif obs.digest != f.digest:
+            why, drift = ("edited by hand", True) if applied_file else ("replaced (adopted)", False)
+        elif obs.mode != f.mode:
+            why, drift = (f"mode {obs.mode:04o} -> {f.mode:04o}", applied_file is not None)
+        else:
+            continue
+        if obs is None or obs.digest != f.digest or obs.mode != f.mode:
+            add(WriteFile(f.path, f.content, f.mode, ("drift: " if drift else "") + why, drift))
+            dropin_written = dropin_written or unitfile.dropin_unit(f.path) is not None
+        if not why.startswith("mode"):
+            changed[f.path] = (why, drift)
+    for p in removed_files:
+        changed[p] = ("removed", False)
+        if p in observed.files:
+            add(DeleteFile(p, "no longer desired"))
+
+    verify: list[tuple[str, float]] = []
+    maybe_unloaded = False
+    for u in spec.units:
+        obs_digest = observed.unit_files.get(u.name)
+        app = inv.unit(u.name)
+        st = observed.units.get(u.name, UnitState())
+        reasons: list[tuple[str, bool]] = []
+        if app is not None and app.digest != u.digest:
+            reasons.append(("unit changed", False))
+        elif obs_digest is None and app is not None:
+            reasons.append(("drift: unit file deleted by hand", True))
+        elif obs_digest is not None and obs_digest != u.digest:
+            reasons.append(
+                ("drift: unit file edited by hand", True) if app else ("unit file adopted", False)
+            )
+        if obs_digest == u.digest and (app is None or app.digest != u.digest):
+            maybe_unloaded = True  # possibly written by a killed run that never reloaded
+        if obs_digest != u.digest:
+            why, drift = _drift(reasons) if reasons else ("new unit", False)
+            add(WriteUnit(u.name, u.content, why, drift))
+        refs = unitfile.referenced_paths(u.content)
+        for path in sorted(changed):
+            if path in refs or unitfile.dropin_unit(path) == u.name:
+                why, drift = changed[path]
+                reasons.append((f"{path} {why}", drift))
+        if is_template(u.name) or st.load_state == "masked":
+            pass  # templates are instantiated by others; a masked unit is the operator's call
+        elif is_up(st):
+            if reasons and u.on_change is not OnChange.IGNORE:
+                why, drift = _drift(reasons)
+                if u.on_change is OnChange.RELOAD:
+                    add(ReloadUnit(u.name, why, drift))
+                else:
+                    add(RestartUnit(u.name, why, drift))
+                verify.append((u.name, u.timeout))
+        else:
+            if app is None and obs_digest is None:
+                why, drift = "new unit", False
+            elif reasons and not any(d for _, d in reasons):
+                why, drift = _drift(reasons)
+            elif app is None:
+                why, drift = "not running", False
+            elif st.active_state == "failed":
+                why, drift = "drift: unit failed", True
+            else:
+                why, drift = "drift: stopped by hand", True
+            add(StartUnit(u.name, why, drift))
+            verify.append((u.name, u.timeout))
+        if not is_template(u.name) and st.load_state != "masked":
+            enabled = st.unit_file_state in ("enabled", "enabled-runtime")
+            if wants_enable(u) and not enabled:
+                drift = app is not None and wants_enable(app)
+                why = "has an [Install] section"
+                if drift:
+                    gone = obs_digest is None
+                    why = "drift: unit file deleted by hand" if gone else "drift: disabled by hand"
+                add(EnableUnit(u.name, why, drift))
+            elif not wants_enable(u) and (
+                enabled or (obs_digest is None and app is not None and wants_enable(app))
+            ):  # a deleted file hides the state; its symlinks were ours
+                why = "enable: false" if u.enable is False else "no [Install] section"
+                add(DisableUnit(u.name, why, app is not None and not wants_enable(app)))
+
+    for name in reversed(removed_units):
+        st = observed.units.get(name, UnitState())
+        if st.active_state in RUNNING or st.active_state == "failed":
+            add(StopUnit(name, "no longer desired", reset_failed=st.active_state == "failed"))
+        if st.unit_file_state in ("enabled", "enabled-runtime"):
+            add(DisableUnit(name, "no longer desired"))
+        if name in observed.unit_files:
+            add(DeleteUnit(name, "no longer desired"))
+
+    unit_written = any(isinstance(a, WriteUnit) for a in by_phase[Phase.WRITE])
+    if unit_written or dropin_written:
+        add(DaemonReload("unit files changed"))
+    elif inv.pending is not None and maybe_unloaded:
+        # A killed apply may have written unit files without reloading: reload to be sure.
+        add(DaemonReload("finish the interrupted apply"))
+    if verify:
+        add(Verify(tuple(verify), "health gate for started and restarted units"))
+    return tuple(a for p in PHASES for a in by_phase[p])
+
+
+def drift_count(p: Plan) -> int:
+    return sum(1 for a in p if a.drift)
