@@ -112,3 +112,114 @@ def head_revision(repo: str | Path) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
+
+
+class GitSource:
+    """A bare mirror of the state repository under the agent's state dir.
+
+    It fetches only when asked for a commit it lacks (the desired revision published in
+    etcd) or when the slow fallback poll asks for the branch head, so N nodes cost N fetches
+    per revision, not N per poll tick. The mirror survives agent restarts.
+    """
+
+    def __init__(self, url: str, branch: str, cache_dir: Path, *, timeout: float = 60.0) -> None:
+        self.url = url
+        self.branch = branch
+        self.dir = cache_dir
+        self.timeout = timeout
+        self.fetches = 0  # for metrics and the benchmark: git fetches made by this process
+
+    def _git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        try:
+            out = subprocess.run(
+                ["git", *args], capture_output=True, text=True, check=False, timeout=self.timeout,
+                env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"},
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise SourceError(f"git {args[0]} timed out after {self.timeout:.0f}s") from None
+        if check and out.returncode != 0:
+            lines = out.stderr.strip().splitlines() or ["failed"]
+            msg = next((ln for ln in lines if ln.startswith("fatal:")), lines[-1])
+            verb = next(
+                a
+                for i, a in enumerate(args)
+                if not a.startswith("-") and args[i - 1] not in ("-C", "-c")
+            )
+            raise SourceError(f"git {verb} {self.url}: {msg}")
+        return out
+
+    def ensure(self) -> None:
+        """Create the mirror on first use (an initial fetch of every branch)."""
+        if (self.dir / "HEAD").exists():
+            return
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir.with_name(self.dir.name + ".tmp")
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        self._git("init", "-q", "--bare", str(tmp))
+        self._git("-C", str(tmp), "remote", "add", "origin", self.url)
+        os.rename(tmp, self.dir)  # a half-made mirror is never mistaken for a good one
+        self.fetch()
+
+    def fetch(self) -> None:
+        """Fetch every branch (a published revision may live on any of them)."""
+        self.fetches += 1
+        self._git(
+            "-C", str(self.dir), "fetch", "-q", "--prune", "--no-tags", "origin",
+            "+refs/heads/*:refs/heads/*",
+        )  # fmt: skip
+
+    def has(self, rev: str) -> bool:
+        out = self._git("-C", str(self.dir), "cat-file", "-e", f"{rev}^{{commit}}", check=False)
+        return out.returncode == 0
+
+    def resolve(self, rev: str) -> str:
+        out = self._git(
+            "-C", str(self.dir), "rev-parse", "--verify", "-q", f"{rev}^{{commit}}", check=False
+        )
+        if out.returncode != 0:
+            raise SourceError(f"revision {rev!r} is not in {self.url}")
+        return out.stdout.strip()
+
+    def ensure_commit(self, rev: str) -> str:
+        """The full sha of ``rev``, fetching once if the mirror lacks it."""
+        self.ensure()
+        if not self.has(rev):
+            self.fetch()
+        return self.resolve(rev)
+
+    def branch_head(self, *, fetch: bool = True) -> str:
+        self.ensure()
+        if fetch:
+            self.fetch()
+        return self.resolve(f"refs/heads/{self.branch}")
+
+    def tree(self, rev: str) -> RepoTree:
+        return read_tree(self.dir, rev)
+
+    def verify(self, rev: str, allowed_signers: Path | None, gnupg_home: Path | None) -> str | None:
+        """None when ``rev`` carries a trusted signature, else why not.
+
+        SSH signatures are checked against ``allowed_signers`` (git's
+        gpg.ssh.allowedSignersFile); GPG ones against the agent's own keyring
+        (``gnupg_home``), never the user's.
+        """
+        args = ["-C", str(self.dir)]
+        if allowed_signers is not None:
+            args += ["-c", f"gpg.ssh.allowedSignersFile={allowed_signers}"]
+        env_home = {"GNUPGHOME": str(gnupg_home)} if gnupg_home else {}
+        try:
+            out = subprocess.run(
+                ["git", *args, "verify-commit", "--raw", rev], capture_output=True, text=True,
+                check=False, timeout=self.timeout, env={**os.environ, **env_home},
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return "signature check timed out"
+        if out.returncode == 0:
+            return None
+        detail = " ".join(out.stderr.split())[:300]
+        if "no signature" in detail.lower() or not detail:
+            return f"commit {rev[:12]} is not signed"
+        return f"commit {rev[:12]} has no trusted signature: {detail}"
