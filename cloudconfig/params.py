@@ -1,0 +1,354 @@
+"""``params.yml``: the provisioning parameters, validated with ``path:line:`` problems.
+
+The keys ``cluster``, ``etcd``, ``repo``, ``agent``, ``prefix``, ``ssh_authorized_keys`` and
+``slack`` are a contract (issue 6); the others are additions with safe defaults. Shapes are
+checked by strict pydantic models (unknown keys and wrong types are errors); rules that span
+keys (the static list must name exactly ``cluster.managers`` addresses, Fedora CoreOS needs a
+FleetLock server for coordinated reboots) are checked afterwards with the YAML positions, so
+every problem is reported at once with its line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from reconciler.desired.yamlpos import Positions, load_yaml, pydantic_problems
+from reconciler.errors import InvalidDesiredState, Problem
+
+DEFAULT_ETCD_IMAGE = "quay.io/coreos/etcd:v3.5.17"
+DEFAULT_SLACK_FILE = "/etc/swarmkeeper/slack-url"
+# Files the generator writes itself; params.files may not replace them.
+RESERVED_PATHS = frozenset(
+    f"/etc/swarmkeeper/{n}"
+    for n in (
+        "bootstrap.conf", "node-facts.sh", "agent.base.yaml", "agent.env", "agent.yaml",
+        "node.env", "etcd-bootstrap.env", "locksmithd.env", "slack-url",
+    )
+) | {"/etc/flatcar/update.conf", "/etc/zincati/config.d/55-swarmkeeper-updates.toml"}  # fmt: skip
+MAX_FILE_BYTES = 256 * 1024  # user-data limits are small (EC2: 16 KiB gzip'd, GCE: 256 KiB)
+
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DISCOVERY_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?/[A-Za-z0-9/_.-]+$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
+_BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+_PREFIX_RE = re.compile(r"^/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+_VOLUME_RE = re.compile(r"^/[^:\s]*:/[^:\s]*(:(ro|rw))?$")
+
+
+RoleName = Literal["manager", "worker"]
+_ALL_ROLES: tuple[RoleName, ...] = ("manager", "worker")
+
+
+def _abs_path(p: str) -> str:
+    if not p.startswith("/") or posixpath.normpath(p) != p or p.startswith("//") or p == "/":
+        raise ValueError(f"{p!r} is not an absolute normalised path: write it like /etc/app/config")
+    return p
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class ClusterParams(_Strict):
+    name: str
+    managers: int
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"{v!r} is not a valid cluster name: lowercase letters, digits, '-'")
+        return v
+
+    @field_validator("managers")
+    @classmethod
+    def _managers(cls, v: int) -> int:
+        if v not in (1, 3, 5):
+            raise ValueError(f"managers must be 1, 3 or 5 (an odd etcd/swarm quorum), not {v}")
+        return v
+
+
+class EtcdParams(_Strict):
+    discovery: str | None = None
+    static: list[str] | None = None
+    image: str = DEFAULT_ETCD_IMAGE
+    client_port: int = Field(default=2379, ge=1, le=65535)
+    peer_port: int = Field(default=2380, ge=1, le=65535)
+
+    @field_validator("discovery")
+    @classmethod
+    def _discovery(cls, v: str | None) -> str | None:
+        if v is not None and not _DISCOVERY_RE.match(v):
+            raise ValueError(
+                f"{v!r} is not a discovery URL: write it like https://discovery.etcd.io/<token> "
+                "(get one with `swarmkeeper cloudconfig discovery-url --size N`)"
+            )
+        return v
+
+    @field_validator("static")
+    @classmethod
+    def _static(cls, v: list[str] | None) -> list[str] | None:
+        for a in v or []:
+            try:
+                ipaddress.IPv4Address(a)
+            except ValueError:
+                raise ValueError(
+                    f"{a!r} is not an IPv4 address: list the managers' private addresses"
+                ) from None
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("an address is listed twice")
+        return v
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        return _check_image(v)
+
+
+class RepoParams(_Strict):
+    url: str = Field(min_length=1)
+    branch: str = "main"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if any(c.isspace() for c in v) or "'" in v:
+            raise ValueError(f"{v!r} is not a git URL: no spaces or quotes")
+        return v
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, v: str) -> str:
+        if not _BRANCH_RE.match(v) or ".." in v:
+            raise ValueError(f"{v!r} is not a branch name")
+        return v
+
+
+def _check_image(v: str) -> str:
+    if not _IMAGE_RE.match(v):
+        raise ValueError(f"{v!r} is not an image reference: write it like registry/name:tag")
+    return v
+
+
+class AgentParams(_Strict):
+    image: str
+    runtime: Literal["docker", "podman"] = "docker"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    extra_volumes: list[str] = Field(default_factory=list)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        return _check_image(v)
+
+    @field_validator("extra_volumes")
+    @classmethod
+    def _volumes(cls, v: list[str]) -> list[str]:
+        for vol in v:
+            if not _VOLUME_RE.match(vol):
+                raise ValueError(f"{vol!r} is not a volume: write it like /host/path:/path[:ro]")
+        return v
+
+
+class SlackParams(_Strict):
+    webhook_url_file: str | None = None
+    webhook_url: str | None = None  # inlining the secret is an explicit choice
+
+    @field_validator("webhook_url_file")
+    @classmethod
+    def _file(cls, v: str | None) -> str | None:
+        return None if v is None else _abs_path(v)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("https://"):
+            raise ValueError("webhook_url must start with https://")
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> SlackParams:
+        if (self.webhook_url_file is None) == (self.webhook_url is None):
+            raise ValueError(
+                "give exactly one of webhook_url_file (a path on the node) or webhook_url "
+                "(inlines the secret into user-data)"
+            )
+        return self
+
+
+class FileParams(_Strict):
+    path: str
+    content: str | None = None
+    source: str | None = None  # relative to the params file
+    mode: str = "0644"
+    roles: list[RoleName] = Field(default_factory=lambda: list(_ALL_ROLES))
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return _abs_path(v)
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        if not re.match(r"^0?[0-7]{3,4}$", v) or int(v, 8) > 0o7777:
+            raise ValueError(f'mode {v!r} is not an octal file mode: write it like "0644"')
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> FileParams:
+        if (self.content is None) == (self.source is None):
+            raise ValueError("give exactly one of content or source")
+        return self
+
+
+class UpdatesParams(_Strict):
+    reboot_strategy: Literal["etcd-lock", "off"] = "etcd-lock"
+    fleet_lock_url: str | None = None  # Fedora CoreOS: the FleetLock server zincati asks
+
+    @field_validator("fleet_lock_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://\S+$", v):
+            raise ValueError(f"{v!r} is not a URL: write it like http://10.0.0.11:3333/")
+        return v
+
+
+class Params(_Strict):
+    cluster: ClusterParams
+    etcd: EtcdParams
+    repo: RepoParams
+    agent: AgentParams
+    prefix: str = "/swarmkeeper"
+    os: Literal["flatcar", "fcos"] = "flatcar"
+    ssh_authorized_keys: list[str] = Field(default_factory=list)
+    slack: SlackParams | None = None
+    files: list[FileParams] = Field(default_factory=list)
+    updates: UpdatesParams = Field(default_factory=UpdatesParams)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not _PREFIX_RE.match(v):
+            raise ValueError(f"{v!r} is not an etcd key prefix: write it like /swarmkeeper")
+        return v
+
+    @field_validator("ssh_authorized_keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        for k in v:
+            if not re.match(r"^(ssh|ecdsa|sk)-[A-Za-z0-9@.-]+ [A-Za-z0-9+/=]+( .*)?$", k) or (
+                "\n" in k
+            ):
+                raise ValueError(f"{k[:30]!r}... is not an SSH public key line")
+        return v
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedParams:
+    """Validated params plus the bytes of the extra files they reference."""
+
+    params: Params
+    file_contents: tuple[bytes, ...]  # one per params.files entry, same order
+
+
+def load_params(path: str, data: bytes, base_dir: str | None = None) -> LoadedParams:
+    """Parse and validate params.yml; raise ``InvalidDesiredState`` listing every problem."""
+    value, pos, problems = load_yaml(path, data)
+    if problems:
+        raise InvalidDesiredState(problems)
+    if value is None:
+        raise InvalidDesiredState([Problem(path, 1, "empty file: start from `cloudconfig init`")])
+    try:
+        params = Params.model_validate(value)
+    except pydantic.ValidationError as e:
+        raise InvalidDesiredState(pydantic_problems(path, e, pos, Params)) from None
+    problems = _cross_checks(path, params, pos)
+    contents = _read_sources(path, params, pos, base_dir or os.path.dirname(path) or ".", problems)
+    if problems:
+        raise InvalidDesiredState(problems)
+    return LoadedParams(params, contents)
+
+
+def _cross_checks(path: str, p: Params, pos: Positions) -> list[Problem]:
+    out: list[Problem] = []
+
+    def add(at: tuple[str | int, ...], msg: str) -> None:
+        out.append(Problem(path, pos.line(at), msg))
+
+    e = p.etcd
+    if e.discovery is None and e.static is None:
+        add(("etcd",), "etcd: give discovery (a discovery URL) or static (the managers' addresses)")
+    elif e.discovery is not None and e.static is not None:
+        add(("etcd", "static"), "etcd: give discovery or static, not both")
+    elif e.static is not None and len(e.static) != p.cluster.managers:
+        add(
+            ("etcd", "static"),
+            f"etcd.static lists {len(e.static)} address(es) but cluster.managers is "
+            f"{p.cluster.managers}: list one private address per manager",
+        )
+    if e.client_port == e.peer_port:
+        add(("etcd", "peer_port"), "etcd.peer_port must differ from etcd.client_port")
+    if p.os == "fcos" and p.updates.reboot_strategy == "etcd-lock" and not p.updates.fleet_lock_url:
+        add(
+            ("updates",) if "updates" in _top(pos) else ("os",),
+            "os fcos coordinates reboots through zincati's fleet_lock: set "
+            "updates.fleet_lock_url (a FleetLock server such as airlock) or "
+            "updates.reboot_strategy: off",
+        )
+    seen: dict[str, int] = {}
+    for i, f in enumerate(p.files):
+        if f.path in seen:
+            add(
+                ("files", i, "path"),
+                f"files: {f.path} is listed twice (first: item {seen[f.path]})",
+            )
+        seen.setdefault(f.path, i)
+        if f.path in RESERVED_PATHS:
+            add(("files", i, "path"), f"files: {f.path} is written by the generator itself")
+    return out
+
+
+def _top(pos: Positions) -> set[str]:
+    return {str(k[0]) for k in pos.lines if len(k) == 1}
+
+
+def _read_sources(
+    path: str, p: Params, pos: Positions, base: str, problems: list[Problem]
+) -> tuple[bytes, ...]:
+    out: list[bytes] = []
+    for i, f in enumerate(p.files):
+        if f.content is not None:
+            data = f.content.encode()
+        else:
+            assert f.source is not None
+            src = os.path.join(base, f.source)
+            try:
+                with open(src, "rb") as fh:
+                    data = fh.read(MAX_FILE_BYTES + 1)
+            except OSError as err:
+                problems.append(
+                    Problem(
+                        path, pos.line(("files", i, "source")),
+                        f"files: cannot read {f.source!r}: {err.strerror}",
+                    )
+                )  # fmt: skip
+                data = b""
+        if len(data) > MAX_FILE_BYTES:
+            problems.append(
+                Problem(
+                    path, pos.line(("files", i)),
+                    f"files: {f.path} is over {MAX_FILE_BYTES // 1024} KiB: user-data is small",
+                )
+            )  # fmt: skip
+        out.append(data)
+    return tuple(out)

@@ -1,0 +1,108 @@
+"""``swarmkeeper cloudconfig``: user-data for manager and worker nodes, and its params file.
+
+    swarmkeeper cloudconfig --params params.yml --out DIR [--format cloud-config|ignition|both]
+    swarmkeeper cloudconfig init [--out params.yml] [--force]
+    swarmkeeper cloudconfig discovery-url --size N
+
+The generator works offline: ``discovery-url`` only prints the command that gets a token.
+Bad params are reported all at once as ``path:line: message`` (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from reconciler.errors import InvalidDesiredState, Problem, UsageError
+
+NAME = "cloudconfig"
+HELP = "generate cloud-config / Ignition user-data for manager and worker nodes from params.yml"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", help="the params file (start from `cloudconfig init`)")
+    p.add_argument("--out", dest="out_dir", help="directory for manager/worker user-data")
+    p.add_argument(
+        "--format",
+        choices=["cloud-config", "ignition", "both"],
+        default=None,
+        help="what to write (default: both for Flatcar, ignition for os: fcos)",
+    )
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    init = sub.add_parser("init", help="write a commented params.yml to start from")
+    init.add_argument("--out", dest="init_out", default="params.yml", help="(default: params.yml)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    disc = sub.add_parser(
+        "discovery-url", help="print the command that gets an etcd discovery URL (offline)"
+    )
+    disc.add_argument("--size", type=int, required=True, help="number of managers: 1, 3 or 5")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "init":
+        return _init(args.init_out, args.force)
+    if args.action == "discovery-url":
+        return _discovery(args.size)
+    return _generate(args.params, args.out_dir, args.format)
+
+
+def _init(path: str, force: bool) -> int:
+    from cloudconfig.generate import atomic_write
+    from cloudconfig.template import PARAMS_TEMPLATE
+
+    if os.path.exists(path) and not force:
+        raise UsageError(f"{path} exists; use --force to overwrite it")
+    atomic_write(path, PARAMS_TEMPLATE.encode())
+    print(f"wrote {path}: edit it, then `swarmkeeper cloudconfig --params {path} --out out/`")
+    return 0
+
+
+def _discovery(size: int) -> int:
+    if size not in (1, 3, 5):
+        raise UsageError(f"--size must be 1, 3 or 5 (the number of managers), not {size}")
+    print(f"curl -fsS 'https://discovery.etcd.io/new?size={size}'")
+    print(
+        "# put the URL it prints under etcd.discovery in params.yml; use a new one for every "
+        "new cluster",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _generate(params: str | None, out_dir: str | None, fmt: str | None) -> int:
+    from cloudconfig.generate import generate, load_params_file, write_outputs
+
+    if not params or not out_dir:
+        raise UsageError("give --params FILE and --out DIR (or the init / discovery-url action)")
+    try:
+        loaded = load_params_file(params)
+    except OSError as e:
+        raise UsageError(f"cannot read {params}: {e.strerror}") from None
+    os_ = loaded.params.os
+    if fmt is None:
+        fmt = "ignition" if os_ == "fcos" else "both"
+    if os_ == "fcos" and fmt != "ignition":
+        raise InvalidDesiredState(
+            [
+                Problem(
+                    params, _os_line(params), "os fcos reads Ignition only: use --format ignition"
+                )
+            ]
+        )
+    formats = ["cloud-config", "ignition"] if fmt == "both" else [fmt]
+    try:
+        written = write_outputs(out_dir, generate(loaded, formats))
+    except OSError as e:
+        raise UsageError(f"cannot write to {out_dir}: {e.strerror}") from None
+    for path in written:
+        print(path)
+    return 0
+
+
+def _os_line(params: str) -> int:
+    from reconciler.desired.yamlpos import load_yaml
+
+    with open(params, "rb") as f:
+        _, pos, _ = load_yaml(params, f.read())
+    return pos.line(("os",))
