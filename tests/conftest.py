@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +12,8 @@ from tests.fixtures.etcd import EtcdCluster, EtcdServer
 from tests.fixtures.gitrepo import MINIMAL_STATE, StateRepo, make_state_repo
 from tests.fixtures.etcd import etcd_cluster as _etcd_cluster
 from tests.fixtures.etcd import etcd_server as _etcd_server
+from tests.fixtures.systemd_user import UserManager
+from tests.fixtures.systemd_user import user_manager as _user_manager
 
 
 @pytest.fixture
@@ -30,3 +34,17 @@ def etcd_cluster() -> Iterator[EtcdCluster]:
 def state_repo(tmp_path_factory: pytest.TempPathFactory) -> StateRepo:
     """A real git repo (bare remote + work clone) holding a minimal valid state."""
     return make_state_repo(tmp_path_factory.mktemp("staterepo"), MINIMAL_STATE)
+
+
+@pytest.fixture
+def systemd_user(tmp_path: Path) -> Iterator[UserManager]:
+    """A real ``systemd --user`` in its own mount namespace, cgroup, HOME and runtime dir."""
+    with _user_manager(tmp_path, "node") as um:
+        yield um
+
+
+@pytest.fixture
+def systemd_user_factory(tmp_path: Path) -> Iterator[Callable[[str], UserManager]]:
+    """Start more independent user managers by name (one per simulated node)."""
+    with contextlib.ExitStack() as stack:
+        yield lambda name: stack.enter_context(_user_manager(tmp_path, name))
