@@ -1,0 +1,438 @@
+"""The systemd actuator: read unit state and run jobs over one persistent D-Bus connection.
+
+Everything goes through ``org.freedesktop.systemd1`` (no ``systemctl`` on the hot path: on
+Flatcar the agent runs in a container with only the D-Bus socket). Jobs are awaited through
+``JobRemoved`` signals: every ``JobRemoved`` is recorded as it arrives, so a job that finishes
+before its method reply is processed is still found by its path. Health waits wake on
+``PropertiesChanged`` signals with a bounded poll as a fallback. Connection plumbing and the
+systemd 252 private-socket quirk live in ``dbus.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+
+from reconciler.actuators.dbus import (
+    CallFailed,
+    Endpoint,
+    Scope,
+    add_match,
+    call,
+    open_bus,
+    resolve_endpoint,
+)
+from reconciler.actuators.describe import describe_from_properties
+from reconciler.errors import SystemdError
+
+__all__ = ["Scope", "Systemd", "UnitStatus"]
+
+MANAGER_PATH = "/org/freedesktop/systemd1"
+MANAGER = "org.freedesktop.systemd1.Manager"
+UNIT = "org.freedesktop.systemd1.Unit"
+SERVICE = "org.freedesktop.systemd1.Service"
+PROPERTIES = "org.freedesktop.DBus.Properties"
+UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
+JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
+
+_NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
+_DONE_JOBS_KEPT = 4096  # JobRemoved results remembered for jobs nobody waits for (yet)
+_POLL_FALLBACK = 1.0  # seconds between status reads in wait_healthy when no signal arrives
+_LOADED = "loaded"
+# Cached per unit until a signal says the unit (or the manager) changed. NeedDaemonReload is
+# never signalled (systemd compares file mtimes when asked), so it is always read fresh.
+_UNIT_PROPS = ("UnitFileState", "InvocationID")
+_SERVICE_PROPS = ("MainPID", "Result", "Type", "RemainAfterExit")
+
+
+@dataclass(frozen=True, slots=True)
+class UnitStatus:
+    """What systemd holds about one unit right now."""
+
+    name: str
+    load_state: str  # loaded | not-found | error | masked | bad-setting
+    active_state: str  # active | inactive | failed | activating | deactivating | reloading
+    sub_state: str
+    unit_file_state: str  # enabled | disabled | static | linked | "" ...
+    invocation_id: str  # hex string, "" when never started
+    main_pid: int
+    result: str  # service Result ("success", "exit-code", ...) or "" for non-services
+    service_type: str  # simple | oneshot | notify | forking | ... ("" for non-services)
+    remain_after_exit: bool
+    # True when the unit file on disk differs from what the manager loaded (a daemon-reload
+    # is due even if our files look up to date, e.g. after an apply killed before its reload).
+    need_daemon_reload: bool = False
+
+    @property
+    def healthy(self) -> bool:
+        """Active, or a oneshot that finished successfully."""
+        if self.active_state == "active":
+            return True
+        return (self.service_type == "oneshot" and self.active_state == "inactive"
+                and self.result == "success" and self.invocation_id != "")
+
+    @property
+    def failed(self) -> bool:
+        return self.active_state == "failed" or (
+            self.load_state != _LOADED and self.load_state != "")
+
+
+def _not_found(name: str) -> UnitStatus:
+    return UnitStatus(name, "not-found", "inactive", "dead", "", "", 0, "", "", False)
+
+
+class Systemd:
+    """One scope's systemd manager over one D-Bus connection (see module docstring)."""
+
+    def __init__(self, bus: MessageBus, endpoint: Endpoint, scope: Scope) -> None:
+        self.scope = scope
+        self.endpoint = endpoint
+        self.unit_dir: Path = endpoint.unit_dir
+        self.mutating_calls = 0
+        self._bus = bus
+        self._done_jobs: OrderedDict[str, str] = OrderedDict()
+        self._job_waiters: dict[str, asyncio.Future[str]] = {}
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+        # Property reads are ~0.17 ms each; 50 units x 6 of them took 45 ms per status().
+        # Values are kept until a PropertiesChanged for the unit or a manager-wide signal;
+        # the generation counter keeps a read that raced with a signal out of the cache.
+        self._cache: dict[str, tuple[Any, ...]] = {}
+        self._generation = 0
+        self._refs: set[str] = set()
+        self._lost: SystemdError | None = None
+        self._closing = False
+        self._monitor: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def connect(
+        cls,
+        scope: Scope,
+        *,
+        address: str | None = None,
+        unit_dir: Path | None = None,
+        runtime_dir: str | None = None,
+        home: str | None = None,
+    ) -> Systemd:
+        endpoint = resolve_endpoint(scope, address=address, unit_dir=unit_dir,
+                                    runtime_dir=runtime_dir, home=home)
+        bus = await open_bus(endpoint)
+        self = cls(bus, endpoint, scope)
+        bus.add_message_handler(self._on_message)
+        try:
+            if not endpoint.peer_to_peer:
+                # A bus daemon only forwards signals somebody asked for.
+                await add_match(bus, "type='signal',interface='org.freedesktop.systemd1.Manager'")
+                await add_match(bus, "type='signal',interface='org.freedesktop.DBus.Properties',"
+                                     f"member='PropertiesChanged',path_namespace='{MANAGER_PATH}'")
+            await call(bus, path=MANAGER_PATH, interface=MANAGER, member="Subscribe")
+        except BaseException:
+            bus.disconnect()
+            raise
+        self._monitor = asyncio.create_task(self._watch_disconnect(), name="systemd-dbus-monitor")
+        return self
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.message_type is not MessageType.SIGNAL:
+            return
+        if msg.member == "JobRemoved" and msg.interface == MANAGER:
+            _id, job, _unit, result = msg.body
+            waiter = self._job_waiters.pop(job, None)
+            if waiter is not None:
+                if not waiter.done():
+                    waiter.set_result(result)
+            else:
+                self._done_jobs[job] = result
+                while len(self._done_jobs) > _DONE_JOBS_KEPT:
+                    self._done_jobs.popitem(last=False)
+        elif msg.member == "PropertiesChanged" and msg.path:
+            self._generation += 1
+            self._cache.pop(msg.path, None)
+            for event in self._watchers.get(msg.path, ()):
+                event.set()
+        elif msg.interface != MANAGER:
+            return
+        elif msg.member in ("UnitNew", "UnitRemoved"):
+            self._generation += 1
+            self._cache.pop(msg.body[1], None)
+            if msg.member == "UnitRemoved":
+                self._refs.discard(msg.body[1])
+        elif msg.member in ("Reloading", "UnitFilesChanged"):
+            self._generation += 1
+            self._cache.clear()
+
+    async def _watch_disconnect(self) -> None:
+        try:
+            await self._bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+            error = SystemdError(f"D-Bus connection to {self.endpoint.address} closed")
+        except Exception as e:
+            error = SystemdError(f"D-Bus connection to {self.endpoint.address} lost: {e}")
+        self._lost = error
+        self._cache.clear()
+        for waiter in self._job_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+                # retrieved here so an abandoned waiter does not log "never retrieved"
+                waiter.exception()
+        self._job_waiters.clear()
+        for events in self._watchers.values():
+            for event in events:
+                event.set()
+
+    def _check(self) -> None:
+        if self._lost is not None:
+            raise SystemdError(str(self._lost))
+
+    async def _call(self, member: str, signature: str = "", body: list[Any] | None = None,
+                    *, path: str = MANAGER_PATH, interface: str = MANAGER) -> list[Any]:
+        self._check()
+        return await call(self._bus, path=path, interface=interface, member=member,
+                          signature=signature, body=body)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _get(self, path: str, interface: str, prop: str) -> Any:
+        (variant,) = await self._call("Get", "ss", [interface, prop], path=path,
+                                      interface=PROPERTIES)
+        return variant.value
+
+    async def _list(self, names: Sequence[str]) -> list[list[Any]]:
+        """ListUnitsByNames rows; a name systemd rejects outright becomes a not-found row."""
+        try:
+            (rows,) = await self._call("ListUnitsByNames", "as", [list(names)])
+            return list(rows)
+        except CallFailed:
+            if len(names) == 1:
+                return [[names[0], "", "not-found", "inactive", "dead", "", "", 0, "", "/"]]
+            each: list[list[Any]] = []
+            for name in names:
+                each.extend(await self._list([name]))
+            return each
+
+    async def _status_row(self, row: list[Any]) -> tuple[UnitStatus, int]:
+        name, _desc, load, active, sub, _following, path, job_id = row[:8]
+        if load == "not-found" or not path:
+            return UnitStatus(name, load, active, sub, "", "", 0, "", "", False), job_id
+        need_reload_call = self._get(path, UNIT, "NeedDaemonReload")
+        cached = self._cache.get(path)
+        if cached is None:
+            generation = self._generation
+            if load == _LOADED and not self.endpoint.peer_to_peer and path not in self._refs:
+                await self._ref(path)
+            need_reload, *fetched = await asyncio.gather(
+                need_reload_call,
+                *(self._get(path, UNIT, p) for p in _UNIT_PROPS),
+                *(self._get(path, SERVICE, p)
+                  for p in (_SERVICE_PROPS if name.endswith(".service") else ())))
+            cached = tuple(fetched)
+            if generation == self._generation:  # no signal since we asked: still true
+                self._cache[path] = cached
+        else:
+            need_reload = await need_reload_call
+        file_state, invocation = cached[:2]
+        main_pid, result, stype, rae = cached[2:] if len(cached) > 2 else (0, "", "", False)
+        return UnitStatus(name, load, active, sub, file_state, bytes(invocation).hex(),
+                          int(main_pid), result, stype, bool(rae), bool(need_reload)), job_id
+
+    async def _ref(self, path: str) -> None:
+        """Keep the unit loaded while we are connected (systemd tracks our bus name).
+
+        An inactive, unreferenced unit is garbage-collected after every message and re-read
+        from disk by the next one: 6 property reads cost 4.2 ms instead of 1.2 ms, and the
+        UnitNew/UnitRemoved pair would empty our cache each time. Only possible through a
+        bus daemon: on the private socket there is no name to track (InvalidArgs).
+        """
+        try:
+            await self._call("Ref", path=path, interface=UNIT)
+        except CallFailed:
+            return
+        self._refs.add(path)
+
+    async def status(self, names: Sequence[str]) -> dict[str, UnitStatus]:
+        """State of each named unit; unknown units come back as load_state ``not-found``."""
+        if not names:
+            return {}
+        rows = await self._list(names)
+        done = await asyncio.gather(*(self._status_row(r) for r in rows))
+        out = {st.name: st for st, _job in done}
+        return {n: out.get(n) or _not_found(n) for n in names}
+
+    async def _status_and_job(self, name: str) -> tuple[UnitStatus, int, str]:
+        rows = await self._list([name])
+        st, job = await self._status_row(rows[0])
+        return st, job, rows[0][6]
+
+    # -- changing --------------------------------------------------------------------------
+
+    async def daemon_reload(self) -> None:
+        self.mutating_calls += 1
+        await self._call("Reload")
+
+    async def _run_job(self, member: str, name: str) -> str:
+        self.mutating_calls += 1
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        (job,) = await self._call(member, "ss", [name, "replace"])
+        result = self._done_jobs.pop(job, None)
+        if result is not None:
+            return result
+        self._check()
+        self._job_waiters[job] = waiter
+        try:
+            return await waiter
+        finally:
+            self._job_waiters.pop(job, None)
+
+    async def start(self, name: str) -> str:
+        """StartUnit; returns the job result: done|failed|canceled|timeout|dependency|skipped."""
+        return await self._run_job("StartUnit", name)
+
+    async def stop(self, name: str) -> str:
+        """StopUnit; a unit systemd does not know is already stopped (``done``)."""
+        try:
+            return await self._run_job("StopUnit", name)
+        except CallFailed as e:
+            if e.name == _NO_SUCH_UNIT:
+                return "done"
+            raise
+
+    async def restart(self, name: str) -> str:
+        return await self._run_job("RestartUnit", name)
+
+    async def reload(self, name: str) -> str:
+        """ReloadUnit (ExecReload=): the main process keeps running. Fails if inactive."""
+        return await self._run_job("ReloadUnit", name)
+
+    async def reload_or_restart(self, name: str) -> str:
+        return await self._run_job("ReloadOrRestartUnit", name)
+
+    async def enable(self, names: Sequence[str]) -> None:
+        """EnableUnitFiles (persistent, force), then a daemon-reload if a symlink changed."""
+        if not names:
+            return
+        self.mutating_calls += 1
+        _carries_install_info, changes = await self._call(
+            "EnableUnitFiles", "asbb", [list(names), False, True])
+        await self._reload_after_install(changes)
+
+    async def disable(self, names: Sequence[str]) -> None:
+        """DisableUnitFiles, then a daemon-reload if a symlink changed."""
+        if not names:
+            return
+        self.mutating_calls += 1
+        (changes,) = await self._call("DisableUnitFiles", "asb", [list(names), False])
+        await self._reload_after_install(changes)
+
+    async def _reload_after_install(self, changes: list[Any]) -> None:
+        # Like `systemctl enable`: the manager caches UnitFileState and dependencies until a
+        # reload, so without one the next status() would still say "disabled" and a no-op
+        # pass would enable again. Reading the state from disk instead (GetUnitFileState)
+        # costs 3.5 ms per unit against 0.17 ms for the cached property.
+        if changes:
+            await self.daemon_reload()
+
+    async def reset_failed(self, name: str) -> None:
+        self.mutating_calls += 1
+        try:
+            await self._call("ResetFailedUnit", "s", [name])
+        except CallFailed as e:
+            if e.name != _NO_SUCH_UNIT:
+                raise
+
+    # -- health ----------------------------------------------------------------------------
+
+    async def wait_healthy(self, name: str, timeout: float) -> UnitStatus:  # noqa: ASYNC109
+        """Wait until ``name`` is active, a oneshot finished, it failed, or ``timeout`` passed.
+
+        Returns the last status either way; the caller decides (``UnitStatus.healthy``).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        event = asyncio.Event()
+        watched = ""
+        try:
+            while True:
+                event.clear()
+                st, job, path = await self._status_and_job(name)
+                if path and not watched:
+                    watched = path
+                    self._watchers.setdefault(path, set()).add(event)
+                    continue  # re-read: a change may have slipped in before we watched
+                if _settled(st, job):
+                    return st
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return st
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(remaining, _POLL_FALLBACK))
+                self._check()
+        finally:
+            if watched:
+                events = self._watchers.get(watched, set())
+                events.discard(event)
+                if not events:
+                    self._watchers.pop(watched, None)
+
+    async def describe_failure(self, name: str, lines: int = 20) -> str:
+        """The unit's status as text, plus its last journal lines when journald is running."""
+        rows = await self._list([name])
+        path = rows[0][6]
+        props: dict[str, Any] = {}
+        if path and rows[0][2] != "not-found":
+            for iface in (UNIT, SERVICE) if name.endswith(".service") else (UNIT,):
+                (all_props,) = await self._call("GetAll", "s", [iface], path=path,
+                                                interface=PROPERTIES)
+                props.update({k: v.value for k, v in all_props.items()})
+        text = describe_from_properties(name, rows[0][2], rows[0][3], rows[0][4], props)
+        journal = await self._journal(name, lines)
+        return f"{text}\n\n{journal}" if journal else text
+
+    async def _journal(self, name: str, lines: int) -> str:
+        journalctl = shutil.which("journalctl")
+        if journalctl is None or not await asyncio.to_thread(JOURNAL_SOCKET.is_socket):
+            return ""
+        args = [journalctl, "--no-pager", "-q", "-o", "short-iso", "-n", str(lines), "-u", name]
+        if self.scope is Scope.USER:
+            args.insert(1, "--user")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+                env={**os.environ, "SYSTEMD_COLORS": "0"})
+            out, _ = await asyncio.wait_for(proc.communicate(), 10)
+        except (OSError, TimeoutError):
+            return ""
+        return out.decode(errors="replace").strip()
+
+    async def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._bus.disconnect()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._bus.wait_for_disconnect(), 5)  # type: ignore[no-untyped-call]
+        if self._monitor is not None:
+            with contextlib.suppress(BaseException):
+                await self._monitor
+
+    async def __aenter__(self) -> Systemd:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _settled(st: UnitStatus, job_id: int) -> bool:
+    """No further change is coming without someone acting on the unit."""
+    if st.load_state != _LOADED or st.active_state in ("active", "failed"):
+        return True
+    return st.active_state == "inactive" and job_id == 0
