@@ -56,16 +56,16 @@ def read_commit(r: object, rev: str) -> RepoTree:
         except KeyError:
             continue
         for item in sub.traverse():
-            if item.type != "blob":
+            if not isinstance(item, git.Blob):
                 continue
             data = item.data_stream.read()
             total += len(data)
             if total > MAX_TREE_BYTES:
                 raise SourceError(f"{rev}: state/units/files exceed {MAX_TREE_BYTES} bytes")
             if item.mode == 0o120000:
-                links[item.path] = data.decode("utf-8", "replace")
+                links[str(item.path)] = data.decode("utf-8", "replace")
             else:
-                files[item.path] = data
+                files[str(item.path)] = data
     return RepoTree(files=files, links=links, revision=Revision(commit.hexsha))
 
 

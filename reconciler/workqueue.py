@@ -27,7 +27,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         self.failures += 1
-        ceiling = min(self.cap, self.base * (2 ** min(self.failures, 30)))
+        ceiling = min(self.cap, self.base * float(2 ** min(self.failures, 30)))
         return self.base + self.rng.random() * max(0.0, ceiling - self.base)
 
     def reset(self) -> None:
@@ -90,4 +90,4 @@ class WorkQueue:
 def jittered(interval: float, rng: random.Random | None = None, spread: float = 0.2) -> float:
     """``interval`` ± ``spread`` (fraction), so periodic work of many agents spreads out."""
     r = rng or random
-    return interval * (1 - spread + 2 * spread * r.random())
+    return float(interval * (1 - spread + 2 * spread * r.random()))
