@@ -61,6 +61,7 @@ class UnitState:
     result: str = "success"
     service_type: str = ""
     remain_after_exit: bool = False
+    need_daemon_reload: bool = False  # the file on disk differs from what systemd loaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +314,9 @@ def plan(spec: NodeSpec, observed: Observed, inventory: Inventory | None = None)
             reasons.append(
                 ("drift: unit file edited by hand", True) if app else ("unit file adopted", False)
             )
-        if obs_digest == u.digest and (app is None or app.digest != u.digest):
+        if obs_digest == u.digest and (
+            st.need_daemon_reload or (app is None or app.digest != u.digest)
+        ):
             maybe_unloaded = True  # possibly written by a killed run that never reloaded
         if obs_digest != u.digest:
             why, drift = _drift(reasons) if reasons else ("new unit", False)
@@ -373,9 +376,11 @@ def plan(spec: NodeSpec, observed: Observed, inventory: Inventory | None = None)
     unit_written = any(isinstance(a, WriteUnit) for a in by_phase[Phase.WRITE])
     if unit_written or dropin_written:
         add(DaemonReload("unit files changed"))
-    elif inv.pending is not None and maybe_unloaded:
+    elif maybe_unloaded and (inv.pending is not None or any(
+        observed.units.get(u.name, UnitState()).need_daemon_reload for u in spec.units
+    )):
         # A killed apply may have written unit files without reloading: reload to be sure.
-        add(DaemonReload("finish the interrupted apply"))
+        add(DaemonReload("unit files on disk are newer than what systemd loaded"))
     if verify:
         add(Verify(tuple(verify), "health gate for started and restarted units"))
     return tuple(a for p in PHASES for a in by_phase[p])

@@ -222,7 +222,7 @@ def test_interrupted_apply_is_finished_restart_comes_from_the_inventory() -> Non
     pending = dataclasses.replace(inv, pending=applied.Pending(Revision("r2"), units=(UnitName("c.service"),)))
     p = P.plan(spec([new_a, B]), node.observe(), pending)
     assert [x for x in lines(p) if not x.startswith("verify")] == [
-        "daemon-reload: finish the interrupted apply",
+        "daemon-reload: unit files on disk are newer than what systemd loaded",
         "restart a.service: unit changed",
     ]
 

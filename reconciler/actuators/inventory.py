@@ -1,0 +1,143 @@
+"""The inventory on disk: ``<state-dir>/inventory.json``, written atomically.
+
+It records what swarmkeeper applied (revision, every unit's and file's content, digest and
+settings) so the planner knows what is ours and a rollback can restore the last good state
+without git, plus the ``pending`` marker an apply writes before it touches anything.
+A missing file is an empty inventory (a fresh node); a file that does not parse is an error
+that says so, never silently treated as empty: that would make swarmkeeper forget (and so
+never prune) units it created.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+from reconciler.actuators.files import write_atomic
+from reconciler.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Pending
+from reconciler.errors import ActuatorError
+from reconciler.models import OnChange, Revision, UnitName
+
+FILENAME = "inventory.json"
+VERSION = 1
+
+
+class CorruptInventory(ActuatorError):
+    """The inventory file exists but cannot be read."""
+
+
+def _content_out(data: bytes) -> dict[str, str]:
+    try:
+        return {"content": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"content_b64": base64.b64encode(data).decode("ascii")}
+
+
+def _content_in(d: dict[str, Any]) -> bytes:
+    if "content_b64" in d:
+        return base64.b64decode(d["content_b64"], validate=True)
+    text = d["content"]
+    if not isinstance(text, str):
+        raise TypeError("content must be a string")
+    return text.encode("utf-8")
+
+
+def dumps(inv: Inventory) -> bytes:
+    doc: dict[str, Any] = {
+        "version": VERSION,
+        "revision": inv.revision,
+        "updated_at": inv.updated_at,
+        "failed_revision": inv.failed_revision,
+        "units": [
+            {
+                "name": u.name,
+                "digest": u.digest,
+                "on_change": str(u.on_change),
+                "enable": u.enable,
+                "timeout": u.timeout,
+                **_content_out(u.content),
+            }
+            for u in inv.units
+        ],
+        "files": [
+            {"path": f.path, "digest": f.digest, "mode": f"{f.mode:04o}", **_content_out(f.content)}
+            for f in inv.files
+        ],
+        "pending": None
+        if inv.pending is None
+        else {
+            "revision": inv.pending.revision,
+            "units": list(inv.pending.units),
+            "files": list(inv.pending.files),
+            "actions": list(inv.pending.actions),
+            "started_at": inv.pending.started_at,
+        },
+    }
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def loads(data: bytes) -> Inventory:
+    doc = json.loads(data)
+    if doc.get("version") != VERSION:
+        raise ValueError(f"unknown version {doc.get('version')!r}")
+    units = []
+    for u in doc["units"]:
+        unit = AppliedUnit(
+            UnitName(u["name"]), _content_in(u), OnChange(u["on_change"]), u["enable"], float(u["timeout"])
+        )
+        if unit.digest != u["digest"]:
+            raise ValueError(f"unit {unit.name}: content does not match its digest")
+        units.append(unit)
+    files = []
+    for f in doc["files"]:
+        file = AppliedFile(f["path"], _content_in(f), int(f["mode"], 8))
+        if file.digest != f["digest"]:
+            raise ValueError(f"file {file.path}: content does not match its digest")
+        files.append(file)
+    p = doc["pending"]
+    pending = (
+        None
+        if p is None
+        else Pending(
+            Revision(p["revision"]),
+            tuple(UnitName(n) for n in p["units"]),
+            tuple(p["files"]),
+            tuple(p["actions"]),
+            float(p["started_at"]),
+        )
+    )
+    rev = doc["revision"]
+    failed = doc.get("failed_revision")
+    return Inventory(
+        revision=Revision(rev) if rev is not None else None,
+        units=tuple(units),
+        files=tuple(files),
+        pending=pending,
+        failed_revision=Revision(failed) if failed else None,
+        updated_at=float(doc.get("updated_at", 0.0)),
+    )
+
+
+class InventoryStore:
+    """Reads and atomically replaces ``<state_dir>/inventory.json``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / FILENAME
+
+    def load(self) -> Inventory:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return EMPTY
+        try:
+            return loads(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CorruptInventory(
+                f"{self.path}: corrupt inventory ({type(e).__name__}: {e}); move it aside to "
+                "start over: swarmkeeper then adopts desired units and forgets removed ones"
+            ) from e
+
+    def save(self, inv: Inventory) -> None:
+        write_atomic(self.path, dumps(inv), 0o600)

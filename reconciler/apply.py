@@ -1,0 +1,378 @@
+"""The apply engine: observe the node, execute a Plan in its phases, gate on health, roll back.
+
+This is the imperative shell around the pure planner. One ``Engine`` per node (and per
+systemd connection) is reused across reconcile passes by the agent::
+
+    engine = Engine(systemd, state_dir, root=root)
+    p = await engine.plan(spec)            # what `swarmkeeper plan` prints
+    result = await engine.apply(spec)      # converged | rolled_back | failed
+
+Before touching anything, ``apply`` records a ``pending`` marker in the inventory (target
+revision, the units/files it adopts, the plan). Only when every started or restarted unit
+passed the health gate does the inventory become the new spec. If one fails, the node is
+rolled back to the inventory's last good state (units and files, from the inventory itself,
+not git), what the rollback changed is restarted, and the result names the failing unit
+with its state and systemd's description of the failure. A run killed midway leaves the
+marker, so the next run still knows the adopted units are ours and that what it wrote was
+not yet restarted: the next plan finishes the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import stat
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from reconciler import applied, log
+from reconciler import plan as P
+from reconciler.actuators import files
+from reconciler.actuators.inventory import InventoryStore
+from reconciler.errors import ActuatorError, UnitFailed
+from reconciler.models import NodeSpec, Revision
+
+# Type=simple/exec units are "active" as soon as their process was spawned; a unit that
+# crashes right away (ExecStart=/bin/false) is caught by looking again after this long.
+DEFAULT_SETTLE = 0.25
+_SPAWN_ONLY = frozenset({"simple", "exec", "idle"})
+
+
+class SystemdLike(Protocol):
+    """What the engine needs of ``reconciler.actuators.systemd.Systemd``."""
+
+    unit_dir: Path
+    mutating_calls: int
+
+    async def status(self, names: Sequence[str]) -> dict[str, Any]: ...
+    async def daemon_reload(self) -> None: ...
+    async def start(self, name: str) -> str: ...
+    async def stop(self, name: str) -> str: ...
+    async def restart(self, name: str) -> str: ...
+    async def reload(self, name: str) -> str: ...
+    async def enable(self, names: Sequence[str]) -> None: ...
+    async def disable(self, names: Sequence[str]) -> None: ...
+    async def reset_failed(self, name: str) -> None: ...
+    async def wait_healthy(self, name: str, timeout: float) -> Any: ...  # noqa: ASYNC109
+    async def describe_failure(self, name: str, lines: int = 20) -> str: ...
+
+
+class Outcome(StrEnum):
+    CONVERGED = "converged"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"  # the rollback failed too (or systemd went away): the node needs a look
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    action: P.Action
+    result: str  # created | updated | unchanged | removed | absent | done | healthy | <job result>
+    seconds: float
+
+    def to_json(self) -> dict[str, object]:
+        return {**P.to_json(self.action), "result": self.result, "seconds": round(self.seconds, 4)}
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    unit: str
+    state: str  # e.g. "failed (exit-code)"
+    detail: str  # systemd's status text, plus journal lines when journald runs
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    outcome: Outcome
+    revision: Revision  # the target
+    applied: Revision | None  # what the node runs now
+    actions: tuple[ActionResult, ...]
+    rollback: tuple[ActionResult, ...] = ()
+    failure: Failure | None = None
+    error: str = ""
+    duration: float = 0.0
+    resumed: bool = False  # an interrupted apply was found and finished
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+    @property
+    def drift(self) -> int:
+        return sum(1 for r in self.actions if r.action.drift)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "outcome": str(self.outcome),
+            "revision": self.revision,
+            "applied": self.applied,
+            "actions": [r.to_json() for r in self.actions],
+            "rollback": [r.to_json() for r in self.rollback],
+            "failure": None
+            if self.failure is None
+            else {"unit": self.failure.unit, "state": self.failure.state, "detail": self.failure.detail},
+            "error": self.error,
+            "duration": round(self.duration, 4),
+            "resumed": self.resumed,
+            "drift": self.drift,
+        }
+
+
+class _Abort(Exception):
+    def __init__(self, failure: Failure | None, error: str) -> None:
+        super().__init__(error)
+        self.failure = failure
+        self.error = error
+
+
+def _state_text(st: Any) -> str:
+    return f"{st.active_state} ({st.result or st.sub_state})" if st is not None else "unknown"
+
+
+class Engine:
+    """Plans and applies NodeSpecs on one node; see the module docstring."""
+
+    def __init__(
+        self,
+        systemd: SystemdLike,
+        state_dir: Path,
+        *,
+        root: Path | None = None,
+        unit_dir: Path | None = None,
+        settle: float = DEFAULT_SETTLE,
+        after_action: Callable[[P.Action], None] | None = None,
+    ) -> None:
+        self.systemd = systemd
+        self.store = InventoryStore(state_dir)
+        self.root = Path(root) if root is not None else None
+        self.unit_dir = Path(unit_dir) if unit_dir is not None else Path(systemd.unit_dir)
+        self.settle = settle
+        self.after_action = after_action  # tests use it to kill the process mid-apply
+        self.log = log.get("swarmkeeper.apply")
+
+    def file_path(self, path: str) -> Path:
+        return self.root / path.lstrip("/") if self.root is not None else Path(path)
+
+    # -- observe ---------------------------------------------------------------------------
+
+    def _read_disk(self, names: Sequence[str], paths: Sequence[str]) -> tuple[dict[str, str], dict[str, P.FileState]]:
+        unit_files: dict[str, str] = {}
+        for n in names:
+            d = files.digest(self.unit_dir / n)
+            if d is not None:
+                unit_files[n] = d
+        found: dict[str, P.FileState] = {}
+        for p in paths:
+            fp = self.file_path(p)
+            try:
+                with fp.open("rb") as f:
+                    st = stat.S_IMODE(fp.stat().st_mode)
+                    found[p] = P.FileState(hashlib.sha256(f.read()).hexdigest(), st)
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                continue
+        return unit_files, found
+
+    async def observe(self, spec: NodeSpec, inv: applied.Inventory) -> P.Observed:
+        names = list(dict.fromkeys([*spec.unit_names, *inv.managed_units()]))
+        paths = list(dict.fromkeys([*(f.path for f in spec.files), *inv.managed_files()]))
+        disk = asyncio.create_task(asyncio.to_thread(self._read_disk, names, paths), name="observe-disk")
+        try:
+            statuses = await self.systemd.status(names)
+        finally:
+            unit_files, found = await disk
+        units = {
+            n: P.UnitState(
+                st.load_state, st.active_state, st.sub_state, st.unit_file_state, st.invocation_id,
+                st.result, st.service_type, st.remain_after_exit, getattr(st, "need_daemon_reload", False),
+            )
+            for n, st in statuses.items()
+        }
+        return P.Observed(unit_files=unit_files, files=found, units=units)
+
+    def inventory(self) -> applied.Inventory:
+        return self.store.load()
+
+    async def plan(self, spec: NodeSpec) -> P.Plan:
+        """Exactly the plan ``apply(spec)`` would execute now."""
+        inv = self.inventory()
+        return P.plan(spec, await self.observe(spec, inv), inv)
+
+    # -- execute ---------------------------------------------------------------------------
+
+    async def _job(self, unit: str, verb: str, call: Callable[[str], Any]) -> str:
+        result: str = await call(unit)
+        if result != "done":
+            st = (await self.systemd.status([unit])).get(unit)
+            detail = await self._describe(unit)
+            raise _Abort(Failure(unit, f"{verb} job {result}; {_state_text(st)}", detail), f"{verb} {unit}: job {result}")
+        return result
+
+    async def _describe(self, unit: str) -> str:
+        try:
+            return await self.systemd.describe_failure(unit)
+        except ActuatorError as e:
+            return f"(no description: {e})"
+
+    async def _healthy(self, unit: str, timeout: float) -> None:  # noqa: ASYNC109
+        st = await self.systemd.wait_healthy(unit, timeout)
+        if st.healthy and st.active_state == "active" and st.service_type in _SPAWN_ONLY and self.settle > 0:
+            await asyncio.sleep(self.settle)
+            st = (await self.systemd.status([unit]))[unit]
+        if not st.healthy:
+            raise UnitFailed(unit, _state_text(st), await self._describe(unit))
+
+    async def _verify(self, units: tuple[tuple[str, float], ...]) -> str:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for unit, timeout in units:
+                    tg.create_task(self._healthy(unit, timeout), name=f"health-{unit}")
+        except* UnitFailed as eg:
+            first = eg.exceptions[0]
+            assert isinstance(first, UnitFailed)
+            raise _Abort(Failure(first.unit, first.state, first.detail), str(first).splitlines()[0]) from None
+        return "healthy"
+
+    async def _one(self, a: P.Action) -> str:
+        sd = self.systemd
+        match a:
+            case P.StopUnit():
+                result = await sd.stop(a.unit)
+                if a.reset_failed:
+                    await sd.reset_failed(a.unit)
+                return result
+            case P.WriteUnit():
+                return str(await asyncio.to_thread(files.write_atomic, self.unit_dir / a.unit, a.content, 0o644))
+            case P.WriteFile():
+                return str(await asyncio.to_thread(files.write_atomic, self.file_path(a.path), a.content, a.mode))
+            case P.DaemonReload():
+                await sd.daemon_reload()
+                return "done"
+            case P.ReloadUnit():
+                return await self._job(a.unit, "reload", sd.reload)
+            case P.RestartUnit():
+                return await self._job(a.unit, "restart", sd.restart)
+            case P.StartUnit():
+                return await self._job(a.unit, "start", sd.start)
+            case P.DeleteUnit():
+                gone = await asyncio.to_thread(files.remove, self.unit_dir / a.unit)
+                return "removed" if gone else "absent"
+            case P.DeleteFile():
+                gone = await asyncio.to_thread(files.remove, self.file_path(a.path))
+                return "removed" if gone else "absent"
+            case P.Verify():
+                return await self._verify(a.units)
+            case P.EnableUnit() | P.DisableUnit():  # batched by _execute; kept for completeness
+                await (sd.enable if isinstance(a, P.EnableUnit) else sd.disable)([a.unit])
+                return "done"
+        raise AssertionError(f"unknown action {a!r}")
+
+    async def _execute(self, plan: P.Plan, done: list[ActionResult]) -> None:
+        i = 0
+        while i < len(plan):
+            a = plan[i]
+            t0 = time.perf_counter()
+            if isinstance(a, P.EnableUnit | P.DisableUnit):
+                # one EnableUnitFiles/DisableUnitFiles call (and at most one reload) per batch
+                kind = type(a)
+                batch = []
+                while i < len(plan) and type(plan[i]) is kind:
+                    batch.append(plan[i])
+                    i += 1
+                names = [b.unit for b in batch if isinstance(b, P.EnableUnit | P.DisableUnit)]
+                await (self.systemd.enable if kind is P.EnableUnit else self.systemd.disable)(names)
+                dt = (time.perf_counter() - t0) / len(batch)
+                for b in batch:
+                    done.append(ActionResult(b, "done", dt))
+                    self._after(b, "done")
+                continue
+            try:
+                result = await self._one(a)
+            except _Abort as e:
+                done.append(ActionResult(a, "failed", time.perf_counter() - t0))
+                self.log.warning("action failed", action=P.describe(a), error=e.error)
+                raise
+            done.append(ActionResult(a, result, time.perf_counter() - t0))
+            self._after(a, result)
+            i += 1
+
+    def _after(self, a: P.Action, result: str) -> None:
+        self.log.info("applied", action=P.describe(a), result=result, drift=a.drift)
+        if self.after_action is not None:
+            self.after_action(a)
+
+    # -- apply -----------------------------------------------------------------------------
+
+    async def apply(self, spec: NodeSpec) -> ApplyResult:
+        t0 = time.perf_counter()
+        inv = self.inventory()
+        p = P.plan(spec, await self.observe(spec, inv), inv)
+        resumed = inv.pending is not None
+        if not p:
+            if resumed:  # killed after its last action, before the inventory was saved
+                self.store.save(applied.from_spec(spec, updated_at=time.time()))
+            return ApplyResult(Outcome.CONVERGED, spec.revision, spec.revision, (), duration=time.perf_counter() - t0, resumed=resumed)
+        managed_units, managed_files = set(inv.managed_units()), set(inv.managed_files())
+        pending = applied.Pending(
+            revision=spec.revision,
+            units=(*(inv.pending.units if inv.pending else ()), *(n for n in spec.unit_names if n not in managed_units)),
+            files=(*(inv.pending.files if inv.pending else ()), *(f.path for f in spec.files if f.path not in managed_files)),
+            actions=tuple(P.describe(a) for a in p),
+            started_at=time.time(),
+        )
+        marked = replace(inv, pending=pending)
+        await asyncio.to_thread(self.store.save, marked)
+        done: list[ActionResult] = []
+        try:
+            await self._execute(p, done)
+        except _Abort as e:
+            return await self._rollback(spec, marked, tuple(done), e.failure, e.error, t0, resumed)
+        except ActuatorError as e:  # systemd itself failed (connection lost, call rejected)
+            return await self._rollback(spec, marked, tuple(done), None, str(e), t0, resumed)
+        await asyncio.to_thread(self.store.save, applied.from_spec(spec, updated_at=time.time()))
+        return ApplyResult(Outcome.CONVERGED, spec.revision, spec.revision, tuple(done), duration=time.perf_counter() - t0, resumed=resumed)
+
+    async def _rollback(
+        self,
+        spec: NodeSpec,
+        marked: applied.Inventory,
+        done: tuple[ActionResult, ...],
+        failure: Failure | None,
+        error: str,
+        t0: float,
+        resumed: bool,
+    ) -> ApplyResult:
+        """Back to the inventory's last good state; the pending marker keeps adopted units ours."""
+        self.log.warning("rolling back", revision=spec.revision, to=marked.revision, error=error)
+        target = applied.to_spec(marked, like=spec)
+        undo: list[ActionResult] = []
+        outcome = Outcome.ROLLED_BACK
+        try:
+            rb = P.plan(target, await self.observe(target, marked), marked)
+            await self._execute(rb, undo)
+        except (_Abort, ActuatorError) as e:
+            outcome = Outcome.FAILED
+            error += f"; rollback failed: {e.error if isinstance(e, _Abort) else e}"
+        else:
+            await asyncio.to_thread(
+                self.store.save, replace(marked, pending=None, failed_revision=spec.revision)
+            )
+        return ApplyResult(
+            outcome,
+            spec.revision,
+            marked.revision,
+            done,
+            rollback=tuple(undo),
+            failure=failure,
+            error=error,
+            duration=time.perf_counter() - t0,
+            resumed=resumed,
+        )
+
+
+async def close_quietly(systemd: Any) -> None:
+    with contextlib.suppress(Exception):
+        await systemd.close()
