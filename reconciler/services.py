@@ -142,6 +142,18 @@ def lease_ttl(interval: float, *, minimum: int = 3) -> int:
     return max(minimum, math.ceil(2 * interval))
 
 
+_FAILED_BECAUSE = {
+    CheckKind.HTTP: "status not 2xx or body lacks expect_json",
+    CheckKind.TCP: "connection failed",
+    CheckKind.UNIT_ACTIVE: "unit is not active",
+}
+
+
+def _short(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -156,6 +168,7 @@ class _Watch:
     healthy: bool | None = None
     fails: int = 0  # consecutive failed checks
     announced: bool = False  # service_unhealthy sent for the current failure streak
+    reason: str = ""  # why the last check failed, for the event
     since: str = ""  # when it last became healthy; empty until its first passing check
     lease: Lease | None = field(default=None, repr=False)
 
@@ -291,8 +304,11 @@ class ServiceRegistrar:
     async def _probe(self, w: _Watch, limit: float) -> bool:
         try:
             async with asyncio.timeout(limit):
-                return await w.check.check()
+                ok = await w.check.check()
+            w.reason = "" if ok else _FAILED_BECAUSE[w.reg.check.kind]
+            return ok
         except (TimeoutError, OSError, aiohttp.ClientError, ValueError) as e:
+            w.reason = f"no answer within {limit:g}s" if isinstance(e, TimeoutError) else _short(e)
             self._log.debug("services.check_failed", service=w.reg.name, error=repr(e))
             return False
 
@@ -316,7 +332,9 @@ class ServiceRegistrar:
         w.fails += 1
         if not w.announced and w.fails >= (1 if w.since else 2):
             w.announced = True
-            self._event(w, EventKind.SERVICE_UNHEALTHY, f"{w.reg.check.kind} check failed")
+            self._event(
+                w, EventKind.SERVICE_UNHEALTHY, f"{w.reg.check.kind} check failed: {w.reason}"
+            )
 
     async def _register(self, w: _Watch) -> None:
         key = self._key(w)

@@ -20,7 +20,8 @@ from reconciler import cli
 from reconciler.commands.services import format_table, parse_entries
 from reconciler.etcd import KV, Etcd
 from reconciler.models import CheckKind, HealthCheck, Registration
-from reconciler.notify import Event, EventKind
+from reconciler.notifiers import WebhookNotifier
+from reconciler.notify import Event, EventKind, Notifications
 from reconciler.services import (
     HttpCheck,
     ServiceRegistrar,
@@ -161,9 +162,15 @@ async def test_key_follows_health_and_events_are_emitted(etcd_server: EtcdServer
         async def absent() -> bool:
             return await observer.get(key) is None
 
-        reg = ServiceRegistrar(
-            etcd, prefix=PREFIX, node="node-1", address="10.0.0.5", emit=events.append
-        )
+        # events go to a list and, as the agent wires it, through a real hub to a webhook
+        hub = Notifications([WebhookNotifier(srv.url("/hook"), "hook")], coalesce_window=0.05)
+        hub_task = asyncio.create_task(hub.run())
+
+        def emit(e: Event) -> None:
+            events.append(e)
+            hub.emit(e)
+
+        reg = ServiceRegistrar(etcd, prefix=PREFIX, node="node-1", address="10.0.0.5", emit=emit)
         await reg.update([("vault.service", http_reg(srv.url("/health"), interval))], revision="c0ffee")
         async with running(reg):
             await wait_until(present, 3.0, "registered")
@@ -181,6 +188,7 @@ async def test_key_follows_health_and_events_are_emitted(etcd_server: EtcdServer
             assert [e.kind for e in events] == [EventKind.SERVICE_UNHEALTHY]
             assert events[0].unit == "vault.service" and events[0].revision == "c0ffee"
             assert events[0].node == "node-1" and "vault" in events[0].message
+            assert "http check failed" in events[0].message
 
             srv.health = {"sealed": False}
             await wait_until(present, 3.0, "registered again")
@@ -194,6 +202,14 @@ async def test_key_follows_health_and_events_are_emitted(etcd_server: EtcdServer
             assert same is not None and same.mod_revision == again.mod_revision
         # aclose deregisters
         assert await observer.get(key) is None
+        await hub.aclose()
+        await hub_task
+    hooks = srv.bodies("/hook")
+    assert [(h["kind"], h["unit"], h["node"]) for h in hooks] == [
+        ("service_unhealthy", "vault.service", "node-1"),
+        ("service_healthy", "vault.service", "node-1"),
+    ]
+    assert hooks[0]["details"]["service"] == "vault" and hooks[0]["severity"] == "error"
 
 
 async def test_update_adds_removes_and_changes_registrations(etcd_server: EtcdServer) -> None:
