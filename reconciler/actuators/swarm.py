@@ -1,0 +1,377 @@
+"""The swarm actuator: one node's Docker Engine, over its unix socket.
+
+Observes the local swarm state (``GET /info``) and, on a manager, the node list; performs
+init, join (every manager address in turn), promote/demote and drain (read-modify-write of
+the node spec with its ``Version.Index``), leave, node removal and token rotation.
+
+aiodocker covers info, init, join, leave and the node calls; ``POST /swarm/update`` (token
+rotation) and ``GET /swarm/unlockkey`` are plain aiohttp calls on the same session.
+Everything the engine refuses becomes a ``SwarmError``; a refused join token becomes
+``TokenRefused`` so the caller can re-read the current token from etcd and retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiodocker import Docker
+from aiodocker.exceptions import DockerError
+
+from reconciler.errors import SwarmError
+from reconciler.models import Role
+
+API_VERSION = "v1.41"  # Docker 20.10; newer engines still serve it
+SWARM_PORT = 2377
+
+
+class LocalState(StrEnum):
+    """``Info.Swarm.LocalNodeState``."""
+
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    ACTIVE = "active"
+    ERROR = "error"
+    LOCKED = "locked"
+
+
+class Availability(StrEnum):
+    ACTIVE = "active"
+    PAUSE = "pause"
+    DRAIN = "drain"
+
+
+class TokenRefused(SwarmError):
+    """The managers refused the join token (rotated since it was read)."""
+
+
+class NotReachable(SwarmError):
+    """No manager address answered the join."""
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSwarm:
+    """What this engine says about its own membership."""
+
+    state: LocalState
+    node_id: str = ""
+    node_addr: str = ""
+    cluster_id: str = ""
+    control_available: bool = False
+    remote_managers: tuple[str, ...] = ()
+    error: str = ""
+
+    @property
+    def role(self) -> Role | None:
+        if self.state is not LocalState.ACTIVE:
+            return None
+        return Role.MANAGER if self.control_available else Role.WORKER
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmNode:
+    """One entry of the manager's node list."""
+
+    id: str
+    hostname: str
+    role: Role
+    availability: Availability
+    state: str  # "ready" | "down" | "unknown" | "disconnected"
+    addr: str
+    version: int
+    updated_at: float  # unix time of the last change of the node object
+    reachability: str = ""  # managers: "reachable" | "unreachable" | "unknown"
+    leader: bool = False
+    manager_addr: str = ""  # managers: "ip:2377"
+
+
+@dataclass(frozen=True, slots=True)
+class JoinTokens:
+    worker: str
+    manager: str
+
+    def for_role(self, role: Role) -> str:
+        return self.manager if role is Role.MANAGER else self.worker
+
+
+def _ts(value: str) -> float:
+    """Docker's RFC 3339 timestamps have nanoseconds; Python parses microseconds."""
+    if not value:
+        return 0.0
+    head, _, frac = value.rstrip("Z").partition(".")
+    digits = "".join(c for c in frac if c.isdigit())[:6]
+    return datetime.fromisoformat(f"{head}.{digits or '0'}+00:00").timestamp()
+
+
+def parse_node(raw: Mapping[str, Any]) -> SwarmNode:
+    spec, status = raw.get("Spec", {}), raw.get("Status", {})
+    mgr = raw.get("ManagerStatus") or {}
+    return SwarmNode(
+        id=raw["ID"],
+        hostname=raw.get("Description", {}).get("Hostname", ""),
+        role=Role(spec.get("Role", "worker")),
+        availability=Availability(spec.get("Availability", "active")),
+        state=status.get("State", "unknown"),
+        addr=status.get("Addr", ""),
+        version=int(raw.get("Version", {}).get("Index", 0)),
+        updated_at=_ts(raw.get("UpdatedAt", "")),
+        reachability=mgr.get("Reachability", ""),
+        leader=bool(mgr.get("Leader", False)),
+        manager_addr=mgr.get("Addr", ""),
+    )
+
+
+def parse_info(info: Mapping[str, Any]) -> LocalSwarm:
+    sw = info.get("Swarm") or {}
+    state = sw.get("LocalNodeState") or "inactive"
+    return LocalSwarm(
+        state=LocalState(state),
+        node_id=sw.get("NodeID", ""),
+        node_addr=sw.get("NodeAddr", ""),
+        cluster_id=(sw.get("Cluster") or {}).get("ID", ""),
+        control_available=bool(sw.get("ControlAvailable", False)),
+        remote_managers=tuple(sorted(m.get("Addr", "") for m in sw.get("RemoteManagers") or ())),
+        error=sw.get("Error", ""),
+    )
+
+
+def _token_refused(msg: str) -> bool:
+    """The engine's wording for a wrong/rotated token ("A valid join token is necessary",
+    "invalid join token", "... token rejected ...")."""
+    m = msg.lower()
+    return "join token" in m or "invalid token" in m or ("token" in m and "invalid" in m)
+
+
+def _msg(e: DockerError) -> str:
+    m = e.message
+    return m.get("message", str(m)) if isinstance(m, dict) else str(m)
+
+
+class SwarmEngine:
+    """One engine's swarm API. ``async with SwarmEngine("unix:///run/docker.sock") as e``."""
+
+    def __init__(self, docker_host: str, *, request_timeout: float = 30.0) -> None:
+        if not docker_host.startswith("unix://"):
+            raise SwarmError(f"only unix:// engine sockets are supported: {docker_host}")
+        self.docker_host = docker_host
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._docker: Docker | None = None
+
+    async def __aenter__(self) -> SwarmEngine:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def docker(self) -> Docker:
+        if self._docker is None:
+            connector = aiohttp.UnixConnector(self.docker_host.removeprefix("unix://"))
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._docker = Docker(
+                # The connector carries the socket path; the URL host is a placeholder.
+                url="unix://localhost", connector=connector, session=self._session,
+                api_version=API_VERSION,
+            )
+        return self._docker
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+        if self._session is not None:
+            await self._session.close()
+        self._docker = self._session = None
+
+    async def _raw(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> Any:
+        """A call aiodocker lacks: same unix socket session, JSON in and out."""
+        _ = self.docker
+        assert self._session is not None
+        url = f"http://localhost/{API_VERSION}/{path}"
+        try:
+            async with self._session.request(method, url, params=params, json=body) as r:
+                data = await r.json(content_type=None) if r.content_length != 0 else None
+                if r.status >= 400:
+                    msg = data.get("message", data) if isinstance(data, dict) else data
+                    raise SwarmError(f"{method} /{path}: {r.status} {msg}")
+                return data
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise SwarmError(f"{method} /{path}: {e}") from e
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        try:
+            return await coro
+        except DockerError as e:
+            raise SwarmError(f"{what}: {_msg(e)}") from e
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise SwarmError(f"{what}: {e}") from e
+
+    # ---- observe -------------------------------------------------------------------------
+
+    async def local(self) -> LocalSwarm:
+        return parse_info(await self._call("info", self.docker.system.info()))
+
+    async def nodes(self) -> list[SwarmNode]:
+        raw = await self._call("node ls", self.docker.nodes.list())
+        return [parse_node(n) for n in raw]
+
+    async def node(self, node_id: str) -> SwarmNode:
+        return parse_node(await self._call("node inspect", self.docker.nodes.inspect(
+            node_id=node_id)))
+
+    async def tokens(self) -> JoinTokens:
+        sw = await self._call("swarm inspect", self.docker.swarm.inspect())
+        t = sw.get("JoinTokens") or {}
+        return JoinTokens(worker=t.get("Worker", ""), manager=t.get("Manager", ""))
+
+    async def unlock_key(self) -> str:
+        data = await self._raw("GET", "swarm/unlockkey")
+        return str((data or {}).get("UnlockKey", ""))
+
+    # ---- act -----------------------------------------------------------------------------
+
+    async def init(self, addr: str, *, heartbeat: float = 5.0) -> str:
+        """``swarm init`` advertising/listening on the node's private address; the node id.
+
+        A short dispatcher heartbeat lets managers notice a departed node in ~1–3 s instead
+        of 9–15 s, so a drained node can be removed soon after it leaves.
+        """
+        spec = {"Dispatcher": {"HeartbeatPeriod": int(heartbeat * 1e9)}}
+        node_id = await self._call("swarm init", self.docker.swarm.init(
+            advertise_addr=addr, listen_addr=f"{addr}:{SWARM_PORT}", swarm_spec=spec))
+        return str(node_id)
+
+    async def join(
+        self, managers: Sequence[str], token: str, addr: str, *, attempt_timeout: float = 8.0,
+    ) -> None:
+        """Join through each manager address in turn until one accepts.
+
+        The engine only ever uses the first remote address and waits 20 s for an unreachable
+        one, then keeps joining in the background (``pending``). So each address gets
+        ``attempt_timeout``; if the engine is still pending after that, the background attempt
+        is cancelled (``leave --force`` of a node that is not a member yet) before the next
+        address is tried. A refused token is raised at once: the caller re-reads it.
+        """
+        if not managers:
+            raise NotReachable("no manager address to join")
+        errors = []
+        for m in managers:
+            remote = m if ":" in m else f"{m}:{SWARM_PORT}"
+            try:
+                await asyncio.wait_for(self.docker.swarm.join(
+                    remote_addrs=[remote], join_token=token, advertise_addr=addr,
+                    listen_addr=f"{addr}:{SWARM_PORT}"), attempt_timeout)
+                return
+            except DockerError as e:
+                msg = _msg(e)
+                if _token_refused(msg):
+                    raise TokenRefused(f"join via {remote}: {msg}") from e
+                errors.append(f"{remote}: {msg}")
+            except (aiohttp.ClientError, TimeoutError) as e:
+                errors.append(f"{remote}: {e!r}")
+            local = await self.local()
+            if local.state is LocalState.ACTIVE:
+                return  # the attempt finished in the background meanwhile
+            if local.state is LocalState.PENDING:
+                with contextlib.suppress(SwarmError):  # it may have given up meanwhile
+                    await self.leave(force=True)
+        raise NotReachable("join failed: " + "; ".join(errors))
+
+    async def leave(self, *, force: bool = False) -> None:
+        await self._call("swarm leave", self.docker.swarm.leave(force=force))
+
+    async def _update_spec(self, node_id: str, **changes: str) -> SwarmNode:
+        """Read-modify-write of the node spec; re-read and retry when the version moved."""
+        for attempt in range(5):
+            raw = await self._call("node inspect", self.docker.nodes.inspect(node_id=node_id))
+            spec = dict(raw.get("Spec", {}))
+            if all(spec.get(k) == v for k, v in changes.items()):
+                return parse_node(raw)
+            spec.update(changes)
+            try:
+                await self.docker.nodes.update(
+                    node_id=node_id, version=int(raw["Version"]["Index"]), spec=spec)
+                return await self.node(node_id)
+            except DockerError as e:
+                if "out of sequence" not in _msg(e) or attempt == 4:
+                    raise SwarmError(f"node update {node_id} {changes}: {_msg(e)}") from e
+        raise AssertionError("unreachable")
+
+    async def set_role(self, node_id: str, role: Role, *, within: float = 30.0) -> SwarmNode:
+        """Promote/demote and wait until this manager's view agrees (reachable manager, or
+        no manager status at all)."""
+        await self._update_spec(node_id, Role=role.value)
+        return await self.wait_node(
+            node_id,
+            lambda n: (n.role is Role.MANAGER and n.reachability == "reachable")
+            if role is Role.MANAGER else (n.role is Role.WORKER and not n.reachability),
+            within=within, what=f"{role} view",
+        )
+
+    async def set_availability(self, node_id: str, availability: Availability) -> SwarmNode:
+        return await self._update_spec(node_id, Availability=availability.value)
+
+    async def remove_node(self, node_id: str, *, force: bool = False) -> None:
+        await self._call("node rm", self.docker.nodes.remove(node_id=node_id, force=force))
+
+    async def rotate_tokens(self, *, worker: bool = True, manager: bool = True) -> JoinTokens:
+        """``POST /swarm/update`` with the current spec and version, rotating tokens."""
+        sw = await self._call("swarm inspect", self.docker.swarm.inspect())
+        params = {
+            "version": str(sw["Version"]["Index"]),
+            "rotateWorkerToken": str(worker).lower(),
+            "rotateManagerToken": str(manager).lower(),
+        }
+        await self._raw("POST", "swarm/update", params=params, body=sw["Spec"])
+        return await self.tokens()
+
+    # ---- wait ----------------------------------------------------------------------------
+
+    async def wait_node(
+        self, node_id: str, ok: Callable[[SwarmNode], bool], *, within: float, what: str,
+        interval: float = 0.2,
+    ) -> SwarmNode:
+        """Poll this manager's view of a node until ``ok(node)`` (the engine has no node
+        events on workers, so polling the local socket is the only portable way)."""
+        deadline = time.monotonic() + within
+        while True:
+            node = await self.node(node_id)
+            if ok(node):
+                return node
+            if time.monotonic() > deadline:
+                raise SwarmError(f"node {node_id}: timed out waiting for {what}: {node}")
+            await asyncio.sleep(interval)
+
+    async def wait_local(
+        self, ok: Callable[[LocalSwarm], bool], *, within: float, what: str,
+        interval: float = 0.2,
+    ) -> LocalSwarm:
+        """Poll ``GET /info`` until ``ok(local)``, e.g. ControlAvailable after a promotion."""
+        deadline = time.monotonic() + within
+        while True:
+            local = await self.local()
+            if ok(local):
+                return local
+            if time.monotonic() > deadline:
+                raise SwarmError(f"timed out waiting for {what}: {local}")
+            await asyncio.sleep(interval)
+
+
+def manager_addresses(nodes: Iterable[SwarmNode]) -> list[str]:
+    """``ip:2377`` of every reachable manager, leader first."""
+    mgrs = [n for n in nodes if n.role is Role.MANAGER and n.reachability == "reachable"]
+    mgrs.sort(key=lambda n: (not n.leader, n.manager_addr))
+    return [n.manager_addr for n in mgrs if n.manager_addr]
