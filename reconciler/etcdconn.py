@@ -8,6 +8,7 @@ generated stubs. ``classify`` turns a gRPC error into what the caller should do 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,7 @@ _RETRY_CODES = {
 # Everything an RPC on a Conn can raise that ``classify`` understands.
 RPC_ERRORS: tuple[type[BaseException], ...] = (
     grpc.RpcError, grpc.aio.UsageError, TimeoutError, ConnectionError,
+    asyncio.InvalidStateError,  # write() on a stream the transport already finished
 )
 
 
@@ -88,7 +90,9 @@ def classify(exc: BaseException) -> Fault:
         if code in _RETRY_CODES:
             return Fault.RETRY
         return Fault.FATAL
-    if isinstance(exc, grpc.aio.UsageError | TimeoutError | ConnectionError):
+    if isinstance(
+        exc, grpc.aio.UsageError | TimeoutError | ConnectionError | asyncio.InvalidStateError
+    ):
         return Fault.RETRY  # channel already closed by a concurrent rotation, or a timeout
     return Fault.FATAL
 

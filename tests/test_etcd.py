@@ -1,0 +1,193 @@
+"""reconciler.etcd against a real etcd 3.4: key/value API, failover, TLS, auth expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+
+import aetcd
+import aetcd.exceptions
+import pytest
+
+from reconciler.errors import EtcdUnavailable
+from reconciler.etcd import KV, Etcd, EtcdError, TLSConfig
+from tests.fixtures.etcd import EtcdServer, free_ports
+
+
+async def test_kv_round_trip(etcd_server: EtcdServer) -> None:
+    async with await Etcd.connect([etcd_server.endpoint]) as e:
+        rev = await e.put("/t/a", "1")
+        kv = await e.get("/t/a")
+        assert kv == KV(b"/t/a", b"1", rev, rev, 0)
+        assert await e.get("/t/missing") is None
+        await e.put("/t/b", b"\x00bin")
+        await e.put("/tx", "outside the prefix")
+        kvs, header_rev = await e.get_prefix("/t/")
+        assert [(k.key, k.value) for k in kvs] == [(b"/t/a", b"1"), (b"/t/b", b"\x00bin")]
+        assert header_rev == rev + 2
+        assert await e.delete("/t/a") is True
+        assert await e.delete("/t/a") is False
+        assert await e.delete_prefix("/t/") == 1
+        assert (await e.get_prefix("/t/"))[0] == []
+        assert (await e.get("/tx")) is not None
+        assert e.request_count >= 10
+
+
+async def test_create_if_absent_and_compare_and_put(etcd_server: EtcdServer) -> None:
+    async with await Etcd.connect([etcd_server.endpoint]) as e:
+        assert await e.create_if_absent("/t/slot", "n1") is True
+        assert await e.create_if_absent("/t/slot", "n2") is False
+        kv = await e.get("/t/slot")
+        assert kv is not None and kv.value == b"n1"
+        assert await e.compare_and_put("/t/slot", "n3", mod_revision=kv.mod_revision) is True
+        # Stale revision: refused, value unchanged.
+        assert await e.compare_and_put("/t/slot", "n4", mod_revision=kv.mod_revision) is False
+        after = await e.get("/t/slot")
+        assert after is not None and after.value == b"n3"
+        # mod_revision 0 means "must not exist".
+        assert await e.compare_and_put("/t/new", "x", mod_revision=0) is True
+        assert await e.compare_and_put("/t/new", "y", mod_revision=0) is False
+
+
+async def test_racing_creators_exactly_one_wins(etcd_server: EtcdServer) -> None:
+    clients = [await Etcd.connect([etcd_server.endpoint]) for _ in range(5)]
+    try:
+        wins = await asyncio.gather(
+            *(c.create_if_absent("/t/race", f"c{i}") for i, c in enumerate(clients))
+        )
+        assert sum(wins) == 1
+        kv = await clients[0].get("/t/race")
+        assert kv is not None and kv.value == f"c{wins.index(True)}".encode()
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_failover_skips_dead_endpoints(etcd_server: EtcdServer) -> None:
+    dead = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    async with await Etcd.connect([*dead, etcd_server.endpoint]) as e:
+        await e.put("/t/k", "v")
+        assert e.endpoint == etcd_server.endpoint
+        kv = await e.get("/t/k")
+        assert kv is not None and kv.value == b"v"
+
+
+async def test_unavailable_when_nothing_answers_within_bound() -> None:
+    dead = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    t0 = time.monotonic()
+    with pytest.raises(EtcdUnavailable, match="no endpoint"):
+        await Etcd.connect(dead, timeout=0.5, retry_for=1.5)
+    assert time.monotonic() - t0 < 5
+
+
+async def test_call_survives_restart_and_fails_bounded_when_down(
+    etcd_server: EtcdServer,
+) -> None:
+    async with await Etcd.connect([etcd_server.endpoint], timeout=1.0, retry_for=2.0) as e:
+        await e.put("/t/k", "before")
+        await asyncio.to_thread(etcd_server.stop)
+        t0 = time.monotonic()
+        with pytest.raises(EtcdUnavailable):
+            await e.get("/t/k")
+        assert time.monotonic() - t0 < 4
+        await asyncio.to_thread(etcd_server.start)
+        kv = await e.get("/t/k")  # same client object, reconnected by itself
+        assert kv is not None and kv.value == b"before"
+
+
+def _etcdctl(endpoint: str, *args: str) -> str:
+    out = subprocess.run(
+        ["etcdctl", "--endpoints", endpoint, *args], check=True, capture_output=True,
+        text=True, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}, timeout=20,
+    )
+    return out.stdout
+
+
+async def test_reauthenticates_after_token_expiry() -> None:
+    with EtcdServer(extra_args=["--auth-token", "simple", "--auth-token-ttl", "1"]) as srv:
+        ep = srv.endpoint
+        _etcdctl(ep, "user", "add", "root", "--new-user-password", "rootpw")
+        _etcdctl(ep, "user", "add", "agent", "--new-user-password", "agentpw")
+        _etcdctl(ep, "role", "add", "agent")
+        _etcdctl(ep, "role", "grant-permission", "agent", "--prefix=true", "readwrite", "/t/")
+        _etcdctl(ep, "user", "grant-role", "agent", "agent")
+        _etcdctl(ep, "auth", "enable")
+        host, port = ep.split(":")
+
+        # The raw aetcd client shows the problem we fix: after the TTL every call fails.
+        raw = aetcd.Client(host=host, port=int(port), username="agent", password="agentpw")
+        try:
+            await raw.put(b"/t/raw", b"1")
+            await asyncio.sleep(2.5)  # the token TTL (1 s) must pass; it is the subject
+            with pytest.raises(aetcd.exceptions.UnauthenticatedError):
+                await raw.put(b"/t/raw", b"2")
+        finally:
+            await raw.close()
+
+        async with await Etcd.connect([ep], user="agent", password="agentpw") as e:
+            await e.put("/t/k", "1")
+            before = e.reconnects
+            await asyncio.sleep(2.5)
+            await e.put("/t/k", "2")
+            assert e.reconnects == before + 1  # it did have to re-authenticate
+            kv = await e.get("/t/k")
+            assert kv is not None and kv.value == b"2"
+        t0 = time.monotonic()
+        with pytest.raises(EtcdError, match="authentication failed"):  # not retried
+            await Etcd.connect([ep], user="agent", password="wrong", timeout=1, retry_for=1)
+        assert time.monotonic() - t0 < 1
+
+
+def _make_certs(d: Path) -> None:
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d, timeout=30)
+
+    ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    (d / "ext.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    for name in ("server", "client", "other"):
+        ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        ca = "ca" if name != "other" else "other"
+        if name == "other":  # a second, unrelated CA to prove verification happens
+            ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                "-subj", "/CN=other-ca", "-keyout", "other-ca.key", "-out", "other-ca.crt")
+            ca = "other-ca"
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-days", "1", "-extfile", "ext.cnf", "-out", f"{name}.crt")
+
+
+async def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    await asyncio.to_thread(_make_certs, tmp_path)
+    port, peer = free_ports(2)
+    url = f"https://127.0.0.1:{port}"
+    srv = EtcdServer(client_port=port, peer_port=peer, extra_args=[
+        "--listen-client-urls", url, "--advertise-client-urls", url,
+        "--cert-file", str(tmp_path / "server.crt"), "--key-file", str(tmp_path / "server.key"),
+        "--client-cert-auth", "--trusted-ca-file", str(tmp_path / "ca.crt"),
+    ])
+    srv.spawn()
+    try:
+        # /health over plain http does not exist here: wait by connecting with TLS.
+        tls = TLSConfig(ca=tmp_path / "ca.crt", cert=tmp_path / "client.crt",
+                        key=tmp_path / "client.key")
+        async with await Etcd.connect([f"https://127.0.0.1:{port}"], tls=tls,
+                                      retry_for=20) as e:
+            await e.put("/t/tls", "secret")
+            kv = await e.get("/t/tls")
+            assert kv is not None and kv.value == b"secret"
+        # A server certificate from an unknown CA is refused.
+        bad = TLSConfig(ca=tmp_path / "other-ca.crt", cert=tmp_path / "client.crt",
+                        key=tmp_path / "client.key")
+        with pytest.raises(EtcdUnavailable):
+            await Etcd.connect([f"127.0.0.1:{port}"], tls=bad, timeout=1, retry_for=1)
+        # So is a client without a certificate (--client-cert-auth).
+        with pytest.raises(EtcdUnavailable):
+            await Etcd.connect([f"127.0.0.1:{port}"], tls=TLSConfig(ca=tmp_path / "ca.crt"),
+                               timeout=1, retry_for=1)
+    finally:
+        srv.close()
