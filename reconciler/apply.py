@@ -153,6 +153,7 @@ class Engine:
         self.settle = settle
         self.after_action = after_action  # tests use it to kill the process mid-apply
         self.log = log.get("swarmkeeper.apply")
+        self._root_str = str(self.root) if self.root is not None else ""
 
     def file_path(self, path: str) -> Path:
         return self.root / path.lstrip("/") if self.root is not None else Path(path)
@@ -199,7 +200,7 @@ class Engine:
     async def plan(self, spec: NodeSpec) -> P.Plan:
         """Exactly the plan ``apply(spec)`` would execute now."""
         inv = self.inventory()
-        return P.plan(spec, await self.observe(spec, inv), inv)
+        return P.plan(spec, await self.observe(spec, inv), inv, root=self._root_str)
 
     # -- execute ---------------------------------------------------------------------------
 
@@ -309,7 +310,7 @@ class Engine:
     async def apply(self, spec: NodeSpec) -> ApplyResult:
         t0 = time.perf_counter()
         inv = self.inventory()
-        p = P.plan(spec, await self.observe(spec, inv), inv)
+        p = P.plan(spec, await self.observe(spec, inv), inv, root=self._root_str)
         resumed = inv.pending is not None
         if not p:
             if resumed:  # killed after its last action, before the inventory was saved
@@ -351,7 +352,7 @@ class Engine:
         undo: list[ActionResult] = []
         outcome = Outcome.ROLLED_BACK
         try:
-            rb = P.plan(target, await self.observe(target, marked), marked)
+            rb = P.plan(target, await self.observe(target, marked), marked, root=self._root_str)
             await self._execute(rb, undo)
         except (_Abort, ActuatorError) as e:
             outcome = Outcome.FAILED

@@ -261,8 +261,15 @@ def _drift(reasons: list[tuple[str, bool]]) -> tuple[str, bool]:
     return "; ".join(r for r, _ in reasons), any(d for _, d in reasons)
 
 
-def plan(spec: NodeSpec, observed: Observed, inventory: Inventory | None = None) -> Plan:
-    """The actions that converge the node on ``spec``; empty when nothing differs."""
+def plan(
+    spec: NodeSpec, observed: Observed, inventory: Inventory | None = None, *, root: str = ""
+) -> Plan:
+    """The actions that converge the node on ``spec``; empty when nothing differs.
+
+    ``root`` is the ``--root`` prefix of a sandbox: a unit there reads ``<root>/etc/x`` for
+    the managed file ``/etc/x``, and both spellings count as a reference.
+    """
+    root = root.rstrip("/")
     inv = inventory or EMPTY
     desired_units = {u.name for u in spec.units}
     desired_files = {f.path for f in spec.files}
@@ -322,6 +329,8 @@ def plan(spec: NodeSpec, observed: Observed, inventory: Inventory | None = None)
             why, drift = _drift(reasons) if reasons else ("new unit", False)
             add(WriteUnit(u.name, u.content, why, drift))
         refs = unitfile.referenced_paths(u.content)
+        if root:
+            refs |= {r[len(root):] for r in refs if r.startswith(root + "/")}
         for path in sorted(changed):
             if path in refs or unitfile.dropin_unit(path) == u.name:
                 why, drift = changed[path]
