@@ -64,8 +64,11 @@ class Coalescer:
         key = event.key
         pending = self._pending.get(key)
         if pending is not None:
-            severity = max(pending.event.severity, event.severity, key=lambda s: s.rank)
-            pending.event = dataclasses.replace(event, severity=severity)
+            held = pending.event.severity
+            if event.severity.rank >= held.rank:
+                pending.event = event
+            else:  # keep the newest text but never lower the severity of the window
+                pending.event = dataclasses.replace(event, severity=held)
             pending.count += 1
             return 1, 0
         dropped = 0
