@@ -46,7 +46,9 @@ def _text(data: bytes) -> str | None:
     except UnicodeDecodeError:
         return None
     # literal blocks cannot carry trailing spaces, tabs or a CR faithfully through every parser
-    if "\r" in text or "\t" in text or any(line.endswith(" ") for line in text.split("\n")):
+    if any(c < " " and c != "\n" for c in text) or "\x7f" in text:
+        return None  # binary or control characters: base64 is the only faithful form
+    if any(line.endswith(" ") for line in text.split("\n")):
         return None
     return text
 

@@ -197,6 +197,16 @@ class FileParams(_Strict):
     def _path(cls, v: str) -> str:
         return _abs_path(v)
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _unquoted_mode(cls, v: object) -> object:
+        if isinstance(v, int) and not isinstance(v, bool):
+            # YAML 1.1 reads 0644 as the octal number 420: the digits are lost by now
+            raise ValueError(
+                f'YAML reads an unquoted mode as a number (0{v:o}): quote it, e.g. "0644"'
+            )
+        return v
+
     @field_validator("mode")
     @classmethod
     def _mode(cls, v: str) -> str:
