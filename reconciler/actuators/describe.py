@@ -65,7 +65,9 @@ def describe_from_properties(
     where = "; ".join(x for x in (fragment, file_state) if x)
     out.append(f"     Loaded: {load_state}" + (f" ({where})" if where else ""))
     result = props.get("Result") or ""
-    active = f"     Active: {active_state} ({sub_state})"
+    active = f"     Active: {active_state}"
+    if sub_state and sub_state != active_state:
+        active += f" ({sub_state})"
     if result and result != "success":
         active += f" (Result: {result})"
     since_key = {"active": "ActiveEnterTimestamp", "failed": "InactiveEnterTimestamp",

@@ -75,11 +75,15 @@ class UnitStatus:
 
     @property
     def healthy(self) -> bool:
-        """Active, or a oneshot that finished successfully."""
+        """Active, or a oneshot that finished successfully.
+
+        A oneshot that never ran looks the same once systemd garbage-collected the finished
+        one (no InvocationID left), so "inactive + success" counts as healthy for oneshots.
+        """
         if self.active_state == "active":
             return True
         return (self.service_type == "oneshot" and self.active_state == "inactive"
-                and self.result == "success" and self.invocation_id != "")
+                and self.result == "success")
 
     @property
     def failed(self) -> bool:
@@ -281,6 +285,11 @@ class Systemd:
 
     async def _run_job(self, member: str, name: str) -> str:
         self.mutating_calls += 1
+        if member != "StopUnit" and not self.endpoint.peer_to_peer:
+            # keep the unit's result and InvocationID readable after a oneshot finished
+            path = unit_path(name)
+            if path not in self._refs:
+                await self._ref(path)
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         (job,) = await self._call(member, "ss", [name, "replace"])
         result = self._done_jobs.pop(job, None)
@@ -429,6 +438,13 @@ class Systemd:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def unit_path(name: str) -> str:
+    """The unit's object path: sd-bus label escaping (alnum kept, the rest as ``_xx``)."""
+    escaped = "".join(c if c.isascii() and c.isalnum() else f"_{ord(c):02x}"
+                      for c in name)
+    return UNIT_PATH_PREFIX + (escaped or "_")
 
 
 def _settled(st: UnitStatus, job_id: int) -> bool:
