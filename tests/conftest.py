@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.dockernet import DockerLab
+from tests.fixtures.dockernet import docker_lab as _docker_lab
 from tests.fixtures.etcd import EtcdCluster, EtcdServer
 from tests.fixtures.gitrepo import MINIMAL_STATE, StateRepo, make_state_repo
 from tests.fixtures.etcd import etcd_cluster as _etcd_cluster
@@ -48,3 +50,12 @@ def systemd_user_factory(tmp_path: Path) -> Iterator[Callable[[str], UserManager
     """Start more independent user managers by name (one per simulated node)."""
     with contextlib.ExitStack() as stack:
         yield lambda name: stack.enter_context(_user_manager(tmp_path, name))
+
+
+@pytest.fixture(scope="module")
+def docker_lab() -> Iterator[DockerLab]:
+    """Four real dockerd engines (node1..node4) plus one spare (node5, not started), each in
+    its own network namespace on a private bridge; shared by the tests of one module (they
+    reset the engines' swarm state between tests)."""
+    with _docker_lab(4, spare=1) as lab:
+        yield lab
