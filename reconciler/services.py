@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
-from reconciler import log
+from reconciler import keys, log
 from reconciler.models import CheckKind, HealthCheck, NodeSpec, Registration
 from reconciler.notify import Event, EventKind
 
@@ -130,10 +130,6 @@ def make_check(
 def registrations_of(spec: NodeSpec) -> list[tuple[str, Registration]]:
     """(unit name, registration) for every unit of the spec that declares ``register:``."""
     return [(u.name, u.register) for u in spec.units if u.register is not None]
-
-
-def service_key(prefix: str, name: str, node: str) -> str:
-    return f"{prefix}/services/{name}/{node}"
 
 
 def lease_ttl(interval: float, *, minimum: int = 3) -> int:
@@ -280,7 +276,7 @@ class ServiceRegistrar:
         await self._deregister(w)
 
     def _key(self, w: _Watch) -> str:
-        return service_key(self._prefix, w.reg.name, self._node)
+        return keys.services(self._prefix, w.reg.name, self._node)
 
     async def _loop(self, w: _Watch) -> None:
         loop = asyncio.get_running_loop()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import cli
+from reconciler import cli, keys
 from reconciler.commands.services import format_table, parse_entries
 from reconciler.etcd import KV, Etcd
 from reconciler.models import CheckKind, HealthCheck, Registration
@@ -29,7 +29,6 @@ from reconciler.services import (
     UnitActiveCheck,
     json_subset,
     lease_ttl,
-    service_key,
     split_host_port,
 )
 from tests.fixtures.etcd import EtcdServer
@@ -149,7 +148,7 @@ async def wait_until(pred: Callable[[], object], within: float, what: str) -> fl
 async def test_key_follows_health_and_events_are_emitted(etcd_server: EtcdServer) -> None:
     events: list[Event] = []
     interval = 0.4
-    key = service_key(PREFIX, "vault", "node-1")
+    key = keys.services(PREFIX, "vault", "node-1")
     async with (
         HookServer() as srv,
         await Etcd.connect([etcd_server.endpoint]) as etcd,
@@ -287,7 +286,7 @@ AGENT_SCRIPT = textwrap.dedent(
 async def test_registration_expires_after_the_agent_is_killed(etcd_server: EtcdServer) -> None:
     tcp_server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     target = f"127.0.0.1:{tcp_server.sockets[0].getsockname()[1]}"
-    key = service_key(PREFIX, "db", "victim")
+    key = keys.services(PREFIX, "db", "victim")
     ttl = lease_ttl(0.5)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", AGENT_SCRIPT, etcd_server.endpoint, PREFIX, target,
@@ -351,7 +350,7 @@ def test_services_command_lists_real_registrations(
                 reg = ServiceRegistrar(etcd, prefix=PREFIX, node=node, address=addr)
                 await reg.update([("vault.service", http_reg(srv.url("/health"), 5.0))])
                 task = asyncio.create_task(reg.run())
-                await wait_until(lambda n=node: etcd.get(service_key(PREFIX, "vault", n)), 3, "reg")
+                await wait_until(lambda n=node: etcd.get(keys.services(PREFIX, "vault", n)), 3, "reg")
                 task.cancel()  # no aclose: the keys stay until their lease expires
 
     asyncio.run(register())

@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any
 
+from reconciler import keys
+
 NAME = "services"
 HELP = "list the services registered in etcd (service, node, address:port, since)"
 
@@ -32,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse_entries(prefix: str, kvs: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
     """One row per registration key; a value that is not our JSON still gets a row."""
-    base = f"{prefix}/services/"
+    base = keys.services_prefix(prefix)
     rows = []
     for raw_key, raw_value in kvs:
         key = raw_key.decode(errors="replace")
@@ -73,7 +75,7 @@ async def _read(endpoints: list[str], prefix: str) -> list[dict[str, Any]]:
     from reconciler.etcd import Etcd
 
     async with await Etcd.connect(endpoints) as etcd:
-        kvs, _ = await etcd.get_prefix(f"{prefix}/services/")
+        kvs, _ = await etcd.get_prefix(keys.services_prefix(prefix))
     return parse_entries(prefix, [(kv.key, kv.value) for kv in kvs])
 
 
@@ -83,11 +85,15 @@ def run(args: argparse.Namespace) -> int:
     endpoints = [e for e in args.etcd.split(",") if e]
     if not endpoints:
         raise UsageError("--etcd needs at least one HOST:PORT")
-    rows = asyncio.run(_read(endpoints, args.prefix.rstrip("/")))
+    try:
+        prefix = keys.norm(args.prefix)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    rows = asyncio.run(_read(endpoints, prefix))
     if args.json:
         print(json.dumps([{k: v for k, v in r.items() if k != "key"} for r in rows], indent=2))
     elif rows:
         print(format_table(rows))
     else:
-        print(f"no services registered under {args.prefix}/services/")
+        print(f"no services registered under {keys.services_prefix(prefix)}")
     return 0
