@@ -1,0 +1,58 @@
+"""What ``plan``, ``apply`` (and the agent) share: options, rendering the spec, the engine.
+
+Kept out of the command modules so ``swarmkeeper plan`` prints the very plan that
+``swarmkeeper apply`` executes: both render the spec the same way and ask the same
+``Engine``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reconciler import config
+from reconciler.config import Config
+from reconciler.models import NodeFacts, NodeName, NodeSpec
+
+if TYPE_CHECKING:
+    from reconciler.actuators.systemd import Systemd
+    from reconciler.apply import Engine
+
+_SCP_URL = re.compile(r"^[\w.-]+@[\w.-]+:")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    config.add_options(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def is_url(repo: str) -> bool:
+    return "://" in repo or bool(_SCP_URL.match(repo))
+
+
+def load_spec(cfg: Config) -> NodeSpec:
+    """Render this node's desired spec from --repo/--rev (blocking: git, disk)."""
+    from reconciler.desired import render
+    from reconciler.source import GitSource, read_tree
+
+    if is_url(cfg.repo):
+        src = GitSource(cfg.repo, cfg.branch, cfg.state_dir / "git")
+        src.ensure()
+        rev = src.ensure_commit(cfg.rev) if cfg.rev else src.branch_head()
+        tree = src.tree(rev)
+    else:
+        tree = read_tree(Path(cfg.repo), cfg.rev)
+    facts = NodeFacts(
+        name=NodeName(cfg.node), role=cfg.role, address=cfg.address, etcd_endpoints=cfg.etcd
+    )
+    return render(tree, facts)
+
+
+async def open_engine(cfg: Config) -> tuple[Systemd, Engine]:
+    from reconciler.actuators.systemd import Scope, Systemd
+    from reconciler.apply import Engine
+
+    sd = await Systemd.connect(Scope(cfg.scope), unit_dir=cfg.unit_dir)
+    return sd, Engine(sd, cfg.state_dir, root=cfg.root, unit_dir=cfg.unit_dir)

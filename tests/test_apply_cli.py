@@ -1,0 +1,107 @@
+"""``swarmkeeper plan`` / ``apply`` as an operator runs them: subprocesses, real git, real systemd.
+
+Exit codes are the contract (plan: 0 nothing to do, 2 changes pending, 1 error; apply: 0
+converged, 1 invalid desired state, 3 rolled back); every test also reads systemd's state.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fixtures.gitrepo import MINIMAL_STATE, StateRepo, make_state_repo
+from tests.fixtures.systemd_user import UserManager
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SLEEP = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=default.target\n"
+
+
+def swarmkeeper(um: UserManager, tmp: Path, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", "--log-level", "warning", command,
+         "--node", "n1", "--role", "manager", "--scope", "user",
+         "--state-dir", str(tmp / "state"), "--root", str(tmp / "root"), *args],
+        env={**um.env, "PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def active(um: UserManager, unit: str) -> str:
+    return um.systemctl("show", "-P", "ActiveState", unit).stdout.strip()
+
+
+def state(**extra: str | None) -> dict[str, str | bytes | None]:
+    return {
+        **MINIMAL_STATE,
+        "state/roles/manager.yaml": "units:\n  - a.service\n  - b.service\n",
+        "units/a.service": SLEEP,
+        "units/b.service": SLEEP,
+        **extra,
+    }
+
+
+def test_apply_converges_then_plan_and_apply_are_no_ops(systemd_user: UserManager, tmp_path: Path) -> None:
+    repo = make_state_repo(tmp_path / "repo", state())
+    rev = repo.commit({}, "noop")
+    first = swarmkeeper(systemd_user, tmp_path, "plan", "--repo", str(repo.work), "--rev", rev)
+    assert first.returncode == 2, first.stderr
+    assert "start a.service: new unit" in first.stdout and "start b.service: new unit" in first.stdout
+    applied = swarmkeeper(systemd_user, tmp_path, "apply", "--repo", str(repo.work), "--rev", rev, "--json")
+    assert applied.returncode == 0, applied.stderr
+    doc = json.loads(applied.stdout)
+    assert doc["outcome"] == "converged" and doc["revision"] == rev
+    assert {a["action"] for a in doc["actions"]} >= {"write", "daemon-reload", "start", "enable", "verify"}
+    assert active(systemd_user, "a.service") == active(systemd_user, "b.service") == "active"
+    env = (tmp_path / "root/etc/swarmkeeper/node.env").read_text()
+    assert "SWARMKEEPER_NODE=n1" in env
+    again = swarmkeeper(systemd_user, tmp_path, "plan", "--repo", str(repo.work), "--rev", rev, "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["actions"] == []
+    noop = swarmkeeper(systemd_user, tmp_path, "apply", "--repo", str(repo.work), "--rev", rev, "--json")
+    assert noop.returncode == 0 and json.loads(noop.stdout)["actions"] == []
+
+
+def test_failing_unit_exits_3_and_the_node_stays_on_the_previous_revision(systemd_user: UserManager, tmp_path: Path) -> None:
+    repo: StateRepo = make_state_repo(tmp_path / "repo", state())
+    good = repo.commit({}, "good")
+    assert swarmkeeper(systemd_user, tmp_path, "apply", "--repo", repo.url, "--rev", good).returncode == 0
+    inv_before = systemd_user.systemctl("show", "-P", "InvocationID", "a.service").stdout
+    bad = repo.commit({"units/b.service": "[Service]\nExecStart=/bin/false\n"}, "break b")
+    pending = swarmkeeper(systemd_user, tmp_path, "plan", "--repo", repo.url, "--rev", bad)
+    assert pending.returncode == 2 and "restart b.service: unit changed" in pending.stdout
+    out = swarmkeeper(systemd_user, tmp_path, "apply", "--repo", repo.url, "--rev", bad, "--json")
+    assert out.returncode == 3, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["outcome"] == "rolled_back" and doc["applied"] == good
+    assert doc["failure"]["unit"] == "b.service" and "failed" in doc["failure"]["state"]
+    assert (systemd_user.unit_dir / "b.service").read_text() == SLEEP
+    assert active(systemd_user, "a.service") == active(systemd_user, "b.service") == "active"
+    assert systemd_user.systemctl("show", "-P", "InvocationID", "a.service").stdout == inv_before
+    text = swarmkeeper(systemd_user, tmp_path, "apply", "--repo", repo.url, "--rev", bad)
+    assert text.returncode == 3 and "b.service" in text.stderr and "rolled_back" in text.stderr
+
+
+def test_invalid_desired_state_exits_1_and_touches_nothing(systemd_user: UserManager, tmp_path: Path) -> None:
+    repo = make_state_repo(tmp_path / "repo", state())
+    assert swarmkeeper(systemd_user, tmp_path, "apply", "--repo", str(repo.work)).returncode == 0
+    inv_before = systemd_user.systemctl("show", "-P", "InvocationID", "b.service").stdout
+    (repo.work / "state/roles/manager.yaml").write_text("units:\n  - a.service\n  - [b.service\n")
+    out = swarmkeeper(systemd_user, tmp_path, "apply", "--repo", str(repo.work))
+    assert out.returncode == 1
+    assert "state/roles/manager.yaml:" in out.stderr
+    assert systemd_user.systemctl("show", "-P", "InvocationID", "b.service").stdout == inv_before
+    assert swarmkeeper(systemd_user, tmp_path, "plan", "--repo", str(repo.work)).returncode == 1
+
+
+def test_git_url_and_branch_head(systemd_user: UserManager, tmp_path: Path) -> None:
+    repo = make_state_repo(tmp_path / "repo", state())
+    out = swarmkeeper(systemd_user, tmp_path, "apply", "--repo", f"file://{repo.remote}", "--branch", "main", "--json")
+    assert out.returncode == 0, out.stderr
+    head = repo.commit({"units/a.service": SLEEP.replace("infinity", "100000")}, "change a")
+    plan = swarmkeeper(systemd_user, tmp_path, "plan", "--repo", f"file://{repo.remote}", "--json")
+    assert plan.returncode == 2
+    doc = json.loads(plan.stdout)
+    assert doc["revision"] == head
+    assert [(a["action"], a["target"]) for a in doc["actions"] if a["action"] == "restart"] == [("restart", "a.service")]
