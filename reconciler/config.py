@@ -96,10 +96,13 @@ def _scope(v: object) -> str:
 def _seconds(v: object) -> float:
     text = str(v).strip()
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    value = None
     for suffix in ("ms", "s", "m", "h"):
         if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
-            return float(text[: -len(suffix)]) * scale[suffix]
-    value = float(text)
+            value = float(text[: -len(suffix)]) * scale[suffix]
+            break
+    if value is None:
+        value = float(text)
     if not value > 0:
         raise ValueError("must be > 0")
     return value
