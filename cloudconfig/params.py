@@ -73,7 +73,7 @@ class ClusterParams(_Strict):
     @classmethod
     def _managers(cls, v: int) -> int:
         if v not in (1, 3, 5):
-            raise ValueError(f"managers must be 1, 3 or 5 (an odd etcd/swarm quorum), not {v}")
+            raise ValueError(f"must be 1, 3 or 5 (an odd etcd and swarm quorum), not {v}")
         return v
 
 
