@@ -1,0 +1,286 @@
+"""Safe rollout of a new revision across the cluster, coordinated in etcd with leases.
+
+Rules (issue "agent"): managers update strictly one at a time, and only while every other
+manager is alive and healthy, so etcd/swarm quorum is never at risk; workers update up to
+``max_unavailable`` at once; a node whose apply rolled back marks the revision failed and
+the rollout halts (nodes not yet updated stay on their revision until a new revision is
+published or an operator resumes).
+
+Mechanism: an update slot is a key (``keys.rollout_slot``) created only if absent and bound
+to the holder's ``alive`` lease, so a node that dies mid-update frees its slot by itself
+when the lease expires. There is one manager slot and ``max_unavailable`` worker slots.
+
+Split in two:
+- ``decide(view)`` is pure: from a snapshot (this node, its peers' alive/status, the slot
+  holders, halt/failed markers) it says what to do now. Table and hypothesis tests.
+- ``RolloutGate`` reads that snapshot from etcd, tries the slots ``decide`` offers with
+  ``create_if_absent``, and otherwise waits on a watch of the prefix (never a sleep) until
+  something changes. Release the slot only AFTER writing the node's new status, so the next
+  manager sees this one converged.
+
+A node that has never applied anything ("fresh") needs no slot: it has nothing running that
+an update could break, and requiring one would deadlock a cluster's first boot (every
+manager would wait for the others to be converged).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from reconciler import keys
+from reconciler.models import Role
+from reconciler.status import NodeState, NodeStatus, utcnow
+
+if TYPE_CHECKING:
+    from reconciler.etcd import Etcd, Lease, Resynced, WatchEvent
+
+# A peer manager in one of these states is running a known-good revision: safe to proceed.
+# APPLYING and DEGRADED are not (mid-change or broken); a dead one (no alive key) is not.
+HEALTHY_STATES = frozenset({NodeState.CONVERGED, NodeState.PAUSED, NodeState.REJECTED})
+
+
+class Verdict(StrEnum):
+    CURRENT = "current"  # already on the desired revision: nothing to roll out
+    FRESH = "fresh"  # nothing applied yet: go ahead without a slot
+    HOLDING = "holding"  # this node already holds a slot (restart mid-update): go ahead
+    TRY = "try"  # try to create one of ``slots`` (lowest first)
+    WAIT = "wait"  # not now: ``reason`` says why; re-decide when etcd changes
+    HALTED = "halted"  # rollout stopped (failed revision or operator halt)
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    node: str
+    role: Role | None  # None: never reported a role
+    alive: bool
+    state: NodeState | None  # None: no readable status
+
+
+@dataclass(frozen=True, slots=True)
+class SlotHolder:
+    role: Role
+    index: int
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutView:
+    node: str
+    role: Role
+    applied: str  # revision applied on this node ("" none)
+    desired: str
+    peers: tuple[Peer, ...] = ()  # every OTHER node etcd knows of
+    holders: tuple[SlotHolder, ...] = ()
+    max_unavailable: int = 1
+    halted: bool = False  # operator ``rollout halt``
+    failed_revision: str = ""  # revision some node rolled back from
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    slots: tuple[int, ...] = ()
+    reason: str = ""
+
+
+def decide(v: RolloutView) -> Decision:
+    """What this node should do about ``v.desired`` right now. Pure."""
+    if v.applied == v.desired:
+        return Decision(Verdict.CURRENT)
+    mine = [h for h in v.holders if h.node == v.node]
+    if mine:
+        return Decision(Verdict.HOLDING, (mine[0].index,))
+    if v.failed_revision and v.failed_revision == v.desired:
+        return Decision(Verdict.HALTED, reason=f"revision {v.desired[:12]} failed on a node")
+    if v.halted:
+        return Decision(Verdict.HALTED, reason="rollout halted by an operator")
+    if not v.applied:
+        return Decision(Verdict.FRESH)
+    if v.role is Role.MANAGER:
+        busy = [h.node for h in v.holders if h.role is Role.MANAGER]
+        if busy:
+            return Decision(Verdict.WAIT, reason=f"manager {busy[0]} is updating")
+        for p in sorted(v.peers, key=lambda p: p.node):
+            if p.role is not Role.MANAGER:
+                continue
+            if not p.alive:
+                return Decision(Verdict.WAIT, reason=f"manager {p.node} is not alive")
+            if p.state not in HEALTHY_STATES:
+                state = p.state.value if p.state else "unknown"
+                return Decision(Verdict.WAIT, reason=f"manager {p.node} is {state}")
+        return Decision(Verdict.TRY, (0,))
+    limit = max(1, v.max_unavailable)
+    held = {h.index for h in v.holders if h.role is Role.WORKER}
+    if len(held) >= limit:
+        return Decision(Verdict.WAIT, reason=f"{len(held)} of {limit} worker slot(s) in use")
+    return Decision(Verdict.TRY, tuple(i for i in range(limit) if i not in held))
+
+
+# -- reading a view out of the prefix -------------------------------------------------
+
+def view_from_kvs(
+    prefix: str,
+    kvs: Mapping[bytes, bytes],
+    *,
+    node: str,
+    role: Role,
+    applied: str,
+    desired: str,
+    max_unavailable: int,
+) -> RolloutView:
+    """Build the snapshot ``decide`` needs from the raw keys under the prefix."""
+    alive: set[str] = set()
+    statuses: dict[str, NodeStatus | None] = {}
+    holders: list[SlotHolder] = []
+    for k, val in kvs.items():
+        nk = keys.split_node_key(prefix, k)
+        if nk is not None:
+            n, leaf = nk
+            if leaf == "alive":
+                alive.add(n)
+            elif leaf == "status":
+                try:
+                    statuses[n] = NodeStatus.from_json(val)
+                except ValueError:
+                    statuses[n] = None
+            continue
+        sk = keys.split_slot_key(prefix, k)
+        if sk is not None:
+            holders.append(SlotHolder(sk[0], sk[1], _holder(val)))
+    peers = []
+    for n in sorted((alive | set(statuses)) - {node}):
+        st = statuses.get(n)
+        try:
+            prole = Role(st.role) if st else None
+        except ValueError:
+            prole = None
+        peers.append(Peer(n, prole, n in alive, st.state if st else None))
+    failed = ""
+    raw_failed = kvs.get(keys.rollout_failed(prefix).encode())
+    if raw_failed is not None:
+        try:
+            failed = str(json.loads(raw_failed).get("revision", ""))
+        except (ValueError, AttributeError):
+            failed = raw_failed.decode(errors="replace").strip()
+    return RolloutView(
+        node=node, role=role, applied=applied, desired=desired, peers=tuple(peers),
+        holders=tuple(sorted(holders, key=lambda h: (h.role, h.index))),
+        max_unavailable=max_unavailable,
+        halted=keys.rollout_halted(prefix).encode() in kvs, failed_revision=failed,
+    )
+
+
+def _holder(raw: bytes) -> str:
+    try:
+        return str(json.loads(raw)["node"])
+    except (ValueError, KeyError, TypeError):
+        return raw.decode(errors="replace")
+
+
+# -- the etcd side --------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Permission to apply ``revision``. ``key`` is None when no slot was needed."""
+
+    revision: str
+    key: str | None
+
+
+class RolloutGate:
+    """Takes and releases this node's update slot. One per agent."""
+
+    def __init__(
+        self, etcd: Etcd, prefix: str, node: str, role: Role, lease: Lease,
+        *, max_unavailable: int = 1,
+    ) -> None:
+        self.etcd = etcd
+        self.prefix = keys.norm(prefix)
+        self.node = node
+        self.role = role
+        self.lease = lease  # the node's alive lease: the slot dies with the node
+        self.max_unavailable = max_unavailable
+        self.last: Decision | None = None  # what the gate is waiting on (status "waiting")
+
+    async def acquire(self, revision: str, applied: str) -> Slot | None:
+        """Wait until this node may apply ``revision``; None if the desired revision moved
+        on (or vanished) while waiting, so the caller re-plans instead."""
+        base = self.prefix + "/"
+        kvs_list, rev = await self.etcd.get_prefix(base)
+        kvs = {kv.key: kv.value for kv in kvs_list}
+        watch = None
+        try:
+            while True:
+                desired = kvs.get(keys.desired_revision(self.prefix).encode(), b"").decode()
+                if desired.strip() != revision:
+                    return None
+                view = view_from_kvs(
+                    self.prefix, kvs, node=self.node, role=self.role, applied=applied,
+                    desired=revision, max_unavailable=self.max_unavailable,
+                )
+                d = self.last = decide(view)
+                if d.verdict in (Verdict.CURRENT, Verdict.FRESH):
+                    return Slot(revision, None)
+                if d.verdict is Verdict.HOLDING:
+                    key = keys.rollout_slot(self.prefix, self.role, d.slots[0])
+                    if await self._adopt(key):
+                        return Slot(revision, key)
+                if d.verdict is Verdict.TRY:
+                    for i in d.slots:
+                        key = keys.rollout_slot(self.prefix, self.role, i)
+                        value = json.dumps({"node": self.node, "revision": revision,
+                                            "since": utcnow()})
+                        if await self.etcd.create_if_absent(key, value, lease=self.lease):
+                            return Slot(revision, key)
+                # Wait for the next change under the prefix (a slot freed, a peer converged,
+                # a lost race's winner appearing), then decide again.
+                if watch is None:
+                    watch = self.etcd.watch_prefix(base, start_revision=rev + 1)
+                item = await anext(watch)
+                _apply(kvs, item)
+        finally:
+            if watch is not None:
+                await watch.aclose()  # type: ignore[attr-defined]
+
+    async def _adopt(self, key: str) -> bool:
+        """A slot this node took before a restart is bound to its previous lease, which
+        will expire mid-update: move it onto the current lease (or lose it cleanly)."""
+        kv = await self.etcd.get(key)
+        if kv is None or _holder(kv.value) != self.node:
+            return False
+        if kv.lease == self.lease.id:
+            return True
+        return await self.etcd.compare_and_put(
+            key, kv.value, mod_revision=kv.mod_revision, lease=self.lease
+        )
+
+    async def release(self, slot: Slot) -> None:
+        """Give the slot back (after the node's new status is written)."""
+        if slot.key is None:
+            return
+        kv = await self.etcd.get(slot.key)
+        if kv is not None and _holder(kv.value) == self.node:
+            # Only our own holding: never delete a slot someone took after ours expired.
+            await self.etcd.compare_and_delete(slot.key, mod_revision=kv.mod_revision)
+
+    async def mark_failed(self, revision: str, error: str) -> None:
+        """This node rolled back ``revision``: halt its rollout everywhere."""
+        await self.etcd.put(keys.rollout_failed(self.prefix), json.dumps(
+            {"revision": revision, "node": self.node, "error": error, "at": utcnow()}
+        ))
+
+
+def _apply(kvs: dict[bytes, bytes], item: WatchEvent | Resynced) -> None:
+    from reconciler.etcd import Resynced
+
+    if isinstance(item, Resynced):
+        kvs.clear()
+        kvs.update({kv.key: kv.value for kv in item.kvs})
+    elif item.kind == "put":
+        kvs[item.kv.key] = item.kv.value
+    else:
+        kvs.pop(item.kv.key, None)
