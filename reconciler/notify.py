@@ -216,7 +216,10 @@ class Notifications:
     # -- the agent-facing API ---------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        """Queue an event for every notifier that wants it. Never blocks, never raises."""
+        """Queue an event for every notifier that wants it. Never blocks, never raises.
+
+        Call it from the event loop's thread (like any asyncio object); from a worker thread
+        use ``loop.call_soon_threadsafe(hub.emit, event)``."""
         try:
             if self._closed:
                 self.stats.dropped += 1
@@ -319,6 +322,7 @@ class Notifications:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _drain(self) -> None:
+        self._closed = True  # from here on emit() drops (and counts) instead of queueing
         for delivery in self._coalescer.drain():
             self._fan_out(delivery)
         lanes = list(self._lanes.values())

@@ -304,6 +304,22 @@ async def test_dead_or_slow_webhook_does_not_slow_passes_and_retries_are_bounded
         assert (hub.stats.attempts, hub.stats.failed, hub.stats.sent) == (3, 1, 0)
 
 
+async def test_transient_failures_are_retried_until_delivered_honouring_retry_after() -> None:
+    async with HookServer(script=["error", "limited", "ok"], retry_after="0.4") as srv:
+        hub = fast_hub(WebhookNotifier(srv.url(), "hook"), max_attempts=5, backoff_max=2.0)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(hub.run())
+            hub.emit(ev())
+            await srv.wait_for(3)
+            await hub.aclose()
+    assert len(srv.bodies()) == 3
+    assert srv.bodies()[0] == srv.bodies()[2]  # the same delivery each time
+    assert (hub.stats.attempts, hub.stats.sent, hub.stats.failed) == (3, 1, 0)
+    # backoff alone would wait <= 0.02 s then <= 0.04 s; after the 429 it waits Retry-After
+    assert srv.received[2].at - srv.received[1].at >= 0.4
+    assert srv.received[1].at - srv.received[0].at < 0.3
+
+
 async def test_rejected_request_is_not_retried() -> None:
     async with HookServer(mode="reject") as srv:
         hub = fast_hub(WebhookNotifier(srv.url(), "hook"))
