@@ -255,7 +255,7 @@ class SwarmEngine:
         return str(node_id)
 
     async def join(
-        self, managers: Sequence[str], token: str, addr: str, *, attempt_timeout: float = 8.0,
+        self, managers: Sequence[str], token: str, addr: str, *, attempt_timeout: float = 25.0,
     ) -> None:
         """Join through each manager address in turn until one accepts.
 
@@ -285,7 +285,9 @@ class SwarmEngine:
             local = await self.local()
             if local.state is LocalState.ACTIVE:
                 return  # the attempt finished in the background meanwhile
-            if local.state is LocalState.PENDING:
+            # Still pending on the last address: let it go on in the background (it completes
+            # by itself when a partition heals); before another address, cancel it.
+            if local.state is LocalState.PENDING and m != managers[-1]:
                 with contextlib.suppress(SwarmError):  # it may have given up meanwhile
                     await self.leave(force=True)
         raise NotReachable("join failed: " + "; ".join(errors))
@@ -310,10 +312,14 @@ class SwarmEngine:
                     raise SwarmError(f"node update {node_id} {changes}: {_msg(e)}") from e
         raise AssertionError("unreachable")
 
-    async def set_role(self, node_id: str, role: Role, *, within: float = 30.0) -> SwarmNode:
-        """Promote/demote and wait until this manager's view agrees (reachable manager, or
-        no manager status at all)."""
-        await self._update_spec(node_id, Role=role.value)
+    async def set_role(
+        self, node_id: str, role: Role, *, within: float = 30.0, wait: bool = True
+    ) -> SwarmNode:
+        """Promote/demote and (``wait``) until this manager's view agrees: a reachable
+        manager, or no manager status at all."""
+        node = await self._update_spec(node_id, Role=role.value)
+        if not wait:
+            return node
         return await self.wait_node(
             node_id,
             lambda n: (n.role is Role.MANAGER and n.reachability == "reachable")

@@ -1,0 +1,73 @@
+"""Bootstrap with real engines: simultaneous agents form exactly one swarm, every time."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler import swarmrecords as rec
+from reconciler.models import Role
+from tests.fixtures.dockernet import DockerLab
+from tests.fixtures.etcd import EtcdServer
+from tests.fixtures.swarmagents import SwarmAgents, local_states, one_swarm, reset_engines, wait_for
+
+pytestmark = pytest.mark.slow
+
+M, W = Role.MANAGER, Role.WORKER
+ROLES = {"node1": M, "node2": M, "node3": M, "node4": W}
+NODES = list(ROLES)
+
+
+async def _formed(lab: DockerLab) -> bool:
+    return await one_swarm(lab, NODES, managers=3) is not None
+
+
+@pytest.mark.parametrize("round_", range(5))
+async def test_simultaneous_start_forms_exactly_one_swarm(
+    docker_lab: DockerLab, etcd_server: EtcdServer, round_: int
+) -> None:
+    await reset_engines(docker_lab, NODES)
+    prefix = f"/boot{round_}"
+    async with SwarmAgents(docker_lab, etcd_server.endpoint, prefix, ROLES) as agents:
+        await agents.start(*NODES)
+        await wait_for(lambda: _formed(docker_lab), 60, "3 managers + 1 worker in one swarm")
+        leader = await one_swarm(docker_lab, NODES, managers=3)
+        assert leader is not None
+        states = await local_states(docker_lab, NODES)
+        cluster_ids = {s.cluster_id for s in states.values() if s.cluster_id}  # type: ignore[attr-defined]
+        assert len(cluster_ids) == 1
+        assert etcd_server and agents.etcd is not None
+        snap = await rec.read(agents.etcd, prefix)
+        assert snap.cluster.cluster_id == next(iter(cluster_ids))
+        assert snap.tokens is not None and snap.tokens.worker.startswith("SWMTKN-1-")
+        # every node published its record with its engine's node id and role
+        assert {n: r.id for n, r in snap.nodes.items()} == {
+            n: states[n].node_id for n in NODES  # type: ignore[attr-defined]
+        }
+        assert {n: r.role for n, r in snap.nodes.items()} == {n: str(r) for n, r in ROLES.items()}
+
+
+async def test_restarting_an_agent_on_a_member_changes_nothing(
+    docker_lab: DockerLab, etcd_server: EtcdServer
+) -> None:
+    await reset_engines(docker_lab, NODES)
+    async with SwarmAgents(docker_lab, etcd_server.endpoint, "/restart", ROLES) as agents:
+        await agents.start(*NODES)
+        await wait_for(lambda: _formed(docker_lab), 60, "swarm formed")
+        assert agents.etcd is not None
+        before_states = await local_states(docker_lab, NODES)
+        before_kv = await agents.etcd.get_prefix("/restart/swarm/")
+        for name in ("node1", "node4"):  # the bootstrapper and the worker
+            await agents.restart(name)
+        await wait_for(lambda: _settled(agents, ["node1", "node4"]), 30, "restarted passes")
+        after_states = await local_states(docker_lab, NODES)
+        after_kv = await agents.etcd.get_prefix("/restart/swarm/")
+        assert after_states == before_states
+        # nothing was rewritten: same keys at the same modification revisions
+        assert [(kv.key, kv.mod_revision) for kv in after_kv[0]] == [
+            (kv.key, kv.mod_revision) for kv in before_kv[0]
+        ]
+        assert all(agents.last(n).state == "member" for n in ("node1", "node4"))  # type: ignore[union-attr]
+
+
+async def _settled(agents: SwarmAgents, names: list[str]) -> bool:
+    return all((s := agents.last(n)) is not None and s.state == "member" for n in names)
