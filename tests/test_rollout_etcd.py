@@ -1,0 +1,215 @@
+"""RolloutGate against a real etcd: many nodes (each its own client, lease and alive key)
+roll a revision out; the timeline of their status keys, as etcd recorded it, proves that
+never more than one manager (and never more than max_unavailable workers) was mid-update.
+Also: a dead holder frees its slot by itself, a dead manager blocks the others, a failed
+revision halts the rollout until an operator resumes or a new revision is published."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+
+from reconciler import keys
+from reconciler.etcd import Etcd, Lease, WatchEvent
+from reconciler.models import Role
+from reconciler.rollout import RolloutGate, Slot, Verdict
+from reconciler.status import NodeState, NodeStatus
+from tests.fixtures.etcd import EtcdServer
+
+P = "/sk"
+M, W = Role.MANAGER, Role.WORKER
+
+
+class SimNode:
+    """The etcd half of an agent: alive lease, status writes, the gate. Apply is a sleep."""
+
+    def __init__(self, e: Etcd, lease: Lease, name: str, role: Role, max_unavailable: int):
+        self.e, self.lease, self.name, self.role = e, lease, name, role
+        self.gate = RolloutGate(e, P, name, role, lease, max_unavailable=max_unavailable)
+
+    @classmethod
+    async def start(cls, ep: str, name: str, role: Role, max_unavailable: int = 1,
+                    ttl: int = 2) -> SimNode:
+        e = await Etcd.connect([ep])
+        lease = await e.lease(ttl)
+        await e.put(keys.node_alive(P, name), "{}", lease=lease)
+        node = cls(e, lease, name, role, max_unavailable)
+        await node.report(NodeState.CONVERGED, "old")
+        return node
+
+    async def report(self, state: NodeState, revision: str, error: str = "") -> None:
+        st = NodeStatus(node=self.name, role=self.role.value, state=state, revision=revision,
+                        desired="new", error=error)
+        await self.e.put(keys.node_status(P, self.name), st.to_json())
+
+    async def update(self, work: float, *, fail: bool = False) -> Slot | None:
+        slot = await self.gate.acquire("new", "old")
+        if slot is None:
+            return None
+        await self.report(NodeState.APPLYING, "old")
+        await asyncio.sleep(work)  # stands for the apply
+        if fail:
+            await self.report(NodeState.DEGRADED, "old", "unit x failed: rolled back")
+            await self.gate.mark_failed("new", "unit x failed")
+        else:
+            await self.report(NodeState.CONVERGED, "new")
+        await self.gate.release(slot)
+        return slot
+
+    async def crash(self) -> None:
+        await self.e.close()  # keepalives stop: the lease (alive, slot) expires by itself
+
+
+@contextlib.asynccontextmanager
+async def recording(ep: str) -> AsyncIterator[list[tuple[int, str, NodeState]]]:
+    """Every status write under the prefix, in etcd revision order."""
+    e = await Etcd.connect([ep])
+    _, rev = await e.get_prefix(P + "/")
+    timeline: list[tuple[int, str, NodeState]] = []
+
+    async def run() -> None:
+        async for ev in e.watch_prefix(P + "/nodes/", start_revision=rev + 1):
+            assert isinstance(ev, WatchEvent)
+            nk = keys.split_node_key(P, ev.kv.key)
+            if ev.kind == "put" and nk and nk[1] == "status":
+                timeline.append((ev.revision, nk[0], NodeStatus.from_json(ev.kv.value).state))
+
+    task = asyncio.create_task(run())
+    try:
+        yield timeline
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await e.close()
+
+
+def max_concurrent(timeline: list[tuple[int, str, NodeState]], names: set[str]) -> int:
+    state: dict[str, NodeState] = {}
+    peak = 0
+    for _, node, st in sorted(timeline):
+        state[node] = st
+        peak = max(peak, sum(1 for n, s in state.items() if n in names and s is NodeState.APPLYING))
+    return peak
+
+
+async def test_managers_one_at_a_time_workers_up_to_max(etcd_server: EtcdServer) -> None:
+    ep = etcd_server.endpoint
+    managers = [await SimNode.start(ep, f"m{i}", M, 2) for i in range(3)]
+    workers = [await SimNode.start(ep, f"w{i}", W, 2) for i in range(4)]
+    nodes = managers + workers
+    try:
+        async with recording(ep) as timeline:
+            await nodes[0].e.put(keys.desired_revision(P), "new")
+            rnd = random.Random(7)
+            await asyncio.wait_for(asyncio.gather(
+                *(n.update(rnd.uniform(0.1, 0.3)) for n in nodes)), 30)
+            await asyncio.sleep(0.2)  # let the recorder drain the last events
+        assert max_concurrent(timeline, {n.name for n in managers}) == 1
+        assert max_concurrent(timeline, {n.name for n in workers}) == 2  # used, never exceeded
+        kvs, _ = await nodes[0].e.get_prefix(P + "/nodes/")
+        final = [NodeStatus.from_json(kv.value) for kv in kvs if kv.key.endswith(b"/status")]
+        assert {(s.node, s.state, s.revision) for s in final} == {
+            (n.name, NodeState.CONVERGED, "new") for n in nodes}
+        assert (await nodes[0].e.get_prefix(keys.rollout_slots_prefix(P)))[0] == []
+    finally:
+        for n in nodes:
+            await n.e.close()
+
+
+async def test_dead_holder_frees_its_slot(etcd_server: EtcdServer) -> None:
+    ep = etcd_server.endpoint
+    w1 = await SimNode.start(ep, "w1", W, 1)
+    w2 = await SimNode.start(ep, "w2", W, 1)
+    try:
+        await w1.e.put(keys.desired_revision(P), "new")
+        slot = await w1.gate.acquire("new", "old")
+        assert slot is not None and slot.key == keys.rollout_slot(P, W, 0)
+        waiting = asyncio.create_task(w2.gate.acquire("new", "old"))
+        await asyncio.sleep(0.3)
+        assert not waiting.done() and w2.gate.last is not None
+        assert w2.gate.last.verdict is Verdict.WAIT
+        await w1.crash()  # no release: only the lease expiry can free the slot
+        got = await asyncio.wait_for(waiting, 2 * w1.lease.ttl + 3)
+        assert got is not None and got.key == slot.key
+        kv = await w2.e.get(slot.key)
+        assert kv is not None and kv.lease == w2.lease.id
+    finally:
+        await w1.e.close()
+        await w2.e.close()
+
+
+async def test_dead_manager_blocks_other_managers_until_back(etcd_server: EtcdServer) -> None:
+    ep = etcd_server.endpoint
+    m1 = await SimNode.start(ep, "m1", M)
+    m2 = await SimNode.start(ep, "m2", M)
+    try:
+        await m1.e.put(keys.desired_revision(P), "new")
+        await m1.crash()
+        # m1's alive key disappears after its TTL (its status still says converged)...
+        for _ in range(100):
+            if await m2.e.get(keys.node_alive(P, "m1")) is None:
+                break
+            await asyncio.sleep(0.1)
+        # ...so m2 must wait, not proceed.
+        waiting = asyncio.create_task(m2.gate.acquire("new", "old"))
+        await asyncio.sleep(0.3)
+        assert m2.gate.last is not None and m2.gate.last.reason == "manager m1 is not alive"
+        assert not waiting.done()
+        m1 = await SimNode.start(ep, "m1", M)  # back, converged on the old revision
+        got = await asyncio.wait_for(waiting, 5)
+        assert got is not None and got.key == keys.rollout_slot(P, M, 0)
+    finally:
+        await m1.e.close()
+        await m2.e.close()
+
+
+async def test_failed_revision_halts_until_resume_or_new_publish(
+    etcd_server: EtcdServer,
+) -> None:
+    ep = etcd_server.endpoint
+    ms = [await SimNode.start(ep, f"m{i}", M) for i in range(3)]
+    try:
+        await ms[0].e.put(keys.desired_revision(P), "new")
+        assert await ms[0].update(0.05, fail=True) is not None
+        # m0 is degraded now; make it healthy-on-old again (its rollback succeeded) so only
+        # the failed marker can be what stops the others.
+        await ms[0].report(NodeState.CONVERGED, "old")
+        others = [asyncio.create_task(m.gate.acquire("new", "old")) for m in ms[1:]]
+        await asyncio.sleep(0.5)
+        assert not any(t.done() for t in others)
+        assert all(m.gate.last and m.gate.last.verdict is Verdict.HALTED for m in ms[1:])
+        failed = await ms[0].e.get(keys.rollout_failed(P))
+        assert failed is not None and b'"node": "m0"' in failed.value
+        # Operator resumes: one of the two gets the manager slot.
+        await ms[0].e.delete(keys.rollout_failed(P))
+        done, pending = await asyncio.wait(others, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1 and len(pending) == 1
+        # A newer revision published while the other waits: it gives up to re-plan.
+        await ms[0].e.put(keys.desired_revision(P), "newer")
+        assert await asyncio.wait_for(pending.pop(), 5) is None
+    finally:
+        for m in ms:
+            await m.e.close()
+
+
+async def test_restarted_holder_moves_slot_to_new_lease(etcd_server: EtcdServer) -> None:
+    ep = etcd_server.endpoint
+    w1 = await SimNode.start(ep, "w1", W)
+    try:
+        await w1.e.put(keys.desired_revision(P), "new")
+        slot = await w1.gate.acquire("new", "old")
+        assert slot is not None and slot.key is not None
+        await w1.crash()
+        again = await SimNode.start(ep, "w1", W)  # the restarted agent: a new lease
+        try:
+            slot2 = await again.gate.acquire("new", "old")
+            assert slot2 == slot
+            kv = await again.e.get(slot.key)
+            assert kv is not None and kv.lease == again.lease.id
+        finally:
+            await again.e.close()
+    finally:
+        await w1.e.close()
