@@ -375,3 +375,26 @@ def test_file_source_is_read_relative_to_the_params_file(tmp_path: Path) -> None
     (entry,) = [f for f in doc["write_files"] if f["path"] == "/etc/ssl/corp-ca.pem"]
     assert entry["encoding"] == "b64"
     assert cloud_config_files(doc)["/etc/ssl/corp-ca.pem"] == want
+
+
+# both formats carry the same unit texts (one bundle), so the Ignition side suffices
+@pytest.mark.parametrize("name", ["manager.ign", "worker.ign"])
+def test_generated_units_pass_systemd_analyze_verify(tmp_path: Path, name: str) -> None:
+    out = generate(tmp_path, PARAMS)
+    units, _ = role_view(name, out[name])
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    paths = []
+    for u in units:
+        if "contents" in u:
+            (unit_dir / u["name"]).write_text(u["contents"])
+            paths.append(str(unit_dir / u["name"]))
+        for d in u.get("dropins", []):
+            (unit_dir / f"{u['name']}.d").mkdir()
+            (unit_dir / f"{u['name']}.d" / d["name"]).write_text(d["contents"])
+    assert len(paths) == 3
+    r = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *paths],
+        env={**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:"}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert (r.returncode, r.stderr) == (0, "")
