@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import cli, keys
+from reconciler.actuators.systemd import Scope, Systemd
 from reconciler.commands.services import format_table, parse_entries
 from reconciler.etcd import KV, Etcd
 from reconciler.models import CheckKind, HealthCheck, Registration
@@ -32,6 +33,7 @@ from reconciler.services import (
     split_host_port,
 )
 from tests.fixtures.etcd import EtcdServer
+from tests.fixtures.systemd_user import UserManager
 from tests.fixtures.webhook import HookServer
 
 PREFIX = "/sk-test"
@@ -262,6 +264,55 @@ async def test_unit_active_registration_without_systemd_handle_is_skipped(
         ua = Registration("x", 1, HealthCheck(CheckKind.UNIT_ACTIVE), 0.2)
         await reg.update([("x.service", ua)])
         assert reg.status() == {}
+
+
+async def test_unit_active_registration_follows_a_real_systemd_unit(
+    etcd_server: EtcdServer, systemd_user: UserManager
+) -> None:
+    """Wired as the agent wires it: unit_active asks the agent's systemd connection."""
+    (systemd_user.unit_dir / "sleeper.service").write_text(
+        "[Service]\nExecStart=/bin/sleep 600\n"
+    )
+    await asyncio.to_thread(systemd_user.systemctl, "daemon-reload", check=True)
+    sd = await Systemd.connect(Scope.USER, runtime_dir=str(systemd_user.runtime_dir),
+                               home=str(systemd_user.home))
+
+    async def unit_active(name: str) -> bool:
+        return (await sd.status([name]))[name].active_state == "active"
+
+    events: list[Event] = []
+    key = keys.services(PREFIX, "sleeper", "n4")
+    ua = Registration("sleeper", 7000, HealthCheck(CheckKind.UNIT_ACTIVE), 0.3)
+    try:
+        async with await Etcd.connect([etcd_server.endpoint]) as etcd:
+
+            async def present() -> bool:
+                return await etcd.get(key) is not None
+
+            async def absent() -> bool:
+                return await etcd.get(key) is None
+
+            reg = ServiceRegistrar(etcd, prefix=PREFIX, node="n4", address="10.0.0.8",
+                                   emit=events.append, unit_active=unit_active)
+            await reg.update([("sleeper.service", ua)])
+            async with running(reg):
+                # never active: reported unhealthy after its second failed check, not the first
+                took = await wait_until(lambda: events, 2.0, "unhealthy at start")
+                assert took >= 0.25, took
+                assert not await present()
+                await asyncio.to_thread(systemd_user.systemctl, "start", "sleeper.service",
+                                        check=True)
+                await wait_until(present, 3.0, "registered after start")
+                await asyncio.to_thread(systemd_user.systemctl, "stop", "sleeper.service",
+                                        check=True)
+                await wait_until(absent, 0.3 + 0.5, "deregistered after stop")
+                await wait_until(lambda: len(events) == 3, 1.0, "events")
+        assert [e.kind for e in events] == [
+            EventKind.SERVICE_UNHEALTHY, EventKind.SERVICE_HEALTHY, EventKind.SERVICE_UNHEALTHY
+        ]
+        assert "unit is not active" in events[2].message
+    finally:
+        await sd.close()
 
 
 AGENT_SCRIPT = textwrap.dedent(
