@@ -139,7 +139,7 @@ PARSERS: dict[str, Callable[[Any], object]] = {
     "config": _path,
     "etcd": _etcd,
     "prefix": _prefix,
-    "listen": lambda v: _host_port(str(v), "address"),
+    "listen": lambda v: "" if str(v) in ("", "off") else _host_port(str(v), "address"),  # off: no HTTP
     "poll_interval": _seconds,
 }
 
