@@ -1,0 +1,468 @@
+"""The node agent: one asyncio process that keeps its node on the desired revision.
+
+Named tasks in one TaskGroup:
+
+- ``watch``: follows ``<prefix>/desired/``, ``<prefix>/rollout/`` and this node's
+  ``pause`` key through one resuming etcd watch; every relevant change only enqueues.
+- ``poll``: the slow fallback for clusters that publish nothing: fetch the branch head.
+- ``resync``: enqueues a pass every few minutes (jittered) so drift is repaired anyway.
+- ``heartbeat``: keeps ``<prefix>/nodes/<node>/alive`` on a lease, re-creating it after an
+  outage; the same lease binds rollout slots, so a dead node frees its slot by itself.
+- ``worker``: takes the queue, runs one pass at a time (``reconcile.run_pass``), reports
+  status, and is the one place that decides backoff and requeue.
+- ``http``, ``notify``, ``services``: /healthz + /metrics + webhook; notifications;
+  health-checked service registration.
+
+SIGTERM/SIGINT cancel the tasks (a pass in flight is abandoned between actions; the
+engine's pending marker makes the next run finish it), revoke the lease, and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from reconciler import keys, log
+from reconciler.errors import SwarmkeeperError, TransientError
+from reconciler.metrics import Metrics
+from reconciler.models import NodeFacts, NodeName, Role
+from reconciler.reconcile import PassResult, Renderer, run_pass
+from reconciler.status import NodeState, NodeStatus, utcnow
+from reconciler.workqueue import WorkQueue, jittered
+
+if TYPE_CHECKING:
+    from reconciler.apply import Engine
+    from reconciler.etcd import Etcd, Lease
+    from reconciler.notify import Notifications
+    from reconciler.rollout import Slot
+    from reconciler.services import ServiceRegistrar
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    node: str
+    role: Role | None
+    address: str
+    repo: str
+    branch: str
+    state_dir: Path
+    etcd: tuple[str, ...]
+    prefix: str = "/swarmkeeper"
+    listen: str = ""  # "" disables the HTTP server
+    poll_interval: float = 60.0
+    resync_interval: float = 300.0
+    heartbeat_ttl: int = 10
+    allowed_signers: Path | None = None
+    gnupg_home: Path | None = None
+    webhook_secret: bytes | None = None
+    max_unavailable: int = 1
+
+
+class Agent:
+    def __init__(self, s: AgentSettings, etcd: Etcd, engine: Engine) -> None:
+        from reconciler.source import GitSource
+
+        self.s = s
+        self.etcd = etcd
+        self.engine = engine
+        self.prefix = keys.norm(s.prefix)
+        self.facts = NodeFacts(NodeName(s.node), s.role, s.address, s.etcd)
+        self.source = GitSource(s.repo, s.branch, s.state_dir / "git")
+        self.renderer = Renderer(self.source, self.facts, allowed_signers=s.allowed_signers,
+                                 gnupg_home=s.gnupg_home)  # fmt: skip
+        self.queue = WorkQueue()
+        self.metrics = Metrics()
+        self.log = log.get("swarmkeeper.agent").bind(node=s.node)
+        self.desired: str | None = None  # from etcd
+        self.polled: str | None = None  # branch head, when nothing is published
+        self.paused = False
+        self.failed_revision: str | None = None
+        self.halted = False
+        self.lease: Lease | None = None
+        self.last_status: NodeStatus | None = None
+        self.last_pass_at = 0.0
+        self.passes = 0
+        self.stop_event = asyncio.Event()
+        self.control_read = asyncio.Event()  # the first read of the control keys is done
+        self.notifications: Notifications | None = None
+        self.registrar: ServiceRegistrar | None = None
+        self._last_rejected: str | None = None
+
+    # -- state read from etcd ------------------------------------------------------------
+
+    def _absorb(self, key: bytes, value: bytes | None) -> bool:
+        """Update the cached control values from one key; True if a pass is needed."""
+        k = key.decode(errors="replace")
+        v = (value or b"").decode(errors="replace").strip()
+        if k == keys.desired_revision(self.prefix):
+            changed = (v or None) != self.desired
+            self.desired = v or None
+            return changed
+        if k == keys.node_pause(self.prefix, self.s.node):
+            changed = bool(value is not None and v not in ("", "0", "false")) != self.paused
+            self.paused = value is not None and v not in ("", "0", "false")
+            return changed
+        if k == keys.rollout_failed(self.prefix):
+            rev = None
+            if value:
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    rev = json.loads(v).get("revision")
+            changed = rev != self.failed_revision
+            self.failed_revision = rev
+            return changed
+        if k == keys.rollout_halted(self.prefix):
+            changed = (value is not None) != self.halted
+            self.halted = value is not None
+            return changed
+        return False
+
+    async def _read_control(self) -> int:
+        kvs, rev = await self.etcd.get_prefix(self.prefix + "/")
+        present = {kv.key: kv.value for kv in kvs}
+        for k in (keys.desired_revision(self.prefix), keys.node_pause(self.prefix, self.s.node),
+                  keys.rollout_failed(self.prefix), keys.rollout_halted(self.prefix)):  # fmt: skip
+            self._absorb(k.encode(), present.get(k.encode()))
+        return rev
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        from reconciler.etcd import Resynced
+
+        while True:
+            try:
+                rev = await self._read_control()
+                self.control_read.set()
+                self.queue.enqueue("startup")
+                async for item in self.etcd.watch_prefix(self.prefix + "/", start_revision=rev + 1):
+                    if isinstance(item, Resynced):
+                        present = {kv.key: kv.value for kv in item.kvs}
+                        for k in (keys.desired_revision(self.prefix), keys.node_pause(self.prefix, self.s.node),
+                                  keys.rollout_failed(self.prefix), keys.rollout_halted(self.prefix)):  # fmt: skip
+                            self._absorb(k.encode(), present.get(k.encode()))
+                        self.queue.enqueue("etcd-resync")
+                    elif self._absorb(item.kv.key, item.kv.value if item.kind == "put" else None):
+                        self.queue.enqueue("etcd")
+            except TransientError as e:
+                self.metrics.etcd_errors.inc()
+                self.log.warning("watch.retry", error=str(e))
+                await asyncio.sleep(1.0)
+
+    async def _poll(self) -> None:
+        await self.control_read.wait()  # poll at once only if etcd has nothing published
+        first = True
+        while True:
+            if not first:
+                await asyncio.sleep(jittered(self.s.poll_interval))
+            first = False
+            if self.desired is not None:
+                continue  # something is published: git is fetched only for missing commits
+            try:
+                head = await asyncio.to_thread(self.source.branch_head)
+                self.metrics.git_fetches.inc()
+            except SwarmkeeperError as e:
+                self.metrics.git_errors.inc()
+                self.log.warning("poll.failed", error=str(e))
+                continue
+            if head != self.polled:
+                self.polled = head
+                self.queue.enqueue("poll")
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(jittered(self.s.resync_interval))
+            self.queue.enqueue("resync")
+
+    async def _heartbeat(self) -> None:
+        key = keys.node_alive(self.prefix, self.s.node)
+        while True:
+            try:
+                if self.lease is None or not self.lease.alive:
+                    self.lease = await self.etcd.lease(self.s.heartbeat_ttl)
+                    await self.etcd.put(key, json.dumps({"since": utcnow(), "pid": _pid()}),
+                                        lease=self.lease)  # fmt: skip
+                    self.log.info("heartbeat.lease", lease=self.lease.id)
+                await asyncio.sleep(max(1.0, self.s.heartbeat_ttl / 3))
+            except TransientError as e:
+                self.metrics.etcd_errors.inc()
+                self.log.warning("heartbeat.retry", error=str(e))
+                await asyncio.sleep(1.0)
+
+    async def _worker(self) -> None:
+        while True:
+            reasons = await self.queue.get()
+            await self.reconcile(reasons)
+
+    # -- one pass ------------------------------------------------------------------------
+
+    async def _acquire(self, revision: str, applied: str) -> Slot | None:
+        from reconciler.rollout import RolloutGate
+
+        if self.lease is None or not self.lease.alive:
+            raise TransientError("no heartbeat lease yet")
+        role = self.facts.role or Role.WORKER
+        if self.last_status is not None and self.last_status.role:
+            role = Role(self.last_status.role)
+        gate = RolloutGate(self.etcd, self.prefix, self.s.node, role, self.lease,
+                           max_unavailable=self.s.max_unavailable)  # fmt: skip
+        return await gate.acquire(revision, applied)
+
+    async def _write_status(self, st: NodeStatus) -> None:
+        from reconciler import __version__
+
+        st = replace(st, agent=__version__)
+        self.last_status = st
+        await self.etcd.put(keys.node_status(self.prefix, self.s.node), st.to_json())
+
+    async def reconcile(self, reasons: frozenset[str]) -> PassResult | None:
+        self.passes += 1
+        desired = self.desired or self.polled
+        t0 = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(
+            node=self.s.node, pass_id=self.passes, commit=(desired or "")[:12]
+        ):
+            try:
+                res = await run_pass(
+                    node=self.s.node, renderer=self.renderer, engine=self.engine,
+                    desired=desired, failed_revision=self.failed_revision, halted=self.halted,
+                    paused=self.paused, acquire=self._acquire, write_status=self._write_status,
+                )  # fmt: skip
+            except TransientError as e:
+                self.metrics.passes.labels(outcome="error").inc()
+                self.metrics.etcd_errors.inc()
+                delay = self.queue.requeue_after_failure("retry")
+                self.log.warning("pass", outcome="error", error=str(e), retry_in=round(delay, 1))
+                return None
+            outcome = await self._report(res)
+            dt = time.perf_counter() - t0
+            self.metrics.pass_seconds.observe(dt)
+            self.metrics.passes.labels(outcome=outcome).inc()
+            self.last_pass_at = time.time()
+            retry_in = None
+            if res.retry:
+                retry_in = round(self.queue.requeue_after_failure("retry"), 1)
+            else:
+                self.queue.succeeded()
+            self.log.info("pass", outcome=outcome, state=str(res.status.state),
+                          revision=res.status.revision[:12], reasons=sorted(reasons),
+                          actions=len(res.result.actions) if res.result else 0,
+                          error=res.status.error or None, seconds=round(dt, 3),
+                          retry_in=retry_in)  # fmt: skip
+            return res
+
+    async def _report(self, res: PassResult) -> str:
+        """Publish status (then release the slot), metrics, notifications, registrations."""
+        from reconciler.apply import Outcome
+
+        st = res.status
+        if (
+            res.result is not None
+            and res.result.outcome is not Outcome.CONVERGED
+            and res.new_revision
+        ):
+            try:
+                from reconciler.rollout import RolloutGate
+
+                assert self.lease is not None
+                gate = RolloutGate(
+                    self.etcd, self.prefix, self.s.node, Role(st.role or "worker"), self.lease
+                )
+                await gate.mark_failed(res.result.revision, st.error)
+            except (TransientError, AssertionError) as e:
+                self.log.warning("rollout.mark_failed", error=str(e))
+            self.metrics.rollbacks.inc()
+        try:
+            await self._write_status(st)
+        except TransientError as e:
+            self.metrics.etcd_errors.inc()
+            self.log.warning("status.unwritten", error=str(e))
+            res.retry = True
+        if res.slot is not None:
+            try:
+                from reconciler.rollout import RolloutGate
+
+                assert self.lease is not None
+                gate = RolloutGate(
+                    self.etcd, self.prefix, self.s.node, Role(st.role or "worker"), self.lease
+                )
+                await gate.release(res.slot)
+            except (TransientError, AssertionError) as e:
+                self.log.warning("rollout.release", error=str(e))
+        if res.error_kind == "git":
+            self.metrics.git_errors.inc()
+        if res.result is not None:
+            self.metrics.drift_repairs.inc(res.result.drift)
+            if res.result.outcome is Outcome.CONVERGED:
+                self.metrics.set_applied(res.result.revision, time.time())
+        elif st.state is NodeState.CONVERGED and st.revision:
+            self.metrics.set_applied(st.revision, time.time())
+        self._notify(res)
+        if self.registrar is not None and st.revision:
+            from reconciler.models import NodeSpec
+            from reconciler.services import registrations_of
+
+            # unchanged registrations keep running; this only acts when the spec changed
+            spec = self.renderer.cache.get(st.revision)
+            if isinstance(spec, NodeSpec):
+                await self.registrar.update(registrations_of(spec), revision=st.revision)
+        if res.result is not None:
+            return str(res.result.outcome)
+        return str(st.state)
+
+    def _notify(self, res: PassResult) -> None:
+        if self.notifications is None:
+            return
+        from reconciler.apply import Outcome
+        from reconciler.notify import Event, EventKind
+
+        node, st = self.s.node, res.status
+        emit = self.notifications.emit
+        if res.rejection is not None and res.rejection.revision != self._last_rejected:
+            self._last_rejected = res.rejection.revision
+            emit(Event.of(EventKind.REVISION_REJECTED, node, revision=res.rejection.revision,
+                          message=res.rejection.summary,
+                          details={"problems": list(res.rejection.problems)}))  # fmt: skip
+        r = res.result
+        if r is None:
+            return
+        if r.outcome is Outcome.CONVERGED:
+            if res.new_revision:
+                emit(Event.of(EventKind.REVISION_APPLIED, node, revision=r.revision,
+                              message=f"{len(r.actions)} action(s)"))  # fmt: skip
+            if r.drift:
+                units = sorted(
+                    {getattr(a.action, "unit", "") for a in r.actions if a.action.drift} - {""}
+                )
+                emit(Event.of(EventKind.DRIFT_REPAIRED, node, revision=r.revision,
+                              unit=",".join(units), message=f"{r.drift} drift repair(s)"))  # fmt: skip
+        else:
+            unit = r.failure.unit if r.failure else ""
+            emit(Event.of(EventKind.APPLY_ROLLED_BACK, node, revision=r.revision, unit=unit,
+                          message=st.error))  # fmt: skip
+            if res.new_revision:
+                emit(Event.of(EventKind.ROLLOUT_HALTED, node, revision=r.revision, unit=unit,
+                              message=f"rollout of {r.revision[:12]} halted: {st.error}"))  # fmt: skip
+
+    # -- publish (webhook) ---------------------------------------------------------------
+
+    async def publish(self, rev: str) -> list[str]:
+        """Validate ``rev`` and make it the desired revision; returns problems if invalid."""
+        from reconciler.desired import validate_tree
+
+        try:
+            sha = await asyncio.to_thread(self.source.ensure_commit, rev)
+            tree = await asyncio.to_thread(self.source.tree, sha)
+        except SwarmkeeperError as e:
+            return [f"{rev}: {e}"]
+        problems = [str(p) for p in validate_tree(tree)]
+        if not problems:
+            await self.etcd.put(keys.desired_revision(self.prefix), sha)
+        return problems
+
+    def health(self) -> dict[str, Any]:
+        st = self.last_status
+        return {
+            "ok": not self.stop_event.is_set(),
+            "node": self.s.node,
+            "state": str(st.state) if st else "starting",
+            "revision": st.revision if st else "",
+            "desired": self.desired or self.polled or "",
+            "passes": self.passes,
+            "last_pass_age": round(time.time() - self.last_pass_at, 1)
+            if self.last_pass_at
+            else None,
+        }
+
+    # -- the process ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        from reconciler.notify import Event, EventKind, Notifications
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop_event.set)
+        runner = None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self.notifications = Notifications()
+                tg.create_task(self.notifications.run(), name="notify")
+                tg.create_task(self._heartbeat(), name="heartbeat")
+                tg.create_task(self._watch(), name="watch")
+                tg.create_task(self._poll(), name="poll")
+                tg.create_task(self._resync(), name="resync")
+                tg.create_task(self._worker(), name="worker")
+                tg.create_task(self._services(), name="services")
+                if self.s.listen:
+                    runner = await self._serve()
+                self.notifications.emit(Event.of(EventKind.AGENT_STARTED, self.s.node))
+                await self.stop_event.wait()
+                self.log.info("agent.stopping")
+                raise _Stop
+        except* _Stop:
+            pass
+        finally:
+            await self._shutdown(runner)
+        return 0
+
+    async def _services(self) -> None:
+        from reconciler.services import ServiceRegistrar
+
+        self.registrar = ServiceRegistrar(
+            self.etcd, prefix=self.prefix, node=self.s.node, address=self.s.address,
+            emit=self.notifications.emit if self.notifications else None,
+            unit_active=self._unit_active,
+        )  # fmt: skip
+        await self.registrar.run()
+
+    async def _unit_active(self, unit: str) -> bool:
+        st = await self.engine.systemd.status([unit])
+        return getattr(st.get(unit), "active_state", "") == "active"
+
+    async def _serve(self) -> Any:
+        from aiohttp import web
+
+        from reconciler.http import make_app
+
+        app = make_app(self.metrics, self.health, webhook_secret=self.s.webhook_secret,
+                       branch=self.s.branch, publish=self.publish)  # fmt: skip
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, _, port = self.s.listen.rpartition(":")
+        await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+        return runner
+
+    async def _shutdown(self, runner: Any) -> None:
+        from reconciler.notify import Event, EventKind
+
+        with contextlib.suppress(Exception):
+            if self.registrar is not None:
+                await asyncio.wait_for(self.registrar.aclose(), 5)
+        if self.lease is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.lease.revoke(), 3)
+        if self.notifications is not None:
+            self.notifications.emit(Event.of(EventKind.AGENT_STOPPED, self.s.node))
+            with contextlib.suppress(Exception):
+                await self.notifications.aclose(flush_within=3.0)
+        if runner is not None:
+            await runner.cleanup()
+        self.log.info("agent.stopped", passes=self.passes)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()

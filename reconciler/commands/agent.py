@@ -1,0 +1,87 @@
+"""``swarmkeeper agent``: run the node agent until SIGTERM (see reconciler/agent.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+NAME = "agent"
+HELP = "run the node agent: watch git and etcd, keep this node converged, report status"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from reconciler import config
+
+    config.add_options(p)
+    config.add_agent_options(p)
+    g = p.add_argument_group("agent behaviour")
+    env = os.environ.get
+    g.add_argument("--resync-interval", type=float, default=float(env("SWARMKEEPER_RESYNC_INTERVAL", "300")),
+                   help="seconds between drift-repair passes when nothing changes (default 300, jittered)")  # fmt: skip
+    g.add_argument("--heartbeat-ttl", type=int, default=int(env("SWARMKEEPER_HEARTBEAT_TTL", "10")),
+                   help="TTL in seconds of the alive key's lease (default 10)")  # fmt: skip
+    g.add_argument("--allowed-signers", default=env("SWARMKEEPER_ALLOWED_SIGNERS"),
+                   help="only apply commits with an SSH signature from this allowed-signers file")  # fmt: skip
+    g.add_argument("--gnupg-home", default=env("SWARMKEEPER_GNUPG_HOME"),
+                   help="only apply commits GPG-signed by a key in this (agent-owned) keyring")  # fmt: skip
+    g.add_argument("--webhook-secret-file", default=env("SWARMKEEPER_WEBHOOK_SECRET_FILE"),
+                   help="enable POST /hooks/git, checking signatures with the secret in this file")  # fmt: skip
+    g.add_argument("--actuator", choices=["systemd", "dry"], default=env("SWARMKEEPER_ACTUATOR", "systemd"),
+                   help="dry: record actions instead of running units (benchmarks)")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from reconciler import config
+    from reconciler.errors import UsageError
+
+    cfg = config.load(args)
+    secret = None
+    if args.webhook_secret_file:
+        try:
+            secret = Path(args.webhook_secret_file).read_bytes().strip()
+        except OSError as e:
+            raise UsageError(f"--webhook-secret-file: {e}") from None
+        if not secret:
+            raise UsageError("--webhook-secret-file is empty")
+    # a local path must stay valid whatever the agent's working directory becomes
+    repo = cfg.repo if "://" in cfg.repo or ":" in cfg.repo else str(Path(cfg.repo).resolve())
+    return asyncio.run(_main(cfg, args, secret, repo))
+
+
+async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, repo: str) -> int:
+    from pathlib import Path
+
+    from reconciler.agent import Agent, AgentSettings
+    from reconciler.apply import Engine
+    from reconciler.config import Config
+    from reconciler.etcd import Etcd
+
+    assert isinstance(cfg, Config)
+    settings = AgentSettings(
+        node=cfg.node, role=cfg.role, address=cfg.address, repo=repo, branch=cfg.branch,
+        state_dir=cfg.state_dir, etcd=cfg.etcd, prefix=cfg.prefix, listen=cfg.listen,
+        poll_interval=cfg.poll_interval, resync_interval=args.resync_interval,
+        heartbeat_ttl=args.heartbeat_ttl,
+        allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
+        gnupg_home=Path(args.gnupg_home) if args.gnupg_home else None,
+        webhook_secret=secret,
+    )  # fmt: skip
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    if args.actuator == "dry":
+        from reconciler.actuators.dry import DrySystemd
+
+        sd: object = DrySystemd(cfg.unit_dir or cfg.state_dir / "dry" / "units")
+    else:
+        from reconciler.actuators.systemd import Scope, Systemd
+
+        sd = await Systemd.connect(Scope(cfg.scope), unit_dir=cfg.unit_dir)
+    etcd = await Etcd.connect(cfg.etcd)
+    try:
+        engine = Engine(sd, cfg.state_dir, root=cfg.root, unit_dir=cfg.unit_dir)  # type: ignore[arg-type]
+        return await Agent(settings, etcd, engine).run()
+    finally:
+        await etcd.close()
+        await sd.close()  # type: ignore[attr-defined]

@@ -1,0 +1,256 @@
+"""One reconcile pass of a node: source → desired → observe/plan → rollout → apply → report.
+
+A pass is level-triggered: whatever woke it (an etcd event, the resync timer, a webhook),
+it re-reads the desired revision, renders it, asks the engine what differs and acts on that.
+It never retries by itself: it returns a ``PassResult`` whose ``retry`` says whether the
+agent's work queue should back off and come again (transient trouble) or wait for the next
+trigger (done, or an invalid revision that retrying cannot fix).
+
+Which revision a node moves to (``choose_target``) is a pure decision: the desired revision
+unless it was rejected (invalid or unsigned) or its rollout failed/halted, in which case the
+node stays on (and keeps repairing drift against) its last good revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reconciler import log
+from reconciler.errors import InvalidDesiredState, SourceError, TransientError
+from reconciler.models import NodeFacts, NodeSpec
+from reconciler.status import NodeState, NodeStatus, utcnow
+
+if TYPE_CHECKING:
+    from reconciler.apply import ApplyResult, Engine
+    from reconciler.rollout import Slot
+    from reconciler.source import GitSource
+
+AcquireSlot = Callable[[str, str], Awaitable["Slot | None"]]  # (revision, applied) -> slot
+WriteStatus = Callable[[NodeStatus], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    revision: str
+    problems: tuple[str, ...]
+
+    @property
+    def summary(self) -> str:
+        first = self.problems[0] if self.problems else "rejected"
+        more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        return f"revision {self.revision[:12]} rejected: {first}{more}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What this pass converges on, and why it is not the desired revision if it is not."""
+
+    revision: str | None  # None: nothing acceptable to apply yet
+    held: str = ""  # why the desired revision is not applied ("" when it is the target)
+
+
+def choose_target(
+    desired: str | None,
+    applied: str | None,
+    *,
+    rejected: bool,
+    failed_revision: str | None,
+    halted: bool,
+) -> Target:
+    """Pure: the revision to converge on this pass."""
+    if desired is None:
+        return Target(applied, "no desired revision published" if applied is None else "")
+    if rejected:
+        return Target(applied, "desired revision rejected")
+    if desired != applied and desired == failed_revision:
+        return Target(applied, f"rollout of {desired[:12]} failed")
+    if desired != applied and halted:
+        return Target(applied, "rollout halted by an operator")
+    return Target(desired)
+
+
+@dataclass(slots=True)
+class PassResult:
+    status: NodeStatus
+    retry: bool = False  # transient trouble: back off and try again
+    result: ApplyResult | None = None
+    rejection: Rejection | None = None
+    new_revision: bool = False  # this pass moved (or tried to move) to another revision
+    error_kind: str = ""  # "git" | "etcd" | "systemd" for metrics
+    slot: Slot | None = None  # held rollout slot: release after the final status is written
+
+
+@dataclass
+class SpecCache:
+    """Rendered specs (or their rejection) by revision: a resync re-renders nothing."""
+
+    size: int = 8
+    items: OrderedDict[str, NodeSpec | Rejection] = field(default_factory=OrderedDict)
+
+    def get(self, rev: str) -> NodeSpec | Rejection | None:
+        v = self.items.get(rev)
+        if v is not None:
+            self.items.move_to_end(rev)
+        return v
+
+    def put(self, rev: str, v: NodeSpec | Rejection) -> None:
+        self.items[rev] = v
+        self.items.move_to_end(rev)
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+
+
+class Renderer:
+    """Fetches (once per revision), verifies and renders revisions for one node."""
+
+    def __init__(
+        self,
+        source: GitSource,
+        facts: NodeFacts,
+        *,
+        allowed_signers: Path | None = None,
+        gnupg_home: Path | None = None,
+    ) -> None:
+        self.source = source
+        self.facts = facts
+        self.allowed_signers = allowed_signers
+        self.gnupg_home = gnupg_home
+        self.cache = SpecCache()
+
+    @property
+    def verifying(self) -> bool:
+        return self.allowed_signers is not None or self.gnupg_home is not None
+
+    async def spec(self, revision: str) -> NodeSpec | Rejection:
+        """The spec of ``revision``; raises SourceError when git cannot provide it."""
+        cached = self.cache.get(revision)
+        if cached is not None:
+            return cached
+        out = await asyncio.to_thread(self._render, revision)
+        self.cache.put(revision, out)
+        return out
+
+    def _render(self, revision: str) -> NodeSpec | Rejection:
+        from reconciler.desired import render
+
+        sha = self.source.ensure_commit(revision)
+        if self.verifying:
+            why = self.source.verify(sha, self.allowed_signers, self.gnupg_home)
+            if why is not None:
+                return Rejection(revision, (why,))
+        try:
+            return render(self.source.tree(sha), self.facts)
+        except InvalidDesiredState as e:
+            return Rejection(revision, tuple(str(p) for p in e.problems))
+
+
+async def run_pass(
+    *,
+    node: str,
+    renderer: Renderer,
+    engine: Engine,
+    desired: str | None,
+    failed_revision: str | None,
+    halted: bool,
+    paused: bool,
+    acquire: AcquireSlot,
+    write_status: WriteStatus,
+) -> PassResult:
+    """One pass. ``acquire`` waits for a rollout slot; ``write_status`` publishes status."""
+    logger = log.get("swarmkeeper.pass")
+    inv = engine.inventory()
+    applied = inv.revision or None
+    role = renderer.facts.role.value if renderer.facts.role else ""
+    base = NodeStatus(node=node, role=role, state=NodeState.CONVERGED,
+                      revision=applied or "", desired=desired or "", updated_at=utcnow())  # fmt: skip
+
+    rejection: Rejection | None = None
+    try:
+        desired_spec = await renderer.spec(desired) if desired else None
+    except SourceError as e:
+        return PassResult(_with(base, state=NodeState.DEGRADED, error=f"git: {e}"), retry=True,
+                          error_kind="git")  # fmt: skip
+    if isinstance(desired_spec, Rejection):
+        rejection = desired_spec
+    target = choose_target(desired, applied, rejected=rejection is not None,
+                           failed_revision=failed_revision, halted=halted)  # fmt: skip
+    if target.revision is None:
+        state = NodeState.REJECTED if rejection else NodeState.CONVERGED
+        st = _with(base, state=state, error=rejection.summary if rejection else target.held,
+                   problems=rejection.problems if rejection else ())  # fmt: skip
+        return PassResult(st, rejection=rejection)
+    try:
+        spec = desired_spec if target.revision == desired else await renderer.spec(target.revision)
+    except SourceError as e:
+        return PassResult(_with(base, state=NodeState.DEGRADED, error=f"git: {e}"), retry=True,
+                          error_kind="git")  # fmt: skip
+    if isinstance(spec, Rejection) or spec is None:  # the last good one cannot be rejected now
+        why = spec.summary if isinstance(spec, Rejection) else "no spec"
+        return PassResult(_with(base, state=NodeState.DEGRADED, error=why), rejection=rejection)
+    base = _with(base, role=spec.role.value)
+    if rejection is not None:
+        base = _with(base, state=NodeState.REJECTED, error=rejection.summary,
+                     problems=rejection.problems)  # fmt: skip
+    elif target.held:
+        base = _with(base, error=target.held, rollout="halted")
+
+    if paused or spec.paused:
+        return PassResult(_with(base, state=NodeState.PAUSED, error=base.error or "paused"))
+
+    plan = await engine.plan(spec)
+    if not plan and inv.pending is None:
+        units = await _units(engine, spec)
+        return PassResult(_with(base, units=units), rejection=rejection)
+
+    new_revision = spec.revision != applied
+    slot = None
+    if new_revision:
+        await write_status(_with(base, state=NodeState.APPLYING, rollout="waiting"))
+        try:
+            slot = await acquire(spec.revision, applied or "")
+        except TransientError as e:
+            return PassResult(_with(base, state=NodeState.DEGRADED, error=f"etcd: {e}"),
+                              retry=True, error_kind="etcd")  # fmt: skip
+        if slot is None:  # the desired revision moved on while waiting: plan again
+            return PassResult(base, retry=False, new_revision=False)
+    await write_status(_with(base, state=NodeState.APPLYING, rollout=""))
+    t0 = time.perf_counter()
+    result = await engine.apply(spec)
+    logger.info("applied", outcome=str(result.outcome), actions=len(result.actions),
+                drift=result.drift, seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
+    units = await _units(engine, spec)
+    from reconciler.apply import Outcome
+
+    if result.outcome is Outcome.CONVERGED:
+        st = _with(base, revision=spec.revision, units=units)
+        return PassResult(st, result=result, rejection=rejection, new_revision=new_revision,
+                          slot=slot)  # fmt: skip
+    err = result.error or str(result.outcome)
+    if result.failure is not None:
+        err = f"{result.failure.unit} {result.failure.state}: rolled back"
+    st = _with(base, state=NodeState.DEGRADED, revision=result.applied or "", error=err,
+               units=units)  # fmt: skip
+    # a failed new revision is not retried (the rollout halts); a failed repair of the
+    # current one is, with backoff, since the cause may be outside (a port, a disk)
+    return PassResult(st, retry=not new_revision, result=result, rejection=rejection,
+                      new_revision=new_revision, slot=slot, error_kind="systemd")  # fmt: skip
+
+
+async def _units(engine: Engine, spec: NodeSpec) -> dict[str, str]:
+    try:
+        st = await engine.systemd.status(list(spec.unit_names))
+    except Exception:  # status is informative; never fail a pass for it
+        return {}
+    return {name: getattr(s, "active_state", "unknown") for name, s in st.items()}
+
+
+def _with(st: NodeStatus, **changes: object) -> NodeStatus:
+    from dataclasses import replace
+
+    return replace(st, **changes, updated_at=utcnow())  # type: ignore[arg-type]
