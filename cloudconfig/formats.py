@@ -6,7 +6,8 @@ the same params give byte-identical files (operators keep them and diff them).
 - cloud-config: ``write_files`` for files, ``coreos.units`` (``enable``/``command: start``,
   ``drop_ins``) for units, ``coreos.update.reboot_strategy`` for locksmith,
   ``ssh_authorized_keys`` for the ``core`` user. Multi-line text is written as literal blocks.
-- Ignition: ``storage.files`` with ``data:`` URLs (percent-encoded) and integer modes,
+- Ignition: ``storage.files`` with ``data:`` URLs (percent-encoded, or gzip+base64 for files
+  over 1 KiB) and integer modes,
   ``systemd.units`` with ``contents``/``enabled``/``dropins``, ``passwd.users[core]``. Ignition
   runs before systemd starts anything, so enabled units simply start at the first boot.
 """
@@ -14,6 +15,7 @@ the same params give byte-identical files (operators keep them and diff them).
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import urllib.parse
 from typing import Any
@@ -23,6 +25,7 @@ import yaml
 from cloudconfig.bundle import Bundle
 
 IGNITION_VERSION = "3.3.0"
+GZIP_OVER = 1024  # bytes
 # Only RFC 3986 unreserved characters stay as they are: Ignition parses strict RFC 2397 URLs.
 _SAFE = ""
 
@@ -94,14 +97,20 @@ def data_url(data: bytes) -> str:
     return "data:," + urllib.parse.quote_from_bytes(data, safe=_SAFE)
 
 
+def _contents(data: bytes) -> dict[str, str]:
+    """Small files stay readable; larger ones go gzip+base64 when that is shorter (EC2 caps
+    user-data at 16 KiB). mtime=0 keeps the bytes deterministic."""
+    plain = data_url(data)
+    if len(data) > GZIP_OVER:
+        packed = "data:;base64," + base64.b64encode(gzip.compress(data, 9, mtime=0)).decode()
+        if len(packed) < len(plain):
+            return {"compression": "gzip", "source": packed}
+    return {"source": plain}
+
+
 def ignition(b: Bundle) -> bytes:
     files = [
-        {
-            "path": f.path,
-            "mode": f.mode,
-            "overwrite": True,
-            "contents": {"source": data_url(f.content)},
-        }
+        {"path": f.path, "mode": f.mode, "overwrite": True, "contents": _contents(f.content)}
         for f in b.files
     ]
     units: list[dict[str, Any]] = []

@@ -398,3 +398,21 @@ def test_generated_units_pass_systemd_analyze_verify(tmp_path: Path, name: str) 
         env={**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:"}, capture_output=True, text=True,
     )  # fmt: skip
     assert (r.returncode, r.stderr) == (0, "")
+
+
+def test_user_data_over_the_ec2_limit_is_written_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the facts script is gzip'd in Ignition, so the defaults stay well under 16 KiB...
+    out = generate(tmp_path, PARAMS)
+    assert all(len(data) < 12 * 1024 for data in out.values()), {k: len(v) for k, v in out.items()}
+    assert "warning" not in capsys.readouterr().err
+    # ...but a big incompressible extra file cannot
+    blob = "".join(f"{(i * 2654435761) % 4294967296:08x}" for i in range(2500))
+    out = generate(tmp_path, PARAMS + f"  - {{path: /etc/blob, content: '{blob}'}}\n")
+    err = capsys.readouterr().err
+    for name in ("manager.ign", "manager.yml", "worker.ign", "worker.yml"):
+        assert (
+            f"warning: {tmp_path / 'out' / name} is {len(out[name])} bytes: EC2 takes at most 16384"
+            in err
+        )

@@ -17,6 +17,7 @@ import sys
 from reconciler.errors import InvalidDesiredState, Problem, UsageError
 
 NAME = "cloudconfig"
+EC2_USER_DATA_MAX = 16384
 HELP = "generate cloud-config / Ignition user-data for manager and worker nodes from params.yml"
 
 
@@ -97,6 +98,13 @@ def _generate(params: str | None, out_dir: str | None, fmt: str | None) -> int:
         raise UsageError(f"cannot write to {out_dir}: {e.strerror}") from None
     for path in written:
         print(path)
+        size = os.path.getsize(path)
+        if size > EC2_USER_DATA_MAX:
+            print(
+                f"warning: {path} is {size} bytes: EC2 takes at most {EC2_USER_DATA_MAX} bytes "
+                "of user-data (other providers allow more)",
+                file=sys.stderr,
+            )
     return 0
 
 
