@@ -127,6 +127,26 @@ def swarm_nodes_prefix(prefix: str) -> str:
     return f"{norm(prefix)}/swarm/nodes/"
 
 
+def swarm_managers(prefix: str) -> str:
+    """JSON list of reachable managers' ``ip:2377``, leader first (written by the leader)."""
+    return f"{norm(prefix)}/swarm/managers"
+
+
+def swarm_tokens(prefix: str) -> str:
+    """JSON ``{"worker": T, "manager": T}``: SECRET, etcd auth/TLS must protect it."""
+    return f"{norm(prefix)}/swarm/tokens"
+
+
+def swarm_drain(prefix: str, node: str) -> str:
+    """Operator request (``swarmkeeper drain NODE``): drain the node and make it leave."""
+    return f"{norm(prefix)}/swarm/drain/{_node(node)}"
+
+
+def swarm_drained(prefix: str, node: str) -> str:
+    """The leader drained the node (JSON ``{"id": ENGINE_NODE_ID}``): it may leave now."""
+    return f"{norm(prefix)}/swarm/drained/{_node(node)}"
+
+
 # -- service registration ------------------------------------------------------------
 
 def services_prefix(prefix: str, name: str | None = None) -> str:
