@@ -21,37 +21,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler import keys
 from reconciler.actuators.swarm import JoinTokens
 from reconciler.etcd import KV, Etcd
 from reconciler.swarmplan import ClusterRecord, Phase
 
-
-def swarm_prefix(prefix: str) -> str:
-    return f"{prefix.rstrip('/')}/swarm/"
-
-
-def swarm_cluster_key(prefix: str) -> str:
-    return swarm_prefix(prefix) + "cluster"
-
-
-def swarm_managers_key(prefix: str) -> str:
-    return swarm_prefix(prefix) + "managers"
-
-
-def swarm_tokens_key(prefix: str) -> str:
-    return swarm_prefix(prefix) + "tokens"
-
-
-def swarm_node_key(prefix: str, node: str) -> str:
-    return swarm_prefix(prefix) + f"nodes/{node}"
-
-
-def swarm_drain_key(prefix: str, node: str) -> str:
-    return swarm_prefix(prefix) + f"drain/{node}"
-
-
-def swarm_drained_key(prefix: str, node: str) -> str:
-    return swarm_prefix(prefix) + f"drained/{node}"
+# Key names come from the shared schema (reconciler.keys); short aliases for this module.
+swarm_prefix = keys.swarm_prefix
+swarm_cluster_key = keys.swarm_cluster
+swarm_managers_key = keys.swarm_managers
+swarm_tokens_key = keys.swarm_tokens
+swarm_node_key = keys.swarm_node
+swarm_drain_key = keys.swarm_drain
+swarm_drained_key = keys.swarm_drained
 
 
 def dumps(value: Any) -> str:
