@@ -205,7 +205,8 @@ class Notifications:
         self._session: aiohttp.ClientSession | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()
-        self._done = asyncio.Event()
+        self._done = asyncio.Event()  # run() finished its final flush
+        self._ended = asyncio.Event()  # the current run() returned, finished or cancelled
         self._running = False
         self._stopping = False
         self._closed = False
@@ -258,10 +259,16 @@ class Notifications:
         return [lane.sink for lane in self._lanes.values()]
 
     async def run(self) -> None:
-        """Deliver until :meth:`aclose` is called; then flush within its deadline."""
+        """Deliver until :meth:`aclose` is called; then flush within its deadline.
+
+        If the task running this is cancelled instead (the agent's TaskGroup is torn down
+        first), nothing is lost: pending events stay queued and a later :meth:`aclose`
+        delivers them (and anything emitted meanwhile, such as ``agent_stopped``)."""
         if self._running or self._done.is_set():
-            raise RuntimeError("Notifications.run() may only run once")
+            raise RuntimeError("Notifications.run() is already running or has finished")
         self._running = True
+        self._ended.clear()
+        finished = False
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -272,30 +279,40 @@ class Notifications:
                 for lane in self._lanes.values():
                     if lane.task is not None:
                         lane.task.cancel()
+            finished = True
         finally:
             self._tg = None
-            self._closed = True
+            self._running = False
+            if finished:
+                self._closed = True
             if self._session is not None:
                 with contextlib.suppress(Exception):
                     await self._session.close()
                 self._session = None
-            self._done.set()
+            if finished:
+                self._done.set()
+            self._ended.set()
 
     async def aclose(self, flush_within: float = 5.0) -> None:
         """Send what is pending (coalescing windows are cut short), waiting at most
-        ``flush_within`` seconds; then close the HTTP session. Safe to call more than once."""
+        ``flush_within`` seconds; then close the HTTP session. Safe to call more than once,
+        with or without :meth:`run` running (or cancelled) in another task."""
         if not self._stopping:
             self._stopping = True
             self._deadline = time.monotonic() + flush_within
             self._wake.set()
-        if not self._running and not self._done.is_set():
-            await self.run()  # never started: deliver the backlog now
-        await self._done.wait()
+        while not self._done.is_set():
+            if self._running:
+                await self._ended.wait()  # finished, or cancelled: then flush here
+            else:
+                await self.run()
 
     # -- inside ----------------------------------------------------------------------------
 
     def _start(self, lane: _Lane) -> None:
         assert self._tg is not None
+        if not lane.queue:
+            lane.idle.set()  # a previous run may have been cancelled mid-delivery
         lane.task = self._tg.create_task(self._worker(lane), name=f"notify:{lane.sink.name}")
 
     def _fan_out(self, delivery: Delivery) -> None:
@@ -347,6 +364,9 @@ class Notifications:
             delivery = lane.queue.popleft()
             try:
                 await self._deliver(lane.sink, delivery)
+            except asyncio.CancelledError:
+                lane.queue.appendleft(delivery)  # not lost: a later run()/aclose() sends it
+                raise
             except Exception as e:  # a bug in a payload must not kill the lane
                 self.stats.failed += 1
                 self._log.error("notify.bug", notifier=lane.sink.name, error=repr(e))

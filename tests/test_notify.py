@@ -286,9 +286,11 @@ async def test_dead_or_slow_webhook_does_not_slow_passes_and_retries_are_bounded
                 await hub.aclose(flush_within=5.0 if name == "good" else 0.2)
         good_total, _ = timings["good"]
         bad_total, bad_worst = timings["bad"]
-        # 40 passes of >= 5 ms each: a blocking notifier would add >= 1 s (one request timeout)
-        assert bad_total < good_total * 1.5 + 0.25, timings
-        assert bad_worst < 0.01, timings
+        # A notifier that blocked the emitter would add >= 1 s (one request timeout) to a
+        # single emit and >= 120 s to the loop with the hanging hook (seconds with the failing
+        # one, from its retries and backoff). The margins only absorb a busy shared machine.
+        assert bad_total < good_total * 2 + 0.5, timings
+        assert bad_worst < 0.1, timings
         assert len(good.bodies()) == 120
 
         # bounded retries: one event, a hub that gives up after exactly 3 attempts
@@ -359,6 +361,31 @@ async def test_aclose_without_run_still_delivers_and_closes_session() -> None:
         assert hub._session is None
     [body] = srv.bodies("/slack")
     assert "agent stopped" in body["text"] and "SIGTERM" in body["text"]
+
+
+class _Stop(Exception):
+    pass
+
+
+async def test_agent_shutdown_order_cancelled_run_then_aclose_still_delivers() -> None:
+    """The agent's TaskGroup is torn down (cancelling run()) before it emits agent_stopped
+    and calls aclose(): pending and in-flight deliveries and the last event still go out."""
+    async with HookServer(script=["hang"]) as srv:
+        hub = fast_hub(WebhookNotifier(srv.url(), "hook"), request_timeout=5.0)
+        with pytest.raises(ExceptionGroup):
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(hub.run(), name="notify")
+                hub.emit(Event.of(EventKind.REVISION_APPLIED, "node-1", revision=SHA))
+                await srv.wait_for(1)  # in flight, hanging, when the group is torn down
+                raise _Stop
+        hub.emit(Event.of(EventKind.AGENT_STOPPED, "node-1", message="SIGTERM"))
+        await hub.aclose(flush_within=3.0)
+    kinds = [b["kind"] for b in srv.bodies()]
+    assert kinds[0] == "revision_applied"  # the request that hung
+    assert sorted(kinds[1:]) == ["agent_stopped", "revision_applied"]  # both sent at close
+    assert hub.stats.sent == 2 and hub.stats.abandoned == 0
+    with pytest.raises(RuntimeError):
+        await hub.run()  # finished for good
 
 
 async def test_configure_swaps_notifiers_while_running() -> None:
