@@ -257,3 +257,16 @@ async def test_apply_killed_midway_is_finished_by_the_next_run(node: Node, tmp_p
     inv = node.engine.inventory()
     assert inv.revision == "r2" and inv.pending is None
     assert await node.engine.plan(r2) == ()
+
+
+async def test_a_write_that_fails_rolls_back_and_names_the_path(node: Node) -> None:
+    good = [unit("a.service")]
+    assert (await node.engine.apply(spec(good))).outcome is Outcome.CONVERGED
+    (node.root / "etc").mkdir(parents=True, exist_ok=True)
+    (node.root / "etc/blocker").write_text("a file where a directory is wanted")
+    result = await node.engine.apply(spec([*good, unit("b.service")], [FileSpec("/etc/blocker/x.conf", b"x")], rev="r2"))
+    assert result.outcome is Outcome.ROLLED_BACK
+    assert "/etc/blocker/x.conf" in result.error and result.failure is None
+    assert not (node.um.unit_dir / "b.service").exists()
+    assert node.show("a.service", "ActiveState") == "active"
+    assert node.engine.inventory().revision == "r1"

@@ -1,0 +1,173 @@
+"""Apply 50 units to a real systemd user manager: first apply, no-op pass, one-unit change.
+
+In the same run, a raw baseline on a second, identical manager: plain file copies of all 50
+unit files + one ``systemctl --user daemon-reload`` + one ``systemctl --user restart`` of the
+changed unit (and, for the first apply, + one ``systemctl --user start`` of all 50).
+Prints medians and the ratio to the baseline. Targets (issue 3): no-op pass under 50 ms;
+one-unit change within 1.5x of the raw baseline.
+
+The health gate wants a Type=simple unit to have been active for a settle time (default
+0.3 s, from the actuator) to catch a unit that crashes right after spawning; the raw baseline checks nothing.
+Both figures are printed: with the default settle, and with settle=0 (gate = "active").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from reconciler import log
+from reconciler.actuators.systemd import DEFAULT_SETTLE, Scope, Systemd
+from reconciler.apply import Engine, Outcome
+from reconciler.models import (
+    Cluster,
+    FileSpec,
+    NodeName,
+    NodeSpec,
+    Revision,
+    Role,
+    UnitName,
+    UnitSpec,
+)
+from tests.fixtures.systemd_user import UserManager, user_manager
+
+UNITS = 50
+RUNS = 7
+CHANGED = "bench-07.service"
+
+
+def unit_text(i: int, variant: int = 0) -> bytes:
+    return (
+        f"[Unit]\nDescription=bench unit {i}\n[Service]\nEnvironment=VARIANT={variant}\n"
+        "ExecStart=/bin/sleep infinity\n[Install]\nWantedBy=default.target\n"
+    ).encode()
+
+
+def spec(variant: int, rev: str) -> NodeSpec:
+    units = tuple(
+        UnitSpec(UnitName(f"bench-{i:02}.service"),
+                 unit_text(i, variant if f"bench-{i:02}.service" == CHANGED else 0))
+        for i in range(UNITS)
+    )  # fmt: skip
+    return NodeSpec(
+        node=NodeName("bench"), role=Role.WORKER, revision=Revision(rev),
+        cluster=Cluster("bench", 1), units=units,
+        files=(FileSpec("/etc/swarmkeeper/node.env", b"SWARMKEEPER_NODE=bench\n"),),
+    )  # fmt: skip
+
+
+def ms(xs: list[float]) -> str:
+    return f"{statistics.median(xs) * 1000:7.1f} ms (min {min(xs) * 1000:.1f}, max {max(xs) * 1000:.1f})"
+
+
+class Raw:
+    """The baseline: what a shell script would do, on its own identical manager."""
+
+    def __init__(self, um: UserManager, src: Path) -> None:
+        self.um, self.src = um, src
+        self.names = [f"bench-{i:02}.service" for i in range(UNITS)]
+
+    def systemctl(self, *args: str, check: bool = True) -> None:
+        subprocess.run(["systemctl", "--user", *args], env=self.um.env, check=check, capture_output=True)
+
+    def copy_all(self, variant: int) -> None:
+        for i, name in enumerate(self.names):
+            (self.src / name).write_bytes(unit_text(i, variant if name == CHANGED else 0))
+            shutil.copyfile(self.src / name, self.um.unit_dir / name)
+
+    def reset(self) -> None:
+        self.systemctl("stop", *self.names, check=False)  # not loaded on the first run
+        for n in self.names:
+            (self.um.unit_dir / n).unlink(missing_ok=True)
+        self.systemctl("daemon-reload")
+
+    def first(self) -> float:
+        t0 = time.perf_counter()
+        self.copy_all(0)
+        self.systemctl("daemon-reload")
+        self.systemctl("start", *self.names)
+        return time.perf_counter() - t0
+
+    def change(self, variant: int) -> float:
+        t0 = time.perf_counter()
+        self.copy_all(variant)
+        self.systemctl("daemon-reload")
+        self.systemctl("restart", CHANGED)
+        return time.perf_counter() - t0
+
+
+async def measure(um: UserManager, raw: Raw, work: Path) -> dict[str, list[float]]:
+    """Engine and raw steps interleaved, so both see the same load on a shared machine."""
+    out: dict[str, list[float]] = {k: [] for k in ("first", "raw_first", "noop", "calls", "change", "change0", "raw_change")}
+    sd = await Systemd.connect(Scope.USER, address=um.private_address, unit_dir=um.unit_dir)
+    try:
+        empty = NodeSpec(node=NodeName("bench"), role=Role.WORKER, revision=Revision("empty"),
+                         cluster=Cluster("bench", 1), units=(), files=())
+        engine: Engine | None = None
+        for run in range(RUNS):
+            if engine is not None:  # tear the previous run down through the engine itself
+                assert (await engine.apply(empty)).outcome is Outcome.CONVERGED
+            await asyncio.to_thread(raw.reset)
+            engine = Engine(sd, work / f"state-{run}", root=work / "root")
+            t0 = time.perf_counter()
+            r = await engine.apply(spec(0, "r0"))
+            out["first"].append(time.perf_counter() - t0)
+            assert r.outcome is Outcome.CONVERGED, r.error
+            out["raw_first"].append(await asyncio.to_thread(raw.first))
+        assert engine is not None
+        for _ in range(RUNS):
+            calls = sd.mutating_calls
+            t0 = time.perf_counter()
+            r = await engine.apply(spec(0, "r0"))
+            out["noop"].append(time.perf_counter() - t0)
+            assert r.outcome is Outcome.CONVERGED and not r.actions
+            out["calls"].append(sd.mutating_calls - calls)
+        for i in range(RUNS):
+            for settle, key in ((None, "change"), (0.0, "change0")):
+                engine.settle = settle
+                variant = 2 * i + (1 if key == "change" else 2)
+                t0 = time.perf_counter()
+                r = await engine.apply(spec(variant, f"r{variant}"))
+                out[key].append(time.perf_counter() - t0)
+                assert r.outcome is Outcome.CONVERGED, r.error
+                assert [a.action.VERB for a in r.actions if a.action.VERB == "restart"] == ["restart"]
+            out["raw_change"].append(await asyncio.to_thread(raw.change, i + 1))
+    finally:
+        await sd.close()
+    return out
+
+
+def ratio(xs: list[float], ys: list[float]) -> float:
+    """Median of the paired ratios (each engine run against the raw run next to it)."""
+    return statistics.median(x / y for x, y in zip(xs, ys, strict=True))
+
+
+def main() -> None:
+    log.configure("warning")
+    with tempfile.TemporaryDirectory(prefix="skb-", dir="/tmp") as tmp:
+        base = Path(tmp)
+        with user_manager(base, "eng") as eng, user_manager(base, "raw") as raw_um:
+            (base / "src").mkdir()
+            f = asyncio.run(measure(eng, Raw(raw_um, base / "src"), base / "work"))
+    print(f"bench/apply.py: {UNITS} units, median of {RUNS} runs, real systemd --user (D-Bus),")
+    print("  engine and raw baseline interleaved; ratio = median of paired ratios")
+    print(f"  first apply      engine {ms(f['first'])}   raw {ms(f['raw_first'])}   ratio {ratio(f['first'], f['raw_first']):.2f}x")
+    noop = statistics.median(f["noop"])
+    print(f"  no-op pass       engine {ms(f['noop'])}   target < 50 ms: {'OK' if noop < 0.05 else 'MISSED'}; "
+          f"mutating systemd calls: {max(f['calls'])}")
+    for key, label in (("change0", "settle=0"), ("change", f"settle={DEFAULT_SETTLE}s, the default")):
+        rt = ratio(f[key], f["raw_change"])
+        print(f"  one-unit change  engine {ms(f[key])}   raw {ms(f['raw_change'])}   ratio {rt:.2f}x "
+              f"({label}; target <= 1.5x: {'OK' if rt <= 1.5 else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()
