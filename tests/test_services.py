@@ -245,6 +245,21 @@ async def test_update_adds_removes_and_changes_registrations(etcd_server: EtcdSe
             await wait_until(lambda: keys_are(keys, set()), 3, "db gone")
 
 
+async def test_aclose_after_run_was_cancelled_still_deregisters(etcd_server: EtcdServer) -> None:
+    """The agent's order: its TaskGroup cancels run(), then _shutdown calls aclose()."""
+    async with HookServer() as srv, await Etcd.connect([etcd_server.endpoint]) as etcd:
+        key = keys.services(PREFIX, "vault", "n5")
+        reg = ServiceRegistrar(etcd, prefix=PREFIX, node="n5", address="10.0.0.5")
+        await reg.update([("vault.service", http_reg(srv.url("/health"), 5.0))])
+        task = asyncio.create_task(reg.run())
+        await wait_until(lambda: etcd.get(key), 3.0, "registered")
+        task.cancel()
+        await asyncio.wait([task])
+        assert await etcd.get(key) is not None  # cancelling alone leaves it to the lease TTL
+        await reg.aclose()
+        assert await etcd.get(key) is None  # aclose revoked it at once
+
+
 async def keys_are(keys: Callable[[], object], want: set[str]) -> bool:
     got = keys()
     assert asyncio.iscoroutine(got)
