@@ -317,6 +317,16 @@ class Etcd:
         self._keeper.add(lease)
         return lease
 
+    async def lease_time_to_live(self, lease_id: int) -> tuple[int, int] | None:
+        """(seconds left, granted TTL) of any lease by id; None if it expired. The granted
+        TTL minus the seconds left is how long ago its last keepalive landed."""
+        req = rpc.LeaseTimeToLiveRequest(ID=lease_id, keys=False)
+        resp = await self._call(lambda c: c.lease.LeaseTimeToLive(
+            req, timeout=self.timeout, metadata=c.metadata), "lease_time_to_live")
+        if resp.TTL < 0:
+            return None
+        return int(resp.TTL), int(resp.grantedTTL)
+
     async def revoke_lease(self, lease: Lease) -> None:
         self._keeper.remove(lease)
         req = rpc.LeaseRevokeRequest(ID=lease.id)

@@ -1,0 +1,106 @@
+"""Options and helpers shared by the operator commands that talk to etcd.
+
+``--etcd HOST:PORT[,...]`` (default ``$SWARMKEEPER_ETCD`` or ``127.0.0.1:2379``), ``--prefix``
+(default ``$SWARMKEEPER_PREFIX`` or ``/swarmkeeper``), TLS files and a user; the password
+comes only from ``$SWARMKEEPER_ETCD_PASSWORD`` (never on a command line, where ``ps`` shows
+it). aetcd is imported only when a command runs, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from reconciler.errors import UsageError
+
+if TYPE_CHECKING:
+    from reconciler.etcd import Etcd
+
+T = TypeVar("T")
+
+
+def add_etcd_options(p: argparse.ArgumentParser, *, prefix_default: str | None = None) -> None:
+    env = os.environ.get
+    p.add_argument(
+        "--etcd", default=env("SWARMKEEPER_ETCD", "127.0.0.1:2379"), metavar="HOST:PORT[,...]",
+        help="etcd endpoints (default: $SWARMKEEPER_ETCD or 127.0.0.1:2379)",
+    )
+    p.add_argument(
+        "--prefix", default=env("SWARMKEEPER_PREFIX", prefix_default),
+        help="the cluster's etcd key prefix (default: $SWARMKEEPER_PREFIX or /swarmkeeper)",
+    )
+    p.add_argument("--etcd-ca", default=env("SWARMKEEPER_ETCD_CA"), type=Path,
+                   help="CA bundle to verify etcd's certificate (turns TLS on)")
+    p.add_argument("--etcd-cert", default=env("SWARMKEEPER_ETCD_CERT"), type=Path,
+                   help="client certificate for etcd")
+    p.add_argument("--etcd-key", default=env("SWARMKEEPER_ETCD_KEY"), type=Path,
+                   help="client key for etcd")
+    p.add_argument("--etcd-user", default=env("SWARMKEEPER_ETCD_USER"),
+                   help="etcd user (password from $SWARMKEEPER_ETCD_PASSWORD)")
+    p.add_argument("--etcd-timeout", type=float, default=3.0, metavar="SECONDS",
+                   help="per-request timeout; retries give up after twice this (default 3)")
+
+
+def prefix_of(args: argparse.Namespace) -> str:
+    from reconciler import keys
+
+    try:
+        return keys.norm(args.prefix or keys.DEFAULT_PREFIX)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def endpoints_of(args: argparse.Namespace) -> list[str]:
+    eps = [e.strip() for e in str(args.etcd).split(",") if e.strip()]
+    if not eps:
+        raise UsageError("--etcd needs at least one HOST:PORT")
+    return eps
+
+
+async def connect(args: argparse.Namespace) -> Etcd:
+    from reconciler.etcd import Etcd, TLSConfig
+
+    tls = None
+    if args.etcd_ca or args.etcd_cert or args.etcd_key:
+        tls = TLSConfig(ca=args.etcd_ca, cert=args.etcd_cert, key=args.etcd_key)
+    password = os.environ.get("SWARMKEEPER_ETCD_PASSWORD")
+    if args.etcd_user and password is None:
+        raise UsageError("--etcd-user needs $SWARMKEEPER_ETCD_PASSWORD")
+    return await Etcd.connect(endpoints_of(args), tls=tls, user=args.etcd_user,
+                              password=password,
+                              timeout=args.etcd_timeout)
+
+
+def run_with_etcd(args: argparse.Namespace, body: Callable[[Etcd], Awaitable[T]]) -> T:
+    """Connect, run ``body``, close: the whole life of a one-shot command."""
+
+    async def main() -> T:
+        etcd = await connect(args)
+        try:
+            return await body(etcd)
+        finally:
+            await etcd.close()
+
+    return asyncio.run(main())
+
+
+def operator() -> str:
+    """Who is acting, for the records operator commands write."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def short(rev: str) -> str:
+    """A commit as a table shows it: 8 hex digits, or the value as it is if not a sha."""
+    if len(rev) >= 12 and all(c in "0123456789abcdef" for c in rev):
+        return rev[:8]
+    return rev or "-"

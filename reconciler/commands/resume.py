@@ -1,0 +1,43 @@
+"""``swarmkeeper resume NODE``: let a paused node's agent apply again.
+
+Deletes ``<prefix>/nodes/<node>/pause``; the agent sees the delete on its watch and runs a
+pass at once. Resuming a node that is not paused is harmless and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd
+from reconciler.errors import UsageError
+
+if TYPE_CHECKING:
+    from reconciler.etcd import Etcd
+
+NAME = "resume"
+HELP = "resume a paused node"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("node", help="the node's name")
+    add_etcd_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconciler import keys
+
+    prefix = prefix_of(args)
+    try:
+        key = keys.node_pause(prefix, args.node)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+    async def body(etcd: Etcd) -> int:
+        if await etcd.delete(key):
+            print(f"resumed {args.node}")
+        else:
+            print(f"{args.node} was not paused")
+        return 0
+
+    return run_with_etcd(args, body)
