@@ -3,7 +3,8 @@
 What a node does at first boot is replayed on this machine with the generated files: the
 facts script (decoded from the Ignition output) runs for three managers and a worker, each in
 its own root directory, with loopback addresses standing in for private ones (127.0.0.11-13
-are distinct local addresses). Then the etcd argv of the generated ``etcd-member.service``
+are distinct local addresses); the agent.yaml it writes must load through the agent's own
+option loader. Then the etcd argv of the generated ``etcd-member.service``
 and ``etcd-proxy.service`` — expanded from their env files exactly as systemd would — start
 real etcd 3.4 members and a gRPC proxy (``docker run IMAGE`` replaced by the etcd binary).
 The members must form one cluster, serve the v2 API locksmith needs, and a write through the
@@ -13,6 +14,7 @@ and discovery through a real etcd v2 discovery endpoint on 127.0.0.1.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -27,6 +29,10 @@ import yaml
 
 from cloudconfig.generate import generate
 from cloudconfig.params import load_params
+from reconciler.commands import agent as agent_command
+from reconciler.config import Config
+from reconciler.config import load as load_config
+from reconciler.models import Role
 from tests.fixtures.etcd import ETCD, EtcdServer, _Proc, free_ports
 from tests.fixtures.userdata import (
     docker_run_parts,
@@ -75,6 +81,12 @@ def boot(tmp: Path, doc: dict[str, Any], node: str, address: str) -> Path:
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     return root / "etc/swarmkeeper"
+
+
+def agent_config(path: Path) -> Config:
+    p = argparse.ArgumentParser()
+    agent_command.add_arguments(p)
+    return load_config(p.parse_args(["--config", str(path)]), environ={})
 
 
 def unit_exec(doc: dict[str, Any], name: str, conf: Path) -> list[str]:
@@ -129,6 +141,8 @@ def etcdctl(endpoint: str, *args: str) -> str:
 
 
 def wait_members(endpoint: str, n: int, procs: list[_Proc]) -> list[str]:
+    """The member list once all n members have published their own names (with a static
+    bootstrap the list first shows the labels of the queried member's --initial-cluster)."""
     deadline = time.monotonic() + 30
     while True:
         r = subprocess.run(
@@ -136,11 +150,12 @@ def wait_members(endpoint: str, n: int, procs: list[_Proc]) -> list[str]:
             env={**os.environ, "ETCDCTL_API": "3"}, capture_output=True, text=True, timeout=10,
         )  # fmt: skip
         lines = [ln for ln in r.stdout.splitlines() if ", started, " in ln]
-        if r.returncode == 0 and len(lines) == n:
+        names = sorted(ln.split(", ")[2] for ln in lines)
+        if r.returncode == 0 and names == [f"mgr-{i + 1}" for i in range(n)]:
             return lines
         if time.monotonic() > deadline:
             logs = "\n".join(f"{p.name}: {p.log_tail()}" for p in procs)
-            raise AssertionError(f"{len(lines)} of {n} members started:\n{logs}")
+            raise AssertionError(f"members {names}, not mgr-1..{n}:\n{logs}")
         time.sleep(0.3)
 
 
@@ -197,6 +212,12 @@ def test_static_bootstrap_forms_a_cluster_and_the_worker_proxy_reaches_it(tmp_pa
             "etcd": f"127.0.0.1:{client}", "prefix": "/sk", "scope": "system",
             "node": "mgr-2", "address": "127.0.0.12",
         }  # fmt: skip
+        # the agent's own option loader accepts it: the keys are its flags
+        cfg = agent_config(confs[1] / "agent.yaml")
+        assert (cfg.node, cfg.role, cfg.address, cfg.etcd, cfg.prefix, cfg.scope) == (
+            "mgr-2", Role.MANAGER, "127.0.0.12", (f"127.0.0.1:{client}",), "/sk", "system",
+        )  # fmt: skip
+        assert (cfg.repo, cfg.branch) == ("https://git.example.com/ops/cluster.git", "main")
         assert parse_env((confs[2] / "node.env").read_text()) == {
             "SWARMKEEPER_NODE": "mgr-3", "SWARMKEEPER_ROLE": "manager",
             "SWARMKEEPER_CLUSTER": "boot", "SWARMKEEPER_PREFIX": "/sk",
