@@ -283,11 +283,13 @@ class ServiceRegistrar:
         interval = max(0.05, w.reg.interval)
         while True:
             started = loop.time()
-            ok = await self._probe(w, min(interval, 10.0))
-            if ok:
-                await self._on_pass(w)
-            else:
-                await self._on_fail(w)
+            try:
+                if await self._probe(w, min(interval, 10.0)):
+                    await self._on_pass(w)
+                else:
+                    await self._on_fail(w)
+            except Exception as e:  # a bug here must not take the agent's TaskGroup down
+                self._log.error("services.bug", service=w.reg.name, error=repr(e))
             # wake early if the lease is lost (etcd outage longer than the TTL): re-register
             sleep = max(0.0, started + interval - loop.time())
             lease = w.lease
@@ -303,7 +305,7 @@ class ServiceRegistrar:
                 ok = await w.check.check()
             w.reason = "" if ok else _FAILED_BECAUSE[w.reg.check.kind]
             return ok
-        except (TimeoutError, OSError, aiohttp.ClientError, ValueError) as e:
+        except Exception as e:  # any failure to check is a failed check (e.g. systemd gone)
             w.reason = f"no answer within {limit:g}s" if isinstance(e, TimeoutError) else _short(e)
             self._log.debug("services.check_failed", service=w.reg.name, error=repr(e))
             return False
@@ -365,13 +367,13 @@ class ServiceRegistrar:
             self._log.warning("services.revoke_failed", service=w.reg.name, error=repr(e))
 
     def _event(self, w: _Watch, kind: EventKind, message: str) -> None:
-        self._emit(
-            Event.of(
-                kind,
-                self._node,
-                revision=self._revision,
-                unit=w.unit,
-                message=f"{w.reg.name}: {message}",
-                details={"service": w.reg.name, "port": w.reg.port, "check": w.reg.check.target},
-            )
+        event = Event.of(
+            kind,
+            self._node,
+            revision=self._revision,
+            unit=w.unit,
+            message=f"{w.reg.name}: {message}",
+            details={"service": w.reg.name, "port": w.reg.port, "check": w.reg.check.target},
         )
+        with contextlib.suppress(Exception):  # emit is the agent's; it must not stop checks
+            self._emit(event)

@@ -260,6 +260,39 @@ async def test_aclose_after_run_was_cancelled_still_deregisters(etcd_server: Etc
         assert await etcd.get(key) is None  # aclose revoked it at once
 
 
+async def test_a_check_that_raises_counts_as_failed_and_never_stops_the_registrar(
+    etcd_server: EtcdServer,
+) -> None:
+    """E.g. the agent's systemd connection dropped: SystemdError out of unit_active."""
+    from reconciler.errors import SystemdError
+
+    broken = False
+
+    async def unit_active(unit: str) -> bool:
+        if broken:
+            raise SystemdError("D-Bus connection lost")
+        return True
+
+    events: list[Event] = []
+    async with await Etcd.connect([etcd_server.endpoint]) as etcd:
+        key = keys.services(PREFIX, "x", "n6")
+        reg = ServiceRegistrar(etcd, prefix=PREFIX, node="n6", address="10.0.0.6",
+                               emit=events.append, unit_active=unit_active)
+        await reg.update([("x.service", Registration("x", 1, HealthCheck(CheckKind.UNIT_ACTIVE), 0.2))])
+        task = asyncio.create_task(reg.run())
+        await wait_until(lambda: etcd.get(key), 3.0, "registered")
+        broken = True
+        await wait_until(lambda: events, 3.0, "unhealthy")
+        assert await etcd.get(key) is None
+        assert "D-Bus connection lost" in events[0].message
+        await asyncio.sleep(0.5)
+        assert not task.done()  # still checking
+        broken = False
+        await wait_until(lambda: etcd.get(key), 3.0, "registered again")
+        await reg.aclose()
+        await task
+
+
 async def keys_are(keys: Callable[[], object], want: set[str]) -> bool:
     got = keys()
     assert asyncio.iscoroutine(got)
