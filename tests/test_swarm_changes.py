@@ -1,0 +1,172 @@
+"""Membership changes with real engines: promote/demote, leave, partition, token rotation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from reconciler import swarmrecords as rec
+from reconciler.actuators.swarm import LocalState, SwarmEngine, TokenRefused
+from reconciler.commands.drain import drain
+from reconciler.commands.swarm import rotate_tokens
+from reconciler.models import Role
+from tests.fixtures.dockernet import DockerLab
+from tests.fixtures.etcd import EtcdServer
+from tests.fixtures.swarmagents import (
+    SwarmAgents,
+    local_states,
+    node_list,
+    one_swarm,
+    reset_engines,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+M, W = Role.MANAGER, Role.WORKER
+ROLES = {"node1": M, "node2": M, "node3": M, "node4": W}
+NODES = list(ROLES)
+
+
+async def _form(agents: SwarmAgents, lab: DockerLab, names: list[str], managers: int) -> None:
+    await agents.start(*names)
+    await wait_for(lambda: _one(lab, names, managers), 60, f"{names} in one swarm")
+
+
+async def _one(lab: DockerLab, names: list[str], managers: int) -> bool:
+    return await one_swarm(lab, names, managers) is not None
+
+
+async def _role_is(lab: DockerLab, name: str, role: Role) -> bool:
+    local = (await local_states(lab, [name]))[name]
+    ctl = local.control_available  # type: ignore[attr-defined]
+    if ctl is not (role is Role.MANAGER):
+        return False
+    nodes = await node_list(lab, "node1")
+    me = next(n for n in nodes if n.id == local.node_id)  # type: ignore[attr-defined]
+    if role is Role.MANAGER:
+        return me.role is Role.MANAGER and me.reachability == "reachable"
+    return me.role is Role.WORKER and not me.reachability
+
+
+async def test_promote_then_demote_in_state(docker_lab: DockerLab, etcd_server: EtcdServer) -> None:
+    await reset_engines(docker_lab, NODES)
+    async with SwarmAgents(docker_lab, etcd_server.endpoint, "/roles", ROLES,
+                           managers=5) as agents:
+        await _form(agents, docker_lab, NODES, 3)
+        agents.set_roles({**ROLES, "node4": M})
+        await wait_for(lambda: _role_is(docker_lab, "node4", M), 40, "node4 a reachable manager")
+        await wait_for(lambda: _one(docker_lab, NODES, 4), 20, "4 reachable managers")
+        agents.set_roles({**ROLES, "node2": W})  # node4 back to worker too (state as before)
+        await wait_for(lambda: _role_is(docker_lab, "node4", W), 40, "node4 demoted")
+        await wait_for(lambda: _role_is(docker_lab, "node2", W), 40, "node2 demoted")
+        assert await one_swarm(docker_lab, NODES, 2) is not None
+        assert agents.etcd is not None
+        snap = await rec.read(agents.etcd, "/roles")
+        assert set(snap.cluster.manager_addrs) == {
+            f"{docker_lab.node(n).address}:2377" for n in ("node1", "node3")
+        }
+
+
+async def test_never_more_managers_than_cluster_allows(
+    docker_lab: DockerLab, etcd_server: EtcdServer
+) -> None:
+    await reset_engines(docker_lab, NODES)
+    async with SwarmAgents(docker_lab, etcd_server.endpoint, "/limit", ROLES,
+                           managers=3) as agents:
+        await _form(agents, docker_lab, NODES, 3)
+        agents.set_roles({**ROLES, "node4": M})  # a 4th manager where cluster.yaml says 3
+        await wait_for(lambda: _settled(agents, ["node4"], "changing-role"), 20, "node4 pass")
+        nodes = await node_list(docker_lab, "node1")
+        assert sum(n.role is Role.MANAGER for n in nodes) == 3
+
+
+async def _settled(agents: SwarmAgents, names: list[str], state: str) -> bool:
+    return all((s := agents.last(n)) is not None and s.state == state for n in names)
+
+
+@pytest.mark.parametrize("how", ["state", "drain"])
+async def test_node_removed_leaves_and_disappears(
+    docker_lab: DockerLab, etcd_server: EtcdServer, how: str
+) -> None:
+    await reset_engines(docker_lab, NODES)
+    prefix = f"/leave{how}"
+    async with SwarmAgents(docker_lab, etcd_server.endpoint, prefix, ROLES) as agents:
+        await _form(agents, docker_lab, NODES, 3)
+        gone = (await local_states(docker_lab, ["node4"]))["node4"].node_id  # type: ignore[attr-defined]
+        if how == "state":
+            agents.set_roles({k: v for k, v in ROLES.items() if k != "node4"})
+        else:
+            assert agents.etcd is not None
+            assert await drain(agents.etcd, prefix, "node4")
+
+        async def left() -> bool:
+            st = (await local_states(docker_lab, ["node4"]))["node4"]
+            ids = {n.id for n in await node_list(docker_lab, "node1")}
+            return st.state is LocalState.INACTIVE and gone not in ids  # type: ignore[attr-defined]
+
+        await wait_for(left, 40, "node4 left and removed from node ls")
+        assert await one_swarm(docker_lab, ["node1", "node2", "node3"], 3) is not None
+        assert agents.etcd is not None
+        snap = await rec.read(agents.etcd, prefix)
+        assert "node4" not in snap.nodes
+
+
+async def test_partitioned_manager_during_bootstrap_joins_after_heal(
+    docker_lab: DockerLab, etcd_server: EtcdServer
+) -> None:
+    await reset_engines(docker_lab, NODES)
+    n3 = docker_lab.node("node3")
+    docker_lab.partition(n3)
+    try:
+        async with SwarmAgents(docker_lab, etcd_server.endpoint, "/part", ROLES) as agents:
+            await agents.start(*NODES)
+            assert agents.etcd is not None
+            etcd = agents.etcd
+
+            async def ready() -> bool:
+                return (await rec.read(etcd, "/part")).cluster.cluster_id != ""
+
+            await wait_for(ready, 30, "the swarm record")
+            cid = (await rec.read(etcd, "/part")).cluster.cluster_id
+            # Whoever won the claim (node3 itself, or one of the others), while the link is
+            # down no engine may hold a swarm other than the published one.
+            for _ in range(15):
+                states = await local_states(docker_lab, NODES)
+                assert {s.cluster_id for s in states.values() if s.cluster_id} <= {cid}  # type: ignore[attr-defined]
+                await asyncio.sleep(0.2)
+            docker_lab.heal(n3)
+            await wait_for(lambda: _one(docker_lab, NODES, 3), 90, "all four joined after heal")
+            states = await local_states(docker_lab, NODES)
+            assert {s.cluster_id for s in states.values() if s.cluster_id} == {cid}  # type: ignore[attr-defined]
+    finally:
+        docker_lab.heal(n3)
+
+
+async def test_token_rotation(docker_lab: DockerLab, etcd_server: EtcdServer) -> None:
+    await reset_engines(docker_lab, NODES)
+    spare = docker_lab.node("node5")
+    await asyncio.to_thread(docker_lab.start_node, spare)
+    try:
+        await reset_engines(docker_lab, ["node5"])
+        roles = {**ROLES, "node5": W}
+        async with SwarmAgents(docker_lab, etcd_server.endpoint, "/rot", roles) as agents:
+            await _form(agents, docker_lab, NODES, 3)
+            assert agents.etcd is not None
+            old = (await rec.read(agents.etcd, "/rot")).tokens
+            assert old is not None
+            new = await rotate_tokens(agents.etcd, "/rot", docker_lab.node("node1").docker_host)
+            assert new.worker != old.worker and new.manager != old.manager
+            assert (await rec.read(agents.etcd, "/rot")).tokens == new
+            # the old token is refused by the swarm
+            async with SwarmEngine(spare.docker_host) as e:
+                with pytest.raises(TokenRefused):
+                    await e.join([f"{docker_lab.node('node1').address}:2377"], old.worker,
+                                 spare.address)
+                assert (await e.local()).state is LocalState.INACTIVE
+            # a new node joins with the republished one
+            await agents.start("node5")
+            await wait_for(lambda: _one(docker_lab, [*NODES, "node5"], 3), 40, "node5 joined")
+    finally:
+        await asyncio.to_thread(docker_lab.stop_nodes, [spare])
