@@ -66,18 +66,18 @@ class Inventory:
     pending: Pending | None = None
     failed_revision: Revision | None = None  # the last revision that rolled back
     updated_at: float = 0.0
+    _units: dict[str, AppliedUnit] = field(init=False, repr=False, compare=False)
+    _files: dict[str, AppliedFile] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_units", {u.name: u for u in self.units})
+        object.__setattr__(self, "_files", {f.path: f for f in self.files})
 
     def unit(self, name: str) -> AppliedUnit | None:
-        for u in self.units:
-            if u.name == name:
-                return u
-        return None
+        return self._units.get(name)
 
     def file(self, path: str) -> AppliedFile | None:
-        for f in self.files:
-            if f.path == path:
-                return f
-        return None
+        return self._files.get(path)
 
     def managed_units(self) -> tuple[UnitName, ...]:
         """Ours: applied units plus those an unfinished apply was adopting, in order."""

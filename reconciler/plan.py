@@ -284,19 +284,20 @@ def plan(
     changed: dict[str, tuple[str, bool]] = {}  # path -> (why, drift)
     dropin_written = False
     for f in spec.files:
+        fdigest = f.digest
         obs = observed.files.get(f.path)
         applied_file = inv.file(f.path)
-        if applied_file is not None and applied_file.digest != f.digest:
+        if applied_file is not None and applied_file.digest != fdigest:
             why, drift = "changed", False
         elif obs is None:
             why, drift = ("deleted by hand", True) if applied_file else ("created", False)
-        elif obs.digest != f.digest:
+        elif obs.digest != fdigest:
             why, drift = ("edited by hand", True) if applied_file else ("replaced (adopted)", False)
         elif obs.mode != f.mode:
             why, drift = (f"mode {obs.mode:04o} -> {f.mode:04o}", applied_file is not None)
         else:
             continue
-        if obs is None or obs.digest != f.digest or obs.mode != f.mode:
+        if obs is None or obs.digest != fdigest or obs.mode != f.mode:
             add(WriteFile(f.path, f.content, f.mode, ("drift: " if drift else "") + why, drift))
             dropin_written = dropin_written or unitfile.dropin_unit(f.path) is not None
         if not why.startswith("mode"):
@@ -309,27 +310,28 @@ def plan(
     verify: list[tuple[str, float]] = []
     maybe_unloaded = False
     for u in spec.units:
+        digest = u.digest  # a property that hashes: once per unit
         obs_digest = observed.unit_files.get(u.name)
         app = inv.unit(u.name)
         st = observed.units.get(u.name, UnitState())
         reasons: list[tuple[str, bool]] = []
-        if app is not None and app.digest != u.digest:
+        if app is not None and app.digest != digest:
             reasons.append(("unit changed", False))
         elif obs_digest is None and app is not None:
             reasons.append(("drift: unit file deleted by hand", True))
-        elif obs_digest is not None and obs_digest != u.digest:
+        elif obs_digest is not None and obs_digest != digest:
             reasons.append(
                 ("drift: unit file edited by hand", True) if app else ("unit file adopted", False)
             )
-        if obs_digest == u.digest and (
-            st.need_daemon_reload or (app is None or app.digest != u.digest)
+        if obs_digest == digest and (
+            st.need_daemon_reload or (app is None or app.digest != digest)
         ):
             maybe_unloaded = True  # possibly written by a killed run that never reloaded
-        if obs_digest != u.digest:
+        if obs_digest != digest:
             why, drift = _drift(reasons) if reasons else ("new unit", False)
             add(WriteUnit(u.name, u.content, why, drift))
-        refs = unitfile.referenced_paths(u.content)
-        if root:
+        refs = unitfile.referenced_paths(u.content) if changed else frozenset()
+        if root and refs:
             refs |= {r[len(root):] for r in refs if r.startswith(root + "/")}
         for path in sorted(changed):
             if path in refs or unitfile.dropin_unit(path) == u.name:

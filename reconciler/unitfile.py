@@ -14,6 +14,7 @@ from __future__ import annotations
 import posixpath
 import shlex
 from dataclasses import dataclass
+from functools import lru_cache
 
 # Keys whose arguments may name a file the unit reads when it (re)starts or reloads.
 EXEC_KEYS = frozenset(
@@ -92,6 +93,7 @@ def _add(out: list[Directive], section: str, line: str, no: int) -> None:
     out.append(Directive(section, key, value.strip(), no))
 
 
+@lru_cache(maxsize=4096)  # the planner asks again every pass for the same unit bytes
 def has_install(content: bytes | str) -> bool:
     """True when the unit has an ``[Install]`` section with at least one directive."""
     return any(d.section == "Install" for d in parse(content).directives)
@@ -117,6 +119,7 @@ def _as_path(token: str) -> str | None:
     return posixpath.normpath(token)
 
 
+@lru_cache(maxsize=4096)
 def referenced_paths(content: bytes | str) -> frozenset[str]:
     """Absolute paths the unit reads through EnvironmentFile=, ExecStart*= and ExecReload=."""
     paths: set[str] = set()
