@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-import aiohttp
-
 from reconciler import log
 from reconciler.coalesce import Coalescer, Delivery
+from reconciler.notifypost import NotifyStats, Poster
 
 
 class Severity(StrEnum):
@@ -151,19 +150,6 @@ class Sink(Protocol):
     def payload(self, delivery: Delivery) -> dict[str, Any]: ...
 
 
-@dataclass(slots=True)
-class NotifyStats:
-    """Counters for metrics and tests (monotonic over the hub's life)."""
-
-    emitted: int = 0
-    coalesced: int = 0  # events folded into an earlier identical one
-    dropped: int = 0  # deliveries or events thrown away because a bound was hit
-    attempts: int = 0  # HTTP requests started
-    sent: int = 0  # deliveries a notifier accepted (2xx)
-    failed: int = 0  # deliveries given up after the last attempt or a permanent error
-    abandoned: int = 0  # deliveries still queued when aclose's deadline passed
-
-
 @dataclass(eq=False, slots=True)
 class _Lane:
     sink: Sink
@@ -194,15 +180,17 @@ class Notifications:
         rng: random.Random | None = None,
     ) -> None:
         self.stats = NotifyStats()
+        self._poster = Poster(
+            self.stats,
+            max_attempts=max_attempts,
+            request_timeout=request_timeout,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            rng=rng,
+        )
         self._coalescer = Coalescer(coalesce_window, coalesce_max, capacity=queue_size)
         self._queue_size = queue_size
-        self._max_attempts = max(1, max_attempts)
-        self._request_timeout = request_timeout
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
-        self._rng = rng or random.Random()
         self._lanes: dict[tuple[str, str, str], _Lane] = {}
-        self._session: aiohttp.ClientSession | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()
         self._done = asyncio.Event()  # run() finished its final flush
@@ -285,10 +273,7 @@ class Notifications:
             self._running = False
             if finished:
                 self._closed = True
-            if self._session is not None:
-                with contextlib.suppress(Exception):
-                    await self._session.close()
-                self._session = None
+            await self._poster.aclose()
             if finished:
                 self._done.set()
             self._ended.set()
@@ -363,67 +348,13 @@ class Notifications:
                 await lane.wake.wait()
             delivery = lane.queue.popleft()
             try:
-                await self._deliver(lane.sink, delivery)
+                sink = lane.sink
+                await self._poster.post(
+                    sink.name, sink.url, sink.payload(delivery), str(delivery.event.kind)
+                )
             except asyncio.CancelledError:
                 lane.queue.appendleft(delivery)  # not lost: a later run()/aclose() sends it
                 raise
             except Exception as e:  # a bug in a payload must not kill the lane
                 self.stats.failed += 1
                 self._log.error("notify.bug", notifier=lane.sink.name, error=repr(e))
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter in [half, full] of the step."""
-        step = min(self._backoff_max, self._backoff_base * 2.0 ** (attempt - 1))
-        return step * self._rng.uniform(0.5, 1.0)
-
-    async def _deliver(self, sink: Sink, delivery: Delivery) -> None:
-        payload = sink.payload(delivery)
-        reason = ""
-        for attempt in range(1, self._max_attempts + 1):
-            self.stats.attempts += 1
-            retry_after = 0.0
-            try:
-                async with asyncio.timeout(self._request_timeout):
-                    session = self._get_session()
-                    async with session.post(sink.url, json=payload) as resp:
-                        await resp.read()
-                        status = resp.status
-                        retry_after = _retry_after(resp.headers.get("Retry-After"))
-                if 200 <= status < 300:
-                    self.stats.sent += 1
-                    return
-                reason = f"HTTP {status}"
-                if status < 500 and status not in (408, 429):
-                    break  # the notifier refuses this request; repeating will not help
-            except (TimeoutError, aiohttp.ClientError, OSError) as e:
-                reason = type(e).__name__ if isinstance(e, TimeoutError) else repr(e)
-            if attempt < self._max_attempts:
-                delay = min(self._backoff_max, max(self._backoff(attempt), retry_after))
-                await asyncio.sleep(delay)
-        self.stats.failed += 1
-        self._log.warning(
-            "notify.failed",
-            notifier=sink.name,
-            kind=str(delivery.event.kind),
-            attempts=attempt,
-            reason=reason,
-        )
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            # trust_env stays off: notifications go straight to the hook, never via a proxy
-            # some unrelated environment variable happens to name.
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._request_timeout),
-                connector=aiohttp.TCPConnector(limit=8),
-            )
-        return self._session
-
-
-def _retry_after(value: str | None) -> float:
-    if not value:
-        return 0.0
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return 0.0
