@@ -236,6 +236,16 @@ def test_pending_adopted_unit_no_longer_desired_is_removed() -> None:
     assert lines(p) == ["stop c.service: no longer desired", "disable c.service: no longer desired", "delete c.service: no longer desired"]
 
 
+def test_sandbox_root_prefixed_references_count() -> None:
+    node = Node()
+    uses = unit("r.service", body="EnvironmentFile=/sandbox/n1/etc/swarmkeeper/node.env\n")
+    _, inv = converge(spec([uses, A], [ENVF]), node)
+    p = P.plan(spec([uses, A], [FileSpec(ENV, b"X=2\n")]), node.observe(), inv, root="/sandbox/n1/")
+    assert f"restart r.service: {ENV} changed" in lines(p)
+    assert not any(x.startswith("restart a.service") for x in lines(p))
+    assert not any(x.startswith("restart") for x in lines(P.plan(spec([uses, A], [FileSpec(ENV, b"X=2\n")]), node.observe(), inv)))
+
+
 def test_templates_are_written_but_never_started_or_enabled() -> None:
     node = Node()
     p, _ = converge(spec([unit("t@.service")]), node)
@@ -281,7 +291,7 @@ def specs(draw: st.DrawFn) -> NodeSpec:
 DAMAGE = st.lists(st.tuples(st.sampled_from(["edit", "delete", "stop", "fail", "disable", "file"]), st.sampled_from(NAMES + PATHS)), max_size=3)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=specs(), second=specs(), damage=DAMAGE)
 def test_applying_the_plan_to_a_model_node_yields_the_desired_spec(first: NodeSpec, second: NodeSpec, damage: list[tuple[str, str]]) -> None:
     foreign = {"foreign.service": b"[Service]\nExecStart=/bin/true\n"}
@@ -329,3 +339,32 @@ def test_applying_the_plan_to_a_model_node_yields_the_desired_spec(first: NodeSp
         assert n not in node.enabled or ("delete", n) in damage
     again = P.plan(second, node.observe(), applied.from_spec(second))
     assert again == (), P.describe(again[0])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=specs(), second=specs(), cut=st.integers(0, 40))
+def test_a_plan_cut_short_is_finished_by_the_next_plan(first: NodeSpec, second: NodeSpec, cut: int) -> None:
+    """Kill the apply after any action: the pending marker lets the next plan converge."""
+    node = Node()
+    _, inv = converge(first, node)
+    p = P.plan(second, node.observe(), inv)
+    adopted_units = tuple(n for n in second.unit_names if n not in inv.managed_units())
+    adopted_files = tuple(f.path for f in second.files if f.path not in inv.managed_files())
+    marked = dataclasses.replace(inv, pending=applied.Pending(second.revision, adopted_units, adopted_files))
+    node.execute(p[:cut])  # ...and the process dies here
+    node.execute(P.plan(second, node.observe(), marked))
+    for u in second.units:
+        assert node.unit_files[u.name] == u.content
+        if P.is_template(u.name):
+            continue
+        assert node.active[u.name] == "active"
+        if u.on_change is not OnChange.IGNORE:  # what runs is what was desired
+            assert node.running[u.name].content == u.content
+            refs = P.unitfile.referenced_paths(u.content)
+            desired_paths = {f.path for f in second.files}
+            assert {q: c for q, c in node.running[u.name].env.items() if q in desired_paths} == {
+                f.path: f.content for f in second.files if f.path in refs
+            }
+    assert set(node.unit_files) == set(second.unit_names)
+    assert node.files == {f.path: (f.content, f.mode) for f in second.files}
+    assert P.plan(second, node.observe(), applied.from_spec(second)) == ()
