@@ -22,8 +22,12 @@ HELP = "generate cloud-config / Ignition user-data for manager and worker nodes 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", help="the params file (start from `cloudconfig init`)")
-    p.add_argument("--out", dest="out_dir", help="directory for manager/worker user-data")
+    p.add_argument(
+        "--params", metavar="FILE", help="the params file (start from `cloudconfig init`)"
+    )
+    p.add_argument(
+        "--out", dest="out_dir", metavar="DIR", help="directory for manager/worker user-data"
+    )
     p.add_argument(
         "--format",
         choices=["cloud-config", "ignition", "both"],
@@ -32,12 +36,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     init = sub.add_parser("init", help="write a commented params.yml to start from")
-    init.add_argument("--out", dest="init_out", default="params.yml", help="(default: params.yml)")
+    init.add_argument(
+        "--out", dest="init_out", metavar="FILE", default="params.yml", help="(default: params.yml)"
+    )
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     disc = sub.add_parser(
         "discovery-url", help="print the command that gets an etcd discovery URL (offline)"
     )
-    disc.add_argument("--size", type=int, required=True, help="number of managers: 1, 3 or 5")
+    disc.add_argument(
+        "--size", type=int, required=True, metavar="N", help="number of managers: 1, 3 or 5"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
