@@ -7,6 +7,7 @@ different client than the one under test) or through the unit's own side effects
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -149,6 +150,33 @@ async def test_failing_simple_unit(sd: Systemd, systemd_user: UserManager) -> No
     assert systemd_user.systemctl("is-failed", "bad.service").stdout.strip() != "failed"
 
 
+async def test_describe_failure_appends_journal_lines_when_journald_is_there(
+        sd: Systemd, systemd_user: UserManager, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No journald runs here, so a stand-in journalctl shows what we ask it and that its
+    lines are appended (the status part is real; see test_failing_simple_unit)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "journalctl"
+    fake.write_text('#!/bin/sh\necho "journal: $*"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    journal = _listening_socket(tmp_path / "journal.sock")
+    sd.journal_socket = tmp_path / "journal.sock"
+    _write(systemd_user, "bad.service", "[Service]\nExecStart=/bin/false\n")
+    try:
+        await sd.daemon_reload()
+        await sd.start("bad.service")
+        assert (await sd.wait_healthy("bad.service", timeout=10)).failed
+        text = await sd.describe_failure("bad.service", lines=5)
+    finally:
+        journal.close()
+    status, _, journal_text = text.partition("\n\n")
+    assert "Result: exit-code" in status
+    assert journal_text.startswith("journal: --user ")
+    assert journal_text.endswith("-n 5 -u bad.service")
+
+
 async def test_failing_oneshot_job_result_is_failed(sd: Systemd,
                                                     systemd_user: UserManager) -> None:
     _write(systemd_user, "badshot.service", "[Service]\nType=oneshot\nExecStart=/bin/false\n")
@@ -180,6 +208,7 @@ ExecStart=/bin/sh -c 'echo ran > {out}'
 
 async def test_wait_healthy_waits_for_activation_and_times_out(
         sd: Systemd, systemd_user: UserManager) -> None:
+    sd.poll_interval = 60.0  # only a PropertiesChanged signal can wake the waits below
     _write(systemd_user, "slow.service",
            "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sleep 0.6\n")
     _write(systemd_user, "slower.service", "[Service]\nType=oneshot\nExecStart=/bin/sleep 30\n")
@@ -328,19 +357,39 @@ async def test_private_socket_connects_50_times_without_hanging(
         assert st["default.target"].active_state == "active"
 
 
+def _gone(pid: int) -> bool:
+    """Exited: a zombie (the fixture reaps it at teardown) or no process at all."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+@pytest.mark.parametrize("via", ["bus", "private"])
 async def test_lost_connection_raises_systemd_error(
-        systemd_user_factory: Callable[[str], UserManager]) -> None:
+        systemd_user_factory: Callable[[str], UserManager], via: str) -> None:
     um = systemd_user_factory("gone")
-    _write(um, "x.service", SLEEPER.format(tag="x"))
-    conn = await _connect(um, um.private_address)
+    _write(um, "slow.service", "[Service]\nType=oneshot\nExecStart=/bin/sleep 30\n")
+    conn = await _connect(um, um.bus_address if via == "bus" else um.private_address)
     try:
         await conn.daemon_reload()
+        job = asyncio.create_task(conn.start("slow.service"), name="pending-job")
+        st = await conn.wait_healthy("slow.service", timeout=0.3)
+        assert st.active_state == "activating"
         um.systemctl("exit")
+        # the pending start ends either way: systemd cancels it, or the connection drops
+        with contextlib.suppress(SystemdError):
+            assert await asyncio.wait_for(job, 15) == "canceled"
+        for _ in range(200):
+            if _gone(um.pid):
+                break
+            await asyncio.sleep(0.05)
+        assert _gone(um.pid)
         with pytest.raises(SystemdError):
-            async with asyncio.timeout(10):
-                while True:  # the manager takes a moment to go away
-                    await conn.start("x.service")
-                    await asyncio.sleep(0.05)
+            await conn.status(["slow.service"])
+        with pytest.raises(SystemdError):
+            await conn.start("slow.service")
     finally:
         await conn.close()
 

@@ -140,12 +140,27 @@ class _SendSocket:
         return getattr(self._sock, name)
 
 
+def _consume(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class SystemdBus(MessageBus):
-    """dbus-fast's MessageBus with two fixes: the private-socket stall and ``EAGAIN`` on send.
+    """dbus-fast's MessageBus with three fixes: the private-socket stall, ``EAGAIN`` on send,
+    and send futures nobody reads.
 
     For a unix socket, ``TIOCOUTQ`` counts bytes the receiver has not read yet, so 0 means the
     server consumed the whole auth exchange and will see ``Hello`` in a read of its own.
     """
+
+    def send(self, msg: Message) -> asyncio.Future[None]:  # type: ignore[override]
+        # MessageBus.call() drops the future send() returns; when the connection breaks it
+        # holds an exception nobody retrieves, and asyncio logs it from a finalizer during
+        # garbage collection. On CPython 3.11.7 that logging (traceback -> ast.parse) inside
+        # another ast.parse crashed pytest with "AST constructor recursion depth mismatch".
+        fut: asyncio.Future[None] = super().send(msg)
+        fut.add_done_callback(_consume)
+        return fut
 
     async def _authenticate(self) -> None:
         writer = self._writer
@@ -201,6 +216,8 @@ async def call(
     destination: str = "org.freedesktop.systemd1",
 ) -> list[Any]:
     """One method call; error replies raise CallFailed, a lost connection SystemdError."""
+    if not bus.connected:
+        raise SystemdError(f"{member}: D-Bus connection closed")
     msg = Message(destination=destination, path=path, interface=interface, member=member,
                   signature=signature, body=body or [])
     try:

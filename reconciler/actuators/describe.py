@@ -1,14 +1,21 @@
-"""Render a unit's D-Bus properties as ``systemctl status``-like text (pure).
+"""What an operator reads about a failed unit: status text and, if journald runs, its log.
 
-Used when a unit fails the health gate and journald is not reachable (containers, the test
-managers): the operator still sees the state, the result, how the main process ended and when.
+``describe_from_properties`` renders a unit's D-Bus properties as ``systemctl status``-like
+text (pure), so the state, the result, how the main process ended and when are shown even
+where journald is not reachable (containers, the test managers). ``journal_tail`` adds the
+last journal lines when journald's socket exists.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import shutil
 import signal
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 # si_code values systemd reports in ExecMainCode (see waitid(2))
@@ -87,3 +94,27 @@ def describe_from_properties(
     if load_state == "not-found":
         out.append(f"  (no unit file for {name})")
     return "\n".join(out)
+
+
+async def journal_tail(name: str, lines: int, *, user: bool, socket: Path) -> str:
+    """``journalctl -u name -n lines`` output, "" when journald or journalctl is missing."""
+    journalctl = shutil.which("journalctl")
+    if journalctl is None or not await asyncio.to_thread(socket.is_socket):
+        return ""
+    args = [journalctl, "--no-pager", "-q", "-o", "short-iso", "-n", str(lines), "-u", name]
+    if user:
+        args.insert(1, "--user")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": ""})
+    except OSError:
+        return ""
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 10)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()  # our own child, not yet reaped: the pid is still ours
+        await proc.wait()
+        return ""
+    return out.decode(errors="replace").strip()

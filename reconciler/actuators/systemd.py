@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,67 +30,30 @@ from reconciler.actuators.dbus import (
     open_bus,
     resolve_endpoint,
 )
-from reconciler.actuators.describe import describe_from_properties
+from reconciler.actuators.describe import describe_from_properties, journal_tail
+from reconciler.actuators.unitstatus import UnitStatus, not_found, settled, unit_path
 from reconciler.errors import SystemdError
 
-__all__ = ["Scope", "Systemd", "UnitStatus"]
+__all__ = ["Scope", "Systemd", "UnitStatus", "unit_path"]
 
 MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
 UNIT = "org.freedesktop.systemd1.Unit"
 SERVICE = "org.freedesktop.systemd1.Service"
 PROPERTIES = "org.freedesktop.DBus.Properties"
-UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
 
 _NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 _DONE_JOBS_KEPT = 4096  # JobRemoved results remembered for jobs nobody waits for (yet)
+# How long a unit without readiness notification must stay active to count as started.
+DEFAULT_SETTLE = 0.3
+_NO_READINESS = frozenset({"simple", "exec", "forking", "idle"})
 _POLL_FALLBACK = 1.0  # seconds between status reads in wait_healthy when no signal arrives
 _LOADED = "loaded"
 # Cached per unit until a signal says the unit (or the manager) changed. NeedDaemonReload is
 # never signalled (systemd compares file mtimes when asked), so it is always read fresh.
 _UNIT_PROPS = ("UnitFileState", "InvocationID")
 _SERVICE_PROPS = ("MainPID", "Result", "Type", "RemainAfterExit")
-
-
-@dataclass(frozen=True, slots=True)
-class UnitStatus:
-    """What systemd holds about one unit right now."""
-
-    name: str
-    load_state: str  # loaded | not-found | error | masked | bad-setting
-    active_state: str  # active | inactive | failed | activating | deactivating | reloading
-    sub_state: str
-    unit_file_state: str  # enabled | disabled | static | linked | "" ...
-    invocation_id: str  # hex string, "" when never started
-    main_pid: int
-    result: str  # service Result ("success", "exit-code", ...) or "" for non-services
-    service_type: str  # simple | oneshot | notify | forking | ... ("" for non-services)
-    remain_after_exit: bool
-    # True when the unit file on disk differs from what the manager loaded (a daemon-reload
-    # is due even if our files look up to date, e.g. after an apply killed before its reload).
-    need_daemon_reload: bool = False
-
-    @property
-    def healthy(self) -> bool:
-        """Active, or a oneshot that finished successfully.
-
-        A oneshot that never ran looks the same once systemd garbage-collected the finished
-        one (no InvocationID left), so "inactive + success" counts as healthy for oneshots.
-        """
-        if self.active_state == "active":
-            return True
-        return (self.service_type == "oneshot" and self.active_state == "inactive"
-                and self.result == "success")
-
-    @property
-    def failed(self) -> bool:
-        return self.active_state == "failed" or (
-            self.load_state != _LOADED and self.load_state != "")
-
-
-def _not_found(name: str) -> UnitStatus:
-    return UnitStatus(name, "not-found", "inactive", "dead", "", "", 0, "", "", False)
 
 
 class Systemd:
@@ -103,6 +64,9 @@ class Systemd:
         self.endpoint = endpoint
         self.unit_dir: Path = endpoint.unit_dir
         self.mutating_calls = 0
+        self.poll_interval = _POLL_FALLBACK  # wait_healthy re-reads at least this often
+        self.settle = DEFAULT_SETTLE  # see wait_healthy
+        self.journal_socket = JOURNAL_SOCKET  # describe_failure asks journalctl if it exists
         self._bus = bus
         self._done_jobs: OrderedDict[str, str] = OrderedDict()
         self._job_waiters: dict[str, asyncio.Future[str]] = {}
@@ -270,7 +234,7 @@ class Systemd:
         rows = await self._list(names)
         done = await asyncio.gather(*(self._status_row(r) for r in rows))
         out = {st.name: st for st, _job in done}
-        return {n: out.get(n) or _not_found(n) for n in names}
+        return {n: out.get(n) or not_found(n) for n in names}
 
     async def _status_and_job(self, name: str) -> tuple[UnitStatus, int, str]:
         rows = await self._list([name])
@@ -360,13 +324,18 @@ class Systemd:
 
     # -- health ----------------------------------------------------------------------------
 
-    async def wait_healthy(self, name: str, timeout: float) -> UnitStatus:  # noqa: ASYNC109
+    async def wait_healthy(self, name: str, timeout: float,  # noqa: ASYNC109
+                           *, settle: float | None = None) -> UnitStatus:
         """Wait until ``name`` is active, a oneshot finished, it failed, or ``timeout`` passed.
 
         Returns the last status either way; the caller decides (``UnitStatus.healthy``).
+        Types without a readiness protocol (simple, exec, forking, idle) are "active" from
+        the fork on, so ``ExecStart=/bin/false`` would pass: such a unit must also have been
+        active for ``settle`` seconds (default ``self.settle``), bounded by ``timeout``.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        settle = self.settle if settle is None else settle
         event = asyncio.Event()
         watched = ""
         try:
@@ -377,13 +346,17 @@ class Systemd:
                     watched = path
                     self._watchers.setdefault(path, set()).add(event)
                     continue  # re-read: a change may have slipped in before we watched
-                if _settled(st, job):
-                    return st
                 remaining = deadline - loop.time()
+                wait = min(remaining, self.poll_interval)
+                if settled(st, job):
+                    young = await self._settle_left(st, path, settle) if settle > 0 else 0.0
+                    if young <= 0:
+                        return st
+                    wait = min(remaining, young)
                 if remaining <= 0:
                     return st
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(remaining, _POLL_FALLBACK))
+                    await asyncio.wait_for(event.wait(), wait)
                 self._check()
         finally:
             if watched:
@@ -391,6 +364,14 @@ class Systemd:
                 events.discard(event)
                 if not events:
                     self._watchers.pop(watched, None)
+
+    async def _settle_left(self, st: UnitStatus, path: str, settle: float) -> float:
+        """Seconds until an active unit without readiness protocol has been up ``settle``."""
+        if st.active_state != "active" or st.service_type not in _NO_READINESS:
+            return 0.0
+        usec = await self._get(path, UNIT, "ActiveEnterTimestampMonotonic")
+        # systemd and time.monotonic() both read CLOCK_MONOTONIC
+        return settle - (time.monotonic() - int(usec) / 1e6)
 
     async def describe_failure(self, name: str, lines: int = 20) -> str:
         """The unit's status as text, plus its last journal lines when journald is running."""
@@ -403,24 +384,9 @@ class Systemd:
                                                 interface=PROPERTIES)
                 props.update({k: v.value for k, v in all_props.items()})
         text = describe_from_properties(name, rows[0][2], rows[0][3], rows[0][4], props)
-        journal = await self._journal(name, lines)
+        journal = await journal_tail(name, lines, user=self.scope is Scope.USER,
+                                     socket=self.journal_socket)
         return f"{text}\n\n{journal}" if journal else text
-
-    async def _journal(self, name: str, lines: int) -> str:
-        journalctl = shutil.which("journalctl")
-        if journalctl is None or not await asyncio.to_thread(JOURNAL_SOCKET.is_socket):
-            return ""
-        args = [journalctl, "--no-pager", "-q", "-o", "short-iso", "-n", str(lines), "-u", name]
-        if self.scope is Scope.USER:
-            args.insert(1, "--user")
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-                env={**os.environ, "SYSTEMD_COLORS": "0"})
-            out, _ = await asyncio.wait_for(proc.communicate(), 10)
-        except (OSError, TimeoutError):
-            return ""
-        return out.decode(errors="replace").strip()
 
     async def close(self) -> None:
         if self._closing:
@@ -438,17 +404,3 @@ class Systemd:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def unit_path(name: str) -> str:
-    """The unit's object path: sd-bus label escaping (alnum kept, the rest as ``_xx``)."""
-    escaped = "".join(c if c.isascii() and c.isalnum() else f"_{ord(c):02x}"
-                      for c in name)
-    return UNIT_PATH_PREFIX + (escaped or "_")
-
-
-def _settled(st: UnitStatus, job_id: int) -> bool:
-    """No further change is coming without someone acting on the unit."""
-    if st.load_state != _LOADED or st.active_state in ("active", "failed"):
-        return True
-    return st.active_state == "inactive" and job_id == 0
