@@ -123,6 +123,8 @@ class Membership:
                 managers_limit=managers,
             )
             st = act.step
+            log.get("membership").debug("membership step", node=self.node, step=st.value,
+                                        role=act.role, reason=act.reason)
             if st is Step.CLAIM or st is Step.ADOPT:
                 await self._claim(snap, local, init=st is Step.CLAIM)
             elif st is Step.WAIT_CLUSTER:
