@@ -285,15 +285,19 @@ class Engine:
                 while i < len(plan) and isinstance(plan[i], P.WriteUnit | P.WriteFile):
                     batch.append(plan[i])
                     i += 1
-                try:
-                    async with asyncio.TaskGroup() as tg:
-                        tasks = [tg.create_task(self._one(b), name=f"write-{P.target(b)}") for b in batch]
-                except* _Abort as eg:
-                    raise eg.exceptions[0] from None
+                # gather, not a TaskGroup: cancelling cannot stop a write already in its
+                # thread, and a rollback must not observe the disk while writes still land
+                results = await asyncio.gather(*(self._one(b) for b in batch), return_exceptions=True)
                 dt = time.perf_counter() - t0
-                for b, task in zip(batch, tasks, strict=True):
-                    done.append(ActionResult(b, task.result(), dt))
-                    self._after(b, task.result())
+                for b, res in zip(batch, results, strict=True):
+                    if isinstance(res, BaseException):
+                        done.append(ActionResult(b, "failed", dt))
+                        continue
+                    done.append(ActionResult(b, res, dt))
+                    self._after(b, res)
+                for res in results:
+                    if isinstance(res, BaseException):
+                        raise res
                 continue
             if isinstance(a, P.EnableUnit | P.DisableUnit):
                 # one EnableUnitFiles/DisableUnitFiles call (and at most one reload) per batch
@@ -372,6 +376,13 @@ class Engine:
         outcome = Outcome.ROLLED_BACK
         try:
             rb = P.plan(target, await self.observe(target, marked), marked, root=self._root_str)
+            # the planner sees the failed apply's changes as drift from the inventory: say why
+            back = f"rollback to {marked.revision or 'nothing applied'}"
+            rb = tuple(
+                a if isinstance(a, P.DaemonReload | P.Verify)
+                else replace(a, reason=f"{back} ({a.reason.removeprefix('drift: ')})", drift=False)
+                for a in rb
+            )
             await self._execute(rb, undo)
         except (_Abort, ActuatorError) as e:
             outcome = Outcome.FAILED

@@ -217,6 +217,10 @@ async def test_a_failing_unit_rolls_back_to_the_previous_units_running(node: Nod
     assert node.show("new.service", "LoadState") == "not-found"
     after = node.invocations([u.name for u in good])
     assert after["cache.service"] == before["cache.service"]  # untouched by either pass
+    undo = [P.describe(r.action) for r in result.rollback]
+    assert "write web.service: rollback to r1 (unit file edited by hand)" in undo
+    assert "delete new.service: rollback to r1 (no longer desired)" in undo
+    assert not any(r.action.drift for r in result.rollback)
     inv = node.engine.inventory()
     assert inv.revision == "r1" and inv.pending is None and inv.failed_revision == "r2"
     assert await node.engine.plan(r1) == ()
