@@ -9,10 +9,12 @@ a new one is published), so this keeps the little state needed to announce each 
   event per unit (files together), so coalescing can fold a unit that drifts on every pass;
 - ``apply_rolled_back``: the health gate failed and the node went back (``error``), naming
   the failing unit; ``failed`` outcomes (the rollback failed too) say so;
+- ``rollout_halted``: with the rollback of a *new* revision, since this node's failure halts
+  that revision's rollout for the whole cluster;
 - ``revision_rejected``: once per rejected revision (``error``), with its problems.
 
-Agent-level events (agent started/stopped, swarm joined/left, rollout halted) and service
-health are emitted where they happen, not here.
+Agent-level events (agent started/stopped, swarm joined/left) and service health are
+emitted where they happen, not here.
 """
 
 from __future__ import annotations
@@ -91,6 +93,17 @@ class PassEvents:
                 },
             )
         )
+        if result.new_revision:
+            # this node marks the revision failed, which halts its rollout cluster-wide
+            out.append(
+                Event.of(
+                    EventKind.ROLLOUT_HALTED,
+                    self.node,
+                    revision=res.revision,
+                    unit=failure.unit if failure else "",
+                    message=f"rollout of {short_revision(res.revision)} halted: it failed here",
+                )
+            )
         return out
 
     def _drift(self, revision: str, actions: tuple[ActionResult, ...]) -> list[Event]:

@@ -63,7 +63,9 @@ WRITE_NEW = P.WriteUnit("etcd-member.service", b"[Service]\n", "changed in git")
                 new_revision=True,
             ),
             [(EventKind.APPLY_ROLLED_BACK, "etcd-member.service",
-              "etcd-member.service failed (exit-code); rolled back to aaaaaaa")],
+              "etcd-member.service failed (exit-code); rolled back to aaaaaaa"),
+             (EventKind.ROLLOUT_HALTED, "etcd-member.service",
+              "rollout of bbbbbbb halted: it failed here")],
         ),
         (
             PassResult(
@@ -73,7 +75,17 @@ WRITE_NEW = P.WriteUnit("etcd-member.service", b"[Service]\n", "changed in git")
                 new_revision=True,
             ),
             [(EventKind.APPLY_ROLLED_BACK, "",
-              "systemd went away; rollback failed too, node needs a look")],
+              "systemd went away; rollback failed too, node needs a look"),
+             (EventKind.ROLLOUT_HALTED, "", "rollout of bbbbbbb halted: it failed here")],
+        ),
+        (  # a failed repair of the current revision halts nothing
+            PassResult(
+                status(),
+                result=applied(RESTART_DRIFT, outcome=Outcome.ROLLED_BACK, now=NEW,
+                               failure=Failure("vault.service", "failed (exit-code)", "")),
+            ),
+            [(EventKind.APPLY_ROLLED_BACK, "vault.service",
+              "vault.service failed (exit-code); rolled back to bbbbbbb")],
         ),
     ],
 )
