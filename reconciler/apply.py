@@ -154,6 +154,7 @@ class Engine:
         self.after_action = after_action  # tests use it to kill the process mid-apply
         self.log = log.get("swarmkeeper.apply")
         self._root_str = str(self.root) if self.root is not None else ""
+        self._lock = asyncio.Lock()  # one apply at a time, whoever calls
 
     def file_path(self, path: str) -> Path:
         return self.root / path.lstrip("/") if self.root is not None else Path(path)
@@ -331,6 +332,16 @@ class Engine:
     # -- apply -----------------------------------------------------------------------------
 
     async def apply(self, spec: NodeSpec) -> ApplyResult:
+        """Converge on ``spec``: converged, rolled back to the last good state, or failed.
+
+        Raises only for what is not the node's fault: a corrupt or unwritable inventory
+        (``ActuatorError``) before anything was touched, or systemd unreachable while
+        observing (``SystemdError``).
+        """
+        async with self._lock:
+            return await self._apply(spec)
+
+    async def _apply(self, spec: NodeSpec) -> ApplyResult:
         t0 = time.perf_counter()
         inv = self.inventory()
         p = P.plan(spec, await self.observe(spec, inv), inv, root=self._root_str)

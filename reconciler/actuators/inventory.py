@@ -140,4 +140,7 @@ class InventoryStore:
             ) from e
 
     def save(self, inv: Inventory) -> None:
-        write_atomic(self.path, dumps(inv), 0o600)
+        try:
+            write_atomic(self.path, dumps(inv), 0o600)
+        except OSError as e:
+            raise ActuatorError(f"{self.path}: cannot save the inventory: {e}") from e

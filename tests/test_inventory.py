@@ -1,0 +1,62 @@
+"""The inventory file: round trip, tolerance of a missing file, loud failure on a corrupt one."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from reconciler.actuators.inventory import CorruptInventory, InventoryStore
+from reconciler.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Pending
+from reconciler.models import OnChange, Revision, UnitName
+
+INV = Inventory(
+    revision=Revision("abc123"),
+    units=(
+        AppliedUnit(UnitName("a.service"), b"[Service]\nExecStart=/bin/true\n", OnChange.RELOAD, False, 12.5),
+        AppliedUnit(UnitName("b.service"), b"[Service]\n"),
+    ),
+    files=(AppliedFile("/etc/x.env", b"X=1\n", 0o600), AppliedFile("/etc/blob", bytes(range(256)), 0o644)),
+    pending=Pending(Revision("def456"), (UnitName("c.service"),), ("/etc/new",), ("start c.service: new unit",), 12.0),
+    failed_revision=Revision("bad999"),
+    updated_at=5.0,
+)
+
+
+def test_round_trip_keeps_every_field_and_binary_content(tmp_path: Path) -> None:
+    store = InventoryStore(tmp_path / "state")
+    store.save(INV)
+    assert store.load() == INV
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    doc = json.loads(store.path.read_text())
+    assert doc["units"][0]["content"].startswith("[Service]")  # readable by people
+    assert "content_b64" in doc["files"][1]
+
+
+def test_missing_file_is_an_empty_inventory(tmp_path: Path) -> None:
+    assert InventoryStore(tmp_path).load() == EMPTY
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("{not json", "JSONDecodeError"),
+        ('{"version": 99}', "unknown version 99"),
+        ('{"version": 1, "units": []}', "KeyError"),
+        ('{"version": 1, "revision": "r", "units": [{"name": "a.service", "content": "x", "digest": "00", '
+         '"on_change": "restart", "enable": null, "timeout": 30}], "files": [], "pending": null}',
+         "unit a.service: content does not match its digest"),
+        ('{"version": 1, "revision": "r", "units": [{"name": "a.service", "content": "x", "digest": "00", '
+         '"on_change": "sometimes", "enable": null, "timeout": 30}], "files": [], "pending": null}',
+         "'sometimes' is not a valid OnChange"),
+    ],
+)
+def test_corrupt_file_is_a_clear_error(tmp_path: Path, text: str, why: str) -> None:
+    store = InventoryStore(tmp_path)
+    store.path.write_text(text)
+    with pytest.raises(CorruptInventory) as e:
+        store.load()
+    assert str(e.value).startswith(f"{store.path}: corrupt inventory")
+    assert why in str(e.value)
