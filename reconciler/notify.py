@@ -164,11 +164,14 @@ class _Lane:
 
 
 class Notifications:
-    """The notification hub. Run :meth:`run` in the agent's TaskGroup; :meth:`aclose` at exit."""
+    """The notification hub. Run :meth:`run` in the agent's TaskGroup; :meth:`aclose` at exit.
+
+    Created without ``sinks`` it holds events until the first :meth:`configure`, so what is
+    emitted before the notifiers are known (e.g. ``agent_started``) is not lost."""
 
     def __init__(
         self,
-        sinks: Iterable[Sink] = (),
+        sinks: Iterable[Sink] | None = None,
         *,
         queue_size: int = 256,
         coalesce_window: float = 2.0,
@@ -200,7 +203,11 @@ class Notifications:
         self._closed = False
         self._deadline = 0.0
         self._log = log.get("swarmkeeper.notify")
-        self.configure(sinks)
+        # Until the notifiers are known (the agent learns them from the first rendered
+        # revision), due deliveries wait instead of going nowhere: agent_started survives.
+        self._configured = False
+        if sinks is not None:
+            self.configure(sinks)
 
     # -- the agent-facing API ---------------------------------------------------------------
 
@@ -226,6 +233,8 @@ class Notifications:
     def configure(self, sinks: Iterable[Sink]) -> None:
         """Replace the notifiers (after a revision changed ``notify:``); unchanged ones keep
         their queue and in-flight retries."""
+        self._configured = True
+        self._wake.set()
         wanted = {(type(s).__name__, s.url, s.name): s for s in sinks}
         for key in list(self._lanes):
             if key not in wanted:
@@ -315,6 +324,9 @@ class Notifications:
     async def _flush_loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
+            if not self._configured:
+                await self._wake.wait()
+                continue
             now = time.monotonic()
             for delivery in self._coalescer.pop_due(now):
                 self._fan_out(delivery)

@@ -388,6 +388,20 @@ async def test_agent_shutdown_order_cancelled_run_then_aclose_still_delivers() -
         await hub.run()  # finished for good
 
 
+async def test_events_before_the_first_configure_wait_for_it() -> None:
+    async with HookServer() as srv:
+        hub = Notifications(coalesce_window=0.05)  # as the agent creates it: notifiers unknown
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(hub.run())
+            hub.emit(Event.of(EventKind.AGENT_STARTED, "node-1", message="v0.1.0"))
+            await asyncio.sleep(0.3)  # its window closed long ago
+            assert srv.bodies() == []
+            hub.configure([WebhookNotifier(srv.url(), "hook")])  # first revision rendered
+            [body] = await srv.wait_for(1)
+            await hub.aclose()
+    assert body["kind"] == "agent_started"
+
+
 async def test_configure_swaps_notifiers_while_running() -> None:
     async with HookServer() as srv:
         a = WebhookNotifier(srv.url("/a"), "a")
