@@ -85,6 +85,7 @@ class Agent:
         self.polled: str | None = None  # branch head, when nothing is published
         self.paused = False
         self.failed_revision: str | None = None
+        self.failed_info: dict[str, Any] = {}  # {"revision", "node", "error"} of a failed rollout
         self.halted = False
         self.lease: Lease | None = None
         self.last_status: NodeStatus | None = None
@@ -111,12 +112,14 @@ class Agent:
             self.paused = value is not None and v not in ("", "0", "false")
             return changed
         if k == keys.rollout_failed(self.prefix):
-            rev = None
+            rev, info = None, {}
             if value:
                 with contextlib.suppress(ValueError, TypeError, AttributeError):
-                    rev = json.loads(v).get("revision")
+                    info = json.loads(v)
+                    rev = info.get("revision")
             changed = rev != self.failed_revision
             self.failed_revision = rev
+            self.failed_info = info if isinstance(info, dict) else {}
             return changed
         if k == keys.rollout_halted(self.prefix):
             changed = (value is not None) != self.halted
@@ -241,6 +244,16 @@ class Agent:
                 delay = self.queue.requeue_after_failure("retry")
                 self.log.warning("pass", outcome="error", error=str(e), retry_in=round(delay, 1))
                 return None
+            if (
+                res.result is None
+                and self.failed_revision == desired
+                and self.failed_info.get("node") == self.s.node
+                and res.status.state is NodeState.CONVERGED
+            ):
+                # this node is where the rollout failed: keep saying so until a new publish
+                why = str(self.failed_info.get("error", "apply failed"))
+                res.status = replace(res.status, state=NodeState.DEGRADED,
+                                     error=f"{why} (rollout of {(desired or '')[:12]} halted)")  # fmt: skip
             outcome = await self._report(res)
             dt = time.perf_counter() - t0
             self.metrics.pass_seconds.observe(dt)

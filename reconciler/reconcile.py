@@ -211,7 +211,8 @@ async def run_pass(
     new_revision = spec.revision != applied
     slot = None
     if new_revision:
-        await write_status(_with(base, state=NodeState.APPLYING, rollout="waiting"))
+        # still running its last good revision while it waits: peers' gates count it healthy
+        await write_status(_with(base, rollout="waiting"))
         try:
             slot = await acquire(spec.revision, applied or "")
         except TransientError as e:

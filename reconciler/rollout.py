@@ -225,6 +225,8 @@ class RolloutGate:
                 d = self.last = decide(view)
                 if d.verdict in (Verdict.CURRENT, Verdict.FRESH):
                     return Slot(revision, None)
+                if d.verdict is Verdict.HALTED:
+                    return None  # the caller stays on its revision and re-plans
                 if d.verdict is Verdict.HOLDING:
                     key = keys.rollout_slot(self.prefix, self.role, d.slots[0])
                     if await self._adopt(key):
