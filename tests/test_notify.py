@@ -402,6 +402,32 @@ async def test_events_before_the_first_configure_wait_for_it() -> None:
     assert body["kind"] == "agent_started"
 
 
+async def test_cluster_notify_config_to_delivered_messages(tmp_path: Path) -> None:
+    """From cluster.yaml's notify: entries (secrets from a node file and an env var)."""
+    async with HookServer() as srv:
+        url_file = tmp_path / "ops-hook-url"
+        url_file.write_text(srv.url("/ops") + "\n")
+        configs = (
+            Notifier("slack", url_env="SK_TEST_SLACK", channel="#ops", min_severity="info"),
+            Notifier("webhook", url_file=str(url_file), min_severity="warning"),
+            Notifier("slack", url_env="SK_TEST_UNSET"),  # disabled with a warning, no crash
+        )
+        hub = Notifications(coalesce_window=0.05)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(hub.run())
+            hub.configure(from_config(configs, env={"SK_TEST_SLACK": srv.url("/slack")}))
+            hub.emit(Event.of(EventKind.REVISION_APPLIED, "m1", revision=SHA))
+            hub.emit(Event.of(EventKind.SWARM_LEFT, "m1", message="drained"))
+            await srv.wait_for(2, "/slack")
+            await srv.wait_for(1, "/ops")
+            await hub.aclose()
+    assert len(hub.sinks) == 2
+    assert sorted(b["text"].split("*")[1] for b in srv.bodies("/slack")) == [
+        "revision applied", "swarm left"
+    ]
+    assert [b["kind"] for b in srv.bodies("/ops")] == ["swarm_left"]
+
+
 async def test_configure_swaps_notifiers_while_running() -> None:
     async with HookServer() as srv:
         a = WebhookNotifier(srv.url("/a"), "a")
