@@ -58,6 +58,8 @@ async def _connect(um: UserManager, address: str | None = None) -> Systemd:
                                  home=str(um.home))
 
 
+# Tests where the transport matters (jobs, signals, unit refs, pipelining) run on both;
+# the others on one, chosen with indirect parametrization, to keep the file fast.
 @pytest.fixture(params=["bus", "private"])
 async def sd(request: pytest.FixtureRequest, systemd_user: UserManager) -> AsyncIterator[Systemd]:
     """Connected through the node's dbus-daemon and through the manager's private socket."""
@@ -110,6 +112,7 @@ async def test_start_restart_stop_change_invocation_id(sd: Systemd,
     assert b"sleep" not in _cmdline(second.main_pid)
 
 
+@pytest.mark.parametrize("sd", ["private"], indirect=True)
 async def test_reload_keeps_main_pid(sd: Systemd, systemd_user: UserManager,
                                      tmp_path: Path) -> None:
     marker = tmp_path / "hups"
@@ -133,6 +136,7 @@ ExecReload=/bin/kill -HUP $MAINPID
     assert marker.read_text() == "hup\n"  # the main process really got ExecReload's HUP
 
 
+@pytest.mark.parametrize("sd", ["bus"], indirect=True)
 async def test_failing_simple_unit(sd: Systemd, systemd_user: UserManager) -> None:
     _write(systemd_user, "bad.service", "[Service]\nExecStart=/bin/false\n")
     await sd.daemon_reload()
@@ -150,6 +154,7 @@ async def test_failing_simple_unit(sd: Systemd, systemd_user: UserManager) -> No
     assert systemd_user.systemctl("is-failed", "bad.service").stdout.strip() != "failed"
 
 
+@pytest.mark.parametrize("sd", ["private"], indirect=True)
 async def test_describe_failure_appends_journal_lines_when_journald_is_there(
         sd: Systemd, systemd_user: UserManager, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,6 +182,7 @@ async def test_describe_failure_appends_journal_lines_when_journald_is_there(
     assert journal_text.endswith("-n 5 -u bad.service")
 
 
+@pytest.mark.parametrize("sd", ["private"], indirect=True)
 async def test_failing_oneshot_job_result_is_failed(sd: Systemd,
                                                     systemd_user: UserManager) -> None:
     _write(systemd_user, "badshot.service", "[Service]\nType=oneshot\nExecStart=/bin/false\n")
@@ -228,6 +234,7 @@ async def test_wait_healthy_waits_for_activation_and_times_out(
     assert await sd.stop("slower.service") == "done"
 
 
+@pytest.mark.parametrize("sd", ["bus"], indirect=True)
 async def test_enable_and_disable_manage_the_wants_symlink(sd: Systemd,
                                                            systemd_user: UserManager) -> None:
     unit = _write(systemd_user, "svc.service", SLEEPER.format(tag="svc"))
@@ -243,6 +250,7 @@ async def test_enable_and_disable_manage_the_wants_symlink(sd: Systemd,
     assert (await sd.status(["svc.service"]))["svc.service"].unit_file_state == "disabled"
 
 
+@pytest.mark.parametrize("sd", ["private"], indirect=True)
 async def test_unknown_units(sd: Systemd) -> None:
     got = await sd.status(["nope.service", "not a unit name", "nope.timer"])
     assert {n: s.load_state for n, s in got.items()} == {
@@ -254,6 +262,7 @@ async def test_unknown_units(sd: Systemd) -> None:
         await sd.start("nope.service")
 
 
+@pytest.mark.parametrize("sd", ["bus"], indirect=True)
 async def test_mutating_calls_counts_only_changes(sd: Systemd, systemd_user: UserManager) -> None:
     _write(systemd_user, "m.service", SLEEPER.format(tag="m"))
     assert sd.mutating_calls == 0
@@ -275,6 +284,7 @@ async def test_mutating_calls_counts_only_changes(sd: Systemd, systemd_user: Use
     assert sd.mutating_calls == 8
 
 
+@pytest.mark.parametrize("sd", ["private"], indirect=True)
 async def test_need_daemon_reload_is_read_fresh(sd: Systemd, systemd_user: UserManager) -> None:
     path = _write(systemd_user, "edit.service", SLEEPER.format(tag="v1"))
     await sd.daemon_reload()
