@@ -56,6 +56,12 @@ class Pending:
     files: tuple[str, ...] = ()
     actions: tuple[str, ...] = ()  # the plan, for people reading the state file
     started_at: float = 0.0
+    # What an adopted name held before we wrote it (someone else's unit or file), so a
+    # rollback can give it back exactly: content, and whether the unit ran / was enabled.
+    original_units: tuple[AppliedUnit, ...] = ()
+    original_files: tuple[AppliedFile, ...] = ()
+    originally_active: tuple[UnitName, ...] = ()
+    originally_enabled: tuple[UnitName, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -344,21 +344,14 @@ class Engine:
     async def _apply(self, spec: NodeSpec) -> ApplyResult:
         t0 = time.perf_counter()
         inv = self.inventory()
-        p = P.plan(spec, await self.observe(spec, inv), inv, root=self._root_str)
+        observed = await self.observe(spec, inv)
+        p = P.plan(spec, observed, inv, root=self._root_str)
         resumed = inv.pending is not None
         if not p:
             if resumed:  # killed after its last action, before the inventory was saved
                 self.store.save(applied.from_spec(spec, updated_at=time.time()))
             return ApplyResult(Outcome.CONVERGED, spec.revision, spec.revision, (), duration=time.perf_counter() - t0, resumed=resumed)
-        managed_units, managed_files = set(inv.managed_units()), set(inv.managed_files())
-        pending = applied.Pending(
-            revision=spec.revision,
-            units=(*(inv.pending.units if inv.pending else ()), *(n for n in spec.unit_names if n not in managed_units)),
-            files=(*(inv.pending.files if inv.pending else ()), *(f.path for f in spec.files if f.path not in managed_files)),
-            actions=tuple(P.describe(a) for a in p),
-            started_at=time.time(),
-        )
-        marked = replace(inv, pending=pending)
+        marked = replace(inv, pending=await self._pending(spec, inv, observed, p))
         await asyncio.to_thread(self.store.save, marked)
         done: list[ActionResult] = []
         try:
@@ -369,6 +362,60 @@ class Engine:
             return await self._rollback(spec, marked, tuple(done), None, str(e), t0, resumed)
         await asyncio.to_thread(self.store.save, applied.from_spec(spec, updated_at=time.time()))
         return ApplyResult(Outcome.CONVERGED, spec.revision, spec.revision, tuple(done), duration=time.perf_counter() - t0, resumed=resumed)
+
+    async def _pending(
+        self, spec: NodeSpec, inv: applied.Inventory, observed: P.Observed, p: P.Plan
+    ) -> applied.Pending:
+        """The marker saved before acting: target, adopted names and what they held before."""
+        managed_units, managed_files = set(inv.managed_units()), set(inv.managed_files())
+        new_units = [n for n in spec.unit_names if n not in managed_units]
+        new_files = [f.path for f in spec.files if f.path not in managed_files]
+        taken_units = [n for n in new_units if n in observed.unit_files]
+        taken_files = [f for f in new_files if f in observed.files]
+
+        def read() -> tuple[list[applied.AppliedUnit], list[applied.AppliedFile]]:
+            units = [applied.AppliedUnit(n, (self.unit_dir / n).read_bytes()) for n in taken_units]
+            files_ = [
+                applied.AppliedFile(f, self.file_path(f).read_bytes(), observed.files[f].mode)
+                for f in taken_files
+            ]
+            return units, files_
+
+        try:
+            orig_units, orig_files = await asyncio.to_thread(read)
+        except OSError as e:
+            raise ActuatorError(f"cannot read a unit or file before adopting it: {e}") from e
+        prev = inv.pending or applied.Pending(spec.revision)
+        states = {n: observed.units.get(n, P.UnitState()) for n in taken_units}
+        return applied.Pending(
+            revision=spec.revision,
+            units=(*prev.units, *new_units),
+            files=(*prev.files, *new_files),
+            actions=tuple(P.describe(a) for a in p),
+            started_at=time.time(),
+            original_units=(*prev.original_units, *orig_units),
+            original_files=(*prev.original_files, *orig_files),
+            originally_active=(
+                *prev.originally_active, *(n for n, st in states.items() if P.is_up(st))
+            ),
+            originally_enabled=(
+                *prev.originally_enabled,
+                *(n for n, st in states.items() if st.unit_file_state in ("enabled", "enabled-runtime")),
+            ),
+        )
+
+    @staticmethod
+    def _give_back(pending: applied.Pending | None) -> P.Plan:
+        """Actions that return adopted names to what they held before the failed apply."""
+        if pending is None:
+            return ()
+        why = "rollback: give back the unmanaged original"
+        writes: list[P.Action] = [P.WriteUnit(u.name, u.content, why) for u in pending.original_units]
+        writes += [P.WriteFile(f.path, f.content, f.mode, why) for f in pending.original_files]
+        reload: list[P.Action] = [P.DaemonReload(why)] if pending.original_units else []
+        starts: list[P.Action] = [P.StartUnit(n, why) for n in pending.originally_active]
+        enables: list[P.Action] = [P.EnableUnit(n, why) for n in pending.originally_enabled]
+        return (*writes, *reload, *starts, *enables)
 
     async def _rollback(
         self,
@@ -394,7 +441,7 @@ class Engine:
                 else replace(a, reason=f"{back} ({a.reason.removeprefix('drift: ')})", drift=False)
                 for a in rb
             )
-            await self._execute(rb, undo)
+            await self._execute((*rb, *self._give_back(marked.pending)), undo)
         except (_Abort, ActuatorError) as e:
             outcome = Outcome.FAILED
             error += f"; rollback failed: {e.error if isinstance(e, _Abort) else e}"

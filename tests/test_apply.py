@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import signal
+import stat
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -274,3 +275,29 @@ async def test_a_write_that_fails_rolls_back_and_names_the_path(node: Node) -> N
     assert not (node.um.unit_dir / "b.service").exists()
     assert node.show("a.service", "ActiveState") == "active"
     assert node.engine.inventory().revision == "r1"
+
+
+async def test_rollback_gives_adopted_units_and_files_back_as_they_were(node: Node) -> None:
+    theirs = "[Service]\nExecStart=/bin/sleep 123456\n[Install]\nWantedBy=default.target\n"
+    (node.um.unit_dir / "adopt.service").write_text(theirs)
+    (node.root / "etc").mkdir(parents=True)
+    (node.root / "etc/motd").write_text("their motd\n")
+    (node.root / "etc/motd").chmod(0o640)
+    node.um.systemctl("daemon-reload", check=True)
+    node.um.systemctl("enable", "--now", "adopt.service", check=True)
+    good = [unit("a.service")]
+    assert (await node.engine.apply(spec(good))).outcome is Outcome.CONVERGED
+    broken = spec([*good, unit("adopt.service"), unit("bad.service", exec_start="/bin/false")],
+                  [FileSpec("/etc/motd", b"ours\n")], rev="r2")
+    result = await node.engine.apply(broken)
+    assert result.outcome is Outcome.ROLLED_BACK
+    assert (node.um.unit_dir / "adopt.service").read_text() == theirs
+    assert (node.root / "etc/motd").read_text() == "their motd\n"
+    assert stat.S_IMODE((node.root / "etc/motd").stat().st_mode) == 0o640
+    assert node.show("adopt.service", "ActiveState") == "active"
+    assert node.show("adopt.service", "UnitFileState") == "enabled"
+    assert "123456" in node.show("adopt.service", "ExecStart")
+    assert not (node.um.unit_dir / "bad.service").exists()
+    inv = node.engine.inventory()
+    assert [u.name for u in inv.units] == ["a.service"] and inv.files == () and inv.pending is None
+    assert await node.engine.plan(spec(good)) == ()  # theirs again: not ours to touch

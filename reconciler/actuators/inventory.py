@@ -73,6 +73,13 @@ def dumps(inv: Inventory) -> bytes:
             "files": list(inv.pending.files),
             "actions": list(inv.pending.actions),
             "started_at": inv.pending.started_at,
+            "original_units": [{"name": u.name, **_content_out(u.content)} for u in inv.pending.original_units],
+            "original_files": [
+                {"path": f.path, "mode": f"{f.mode:04o}", **_content_out(f.content)}
+                for f in inv.pending.original_files
+            ],
+            "originally_active": list(inv.pending.originally_active),
+            "originally_enabled": list(inv.pending.originally_enabled),
         },
     }
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
@@ -106,6 +113,10 @@ def loads(data: bytes) -> Inventory:
             tuple(p["files"]),
             tuple(p["actions"]),
             float(p["started_at"]),
+            tuple(AppliedUnit(UnitName(u["name"]), _content_in(u)) for u in p.get("original_units", [])),
+            tuple(AppliedFile(f["path"], _content_in(f), int(f["mode"], 8)) for f in p.get("original_files", [])),
+            tuple(UnitName(n) for n in p.get("originally_active", [])),
+            tuple(UnitName(n) for n in p.get("originally_enabled", [])),
         )
     )
     rev = doc["revision"]
