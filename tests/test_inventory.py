@@ -19,7 +19,13 @@ INV = Inventory(
         AppliedUnit(UnitName("b.service"), b"[Service]\n"),
     ),
     files=(AppliedFile("/etc/x.env", b"X=1\n", 0o600), AppliedFile("/etc/blob", bytes(range(256)), 0o644)),
-    pending=Pending(Revision("def456"), (UnitName("c.service"),), ("/etc/new",), ("start c.service: new unit",), 12.0),
+    pending=Pending(
+        Revision("def456"), (UnitName("c.service"),), ("/etc/new",), ("start c.service: new unit",), 12.0,
+        original_units=(AppliedUnit(UnitName("c.service"), b"[Service]\nExecStart=/bin/theirs\n"),),
+        original_files=(AppliedFile("/etc/new", b"\xff\x00theirs", 0o640),),
+        originally_active=(UnitName("c.service"),),
+        originally_enabled=(UnitName("c.service"),),
+    ),
     failed_revision=Revision("bad999"),
     updated_at=5.0,
 )
