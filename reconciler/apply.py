@@ -34,7 +34,7 @@ from reconciler import applied, log
 from reconciler import plan as P
 from reconciler.actuators import files
 from reconciler.actuators.inventory import InventoryStore
-from reconciler.errors import ActuatorError, UnitFailed
+from reconciler.errors import ActuatorError, SystemdError, UnitFailed
 from reconciler.models import NodeSpec, Revision
 
 
@@ -206,7 +206,12 @@ class Engine:
     # -- execute ---------------------------------------------------------------------------
 
     async def _job(self, unit: str, verb: str, call: Callable[[str], Any]) -> str:
-        result: str = await call(unit)
+        try:
+            result: str = await call(unit)
+        except SystemdError as e:  # refused outright (bad unit file, not reloadable...)
+            if getattr(e, "name", None) is None:
+                raise  # the connection itself: not the unit's fault
+            raise _Abort(Failure(unit, f"{verb} refused", str(e)), f"{verb} {unit}: {e}") from e
         if result != "done":
             st = (await self.systemd.status([unit])).get(unit)
             detail = await self._describe(unit)

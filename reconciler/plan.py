@@ -342,8 +342,10 @@ def plan(
         elif is_up(st):
             if reasons and u.on_change is not OnChange.IGNORE:
                 why, drift = _drift(reasons)
-                if u.on_change is OnChange.RELOAD:
+                if u.on_change is OnChange.RELOAD and unitfile.can_reload(u.content):
                     add(ReloadUnit(u.name, why, drift))
+                elif u.on_change is OnChange.RELOAD:
+                    add(RestartUnit(u.name, f"{why} (no ExecReload=: restart instead)", drift))
                 else:
                     add(RestartUnit(u.name, why, drift))
                 verify.append((u.name, u.timeout))

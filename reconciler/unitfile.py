@@ -99,6 +99,12 @@ def has_install(content: bytes | str) -> bool:
     return any(d.section == "Install" for d in parse(content).directives)
 
 
+@lru_cache(maxsize=4096)
+def can_reload(content: bytes | str) -> bool:
+    """True when the unit says how to reload (``ExecReload=`` with a command)."""
+    return any(d.key == "ExecReload" and d.value for d in parse(content).directives)
+
+
 def _split(value: str) -> list[str]:
     try:
         return shlex.split(value, comments=False, posix=True)

@@ -301,3 +301,15 @@ async def test_rollback_gives_adopted_units_and_files_back_as_they_were(node: No
     inv = node.engine.inventory()
     assert [u.name for u in inv.units] == ["a.service"] and inv.files == () and inv.pending is None
     assert await node.engine.plan(spec(good)) == ()  # theirs again: not ours to touch
+
+
+async def test_a_unit_systemd_refuses_to_load_rolls_back_and_is_named(node: Node) -> None:
+    good = [unit("a.service"), unit("b.service")]
+    assert (await node.engine.apply(spec(good))).outcome is Outcome.CONVERGED
+    bad = UnitSpec(UnitName("b.service"), b"[Service]\nExecStart=relative/path\n")  # systemd: bad-setting
+    result = await node.engine.apply(spec([good[0], bad], rev="r2"))
+    assert result.outcome is Outcome.ROLLED_BACK
+    assert result.failure is not None and result.failure.unit == "b.service"
+    assert (node.um.unit_dir / "b.service").read_bytes() == good[1].content
+    assert node.show("b.service", "ActiveState") == "active"
+    assert node.show("b.service", "LoadState") == "loaded"

@@ -97,10 +97,18 @@ def test_nothing_differs_gives_an_empty_plan() -> None:
 )
 def test_changed_unit_restart_reload_or_ignore(on_change: OnChange, expected: list[str]) -> None:
     node = Node()
-    _, inv = converge(spec([dataclasses.replace(A, on_change=on_change), B]), node)
-    new = dataclasses.replace(unit("a.service", "Environment=V=2\n"), on_change=on_change)
+    a1 = unit("a.service", "ExecReload=/bin/true\n")
+    _, inv = converge(spec([dataclasses.replace(a1, on_change=on_change), B]), node)
+    new = dataclasses.replace(unit("a.service", "ExecReload=/bin/true\nEnvironment=V=2\n"), on_change=on_change)
     p = P.plan(spec([new, B]), node.observe(), inv)
     assert [x for x in lines(p) if not x.startswith("verify")] == expected
+
+
+def test_reload_without_exec_reload_restarts_and_says_why() -> None:
+    node = Node()
+    _, inv = converge(spec([dataclasses.replace(A, on_change=OnChange.RELOAD)]), node)
+    new = dataclasses.replace(unit("a.service", "Environment=V=2\n"), on_change=OnChange.RELOAD)
+    assert "restart a.service: unit changed (no ExecReload=: restart instead)" in lines(P.plan(spec([new]), node.observe(), inv))
 
 
 def test_changed_env_file_restarts_exactly_the_units_that_reference_it() -> None:
