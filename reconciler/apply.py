@@ -20,13 +20,11 @@ not yet restarted: the next plan finishes the job.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import stat
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,8 +32,11 @@ from reconciler import applied, log
 from reconciler import plan as P
 from reconciler.actuators import files
 from reconciler.actuators.inventory import InventoryStore
+from reconciler.applyresult import ActionResult, ApplyResult, Failure, Outcome
 from reconciler.errors import ActuatorError, SystemdError, UnitFailed
-from reconciler.models import NodeSpec, Revision
+from reconciler.models import NodeSpec
+
+__all__ = ["ActionResult", "ApplyResult", "Engine", "Failure", "Outcome", "SystemdLike"]
 
 
 class SystemdLike(Protocol):
@@ -57,66 +58,6 @@ class SystemdLike(Protocol):
         self, name: str, timeout: float, *, settle: float | None = None  # noqa: ASYNC109
     ) -> Any: ...
     async def describe_failure(self, name: str, lines: int = 20) -> str: ...
-
-
-class Outcome(StrEnum):
-    CONVERGED = "converged"
-    ROLLED_BACK = "rolled_back"
-    FAILED = "failed"  # the rollback failed too (or systemd went away): the node needs a look
-
-
-@dataclass(frozen=True, slots=True)
-class ActionResult:
-    action: P.Action
-    result: str  # created | updated | unchanged | removed | absent | done | healthy | <job result>
-    seconds: float  # for actions run as one batch (writes, enable/disable): the batch's time
-
-    def to_json(self) -> dict[str, object]:
-        return {**P.to_json(self.action), "result": self.result, "seconds": round(self.seconds, 4)}
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    unit: str
-    state: str  # e.g. "failed (exit-code)"
-    detail: str  # systemd's status text, plus journal lines when journald runs
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    outcome: Outcome
-    revision: Revision  # the target
-    applied: Revision | None  # what the node runs now
-    actions: tuple[ActionResult, ...]
-    rollback: tuple[ActionResult, ...] = ()
-    failure: Failure | None = None
-    error: str = ""
-    duration: float = 0.0
-    resumed: bool = False  # an interrupted apply was found and finished
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.actions)
-
-    @property
-    def drift(self) -> int:
-        return sum(1 for r in self.actions if r.action.drift)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "outcome": str(self.outcome),
-            "revision": self.revision,
-            "applied": self.applied,
-            "actions": [r.to_json() for r in self.actions],
-            "rollback": [r.to_json() for r in self.rollback],
-            "failure": None
-            if self.failure is None
-            else {"unit": self.failure.unit, "state": self.failure.state, "detail": self.failure.detail},
-            "error": self.error,
-            "duration": round(self.duration, 4),
-            "resumed": self.resumed,
-            "drift": self.drift,
-        }
 
 
 class _Abort(Exception):
@@ -466,7 +407,3 @@ class Engine:
             resumed=resumed,
         )
 
-
-async def close_quietly(systemd: Any) -> None:
-    with contextlib.suppress(Exception):
-        await systemd.close()
