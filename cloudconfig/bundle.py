@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
 
@@ -56,7 +56,6 @@ class Bundle:
     units: tuple[Unit, ...]
     ssh_authorized_keys: tuple[str, ...] = ()
     reboot_strategy: str = "etcd-lock"  # what cloud-config's coreos.update gets
-    notes: tuple[str, ...] = field(default=())
 
 
 def facts_script() -> bytes:
