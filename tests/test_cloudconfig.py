@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cloudconfig.bundle import facts_script
 from reconciler.cli import main
 from tests.fixtures.userdata import (
     cloud_config_files,
@@ -126,7 +127,8 @@ def test_each_role_gets_exactly_its_units_and_files(tmp_path: Path, name: str) -
     if name.endswith(".ign"):
         expected |= {"/etc/flatcar/update.conf"}  # cloud-config says it in coreos.update
     assert set(files) == expected
-    assert files["/etc/swarmkeeper/node-facts.sh"][1] == 0o755
+    # the script survives the format byte for byte (YAML literal block / gzip'd data URL)
+    assert files["/etc/swarmkeeper/node-facts.sh"] == (facts_script(), 0o755)
     assert files["/etc/motd"] == (b"hello\n", 0o644)
     if role == "worker":
         assert files["/etc/worker-only"] == (b"w\n", 0o600)
