@@ -234,14 +234,10 @@ class Engine:
                     i += 1
                 # gather, not a TaskGroup: cancelling cannot stop a write already in its
                 # thread, and a rollback must not observe the disk while writes still land
-                results = await asyncio.gather(*(self._one(b) for b in batch), return_exceptions=True)
+                results = await asyncio.gather(*(self._write(b) for b in batch), return_exceptions=True)
                 dt = time.perf_counter() - t0
                 for b, res in zip(batch, results, strict=True):
-                    if isinstance(res, BaseException):
-                        done.append(ActionResult(b, "failed", dt))
-                        continue
-                    done.append(ActionResult(b, res, dt))
-                    self._after(b, res)
+                    done.append(ActionResult(b, "failed" if isinstance(res, BaseException) else res, dt))
                 for res in results:
                     if isinstance(res, BaseException):
                         raise res
@@ -269,6 +265,11 @@ class Engine:
             done.append(ActionResult(a, result, time.perf_counter() - t0))
             self._after(a, result)
             i += 1
+
+    async def _write(self, a: P.Action) -> str:
+        result = await self._one(a)
+        self._after(a, result)  # as each write lands: a crash hook can fall between writes
+        return result
 
     def _after(self, a: P.Action, result: str) -> None:
         self.log.info("applied", action=P.describe(a), result=result, drift=a.drift)

@@ -227,6 +227,9 @@ async def test_a_failing_unit_rolls_back_to_the_previous_units_running(node: Nod
     assert await node.engine.plan(r1) == ()
 
 
+# r2's plan: stop k3 (1), three writes in parallel (2-4), daemon-reload (5), restarts (6-8),
+# start k9 (9), enable/disable, prune: killed after the first write lands (others in flight),
+# after the reload (nothing restarted yet), and after the restarts.
 @pytest.mark.parametrize("kill_after", [2, 5, 8])
 async def test_apply_killed_midway_is_finished_by_the_next_run(node: Node, tmp_path: Path, kill_after: int) -> None:
     env = f"{node.root}{ENV}"

@@ -299,7 +299,7 @@ def specs(draw: st.DrawFn) -> NodeSpec:
 DAMAGE = st.lists(st.tuples(st.sampled_from(["edit", "delete", "stop", "fail", "disable", "file"]), st.sampled_from(NAMES + PATHS)), max_size=3)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=specs(), second=specs(), damage=DAMAGE)
 def test_applying_the_plan_to_a_model_node_yields_the_desired_spec(first: NodeSpec, second: NodeSpec, damage: list[tuple[str, str]]) -> None:
     foreign = {"foreign.service": b"[Service]\nExecStart=/bin/true\n"}
@@ -349,7 +349,7 @@ def test_applying_the_plan_to_a_model_node_yields_the_desired_spec(first: NodeSp
     assert again == (), P.describe(again[0])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=specs(), second=specs(), cut=st.integers(0, 40))
 def test_a_plan_cut_short_is_finished_by_the_next_plan(first: NodeSpec, second: NodeSpec, cut: int) -> None:
     """Kill the apply after any action: the pending marker lets the next plan converge."""
