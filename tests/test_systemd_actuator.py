@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.actuators.dbus import Endpoint, Scope, resolve_endpoint
+from reconciler.actuators.dbus import Endpoint, Scope, call, resolve_endpoint
 from reconciler.actuators.describe import describe_from_properties, exit_text
 from reconciler.actuators.systemd import Systemd, UnitStatus, unit_path
 from reconciler.errors import SystemdError
@@ -110,6 +110,43 @@ async def test_start_restart_stop_change_invocation_id(sd: Systemd,
     stopped = (await sd.status(["web.service"]))["web.service"]
     assert (stopped.active_state, stopped.main_pid) == ("inactive", 0)
     assert b"sleep" not in _cmdline(second.main_pid)
+
+
+async def test_concurrent_starts_share_one_job(sd: Systemd, systemd_user: UserManager,
+                                               tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _write(systemd_user, "shared.service", f"""\
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'echo run >> {runs}; sleep 0.3'
+""")
+    await sd.daemon_reload()
+    # systemd merges the second start into the first job: both callers get its result
+    results = await asyncio.wait_for(
+        asyncio.gather(sd.start("shared.service"), sd.start("shared.service")), 20)
+    assert results == ["done", "done"]
+    assert runs.read_text() == "run\n"
+    assert systemd_user.systemctl("is-active", "shared.service").stdout.strip() == "active"
+
+
+async def test_a_job_whose_signal_never_comes_raises_instead_of_hanging(
+        systemd_user: UserManager) -> None:
+    conn = await _connect(systemd_user, systemd_user.bus_address)
+    try:
+        # undo our own subscription on the bus daemon: JobRemoved no longer reaches us
+        await call(conn._bus, destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                   interface="org.freedesktop.DBus", member="RemoveMatch", signature="s",
+                   body=["type='signal',interface='org.freedesktop.systemd1.Manager'"])
+        conn.job_check_interval = 0.3
+        _write(systemd_user, "quick.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n")
+        await conn.daemon_reload()
+        with pytest.raises(SystemdError, match="without a JobRemoved"):
+            await asyncio.wait_for(conn.start("quick.service"), 10)
+        # the job itself ran: systemd holds the oneshot's success
+        assert _show(systemd_user, "quick.service", "Result") == "success"
+    finally:
+        await conn.close()
 
 
 @pytest.mark.parametrize("sd", ["private"], indirect=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from reconciler.actuators.dbus import (
     resolve_endpoint,
 )
 from reconciler.actuators.describe import describe_from_properties, journal_tail
+from reconciler.actuators.jobs import JobTracker
 from reconciler.actuators.unitstatus import UnitStatus, not_found, settled, unit_path
 from reconciler.errors import SystemdError
 
@@ -44,10 +44,10 @@ PROPERTIES = "org.freedesktop.DBus.Properties"
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
 
 _NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
-_DONE_JOBS_KEPT = 4096  # JobRemoved results remembered for jobs nobody waits for (yet)
 # How long a unit without readiness notification must stay active to count as started.
 DEFAULT_SETTLE = 0.3
 _NO_READINESS = frozenset({"simple", "exec", "forking", "idle"})
+_JOB_CHECK = 5.0  # seconds between checks that a job we wait for still exists
 _POLL_FALLBACK = 1.0  # seconds between status reads in wait_healthy when no signal arrives
 _LOADED = "loaded"
 # Cached per unit until a signal says the unit (or the manager) changed. NeedDaemonReload is
@@ -68,8 +68,8 @@ class Systemd:
         self.settle = DEFAULT_SETTLE  # see wait_healthy
         self.journal_socket = JOURNAL_SOCKET  # describe_failure asks journalctl if it exists
         self._bus = bus
-        self._done_jobs: OrderedDict[str, str] = OrderedDict()
-        self._job_waiters: dict[str, asyncio.Future[str]] = {}
+        self.job_check_interval = _JOB_CHECK  # safety net for a lost JobRemoved (jobs.py)
+        self._jobs = JobTracker()
         self._watchers: dict[str, set[asyncio.Event]] = {}
         # Property reads are ~0.17 ms each; 50 units x 6 of them took 45 ms per status().
         # Values are kept until a PropertiesChanged for the unit or a manager-wide signal;
@@ -116,14 +116,7 @@ class Systemd:
             return
         if msg.member == "JobRemoved" and msg.interface == MANAGER:
             _id, job, _unit, result = msg.body
-            waiter = self._job_waiters.pop(job, None)
-            if waiter is not None:
-                if not waiter.done():
-                    waiter.set_result(result)
-            else:
-                self._done_jobs[job] = result
-                while len(self._done_jobs) > _DONE_JOBS_KEPT:
-                    self._done_jobs.popitem(last=False)
+            self._jobs.removed(job, result)
         elif msg.member == "PropertiesChanged" and msg.path:
             self._generation += 1
             self._cache.pop(msg.path, None)
@@ -148,12 +141,7 @@ class Systemd:
             error = SystemdError(f"D-Bus connection to {self.endpoint.address} lost: {e}")
         self._lost = error
         self._cache.clear()
-        for waiter in self._job_waiters.values():
-            if not waiter.done():
-                waiter.set_exception(error)
-                # retrieved here so an abandoned waiter does not log "never retrieved"
-                waiter.exception()
-        self._job_waiters.clear()
+        self._jobs.fail_all(error)
         for events in self._watchers.values():
             for event in events:
                 event.set()
@@ -254,17 +242,15 @@ class Systemd:
             path = unit_path(name)
             if path not in self._refs:
                 await self._ref(path)
-        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         (job,) = await self._call(member, "ss", [name, "replace"])
-        result = self._done_jobs.pop(job, None)
-        if result is not None:
-            return result
-        self._check()
-        self._job_waiters[job] = waiter
+        return await self._jobs.wait(job, self.job_check_interval, self._job_exists)
+
+    async def _job_exists(self, job: str) -> bool:
         try:
-            return await waiter
-        finally:
-            self._job_waiters.pop(job, None)
+            await self._get(job, "org.freedesktop.systemd1.Job", "State")
+        except CallFailed:
+            return False
+        return True
 
     async def start(self, name: str) -> str:
         """StartUnit; returns the job result: done|failed|canceled|timeout|dependency|skipped."""
