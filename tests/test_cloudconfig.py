@@ -418,3 +418,41 @@ def test_user_data_over_the_ec2_limit_is_written_with_a_warning(
             f"warning: {tmp_path / 'out' / name} is {len(out[name])} bytes: EC2 takes at most 16384"
             in err
         )
+
+
+def _ign(**over: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "ignition": {"version": "3.3.0"},
+        "storage": {"files": [{"path": "/etc/a", "mode": 420, "contents": {"source": "data:,x"}}]},
+        "systemd": {"units": [{"name": "a.service", "enabled": True, "contents": "[Unit]\n"}]},
+    }
+    doc.update(over)
+    return doc
+
+
+# the validator the Ignition checks rely on must itself reject broken configs
+@pytest.mark.parametrize(
+    ("doc", "problem"),
+    [
+        (_ign(ignition={}), "ignition.version is required"),
+        (_ign(ignition={"version": "2.2.0"}), "ignition.version '2.2.0' is not a 3.x spec version"),
+        (_ign(storage={"files": [{"path": "etc/a", "mode": 420, "contents": {"source": "data:,x"}}]}),
+         "storage.files[0].path must be an absolute path"),
+        (_ign(storage={"files": [{"path": "/a", "mode": "0644", "contents": {"source": "data:,x"}}]}),
+         "storage.files[0].mode must be an integer file mode"),
+        (_ign(storage={"files": [{"path": "/a", "mode": 420, "contents": {"source": "https://x"}}]}),
+         "storage.files[0].contents.source must be a data URL"),
+        (_ign(storage={"files": [{"path": "/a", "mode": 420, "contents": {"source": "data:,a b"}}]}),
+         "storage.files[0].contents.source has characters a URL may not carry raw"),
+        (_ign(systemd={"units": [{"name": "a.service"}]}),
+         "systemd.units[0] does nothing: give contents, enabled or dropins"),
+        (_ign(systemd={"units": [{"name": "a", "enabled": True}]}), "systemd.units[0].name must be a unit name"),
+        (_ign(systemd={"units": [{"name": "a.service", "enable": True}]}), "systemd.units[0]: unknown key 'enable'"),
+        (_ign(systemd={"units": [{"name": "a.service", "dropins": [{"name": "x", "contents": ""}]}]}),
+         "systemd.units[0].dropins[0].name must end in .conf"),
+        (_ign(networkd={}), "unknown top-level key 'networkd'"),
+    ],
+)  # fmt: skip
+def test_ignition_validator_rejects_broken_configs(doc: dict[str, Any], problem: str) -> None:
+    assert ignition_problems(_ign()) == []
+    assert problem in ignition_problems(doc)
