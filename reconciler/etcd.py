@@ -31,7 +31,7 @@ from aetcd.utils import prefix_range_end
 
 from reconciler import log
 from reconciler.errors import EtcdUnavailable, SwarmkeeperError
-from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, TLSConfig, classify
+from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, TLSConfig, classify, guard
 from reconciler.etcdlease import Lease, LeaseKeeper
 
 __all__ = ["KV", "Etcd", "EtcdError", "Lease", "Resynced", "TLSConfig", "WatchEvent"]
@@ -180,9 +180,9 @@ class Etcd:
         while True:
             conn: Conn | None = None
             try:
-                conn = await self.conn()
+                conn = await guard(self.conn())
                 self.request_count += 1
-                return await fn(conn)
+                return await guard(fn(conn))
             except RPC_ERRORS as e:
                 last = e
                 fault = classify(e)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped]
 import grpc.aio  # type: ignore[import-untyped]
 from aetcd import rpc
+
+T = TypeVar("T")
 
 # Pings on an open stream every 6 s, dead after 3 s without an answer: a watch on a paused
 # server fails in ~9 s (field notes). etcd refuses pings more often than every 5 s
@@ -72,10 +75,32 @@ _RETRY_CODES = {
 }
 
 
+class ChannelClosed(Exception):
+    """Our call died because another task dropped (closed) the shared channel."""
+
+
+async def guard(aw: Awaitable[T]) -> T:
+    """Await an RPC, telling grpc's cancellation apart from our task's.
+
+    Closing a channel (``Etcd.drop`` after a failure seen by ANY task) makes grpc.aio raise
+    ``asyncio.CancelledError`` in every call still running on it, e.g. a watch that was
+    fine. That is a transport failure for those callers, not a request to stop: it becomes
+    ``ChannelClosed`` (retried). A real cancellation of the calling task still propagates.
+    """
+    try:
+        return await aw
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        raise ChannelClosed("the channel was closed under this call") from None
+
+
 # Everything an RPC on a Conn can raise that ``classify`` understands.
 RPC_ERRORS: tuple[type[BaseException], ...] = (
     grpc.RpcError, grpc.aio.UsageError, TimeoutError, ConnectionError,
     asyncio.InvalidStateError,  # write() on a stream the transport already finished
+    ChannelClosed,
 )
 
 
@@ -91,7 +116,9 @@ def classify(exc: BaseException) -> Fault:
             return Fault.RETRY
         return Fault.FATAL
     if isinstance(
-        exc, grpc.aio.UsageError | TimeoutError | ConnectionError | asyncio.InvalidStateError
+        exc,
+        grpc.aio.UsageError | TimeoutError | ConnectionError | asyncio.InvalidStateError
+        | ChannelClosed,
     ):
         return Fault.RETRY  # channel already closed by a concurrent rotation, or a timeout
     return Fault.FATAL

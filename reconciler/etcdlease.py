@@ -4,9 +4,14 @@ aetcd's ``Lease.refresh()`` opens a stream per refresh and fails every time thro
 ``etcd grpc-proxy`` ("context canceled"), which is what workers talk to. Here one task owns
 one stream and sends a keepalive for each lease every TTL/3, reading the answer before the
 next (ping-pong keeps answers matched to requests and bounds every wait by the timeout).
-When the stream breaks, the task reconnects (possibly to another endpoint) and carries on;
-a lease whose TTL ran out meanwhile is reported lost (``alive`` False, ``wait_lost()``
-returns) so its owner can grant a new one and re-put its keys.
+When the stream breaks, the task reconnects (possibly to another endpoint) and carries on.
+
+Two notions of "alive": ``Lease.alive`` is False as soon as the last confirmed TTL ran out
+(we can no longer be sure we hold it: a lock holder must act as if it did not), but only
+etcd's own answer makes a lease *lost* (``wait_lost()`` returns, keepalives stop): etcd
+renews every lease when a new leader takes over, so a lease outliving a 1-3 s election or a
+restart is common and its keys are still there. When etcd answers TTL 0 the owner grants a
+new lease and re-puts its keys.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import grpc.aio  # type: ignore[import-untyped]
 from aetcd import rpc
 
 from reconciler.errors import EtcdUnavailable
-from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, classify
+from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, classify, guard
 
 if TYPE_CHECKING:
     from reconciler.etcd import Etcd
@@ -40,6 +45,12 @@ class Lease:
         self.deadline = now + ttl  # when etcd forgets it unless a keepalive lands first
         self.next_due = now + ttl / 3
         self._lost = asyncio.Event()
+        self.keepalive_ok = 0  # keepalives etcd answered with TTL > 0
+
+    @property
+    def lost(self) -> bool:
+        """etcd said it expired, or it was revoked."""
+        return self._lost.is_set()
 
     @property
     def alive(self) -> bool:
@@ -88,20 +99,13 @@ class LeaseKeeper:
                 await self._task
             self._task = None
 
-    def _expire(self) -> None:
-        now = time.monotonic()
-        for lease in list(self._leases.values()):
-            if now >= lease.deadline:
-                lease.mark_lost()
-                self._leases.pop(lease.id, None)
-
     async def _run(self) -> None:
         delay = 0.05
         while self._leases:
             conn: Conn | None = None
             call = None
             try:
-                conn = await self._etcd.conn()
+                conn = await guard(self._etcd.conn())
                 call = conn.lease.LeaseKeepAlive(metadata=conn.metadata)
                 self._etcd.request_count += 1
                 while self._leases:
@@ -118,7 +122,6 @@ class LeaseKeeper:
             except _RETRIED as e:
                 if conn is not None:
                     await self._etcd.drop(conn, rotate=classify(e) is not Fault.REAUTH)
-                self._expire()
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 1.0)
             finally:
@@ -126,22 +129,23 @@ class LeaseKeeper:
                     call.cancel()
 
     async def _send_due(self, call: grpc.aio.StreamStreamCall) -> None:
-        self._expire()
         timeout = self._etcd.timeout
         now = time.monotonic()
         for lease in [x for x in self._leases.values() if x.next_due <= now]:
             sent = time.monotonic()
-            await asyncio.wait_for(call.write(rpc.LeaseKeepAliveRequest(ID=lease.id)), timeout)
-            resp = await asyncio.wait_for(call.read(), timeout)
+            await asyncio.wait_for(guard(call.write(rpc.LeaseKeepAliveRequest(ID=lease.id))),
+                                   timeout)
+            resp = await asyncio.wait_for(guard(call.read()), timeout)
             if resp is grpc.aio.EOF:
                 raise ConnectionError("lease keepalive stream closed by the server")
             self.keepalives += 1
             answered = self._leases.get(resp.ID)
             if answered is None:
                 continue
-            if resp.TTL <= 0:  # etcd no longer knows it: expired while we were away
+            if resp.TTL <= 0:  # etcd no longer knows it: expired while we were away (lost)
                 answered.mark_lost()
                 self._leases.pop(resp.ID, None)
             else:
                 answered.deadline = sent + resp.TTL
+                answered.keepalive_ok += 1
                 answered.next_due = sent + max(resp.TTL / 3, 0.2)

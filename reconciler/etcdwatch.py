@@ -26,7 +26,7 @@ from aetcd.utils import prefix_range_end
 
 from reconciler import log
 from reconciler.errors import EtcdUnavailable
-from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, classify
+from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, classify, guard
 
 if TYPE_CHECKING:
     from reconciler.etcd import Etcd, Resynced, WatchEvent
@@ -53,19 +53,20 @@ async def watch_prefix(
         conn: Conn | None = None
         call = None
         try:
-            conn = await etcd.conn()
+            conn = await guard(etcd.conn())
             call = conn.watch.Watch(metadata=conn.leader_metadata)
             etcd.request_count += 1
             create = rpc.WatchCreateRequest(key=key, range_end=range_end,
                                             start_revision=next_rev or 0)
-            await asyncio.wait_for(call.write(rpc.WatchRequest(create_request=create)),
-                                   etcd.timeout)
+            await asyncio.wait_for(
+                guard(call.write(rpc.WatchRequest(create_request=create))), etcd.timeout
+            )
             first = True
             while True:
                 if first:
-                    resp = await asyncio.wait_for(call.read(), etcd.timeout)
+                    resp = await asyncio.wait_for(guard(call.read()), etcd.timeout)
                 else:
-                    resp = await call.read()  # idle for hours is fine; pings watch the link
+                    resp = await guard(call.read())  # idle for hours is fine; pings watch the link
                 if resp is grpc.aio.EOF:
                     raise _StreamBroken("watch stream closed by the server")
                 if resp.compact_revision:

@@ -207,8 +207,9 @@ class RolloutGate:
         self.last: Decision | None = None  # what the gate is waiting on (status "waiting")
 
     async def acquire(self, revision: str, applied: str) -> Slot | None:
-        """Wait until this node may apply ``revision``; None if the desired revision moved
-        on (or vanished) while waiting, so the caller re-plans instead."""
+        """Wait until this node may apply ``revision``. None when it must not: the rollout
+        is halted (``self.last`` says why; ask again when etcd changes) or the desired
+        revision moved on (or vanished) while waiting, so the caller re-plans instead."""
         base = self.prefix + "/"
         kvs_list, rev = await self.etcd.get_prefix(base)
         kvs = {kv.key: kv.value for kv in kvs_list}

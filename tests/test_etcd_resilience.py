@@ -111,7 +111,8 @@ async def test_watch_on_paused_member_moves_on_within_bound(etcd_cluster: EtcdCl
     writer = await Etcd.connect([eps[1], eps[2]], timeout=2, retry_for=20)
     try:
         assert watcher.endpoint == eps[0]
-        async with collecting(watcher, "/p/") as got:
+        _, rev = await watcher.get_prefix("/p/")
+        async with collecting(watcher, "/p/", rev + 1) as got:
             await writer.put("/p/k", "before")
             await wait_for(lambda: len(got) == 1, 10, "event before pause")
             etcd_cluster.members[0].pause()
@@ -200,18 +201,79 @@ async def test_lease_expires_when_client_stops_and_is_reported_lost(
             await asyncio.sleep(0.1)
 
 
-async def test_lease_lost_across_long_outage_is_reported(etcd_server: EtcdServer) -> None:
-    e = await Etcd.connect([etcd_server.endpoint], timeout=1, retry_for=1)
-    try:
-        lease = await e.lease(2)
-        # Down for longer than the TTL: whatever etcd decides after its restart, the client
-        # cannot know the lease held, so it reports it lost and its owner re-grants.
+async def test_lease_outage_longer_than_ttl(etcd_server: EtcdServer) -> None:
+    """Unreachable for longer than the TTL: ``alive`` turns False at once (unsure), and the
+    lease is reported lost only when etcd, reachable again, says it expired."""
+    with etcd_proxy([etcd_server.endpoint]) as proxy:
+        e = await Etcd.connect([proxy.endpoint], timeout=1, retry_for=1)
+        try:
+            lease = await e.lease(2)
+            await e.put("/lease/outage", "x", lease=lease)
+            await asyncio.to_thread(proxy.stop)  # etcd is fine; we just cannot reach it
+            await wait_for(lambda: not lease.alive, 4, "local deadline")
+            async with await Etcd.connect([etcd_server.endpoint]) as direct:
+                deadline = time.monotonic() + 6
+                while await direct.get("/lease/outage") is not None:  # etcd expires it
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+            await asyncio.to_thread(proxy.start)  # same port: the client reconnects itself
+            await asyncio.wait_for(lease.wait_lost(), 10)
+            fresh = await e.lease(2)  # the client itself is fine
+            assert fresh.alive and fresh.id != lease.id
+        finally:
+            await e.close()
+
+
+async def test_lease_survives_a_restart_shorter_than_its_ttl(etcd_server: EtcdServer) -> None:
+    async with await Etcd.connect([etcd_server.endpoint], timeout=1, retry_for=10) as e:
+        lease = await e.lease(5)
+        await e.put("/lease/kept", "x", lease=lease)
         await asyncio.to_thread(etcd_server.stop)
-        await asyncio.sleep(2.5)
         await asyncio.to_thread(etcd_server.start)
-        await asyncio.wait_for(lease.wait_lost(), 10)
-        assert not lease.alive
-        fresh = await e.lease(2)  # the client itself is fine
-        assert fresh.alive and fresh.id != lease.id
+        kv = await e.get("/lease/kept")
+        assert kv is not None and kv.lease == lease.id
+        await wait_for(lambda: lease.keepalive_ok > 0 and lease.alive, 5, "a keepalive after")
+        assert not lease.lost
+
+
+async def test_through_grpc_proxy_leader_kill_loses_no_event_and_keeps_lease(
+    etcd_cluster: EtcdCluster,
+) -> None:
+    """The worker setup: every call through ``etcd grpc-proxy`` in front of 3 members."""
+    with etcd_proxy(etcd_cluster.endpoints) as proxy:
+        e = await Etcd.connect([proxy.endpoint], timeout=2, retry_for=15)
+        try:
+            lease = await e.lease(2)
+            await e.put("/g/alive", "x", lease=lease)
+            _, rev = await e.get_prefix("/g/n/")
+            async with collecting(e, "/g/n/", rev + 1) as got:
+                for i in range(20):
+                    await e.put(f"/g/n/{i}", str(i))
+                await asyncio.to_thread(etcd_cluster.kill, etcd_cluster.leader())
+                for i in range(20, 60):
+                    await e.put(f"/g/n/{i}", str(i))
+                await wait_for(lambda: b"59" in values(got), 15, "all events via the proxy")
+            seen = values(got)
+            assert [v for i, v in enumerate(seen) if i == 0 or seen[i - 1] != v] == [
+                str(i).encode() for i in range(60)]
+            await wait_for(lambda: lease.alive, 5, "keepalives after the election")
+            kv = await e.get("/g/alive")
+            assert kv is not None and kv.lease == lease.id
+        finally:
+            await e.close()
+
+
+async def test_dropping_the_shared_channel_does_not_end_a_watch(etcd_server: EtcdServer) -> None:
+    """A unary failure in one task closes the client's channel; grpc then cancels every call
+    on it, a watch included. That must be a resume for the watch, not its end."""
+    e = await Etcd.connect([etcd_server.endpoint])
+    try:
+        async with collecting(e, "/d/", (await e.get_prefix("/d/"))[1] + 1) as got:
+            await e.put("/d/a", "1")
+            await wait_for(lambda: len(got) == 1, 5, "first event")
+            await e.drop(await e.conn(), rotate=False)
+            await e.put("/d/a", "2")
+            await wait_for(lambda: len(got) == 2, 5, "event after the drop")
+            assert values(got) == [b"1", b"2"]
     finally:
         await e.close()

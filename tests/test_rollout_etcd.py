@@ -177,14 +177,17 @@ async def test_failed_revision_halts_until_resume_or_new_publish(
         # m0 is degraded now; make it healthy-on-old again (its rollback succeeded) so only
         # the failed marker can be what stops the others.
         await ms[0].report(NodeState.CONVERGED, "old")
-        others = [asyncio.create_task(m.gate.acquire("new", "old")) for m in ms[1:]]
-        await asyncio.sleep(0.5)
-        assert not any(t.done() for t in others)
-        assert all(m.gate.last and m.gate.last.verdict is Verdict.HALTED for m in ms[1:])
+        # While halted the gate answers None at once (the agent stays on its revision and
+        # asks again when etcd changes) and says why.
+        for m in ms[1:]:
+            assert await asyncio.wait_for(m.gate.acquire("new", "old"), 5) is None
+            assert m.gate.last is not None and m.gate.last.verdict is Verdict.HALTED
+        assert (await ms[0].e.get(keys.rollout_slot(P, M, 0))) is None
         failed = await ms[0].e.get(keys.rollout_failed(P))
         assert failed is not None and b'"node": "m0"' in failed.value
         # Operator resumes: one of the two gets the manager slot.
         await ms[0].e.delete(keys.rollout_failed(P))
+        others = [asyncio.create_task(m.gate.acquire("new", "old")) for m in ms[1:]]
         done, pending = await asyncio.wait(others, timeout=5, return_when=asyncio.FIRST_COMPLETED)
         assert len(done) == 1 and len(pending) == 1
         # A newer revision published while the other waits: it gives up to re-plan.
