@@ -79,11 +79,15 @@ Description=swarmkeeper node facts: name, private address and etcd bootstrap fla
 Wants=network-online.target
 After=network-online.target
 Before={first} swarmkeeper-agent.service locksmithd.service
+StartLimitIntervalSec=0
 
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+# a worker waits for the managers to register in the discovery URL: keep trying
 TimeoutStartSec=15min
+Restart=on-failure
+RestartSec=10
 ExecStart=/bin/sh {FACTS_SCRIPT}
 
 [Install]

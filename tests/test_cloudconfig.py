@@ -123,6 +123,16 @@ def test_each_role_gets_exactly_its_units_and_files(tmp_path: Path, name: str) -
         "docker.service": True, "swarmkeeper-facts.service": True, etcd: True,
         "swarmkeeper-agent.service": True, "locksmithd.service": None,  # left as Flatcar ships it
     }  # fmt: skip
+    facts = unit(units, "swarmkeeper-facts.service")
+    assert facts["ExecStart"] == ["/bin/sh /etc/swarmkeeper/node-facts.sh"]
+    assert (facts["Type"], facts["RemainAfterExit"], facts["Restart"]) == (
+        ["oneshot"],
+        ["yes"],
+        ["on-failure"],
+    )
+    assert {etcd, "swarmkeeper-agent.service", "locksmithd.service"} <= set(
+        facts["Before"][0].split()
+    )
     expected = COMMON_FILES | ({"/etc/worker-only"} if role == "worker" else set())
     if name.endswith(".ign"):
         expected |= {"/etc/flatcar/update.conf"}  # cloud-config says it in coreos.update
