@@ -180,14 +180,13 @@ class Systemd:
         name, _desc, load, active, sub, _following, path, job_id = row[:8]
         if load == "not-found" or not path:
             return UnitStatus(name, load, active, sub, "", "", 0, "", "", False), job_id
-        need_reload_call = self._get(path, UNIT, "NeedDaemonReload")
         cached = self._cache.get(path)
         if cached is None:
             generation = self._generation
             if load == _LOADED and not self.endpoint.peer_to_peer and path not in self._refs:
                 await self._ref(path)
             need_reload, *fetched = await asyncio.gather(
-                need_reload_call,
+                self._get(path, UNIT, "NeedDaemonReload"),
                 *(self._get(path, UNIT, p) for p in _UNIT_PROPS),
                 *(self._get(path, SERVICE, p)
                   for p in (_SERVICE_PROPS if name.endswith(".service") else ())))
@@ -195,7 +194,7 @@ class Systemd:
             if generation == self._generation:  # no signal since we asked: still true
                 self._cache[path] = cached
         else:
-            need_reload = await need_reload_call
+            need_reload = await self._get(path, UNIT, "NeedDaemonReload")
         file_state, invocation = cached[:2]
         main_pid, result, stype, rae = cached[2:] if len(cached) > 2 else (0, "", "", False)
         return UnitStatus(name, load, active, sub, file_state, bytes(invocation).hex(),
@@ -382,8 +381,8 @@ class Systemd:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._bus.wait_for_disconnect(), 5)  # type: ignore[no-untyped-call]
         if self._monitor is not None:
-            with contextlib.suppress(BaseException):
-                await self._monitor
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._monitor, 5)
 
     async def __aenter__(self) -> Systemd:
         return self
