@@ -166,13 +166,16 @@ class SlackParams(_Strict):
     @field_validator("webhook_url_file")
     @classmethod
     def _file(cls, v: str | None) -> str | None:
+        # it lands in the agent unit's ExecStart: no spaces, quotes or systemd specifiers (%)
+        if v is not None and not re.match(r"^[A-Za-z0-9._/-]+$", v):
+            raise ValueError(f"{v!r}: use only letters, digits and '._/-' in the path")
         return None if v is None else _abs_path(v)
 
     @field_validator("webhook_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("https://"):
-            raise ValueError("webhook_url must start with https://")
+        if v is not None and not re.match(r"^https://\S+$", v):
+            raise ValueError("webhook_url must be an https:// URL without spaces")
         return v
 
     @model_validator(mode="after")

@@ -91,6 +91,11 @@ CASES: list[tuple[str, str, str, list[str]]] = [
     ("slack-both", PREFIX, "slack: {webhook_url_file: /x, webhook_url: 'https://h'}",
      ["P:11: slack: give exactly one of webhook_url_file (a path on the node) or webhook_url "
       "(inlines the secret into user-data)"]),
+    ("slack-file-with-space", PREFIX, "slack: {webhook_url_file: '/etc/my secrets/url'}",
+     ["P:11: slack.webhook_url_file: '/etc/my secrets/url': use only letters, digits and '._/-' "
+      "in the path"]),
+    ("slack-url-multiline", PREFIX, "slack: {webhook_url: \"https://h/x\\nInjected=1\"}",
+     ["P:11: slack.webhook_url: webhook_url must be an https:// URL without spaces"]),
     ("ssh-keys-not-list", PREFIX, "ssh_authorized_keys: ssh-ed25519 AAAA",
      ["P:11: ssh_authorized_keys: expected a list, got string 'ssh-ed25519 AAAA'"]),
     ("several-at-once", "managers: 3", "managers: 5\n  size: 1",
