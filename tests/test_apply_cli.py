@@ -105,3 +105,19 @@ def test_git_url_and_branch_head(systemd_user: UserManager, tmp_path: Path) -> N
     doc = json.loads(plan.stdout)
     assert doc["revision"] == head
     assert [(a["action"], a["target"]) for a in doc["actions"] if a["action"] == "restart"] == [("restart", "a.service")]
+
+
+def test_options_from_a_config_file_and_the_environment(systemd_user: UserManager, tmp_path: Path) -> None:
+    repo = make_state_repo(tmp_path / "repo", state())
+    cfg = tmp_path / "swarmkeeper.yaml"
+    cfg.write_text(f"repo: {repo.work}\nnode: n1\nrole: worker\nscope: system\nstate_dir: {tmp_path / 'state'}\nroot: {tmp_path / 'root'}\n")
+    env = {**systemd_user.env, "PYTHONPATH": str(REPO_ROOT), "SWARMKEEPER_CONFIG": str(cfg), "SWARMKEEPER_SCOPE": "user"}
+    run = [sys.executable, "-m", "reconciler", "--log-level", "warning"]
+    out = subprocess.run([*run, "apply", "--role", "manager", "--json"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr  # scope from the env beat the file's "system"
+    assert json.loads(out.stdout)["outcome"] == "converged"
+    assert active(systemd_user, "b.service") == "active"  # role from the flag beat the file's worker
+    plan = subprocess.run([*run, "plan", "--role", "manager"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    bad = subprocess.run([*run, "plan", "--role", "boss"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode == 1 and "--role: 'boss' is not one of manager, worker" in bad.stderr
