@@ -41,7 +41,7 @@ _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
 _BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _PREFIX_RE = re.compile(r"^/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
-_VOLUME_RE = re.compile(r"^/[^:\s]*:/[^:\s]*(:(ro|rw))?$")
+_VOLUME_RE = re.compile(r"^/[A-Za-z0-9._/-]*:/[A-Za-z0-9._/-]*(:(ro|rw))?$")
 
 
 RoleName = Literal["manager", "worker"]
