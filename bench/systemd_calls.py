@@ -3,7 +3,8 @@
 One real user manager (tests/fixtures/systemd_user.py), one persistent D-Bus connection per
 address (the node's dbus-daemon and the manager's private socket), and, in the same run, the
 same operations through a spawned ``systemctl --user`` as the raw baseline. Prints medians in
-milliseconds and the ratio systemctl / D-Bus (above 1: the actuator is faster).
+milliseconds and the ratio systemctl / D-Bus (above 1: the actuator is faster), then how
+many connects to the private socket stall with plain dbus-fast and with ``SystemdBus``.
 
     .venv/bin/python bench/systemd_calls.py [runs]
 """
@@ -20,10 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dbus_fast.aio import MessageBus
+
+from reconciler.actuators.dbus import SystemdBus
 from reconciler.actuators.systemd import Scope, Systemd
 from tests.fixtures.systemd_user import UserManager, user_manager
 
 UNITS = 50
+STALL = 0.5
 UNIT = (
     "[Unit]\nDescription=bench {i}\nStartLimitIntervalSec=0\n"
     "[Service]\nExecStart=/bin/sleep infinity\nExecReload=/bin/true\n"
@@ -111,6 +116,25 @@ async def bench(um: UserManager, runs: int) -> None:
         raw_text = f"{raw:10.2f}" if raw == raw else f"{'-':>10}"
         ratio_text = f"{ratio:6.1f}x" if ratio == ratio else f"{'-':>7}"
         print(f"{what:34} {dbus:9.2f} {raw_text} {ratio_text}")
+    stalled_plain = await _stalls(um, MessageBus, runs * 2)
+    stalled_cured = await _stalls(um, SystemdBus, runs * 2)
+    print(f"private-socket connects stalled (> {STALL}s): plain dbus-fast MessageBus "
+          f"{stalled_plain}/{runs * 2}, SystemdBus (TIOCOUTQ wait) {stalled_cured}/{runs * 2}")
+
+
+async def _stalls(um: UserManager, bus_class: type[MessageBus], attempts: int) -> int:
+    """Connects to the private socket that hang; systemd 252 stalls when Hello shares a
+    read with the SASL BEGIN line (field notes)."""
+    stalled = 0
+    for _ in range(attempts):
+        bus = bus_class(bus_address=um.private_address)
+        try:
+            await asyncio.wait_for(bus.connect(), STALL)
+        except TimeoutError:
+            stalled += 1
+            continue
+        bus.disconnect()
+    return stalled
 
 
 async def _alternating(runs: int, undo: Callable[[str], Awaitable[str]],
