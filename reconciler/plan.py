@@ -27,7 +27,7 @@ from typing import ClassVar
 
 from reconciler import unitfile
 from reconciler.applied import EMPTY, AppliedUnit, Inventory
-from reconciler.models import NodeSpec, OnChange, UnitSpec
+from reconciler.models import NodeSpec, OnChange, UnitName, UnitSpec
 
 
 class Phase(StrEnum):
@@ -261,6 +261,19 @@ def _drift(reasons: list[tuple[str, bool]]) -> tuple[str, bool]:
     return "; ".join(r for r, _ in reasons), any(d for _, d in reasons)
 
 
+@dataclass(slots=True)
+class _Draft:
+    """The plan under construction: actions per phase plus what the last phases need."""
+
+    by_phase: dict[Phase, list[Action]] = field(default_factory=lambda: {p: [] for p in PHASES})
+    verify: list[tuple[str, float]] = field(default_factory=list)
+    reload_due: bool = False  # a drop-in was written
+    maybe_unloaded: bool = False  # a unit file may be on disk but not loaded (killed run)
+
+    def add(self, a: Action) -> None:
+        self.by_phase[a.PHASE].append(a)
+
+
 def plan(
     spec: NodeSpec, observed: Observed, inventory: Inventory | None = None, *, root: str = ""
 ) -> Plan:
@@ -269,134 +282,140 @@ def plan(
     ``root`` is the ``--root`` prefix of a sandbox: a unit there reads ``<root>/etc/x`` for
     the managed file ``/etc/x``, and both spellings count as a reference.
     """
-    root = root.rstrip("/")
     inv = inventory or EMPTY
-    desired_units = {u.name for u in spec.units}
-    desired_files = {f.path for f in spec.files}
-    removed_units = [n for n in inv.managed_units() if n not in desired_units]
-    removed_files = [p for p in inv.managed_files() if p not in desired_files]
-    by_phase: dict[Phase, list[Action]] = {p: [] for p in PHASES}
-
-    def add(a: Action) -> None:
-        by_phase[a.PHASE].append(a)
-
-    # Files first: which managed paths changed content decides restarts below.
-    changed: dict[str, tuple[str, bool]] = {}  # path -> (why, drift)
-    dropin_written = False
-    for f in spec.files:
-        fdigest = f.digest
-        obs = observed.files.get(f.path)
-        applied_file = inv.file(f.path)
-        if applied_file is not None and applied_file.digest != fdigest:
-            why, drift = "changed", False
-        elif obs is None:
-            why, drift = ("deleted by hand", True) if applied_file else ("created", False)
-        elif obs.digest != fdigest:
-            why, drift = ("edited by hand", True) if applied_file else ("replaced (adopted)", False)
-        elif obs.mode != f.mode:
-            why, drift = (f"mode {obs.mode:04o} -> {f.mode:04o}", applied_file is not None)
-        else:
-            continue
-        if obs is None or obs.digest != fdigest or obs.mode != f.mode:
-            add(WriteFile(f.path, f.content, f.mode, ("drift: " if drift else "") + why, drift))
-            dropin_written = dropin_written or unitfile.dropin_unit(f.path) is not None
-        if not why.startswith("mode"):
-            changed[f.path] = (why, drift)
-    for p in removed_files:
-        changed[p] = ("removed", False)
-        if p in observed.files:
-            add(DeleteFile(p, "no longer desired"))
-
-    verify: list[tuple[str, float]] = []
-    maybe_unloaded = False
+    d = _Draft()
+    changed = _files(d, spec, observed, inv)
     for u in spec.units:
-        digest = u.digest  # a property that hashes: once per unit
-        obs_digest = observed.unit_files.get(u.name)
-        app = inv.unit(u.name)
-        st = observed.units.get(u.name, UnitState())
-        reasons: list[tuple[str, bool]] = []
-        if app is not None and app.digest != digest:
-            reasons.append(("unit changed", False))
-        elif obs_digest is None and app is not None:
-            reasons.append(("drift: unit file deleted by hand", True))
-        elif obs_digest is not None and obs_digest != digest:
-            reasons.append(
-                ("drift: unit file edited by hand", True) if app else ("unit file adopted", False)
-            )
-        if obs_digest == digest and (
-            st.need_daemon_reload or (app is None or app.digest != digest)
-        ):
-            maybe_unloaded = True  # possibly written by a killed run that never reloaded
-        if obs_digest != digest:
-            why, drift = _drift(reasons) if reasons else ("new unit", False)
-            add(WriteUnit(u.name, u.content, why, drift))
-        refs = unitfile.referenced_paths(u.content) if changed else frozenset()
-        if root and refs:
-            refs |= {r[len(root):] for r in refs if r.startswith(root + "/")}
-        for path in sorted(changed):
-            if path in refs or unitfile.dropin_unit(path) == u.name:
-                why, drift = changed[path]
-                reasons.append((f"{path} {why}", drift))
-        if is_template(u.name) or st.load_state == "masked":
-            pass  # templates are instantiated by others; a masked unit is the operator's call
-        elif is_up(st):
-            if reasons and u.on_change is not OnChange.IGNORE:
-                why, drift = _drift(reasons)
-                if u.on_change is OnChange.RELOAD and unitfile.can_reload(u.content):
-                    add(ReloadUnit(u.name, why, drift))
-                elif u.on_change is OnChange.RELOAD:
-                    add(RestartUnit(u.name, f"{why} (no ExecReload=: restart instead)", drift))
-                else:
-                    add(RestartUnit(u.name, why, drift))
-                verify.append((u.name, u.timeout))
-        else:
-            if app is None and obs_digest is None:
-                why, drift = "new unit", False
-            elif reasons and not any(d for _, d in reasons):
-                why, drift = _drift(reasons)
-            elif app is None:
-                why, drift = "not running", False
-            elif st.active_state == "failed":
-                why, drift = "drift: unit failed", True
-            else:
-                why, drift = "drift: stopped by hand", True
-            add(StartUnit(u.name, why, drift))
-            verify.append((u.name, u.timeout))
-        if not is_template(u.name) and st.load_state != "masked":
-            enabled = st.unit_file_state in ("enabled", "enabled-runtime")
-            if wants_enable(u) and not enabled:
-                drift = app is not None and wants_enable(app)
-                why = "has an [Install] section"
-                if drift:
-                    gone = obs_digest is None
-                    why = "drift: unit file deleted by hand" if gone else "drift: disabled by hand"
-                add(EnableUnit(u.name, why, drift))
-            elif not wants_enable(u) and (
-                enabled or (obs_digest is None and app is not None and wants_enable(app))
-            ):  # a deleted file hides the state; its symlinks were ours
-                why = "enable: false" if u.enable is False else "no [Install] section"
-                add(DisableUnit(u.name, why, app is not None and not wants_enable(app)))
+        _unit(d, u, observed, inv, changed, root.rstrip("/"))
+    desired = set(spec.unit_names)
+    _removed(d, [n for n in inv.managed_units() if n not in desired], observed)
 
-    for name in reversed(removed_units):
-        st = observed.units.get(name, UnitState())
-        if st.active_state in RUNNING or st.active_state == "failed":
-            add(StopUnit(name, "no longer desired", reset_failed=st.active_state == "failed"))
-        if st.unit_file_state in ("enabled", "enabled-runtime"):
-            add(DisableUnit(name, "no longer desired"))
-        if name in observed.unit_files:
-            add(DeleteUnit(name, "no longer desired"))
-
-    unit_written = any(isinstance(a, WriteUnit) for a in by_phase[Phase.WRITE])
-    if unit_written or dropin_written:
-        add(DaemonReload("unit files changed"))
-    elif maybe_unloaded and (inv.pending is not None or any(
+    if any(isinstance(a, WriteUnit) for a in d.by_phase[Phase.WRITE]) or d.reload_due:
+        d.add(DaemonReload("unit files changed"))
+    elif d.maybe_unloaded and (inv.pending is not None or any(
         observed.units.get(u.name, UnitState()).need_daemon_reload for u in spec.units
     )):
         # A killed apply may have written unit files without reloading: reload to be sure.
-        add(DaemonReload("unit files on disk are newer than what systemd loaded"))
-    if verify:
-        add(Verify(tuple(verify), "health gate for started and restarted units"))
-    return tuple(a for p in PHASES for a in by_phase[p])
+        d.add(DaemonReload("unit files on disk are newer than what systemd loaded"))
+    if d.verify:
+        d.add(Verify(tuple(d.verify), "health gate for started and restarted units"))
+    return tuple(a for p in PHASES for a in d.by_phase[p])
+
+
+def _files(d: _Draft, spec: NodeSpec, observed: Observed, inv: Inventory) -> dict[str, tuple[str, bool]]:
+    """Write/prune managed files; returns path -> (why, drift) for content that changed."""
+    changed: dict[str, tuple[str, bool]] = {}
+    for f in spec.files:
+        digest = f.digest  # a property that hashes: once per file
+        obs = observed.files.get(f.path)
+        app = inv.file(f.path)
+        if app is not None and app.digest != digest:
+            why, drift = "changed", False
+        elif obs is None:
+            why, drift = ("deleted by hand", True) if app else ("created", False)
+        elif obs.digest != digest:
+            why, drift = ("edited by hand", True) if app else ("replaced (adopted)", False)
+        elif obs.mode != f.mode:
+            why, drift = (f"mode {obs.mode:04o} -> {f.mode:04o}", app is not None)
+        else:
+            continue
+        if obs is None or obs.digest != digest or obs.mode != f.mode:
+            d.add(WriteFile(f.path, f.content, f.mode, ("drift: " if drift else "") + why, drift))
+            d.reload_due = d.reload_due or unitfile.dropin_unit(f.path) is not None
+        if not why.startswith("mode"):
+            changed[f.path] = (why, drift)
+    desired = {f.path for f in spec.files}
+    for p in inv.managed_files():
+        if p not in desired:
+            changed[p] = ("removed", False)
+            if p in observed.files:
+                d.add(DeleteFile(p, "no longer desired"))
+    return changed
+
+
+def _unit(
+    d: _Draft,
+    u: UnitSpec,
+    observed: Observed,
+    inv: Inventory,
+    changed: Mapping[str, tuple[str, bool]],
+    root: str,
+) -> None:
+    """Write, (re)start or reload, and enable/disable one desired unit."""
+    digest = u.digest  # a property that hashes: once per unit
+    obs_digest = observed.unit_files.get(u.name)
+    app = inv.unit(u.name)
+    st = observed.units.get(u.name, UnitState())
+    reasons: list[tuple[str, bool]] = []
+    if app is not None and app.digest != digest:
+        reasons.append(("unit changed", False))
+    elif obs_digest is None and app is not None:
+        reasons.append(("drift: unit file deleted by hand", True))
+    elif obs_digest is not None and obs_digest != digest:
+        reasons.append(
+            ("drift: unit file edited by hand", True) if app else ("unit file adopted", False)
+        )
+    if obs_digest == digest and (st.need_daemon_reload or app is None or app.digest != digest):
+        d.maybe_unloaded = True  # possibly written by a killed run that never reloaded
+    if obs_digest != digest:
+        why, drift = _drift(reasons) if reasons else ("new unit", False)
+        d.add(WriteUnit(u.name, u.content, why, drift))
+    refs = unitfile.referenced_paths(u.content) if changed else frozenset()
+    if root and refs:
+        refs |= {r[len(root):] for r in refs if r.startswith(root + "/")}
+    for path in sorted(changed):
+        if path in refs or unitfile.dropin_unit(path) == u.name:
+            why, drift = changed[path]
+            reasons.append((f"{path} {why}", drift))
+    if is_template(u.name) or st.load_state == "masked":
+        return  # templates are instantiated by others; a masked unit is the operator's call
+    if is_up(st):
+        if reasons and u.on_change is not OnChange.IGNORE:
+            why, drift = _drift(reasons)
+            if u.on_change is OnChange.RELOAD and unitfile.can_reload(u.content):
+                d.add(ReloadUnit(u.name, why, drift))
+            elif u.on_change is OnChange.RELOAD:
+                d.add(RestartUnit(u.name, f"{why} (no ExecReload=: restart instead)", drift))
+            else:
+                d.add(RestartUnit(u.name, why, drift))
+            d.verify.append((u.name, u.timeout))
+    else:
+        if app is None and obs_digest is None:
+            why, drift = "new unit", False
+        elif reasons and not any(dr for _, dr in reasons):
+            why, drift = _drift(reasons)
+        elif app is None:
+            why, drift = "not running", False
+        elif st.active_state == "failed":
+            why, drift = "drift: unit failed", True
+        else:
+            why, drift = "drift: stopped by hand", True
+        d.add(StartUnit(u.name, why, drift))
+        d.verify.append((u.name, u.timeout))
+    enabled = st.unit_file_state in ("enabled", "enabled-runtime")
+    if wants_enable(u) and not enabled:
+        drift = app is not None and wants_enable(app)
+        why = "has an [Install] section"
+        if drift:
+            why = "drift: unit file deleted by hand" if obs_digest is None else "drift: disabled by hand"
+        d.add(EnableUnit(u.name, why, drift))
+    elif not wants_enable(u) and (
+        enabled or (obs_digest is None and app is not None and wants_enable(app))
+    ):  # a deleted file hides the state; its symlinks were ours
+        why = "enable: false" if u.enable is False else "no [Install] section"
+        d.add(DisableUnit(u.name, why, app is not None and not wants_enable(app)))
+
+
+def _removed(d: _Draft, names: list[UnitName], observed: Observed) -> None:
+    """Stop (reverse role order), disable and delete units no longer desired."""
+    for name in reversed(names):
+        st = observed.units.get(name, UnitState())
+        if st.active_state in RUNNING or st.active_state == "failed":
+            d.add(StopUnit(name, "no longer desired", reset_failed=st.active_state == "failed"))
+        if st.unit_file_state in ("enabled", "enabled-runtime"):
+            d.add(DisableUnit(name, "no longer desired"))
+        if name in observed.unit_files:
+            d.add(DeleteUnit(name, "no longer desired"))
 
 
 def drift_count(p: Plan) -> int:
