@@ -285,6 +285,12 @@ async def test_enable_and_disable_manage_the_wants_symlink(sd: Systemd,
     assert not link.exists() and not link.is_symlink()
     assert systemd_user.systemctl("is-enabled", "svc.service").stdout.strip() == "disabled"
     assert (await sd.status(["svc.service"]))["svc.service"].unit_file_state == "disabled"
+    # deferring the reload: the symlink is there at once, the manager's view after the reload
+    calls = sd.mutating_calls
+    await sd.enable(["svc.service"], reload=False)
+    assert link.is_symlink() and sd.mutating_calls == calls + 1
+    await sd.daemon_reload()
+    assert (await sd.status(["svc.service"]))["svc.service"].unit_file_state == "enabled"
 
 
 @pytest.mark.parametrize("sd", ["private"], indirect=True)

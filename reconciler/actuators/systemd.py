@@ -274,22 +274,28 @@ class Systemd:
     async def reload_or_restart(self, name: str) -> str:
         return await self._run_job("ReloadOrRestartUnit", name)
 
-    async def enable(self, names: Sequence[str]) -> None:
-        """EnableUnitFiles (persistent, force), then a daemon-reload if a symlink changed."""
+    async def enable(self, names: Sequence[str], *, reload: bool = True) -> None:
+        """EnableUnitFiles (persistent, force), then a daemon-reload if a symlink changed.
+
+        ``reload=False`` skips that reload for a caller that runs ``daemon_reload`` next
+        anyway; until then status() still reports the old UnitFileState.
+        """
         if not names:
             return
         self.mutating_calls += 1
         _carries_install_info, changes = await self._call(
             "EnableUnitFiles", "asbb", [list(names), False, True])
-        await self._reload_after_install(changes)
+        if reload:
+            await self._reload_after_install(changes)
 
-    async def disable(self, names: Sequence[str]) -> None:
-        """DisableUnitFiles, then a daemon-reload if a symlink changed."""
+    async def disable(self, names: Sequence[str], *, reload: bool = True) -> None:
+        """DisableUnitFiles, then a daemon-reload if a symlink changed (see ``enable``)."""
         if not names:
             return
         self.mutating_calls += 1
         (changes,) = await self._call("DisableUnitFiles", "asb", [list(names), False])
-        await self._reload_after_install(changes)
+        if reload:
+            await self._reload_after_install(changes)
 
     async def _reload_after_install(self, changes: list[Any]) -> None:
         # Like `systemctl enable`: the manager caches UnitFileState and dependencies until a
