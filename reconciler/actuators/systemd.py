@@ -252,7 +252,8 @@ class Systemd:
         return True
 
     async def start(self, name: str) -> str:
-        """StartUnit; returns the job result: done|failed|canceled|timeout|dependency|skipped."""
+        """StartUnit; returns the job result: done|failed|canceled|timeout|dependency|skipped
+        (|invalid, e.g. ReloadUnit of an inactive unit). D-Bus errors raise SystemdError."""
         return await self._run_job("StartUnit", name)
 
     async def stop(self, name: str) -> str:
