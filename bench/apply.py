@@ -139,6 +139,9 @@ async def measure(um: UserManager, raw: Raw, work: Path) -> dict[str, list[float
                 out[key].append(time.perf_counter() - t0)
                 assert r.outcome is Outcome.CONVERGED, r.error
                 assert [a.action.VERB for a in r.actions if a.action.VERB == "restart"] == ["restart"]
+                if key == "change0":
+                    for a in r.actions:
+                        out.setdefault(f"step:{a.action.VERB}", []).append(a.seconds)
             out["raw_change"].append(await asyncio.to_thread(raw.change, i + 1))
     finally:
         await sd.close()
@@ -163,6 +166,11 @@ def main() -> None:
     noop = statistics.median(f["noop"])
     print(f"  no-op pass       engine {ms(f['noop'])}   target < 50 ms: {'OK' if noop < 0.05 else 'MISSED'}; "
           f"mutating systemd calls: {max(f['calls'])}")
+    steps = {k.removeprefix("step:"): statistics.median(v) * 1000 for k, v in f.items() if k.startswith("step:")}
+    other = statistics.median(f["change0"]) * 1000 - sum(steps.values())
+    print("  one-unit change, settle=0, where the time goes: "
+          + ", ".join(f"{k} {v:.1f} ms" for k, v in steps.items())
+          + f", observe+plan+inventory {other:.1f} ms")
     for key, label in (("change0", "settle=0"), ("change", f"settle={DEFAULT_SETTLE}s, the default")):
         rt = ratio(f[key], f["raw_change"])
         print(f"  one-unit change  engine {ms(f[key])}   raw {ms(f['raw_change'])}   ratio {rt:.2f}x "
