@@ -30,17 +30,24 @@ from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
 from reconciler import log
-from reconciler.errors import EtcdUnavailable, SwarmkeeperError
+from reconciler.errors import EtcdUnavailable, SwarmkeeperError, TransientError
 from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, TLSConfig, classify, guard
 from reconciler.etcdlease import Lease, LeaseKeeper
 
-__all__ = ["KV", "Etcd", "EtcdError", "Lease", "Resynced", "TLSConfig", "WatchEvent"]
+__all__ = [
+    "KV", "Etcd", "EtcdError", "Lease", "LeaseNotFound", "Resynced", "TLSConfig", "WatchEvent",
+]
 
 T = TypeVar("T")
 
 
 class EtcdError(SwarmkeeperError):
     """etcd refused a request (permission denied, invalid argument): retrying will not help."""
+
+
+class LeaseNotFound(TransientError):
+    """A write named a lease etcd no longer has (it expired): grant a new one and retry.
+    The ``Lease`` is marked lost, so ``wait_lost()`` owners notice too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +194,8 @@ class Etcd:
                 last = e
                 fault = classify(e)
                 if fault is Fault.FATAL:
+                    if "lease not found" in _describe(e):
+                        raise LeaseNotFound(f"etcd {what}: {_describe(e)}") from e
                     raise EtcdError(f"etcd {what}: {_describe(e)}") from e
                 if fault is Fault.REAUTH:
                     if reauthed:
@@ -226,9 +235,18 @@ class Etcd:
     async def put(self, key: str, value: bytes | str, *, lease: Lease | None = None) -> int:
         """Set a key; returns the revision of the write."""
         req = rpc.PutRequest(key=_b(key), value=_b(value), lease=lease.id if lease else 0)
-        resp = await self._call(lambda c: c.kv.Put(req, timeout=self.timeout,
-                                                    metadata=c.metadata), "put")
+        resp = await self._leased(lease, self._call(
+            lambda c: c.kv.Put(req, timeout=self.timeout, metadata=c.metadata), "put"))
         return int(resp.header.revision)
+
+    async def _leased(self, lease: Lease | None, aw: Awaitable[T]) -> T:
+        try:
+            return await aw
+        except LeaseNotFound:
+            if lease is not None:
+                lease.mark_lost()
+                self._keeper.remove(lease)
+            raise
 
     async def delete(self, key: str) -> bool:
         req = rpc.DeleteRangeRequest(key=_b(key))
@@ -260,7 +278,7 @@ class Etcd:
             attempts += 1
             return await c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata)
 
-        resp = await self._call(txn, what)
+        resp = await self._leased(lease, self._call(txn, what))
         if resp.succeeded:
             return True
         if attempts > 1:

@@ -11,8 +11,8 @@ import aetcd
 import aetcd.exceptions
 import pytest
 
-from reconciler.errors import EtcdUnavailable
-from reconciler.etcd import KV, Etcd, EtcdError, TLSConfig
+from reconciler.errors import EtcdUnavailable, TransientError
+from reconciler.etcd import KV, Etcd, EtcdError, LeaseNotFound, TLSConfig
 from tests.fixtures.etcd import EtcdServer, free_ports
 
 
@@ -191,3 +191,18 @@ async def test_tls_with_client_certificates(tmp_path: Path) -> None:
                                timeout=1, retry_for=1)
     finally:
         srv.close()
+
+
+async def test_write_with_an_expired_lease_is_transient_and_marks_it_lost(
+    etcd_server: EtcdServer,
+) -> None:
+    async with await Etcd.connect([etcd_server.endpoint]) as e, \
+            await Etcd.connect([etcd_server.endpoint]) as other:
+        lease = await e.lease(5)
+        await other.revoke_lease(lease)  # gone on the server; e's keeper does not know yet
+        with pytest.raises(LeaseNotFound):
+            await e.put("/t/leased", "x", lease=lease)
+        assert lease.lost and not lease.alive
+        with pytest.raises(TransientError):  # what agents catch and retry
+            await e.create_if_absent("/t/slot", "x", lease=lease)
+        assert await e.get("/t/slot") is None
