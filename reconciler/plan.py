@@ -285,8 +285,10 @@ def plan(
     inv = inventory or EMPTY
     d = _Draft()
     changed = _files(d, spec, observed, inv)
+    # a service a desired timer/socket/path activates is started by that unit, not by us
+    triggered = {t for u in spec.units if (t := unitfile.triggers(u.name, u.content))}
     for u in spec.units:
-        _unit(d, u, observed, inv, changed, root.rstrip("/"))
+        _unit(d, u, observed, inv, changed, root.rstrip("/"), u.name in triggered)
     desired = set(spec.unit_names)
     _removed(d, [n for n in inv.managed_units() if n not in desired], observed)
 
@@ -340,6 +342,7 @@ def _unit(
     inv: Inventory,
     changed: Mapping[str, tuple[str, bool]],
     root: str,
+    triggered: bool,
 ) -> None:
     """Write, (re)start or reload, and enable/disable one desired unit."""
     digest = u.digest  # a property that hashes: once per unit
@@ -379,7 +382,7 @@ def _unit(
             else:
                 d.add(RestartUnit(u.name, why, drift))
             d.verify.append((u.name, u.timeout))
-    else:
+    elif not triggered:
         if app is None and obs_digest is None:
             why, drift = "new unit", False
         elif reasons and not any(dr for _, dr in reasons):

@@ -99,6 +99,23 @@ def has_install(content: bytes | str) -> bool:
     return any(d.section == "Install" for d in parse(content).directives)
 
 
+TRIGGER_SECTIONS = {"timer": "Timer", "socket": "Socket", "path": "Path"}
+
+
+def triggers(name: str, content: bytes | str) -> str | None:
+    """The unit a .timer/.socket/.path unit activates (``Unit=``, else same name .service)."""
+    stem, _, kind = name.rpartition(".")
+    section = TRIGGER_SECTIONS.get(kind)
+    if section is None:
+        return None
+    explicit = parse(content).values(section, "Unit")
+    if explicit:
+        return explicit[-1]
+    if kind == "socket" and any(v == "yes" for v in parse(content).values("Socket", "Accept")):
+        return f"{stem}@.service"  # one instance per connection, from the template
+    return f"{stem}.service"
+
+
 @lru_cache(maxsize=4096)
 def can_reload(content: bytes | str) -> bool:
     """True when the unit says how to reload (``ExecReload=`` with a command)."""

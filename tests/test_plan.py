@@ -254,6 +254,20 @@ def test_sandbox_root_prefixed_references_count() -> None:
     assert not any(x.startswith("restart") for x in lines(P.plan(spec([uses, A], [FileSpec(ENV, b"X=2\n")]), node.observe(), inv)))
 
 
+def test_a_service_activated_by_a_desired_timer_or_socket_is_not_started_by_us() -> None:
+    node = Node()
+    timer = UnitSpec(UnitName("backup.timer"), b"[Timer]\nOnCalendar=daily\n[Install]\nWantedBy=timers.target\n")
+    job = UnitSpec(UnitName("backup.service"), b"[Service]\nType=oneshot\nExecStart=/bin/true\n")
+    sock = UnitSpec(UnitName("web.socket"), b"[Socket]\nListenStream=8080\nService=x\nUnit=httpd.service\n")
+    httpd = unit("httpd.service", install=False)
+    p, inv = converge(spec([timer, job, sock, httpd]), node)
+    starts = [x for x in lines(p) if x.startswith("start")]
+    assert starts == ["start backup.timer: new unit", "start web.socket: new unit"]
+    node.active["httpd.service"] = "active"  # activated by a connection, then changed
+    new_httpd = unit("httpd.service", "Environment=V=2\n", install=False)
+    assert "restart httpd.service: unit changed" in lines(P.plan(spec([timer, job, sock, new_httpd]), node.observe(), inv))
+
+
 def test_templates_are_written_but_never_started_or_enabled() -> None:
     node = Node()
     p, _ = converge(spec([unit("t@.service")]), node)

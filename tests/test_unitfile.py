@@ -90,3 +90,18 @@ def test_parser_never_raises(data: bytes) -> None:
     unitfile.parse(data)
     unitfile.referenced_paths(data)
     unitfile.has_install(data)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("backup.timer", "[Timer]\nOnCalendar=daily\n", "backup.service"),
+        ("backup.timer", "[Timer]\nOnCalendar=daily\nUnit=other.service\n", "other.service"),
+        ("web.socket", "[Socket]\nListenStream=80\n", "web.service"),
+        ("web.socket", "[Socket]\nListenStream=80\nAccept=yes\n", "web@.service"),
+        ("watch.path", "[Path]\nPathChanged=/etc/x\n", "watch.service"),
+        ("a.service", "[Service]\nExecStart=/bin/true\n", None),
+    ],
+)
+def test_triggers(name: str, text: str, expected: str | None) -> None:
+    assert unitfile.triggers(name, text) == expected
