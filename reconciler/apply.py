@@ -272,7 +272,7 @@ class Engine:
         return result
 
     def _after(self, a: P.Action, result: str) -> None:
-        self.log.info("applied", action=P.describe(a), result=result, drift=a.drift)
+        self.log.debug("applied", action=P.describe(a), result=result, drift=a.drift)
         if self.after_action is not None:
             self.after_action(a)
 
