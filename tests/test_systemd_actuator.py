@@ -137,7 +137,8 @@ async def test_a_job_whose_signal_never_comes_raises_instead_of_hanging(
         # undo our own subscription on the bus daemon: JobRemoved no longer reaches us
         await call(conn._bus, destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
                    interface="org.freedesktop.DBus", member="RemoveMatch", signature="s",
-                   body=["type='signal',interface='org.freedesktop.systemd1.Manager'"])
+                   body=["type='signal',sender='org.freedesktop.systemd1',"
+                         "interface='org.freedesktop.systemd1.Manager'"])
         conn.job_check_interval = 0.3
         _write(systemd_user, "quick.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n")
         await conn.daemon_reload()
