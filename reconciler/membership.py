@@ -133,14 +133,16 @@ class Membership:
                 await self._wait_cluster(snap.revision, deadline)
             elif st is Step.JOIN:
                 assert act.role is not None
-                await self._join(snap, act.role)
+                await self.join(snap, act.role)
             elif st is Step.CANCEL_JOIN:
                 with contextlib.suppress(SwarmError):
                     await self.engine.leave(force=True)
                 self._pending_since = None
             elif st is Step.LEAVE:
+                # No "left" record: the leader may already have removed us (we stop beating
+                # before leave returns) and deleted the record; writing it now would leave
+                # it behind for good.
                 await self.engine.leave()
-                await self._publish_node(snap, local, "left")
                 return self._status(MemberState.ABSENT, await self.engine.local(), desired)
             elif st is Step.WAIT_JOIN:
                 return self._status(MemberState.JOINING, local, desired, retry=2.0)
@@ -198,7 +200,9 @@ class Membership:
                 finally:
                     await watch.aclose()  # type: ignore[attr-defined]
 
-    async def _join(self, snap: rec.Snapshot, role: Role) -> None:
+    async def join(self, snap: rec.Snapshot, role: Role) -> None:
+        """Join with the tokens and manager addresses of ``snap``. A token the swarm refuses
+        (rotated since ``snap`` was read) is re-read from etcd and tried once more."""
         addrs = list(snap.cluster.manager_addrs)
         tokens = snap.tokens
         if tokens is None or not addrs:

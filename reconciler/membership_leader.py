@@ -98,6 +98,7 @@ async def lead(
         except SwarmError as e:  # one node's trouble must not stop the others' changes
             logger.warning("swarm leader action failed", action=a.verb.value,
                            target=a.name or a.node_id, error=str(e))
+    await _forget_departed(m, snap, nodes, roles)
     if changed:
         nodes = await m.engine.nodes()
         await _publish(m, await rec.read(m.etcd, m.prefix), nodes)
@@ -107,6 +108,17 @@ async def lead(
     departing = any(v.name and (v.name not in roles or v.name in snap.drain or not v.current)
                     for v in views)
     return LeadResult(True, len(mgrs), reachable, 1.0 if departing or actions else None)
+
+
+async def _forget_departed(m: Membership, snap: rec.Snapshot, nodes: Sequence[SwarmNode],
+                           roles: Mapping[str, Role]) -> None:
+    """Delete the records of nodes that are gone from the swarm and not wanted in it."""
+    ids = {n.id for n in nodes}
+    for name, r in snap.nodes.items():
+        if r.id not in ids and (name not in roles or name in snap.drain):
+            await m.etcd.delete(rec.swarm_node_key(m.prefix, name))
+            if snap.drained.get(name) == r.id:
+                await m.etcd.delete(rec.swarm_drained_key(m.prefix, name))
 
 
 async def _publish(m: Membership, snap: rec.Snapshot, nodes: Sequence[SwarmNode]) -> None:

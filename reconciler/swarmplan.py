@@ -127,7 +127,9 @@ def local_action(
         return LocalAction(Step.WAIT_CLUSTER)
     # active
     if cluster.phase is not Phase.READY:
-        if local.control_available and cluster.phase is Phase.ABSENT:
+        # Only a would-be manager may make its existing swarm THE swarm (etcd wiped, or the
+        # bootstrapper died after init but before publishing); anyone else waits for it.
+        if local.control_available and cluster.phase is Phase.ABSENT and desired is Role.MANAGER:
             return LocalAction(Step.ADOPT, reason="member of a swarm etcd does not know")
         return LocalAction(Step.WAIT_CLUSTER)
     if in_cluster(local, cluster) is False:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler import swarmrecords as rec
+from reconciler.actuators.swarm import LocalState, SwarmEngine
 from reconciler.models import Role
 from tests.fixtures.dockernet import DockerLab
 from tests.fixtures.etcd import EtcdServer
@@ -71,3 +72,33 @@ async def test_restarting_an_agent_on_a_member_changes_nothing(
 
 async def _settled(agents: SwarmAgents, names: list[str]) -> bool:
     return all((s := agents.last(n)) is not None and s.state == "member" for n in names)
+
+
+async def test_member_of_another_swarm_is_reported_never_left(
+    docker_lab: DockerLab, etcd_server: EtcdServer
+) -> None:
+    await reset_engines(docker_lab, NODES)
+    n4 = docker_lab.node("node4")
+    async with SwarmEngine(n4.docker_host) as e:  # someone made node4 a swarm of its own
+        await e.init(n4.address)
+        foreign = (await e.local()).cluster_id
+    async with SwarmAgents(docker_lab, etcd_server.endpoint, "/foreign", ROLES) as agents:
+        await agents.start(*NODES)
+        managers = ["node1", "node2", "node3"]
+        await wait_for(lambda: _one(docker_lab, managers), 60, "the 3 managers' swarm")
+        await wait_for(lambda: _state_is(agents, "node4", "conflict"), 30, "node4 conflict")
+        status = agents.last("node4")
+        assert status is not None and foreign in status.error
+        # still in its own swarm: nothing left it
+        st = (await local_states(docker_lab, ["node4"]))["node4"]
+        assert st.cluster_id == foreign  # type: ignore[attr-defined]
+        assert st.state is LocalState.ACTIVE  # type: ignore[attr-defined]
+
+
+async def _one(lab: DockerLab, names: list[str]) -> bool:
+    return await one_swarm(lab, names, managers=len(names)) is not None
+
+
+async def _state_is(agents: SwarmAgents, name: str, state: str) -> bool:
+    s = agents.last(name)
+    return s is not None and s.state == state

@@ -66,6 +66,7 @@ WRK_C2 = LocalView("active", "n4", "", False, ("10.9.9.9:2377",))
         (None, MGR_C2, READY, {}, Step.CONFLICT, None),
         # a manager of a swarm etcd does not know publishes it; a worker waits
         (M, MGR_C1, ABSENT, {}, Step.ADOPT, None),
+        (W, MGR_C1, ABSENT, {}, Step.WAIT_CLUSTER, None),
         (W, WRK_C1, ABSENT, {}, Step.WAIT_CLUSTER, None),
         # leaving: demotion, then drain acknowledged, then leave
         (None, MGR_C1, READY, {}, Step.AWAIT_ROLE, W),

@@ -259,11 +259,12 @@ class SwarmEngine:
     ) -> None:
         """Join through each manager address in turn until one accepts.
 
-        The engine only ever uses the first remote address and waits 20 s for an unreachable
-        one, then keeps joining in the background (``pending``). So each address gets
-        ``attempt_timeout``; if the engine is still pending after that, the background attempt
-        is cancelled (``leave --force`` of a node that is not a member yet) before the next
-        address is tried. A refused token is raised at once: the caller re-reads it.
+        The engine only ever uses the first remote address; for an unreachable one it
+        answers after 20 s and keeps joining in the background (``pending``). Before the
+        next address that background attempt is cancelled (``leave --force`` of a node that
+        is not a member yet); after the last one it is left running, because it completes by
+        itself when a partition heals. A refused token (the engine takes ~10 s to say so) is
+        raised at once as ``TokenRefused``: the caller re-reads the current one.
         """
         if not managers:
             raise NotReachable("no manager address to join")
