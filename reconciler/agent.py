@@ -34,6 +34,7 @@ from reconciler import keys, log
 from reconciler.errors import SwarmkeeperError, TransientError
 from reconciler.metrics import Metrics
 from reconciler.models import NodeFacts, NodeName, Role
+from reconciler.pass_events import PassEvents
 from reconciler.reconcile import PassResult, Renderer, run_pass
 from reconciler.status import NodeState, NodeStatus, utcnow
 from reconciler.workqueue import WorkQueue, jittered
@@ -94,8 +95,10 @@ class Agent:
         self.stop_event = asyncio.Event()
         self.control_read = asyncio.Event()  # the first read of the control keys is done
         self.notifications: Notifications | None = None
+        self.pass_events = PassEvents(s.node)
         self.registrar: ServiceRegistrar | None = None
-        self._last_rejected: str | None = None
+        self._notify_cfg: tuple[object, ...] | None = None  # cluster.notify last configured
+        self._seen = (0, 0)  # git fetches and etcd requests already counted in metrics
 
     # -- state read from etcd ------------------------------------------------------------
 
@@ -170,7 +173,7 @@ class Agent:
                 continue  # something is published: git is fetched only for missing commits
             try:
                 head = await asyncio.to_thread(self.source.branch_head)
-                self.metrics.git_fetches.inc()
+                self._sync_counters()
             except SwarmkeeperError as e:
                 self.metrics.git_errors.inc()
                 self.log.warning("poll.failed", error=str(e))
@@ -311,6 +314,7 @@ class Agent:
                 self.log.warning("rollout.release", error=str(e))
         if res.error_kind == "git":
             self.metrics.git_errors.inc()
+        self._sync_counters()
         if res.result is not None:
             self.metrics.drift_repairs.inc(res.result.drift)
             if res.result.outcome is Outcome.CONVERGED:
@@ -330,39 +334,27 @@ class Agent:
             return str(res.result.outcome)
         return str(st.state)
 
+    def _sync_counters(self) -> None:
+        """Carry the source's and etcd client's own counters into the metrics."""
+        fetches, requests = self.source.fetches, self.etcd.request_count
+        self.metrics.git_fetches.inc(max(0, fetches - self._seen[0]))
+        self.metrics.etcd_requests.inc(max(0, requests - self._seen[1]))
+        self._seen = (fetches, requests)
+
     def _notify(self, res: PassResult) -> None:
         if self.notifications is None:
             return
-        from reconciler.apply import Outcome
-        from reconciler.notify import Event, EventKind
+        from reconciler.models import NodeSpec
 
-        node, st = self.s.node, res.status
-        emit = self.notifications.emit
-        if res.rejection is not None and res.rejection.revision != self._last_rejected:
-            self._last_rejected = res.rejection.revision
-            emit(Event.of(EventKind.REVISION_REJECTED, node, revision=res.rejection.revision,
-                          message=res.rejection.summary,
-                          details={"problems": list(res.rejection.problems)}))  # fmt: skip
-        r = res.result
-        if r is None:
-            return
-        if r.outcome is Outcome.CONVERGED:
-            if res.new_revision:
-                emit(Event.of(EventKind.REVISION_APPLIED, node, revision=r.revision,
-                              message=f"{len(r.actions)} action(s)"))  # fmt: skip
-            if r.drift:
-                units = sorted(
-                    {getattr(a.action, "unit", "") for a in r.actions if a.action.drift} - {""}
-                )
-                emit(Event.of(EventKind.DRIFT_REPAIRED, node, revision=r.revision,
-                              unit=",".join(units), message=f"{r.drift} drift repair(s)"))  # fmt: skip
-        else:
-            unit = r.failure.unit if r.failure else ""
-            emit(Event.of(EventKind.APPLY_ROLLED_BACK, node, revision=r.revision, unit=unit,
-                          message=st.error))  # fmt: skip
-            if res.new_revision:
-                emit(Event.of(EventKind.ROLLOUT_HALTED, node, revision=r.revision, unit=unit,
-                              message=f"rollout of {r.revision[:12]} halted: {st.error}"))  # fmt: skip
+        spec = self.renderer.cache.get(res.status.revision) if res.status.revision else None
+        if isinstance(spec, NodeSpec) and spec.cluster.notify != self._notify_cfg:
+            from reconciler.notifiers import from_config
+
+            # only when notify: changed, so a missing secret is warned about once
+            self._notify_cfg = spec.cluster.notify
+            self.notifications.configure(from_config(spec.cluster.notify))
+        for event in self.pass_events.events(res):
+            self.notifications.emit(event)
 
     # -- publish (webhook) ---------------------------------------------------------------
 
@@ -407,6 +399,10 @@ class Agent:
         try:
             async with asyncio.TaskGroup() as tg:
                 self.notifications = Notifications()
+                from reconciler import opsmetrics
+
+                opsmetrics.register(self.metrics.registry, lambda: self.notifications,
+                                    lambda: self.registrar)  # fmt: skip
                 tg.create_task(self.notifications.run(), name="notify")
                 tg.create_task(self._heartbeat(), name="heartbeat")
                 tg.create_task(self._watch(), name="watch")

@@ -40,6 +40,7 @@ class Metrics:
             "swarmkeeper_git_errors", "git fetches/reads that failed", registry=r
         )
         self.git_fetches = Counter("swarmkeeper_git_fetches", "git fetches made", registry=r)
+        self.etcd_requests = Counter("swarmkeeper_etcd_requests", "etcd RPCs sent", registry=r)
         self._last_revision: str | None = None
 
     def set_applied(self, revision: str, when: float) -> None:

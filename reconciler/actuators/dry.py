@@ -97,8 +97,10 @@ class DrySystemd:
     async def reset_failed(self, name: str) -> None:
         self._record(f"reset-failed {name}")
 
-    async def wait_healthy(self, name: str, timeout: float) -> DryStatus:  # noqa: ASYNC109
-        return (await self.status([name]))[name]
+    async def wait_healthy(
+        self, name: str, timeout: float, *, settle: float | None = None  # noqa: ASYNC109
+    ) -> DryStatus:
+        return (await self.status([name]))[name]  # jobs finish at once: nothing to settle
 
     async def describe_failure(self, name: str, lines: int = 20) -> str:
         return f"{name}: dry run"
