@@ -130,6 +130,36 @@ async def test_watch_on_paused_member_moves_on_within_bound(etcd_cluster: EtcdCl
         await writer.close()
 
 
+async def test_watch_moves_to_another_member_when_its_member_dies(
+    etcd_cluster: EtcdCluster,
+) -> None:
+    eps = etcd_cluster.endpoints
+    watcher = await Etcd.connect(eps, timeout=2)
+    writer = await Etcd.connect([eps[1], eps[2]], timeout=2, retry_for=20)
+    try:
+        assert watcher.endpoint == eps[0]
+        _, rev = await watcher.get_prefix("/m/")
+        async with collecting(watcher, "/m/", rev + 1) as got:
+
+            async def publish() -> None:
+                for i in range(200):
+                    await writer.put(f"/m/{i % 5}", str(i))
+
+            async def kill() -> None:
+                await wait_for(lambda: len(got) >= 30, 10, "first events")
+                await asyncio.to_thread(etcd_cluster.kill, 0)
+
+            await asyncio.gather(publish(), kill())
+            await wait_for(lambda: b"199" in values(got), 15, "all events")
+        seen = values(got)
+        assert [v for i, v in enumerate(seen) if i == 0 or seen[i - 1] != v] == [
+            str(i).encode() for i in range(200)]
+        assert watcher.endpoint != eps[0]
+    finally:
+        await watcher.close()
+        await writer.close()
+
+
 async def test_leader_kill_writes_resume(etcd_cluster: EtcdCluster) -> None:
     async with await Etcd.connect(etcd_cluster.endpoints, timeout=2, retry_for=15) as e:
         leader = etcd_cluster.leader()

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,12 +57,18 @@ def cluster_state(etcd_server: EtcdServer) -> Iterator[str]:
         await e.put(keys.node_pause(P, "w1"), "{}")
         return e
 
+    # m1's lease must be kept alive while the test runs its subprocesses: the client lives
+    # on an event loop running in a thread of its own.
     loop = asyncio.new_event_loop()
-    e = loop.run_until_complete(setup())  # keeps m1's lease alive while the test runs
+    thread = threading.Thread(target=loop.run_forever, name="m1-agent", daemon=True)
+    thread.start()
+    e = asyncio.run_coroutine_threadsafe(setup(), loop).result(30)
     try:
         yield ep
     finally:
-        loop.run_until_complete(e.close())
+        asyncio.run_coroutine_threadsafe(e.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
         loop.close()
 
 

@@ -10,6 +10,7 @@ rollout (halted, failed revision, slots in use). ``--json`` prints the same as o
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import sys
@@ -40,6 +41,7 @@ async def snapshot(etcd: Etcd, prefix: str, kvs: list[KV]) -> dict[str, Any]:
     desired_kv = by_key.get(keys.desired_revision(prefix).encode())
     desired = desired_kv.value.decode().strip() if desired_kv else ""
     nodes: dict[str, dict[str, Any]] = {}
+    heartbeats: dict[str, int] = {}  # node -> lease of its alive key
     for kv in kvs:
         nk = keys.split_node_key(prefix, kv.key)
         if nk is None:
@@ -62,12 +64,14 @@ async def snapshot(etcd: Etcd, prefix: str, kvs: list[KV]) -> dict[str, Any]:
             age = st.age(now)
             row["reported_age"] = round(age, 1) if age is not None else None
         elif leaf == "alive" and kv.lease:
-            ttl = await etcd.lease_time_to_live(kv.lease)
-            if ttl is not None:
-                row["alive"] = True
-                row["heartbeat_age"] = max(0, ttl[1] - ttl[0])
+            heartbeats[name] = kv.lease
         elif leaf == "pause":
             row["paused"] = True
+    ttls = await asyncio.gather(*(etcd.lease_time_to_live(x) for x in heartbeats.values()))
+    for name, ttl in zip(heartbeats, ttls, strict=True):
+        if ttl is not None:  # the lease still exists: the agent keeps it alive
+            nodes[name]["alive"] = True
+            nodes[name]["heartbeat_age"] = max(0, ttl[1] - ttl[0])
     rollout: dict[str, Any] = {"halted": None, "failed": None, "slots": []}
     for key_fn, field in ((keys.rollout_halted, "halted"), (keys.rollout_failed, "failed")):
         marker = by_key.get(key_fn(prefix).encode())
