@@ -12,6 +12,7 @@ from reconciler.commands.drain import drain
 from reconciler.commands.swarm import rotate_tokens
 from reconciler.membership import Membership
 from reconciler.models import Role
+from reconciler.swarmplan import ClusterRecord, LocalView, Phase, Step, local_action
 from tests.fixtures.dockernet import DockerLab
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.swarmagents import (
@@ -187,3 +188,23 @@ async def test_token_rotation(docker_lab: DockerLab, etcd_server: EtcdServer) ->
                            "node4 and node5 joined")
     finally:
         await asyncio.to_thread(docker_lab.stop_nodes, [spare])
+
+
+async def test_autolock_unlock_key_and_locked_engine(docker_lab: DockerLab) -> None:
+    n = docker_lab.node("node1")
+    await reset_engines(docker_lab, ["node1"])
+    async with SwarmEngine(n.docker_host) as e:
+        await e.init(n.address)
+        assert await e.unlock_key() == ""
+        key = await e.set_autolock(True)
+        assert key.startswith("SWMKEY-1-")
+    await asyncio.to_thread(docker_lab.stop_nodes, [n])
+    await asyncio.to_thread(docker_lab.start_node, n)
+    async with SwarmEngine(n.docker_host) as e:
+        local = await e.local()
+        assert local.state is LocalState.LOCKED
+        # membership reports it and does nothing else
+        act = local_action(M, LocalView(local.state.value), ClusterRecord(Phase.READY))
+        assert act.step is Step.BROKEN and "unlock" in act.reason
+        await e.unlock(key)
+        assert (await e.local()).state is LocalState.ACTIVE
