@@ -154,6 +154,9 @@ def agent_volumes(p: Params) -> list[str]:
         "/etc/systemd/system:/etc/systemd/system",
         f"{CONF_DIR}:{CONF_DIR}",
         f"{STATE_DIR}:{STATE_DIR}",
+        # files the roles place anywhere on the host (/etc/motd, /opt/...) go through
+        # --root /host; units still name the host paths, which the planner maps back
+        "/:/host",
     ]
     slack = _slack_file(p)
     if slack and not slack.startswith(CONF_DIR + "/"):
@@ -165,7 +168,8 @@ def agent_volumes(p: Params) -> list[str]:
 
 def agent_unit(p: Params, role: str) -> str:
     rt = _runtime(p)
-    etcd = "etcd-member.service" if role == "manager" else "etcd-proxy.service"
+    # both etcd units are named so the repo's one agent unit (units/) matches every role's
+    etcd = "etcd-member.service etcd-proxy.service"
     vols = " \\\n".join(f"  -v {v}" for v in agent_volumes(p))
     slack = _slack_file(p)
     env = f" \\\n  -e SLACK_WEBHOOK_URL_FILE={slack}" if slack else ""
@@ -184,7 +188,7 @@ ExecStartPre=-{rt} rm -f swarmkeeper-agent
 ExecStart={rt} run --rm --name swarmkeeper-agent --net host --user 0:0{_selinux(p)} \\
 {vols}{env} \\
   ${{SWARMKEEPER_IMAGE}} --log-level {p.agent.log_level} agent \\
-  --config /etc/swarmkeeper/agent.yaml
+  --config /etc/swarmkeeper/agent.yaml --root /host
 ExecStop={rt} stop swarmkeeper-agent
 Restart=on-failure
 RestartSec=5

@@ -11,9 +11,9 @@ import pytest
 from tests.fixtures.dockernet import DockerLab
 from tests.fixtures.dockernet import docker_lab as _docker_lab
 from tests.fixtures.etcd import EtcdCluster, EtcdServer
-from tests.fixtures.gitrepo import MINIMAL_STATE, StateRepo, make_state_repo
 from tests.fixtures.etcd import etcd_cluster as _etcd_cluster
 from tests.fixtures.etcd import etcd_server as _etcd_server
+from tests.fixtures.gitrepo import MINIMAL_STATE, StateRepo, make_state_repo
 from tests.fixtures.systemd_user import UserManager
 from tests.fixtures.systemd_user import user_manager as _user_manager
 

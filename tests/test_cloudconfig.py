@@ -70,6 +70,7 @@ AGENT_VOLUMES = [
     "/etc/systemd/system:/etc/systemd/system",
     "/etc/swarmkeeper:/etc/swarmkeeper",
     "/var/lib/swarmkeeper:/var/lib/swarmkeeper",
+    "/:/host",
 ]
 
 
@@ -218,7 +219,8 @@ def test_agent_unit_runs_the_image_with_the_host_sockets_and_dirs(
     assert option_values(opts, "--user") == ["0:0"]
     assert option_values(opts, "-e") == ["SLACK_WEBHOOK_URL_FILE=/etc/swarmkeeper/slack-url"]
     assert "--rm" in opts
-    assert args == ["--log-level", "info", "agent", "--config", "/etc/swarmkeeper/agent.yaml"]
+    # --root /host: the files roles place anywhere land on the host, through the /:/host mount
+    assert args == ["--log-level", "info", "agent", "--config", "/etc/swarmkeeper/agent.yaml", "--root", "/host"]
 
 
 def test_cloud_config_sets_etcd_lock_and_ssh_keys(tmp_path: Path) -> None:
