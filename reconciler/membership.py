@@ -83,6 +83,7 @@ class Membership:
     address: str
     prefix: str = "/swarmkeeper"
     settings: Settings = field(default_factory=Settings)
+    role: Role | None = None  # this node's role when the state leaves it to the node (facts)
     _pending_since: float | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -90,8 +91,17 @@ class Membership:
         """Ask ``run_membership`` for a pass now (e.g. the desired roles changed)."""
         self._wake.set()
 
-    async def reconcile(self, roles: Mapping[str, Role], managers: int) -> MembershipStatus:
-        desired = roles.get(self.node)
+    async def reconcile(
+        self, roles: Mapping[str, Role | None], managers: int
+    ) -> MembershipStatus:
+        """One pass. ``roles``: every node of the state (``state/nodes``) with its role, or
+        None where the node's role comes from its own facts; this node's None resolves to
+        ``self.role``. A node missing from ``roles`` leaves the swarm. ``managers``:
+        ``cluster.yaml`` ``managers``."""
+        desired = roles[self.node] or self.role if self.node in roles else None
+        if self.node in roles and desired is None:
+            return MembershipStatus(self.node, MemberState.ERROR, retry_in=None,
+                                    error="the node's role is unknown (not in state, no fact)")
         try:
             return await self._reconcile(desired, roles, managers)
         except SwarmkeeperError as e:
@@ -101,7 +111,7 @@ class Membership:
                                     desired=desired or "", retry_in=5.0)
 
     async def _reconcile(
-        self, desired: Role | None, roles: Mapping[str, Role], managers: int
+        self, desired: Role | None, roles: Mapping[str, Role | None], managers: int
     ) -> MembershipStatus:
         s = self.settings
         deadline = time.monotonic() + s.bootstrap_wait
@@ -120,7 +130,7 @@ class Membership:
                 desired, view, snap.cluster,
                 drained_ack=bool(local.node_id) and snap.drained.get(self.node) == local.node_id,
                 pending_for=pending_for, join_patience=s.join_patience,
-                managers_limit=managers,
+                managers_limit=managers, manager_rank=_rank(roles, self.node),
             )
             st = act.step
             log.get("membership").debug("membership step", node=self.node, step=st.value,
@@ -236,7 +246,7 @@ class Membership:
 
     async def _settled(
         self, snap: rec.Snapshot, local: LocalSwarm, desired: Role | None,
-        roles: Mapping[str, Role], managers: int, step: Step,
+        roles: Mapping[str, Role | None], managers: int, step: Step,
     ) -> MembershipStatus:
         if local.node_id:
             await self._publish_node(snap, local, "member")
@@ -274,13 +284,19 @@ class Membership:
         )
 
 
+def _rank(roles: Mapping[str, Role | None], node: str) -> int:
+    """Index of ``node`` among the nodes the state wants as managers, by name."""
+    wanted = sorted(n for n, r in roles.items() if r is Role.MANAGER)
+    return wanted.index(node) if node in wanted else len(wanted)
+
+
 def _view(local: LocalSwarm) -> LocalView:
     return LocalView(local.state.value, local.node_id, local.cluster_id,
                      local.control_available, local.remote_managers, local.error)
 
 
 async def reconcile_membership(
-    m: Membership, roles: Mapping[str, Role], managers: int
+    m: Membership, roles: Mapping[str, Role | None], managers: int
 ) -> MembershipStatus:
     """One membership pass (the agent calls this every pass); see ``Membership``."""
     return await m.reconcile(roles, managers)
@@ -288,7 +304,7 @@ async def reconcile_membership(
 
 async def run_membership(
     m: Membership,
-    desired: Callable[[], tuple[Mapping[str, Role], int]],
+    desired: Callable[[], tuple[Mapping[str, Role | None], int]],
     *,
     on_status: Callable[[MembershipStatus], Any] | None = None,
     resync: float = 15.0,
@@ -296,8 +312,13 @@ async def run_membership(
     """Reconcile forever: on every change under ``<prefix>/swarm/``, on ``m.poke()``, and
     at least every ``resync`` seconds (sooner when a pass asks for it)."""
 
+    # Watch from the revision the first pass will at least see, so no change in between is
+    # missed (the resync timer is a backstop, not the mechanism).
+    _, revision = await m.etcd.get_prefix(rec.swarm_prefix(m.prefix) + "cluster")
+
     async def watch() -> None:
-        async for _ in m.etcd.watch_prefix(rec.swarm_prefix(m.prefix)):
+        async for _ in m.etcd.watch_prefix(rec.swarm_prefix(m.prefix),
+                                           start_revision=revision + 1):
             m.poke()
 
     async with asyncio.TaskGroup() as tg:

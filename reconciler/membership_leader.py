@@ -58,7 +58,7 @@ def node_views(nodes: Sequence[SwarmNode], records: Mapping[str, rec.NodeRecord]
 
 
 async def lead(
-    m: Membership, snap: rec.Snapshot, local: LocalSwarm, roles: Mapping[str, Role],
+    m: Membership, snap: rec.Snapshot, local: LocalSwarm, roles: Mapping[str, Role | None],
     managers_limit: int,
 ) -> LeadResult:
     nodes = await m.engine.nodes()
@@ -111,7 +111,7 @@ async def lead(
 
 
 async def _forget_departed(m: Membership, snap: rec.Snapshot, nodes: Sequence[SwarmNode],
-                           roles: Mapping[str, Role]) -> None:
+                           roles: Mapping[str, Role | None]) -> None:
     """Delete the records of nodes that are gone from the swarm and not wanted in it."""
     ids = {n.id for n in nodes}
     for name, r in snap.nodes.items():

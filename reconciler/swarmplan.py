@@ -104,8 +104,15 @@ def local_action(
     pending_for: float = 0.0,
     join_patience: float = 45.0,
     managers_limit: int = 3,
+    manager_rank: int = 0,
 ) -> LocalAction:
-    """The one next step for this node (see the module docstring)."""
+    """The one next step for this node (see the module docstring).
+
+    ``manager_rank``: this node's index among the nodes the state wants as managers, by
+    name. Only the first ``managers_limit`` may claim the bootstrap or join with the manager
+    token, so even a state asking for more managers than ``cluster.managers`` never gets
+    more (the rest join as workers; the leader promotes only up to the limit)."""
+    seat = desired is Role.MANAGER and manager_rank < managers_limit
     if local.state == "locked":
         return LocalAction(Step.BROKEN, reason="swarm is locked: unlock it with the unlock key")
     if local.state == "error":
@@ -120,9 +127,9 @@ def local_action(
         if desired is None:
             return LocalAction(Step.NOTHING, reason="not in the state")
         if cluster.phase is Phase.READY:
-            as_manager = desired is Role.MANAGER and len(cluster.manager_addrs) < managers_limit
+            as_manager = seat and len(cluster.manager_addrs) < managers_limit
             return LocalAction(Step.JOIN, role=Role.MANAGER if as_manager else Role.WORKER)
-        if cluster.phase is Phase.ABSENT and desired is Role.MANAGER:
+        if cluster.phase is Phase.ABSENT and seat:
             return LocalAction(Step.CLAIM)
         return LocalAction(Step.WAIT_CLUSTER)
     # active
@@ -186,20 +193,23 @@ class NodeAction:
 
 def leader_actions(
     nodes: Sequence[NodeView],
-    desired: Mapping[str, Role],
+    desired: Mapping[str, Role | None],
     managers_limit: int,
     *,
     leaving: frozenset[str] = frozenset(),
     grace: float = 10.0,
 ) -> tuple[NodeAction, ...]:
-    """What the leader does this pass. ``leaving``: names the operator drained."""
+    """What the leader does this pass. ``desired``: every node of the state, with its role,
+    or None when the node's role comes from the node itself (kept as it is). A node not in
+    ``desired`` (or in ``leaving``, the operator's drains) is taken out of the swarm."""
 
     def wanted(n: NodeView) -> Role | None:
         if not n.name:
             return n.role  # not ours (joined by hand): leave it as it is
-        if not n.current or n.name in leaving:
+        if not n.current or n.name in leaving or n.name not in desired:
             return None
-        return desired.get(n.name)
+        want = desired[n.name]
+        return n.role if want is None else want  # None: the node picks its role itself
 
     out: list[NodeAction] = []
     managers = [n for n in nodes if n.role is Role.MANAGER]

@@ -50,6 +50,10 @@ WRK_C2 = LocalView("active", "n4", "", False, ("10.9.9.9:2377",))
         # a would-be manager joins as a worker when the seats are taken (leader promotes)
         (M, INACTIVE, READY3, {"managers_limit": 3}, Step.JOIN, W),
         (M, INACTIVE, READY3, {"managers_limit": 5}, Step.JOIN, M),
+        # more managers wanted than cluster.managers: only the first `limit` by name get seats
+        (M, INACTIVE, ABSENT, {"managers_limit": 3, "manager_rank": 3}, Step.WAIT_CLUSTER, None),
+        (M, INACTIVE, READY, {"managers_limit": 3, "manager_rank": 3}, Step.JOIN, W),
+        (M, INACTIVE, READY, {"managers_limit": 3, "manager_rank": 2}, Step.JOIN, M),
         (None, INACTIVE, READY, {}, Step.NOTHING, None),
         # joining in the background
         (W, PENDING, READY, {"pending_for": 3}, Step.WAIT_JOIN, None),
@@ -146,6 +150,13 @@ def test_operator_drain_and_stale_incarnation() -> None:
     assert acts == (NodeAction(Verb.REMOVE, "old", "x"),)
 
 
+def test_role_left_to_the_node_is_kept() -> None:
+    nodes = [nv("a", M, leader=True), nv("b", M), nv("c", W)]
+    assert leader_actions(nodes, {"a": M, "b": None, "c": None}, 3) == ()
+    # but a node missing from the state altogether is taken out
+    assert leader_actions(nodes, {"a": M, "b": None}, 3) == (NodeAction(Verb.DRAIN, "c", "c"),)
+
+
 def test_unknown_nodes_are_left_alone() -> None:
     nodes = [nv("a", M, leader=True), nv("h", W, name="", ready=False, down_for=999)]
     assert leader_actions(nodes, {"a": M}, 1) == ()
@@ -155,7 +166,7 @@ names = st.sampled_from(["a", "b", "c", "d", "e", "f", "g"])
 
 
 @st.composite
-def swarms(draw: st.DrawFn) -> tuple[list[NodeView], dict[str, Role], int]:
+def swarms(draw: st.DrawFn) -> tuple[list[NodeView], dict[str, Role | None], int]:
     limit = draw(st.sampled_from([1, 3, 5]))
     ids = draw(st.lists(names, min_size=1, max_size=7, unique=True))
     nodes = []
@@ -169,7 +180,7 @@ def swarms(draw: st.DrawFn) -> tuple[list[NodeView], dict[str, Role], int]:
             drained=draw(st.booleans()), down_for=0.0 if ready else draw(st.floats(0, 100)),
         ))
     desired = {
-        n: draw(st.sampled_from([M, W])) for n in ids if draw(st.integers(0, 5))
+        n: draw(st.sampled_from([M, W, None])) for n in ids if draw(st.integers(0, 5))
     }
     return nodes, desired, limit
 
@@ -206,3 +217,25 @@ def test_never_leaves_another_swarm(desired, local, cluster, ack) -> None:  # ty
         assert a.step is Step.CONFLICT
     if a.step in (Step.LEAVE, Step.CANCEL_JOIN):
         assert local.state == "pending" or (local.role is W and desired is None and ack)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 7), st.sampled_from([1, 3, 5]), st.data())
+def test_simultaneous_joiners_never_take_more_seats_than_limit(
+    wanted: int, limit: int, data: st.DataObject
+) -> None:
+    """Every would-be manager decides at once, from the same records: the bootstrapper plus
+    the manager-token joiners never exceed the limit, whatever the state asks for."""
+    published = data.draw(st.integers(0, limit))  # managers already listed
+    cluster_absent = [
+        local_action(M, INACTIVE, ABSENT, managers_limit=limit, manager_rank=r).step
+        for r in range(wanted)
+    ]
+    ready = ClusterRecord(Phase.READY, cluster_id="C1",
+                          manager_addrs=tuple(f"10.0.0.{i}:2377" for i in range(published)))
+    joins = [
+        local_action(M, INACTIVE, ready, managers_limit=limit, manager_rank=r).role
+        for r in range(wanted)
+    ]
+    assert cluster_absent.count(Step.CLAIM) <= limit
+    assert joins.count(M) <= (limit if published < limit else 0)
