@@ -12,7 +12,7 @@ ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
 ARG VERSION=0.1.0
 
-# git for GitPython, CA certificates for https remotes; the local base already has both, so
+# git (the agent reads revisions with git fetch/archive), CA certificates for https remotes; the local base already has both, so
 # the build needs no network there.
 RUN set -eu; \
     if ! command -v git >/dev/null || [ ! -s /etc/ssl/certs/ca-certificates.crt ]; then \

@@ -124,7 +124,7 @@ def main() -> None:
                 node = f"node-{i:03}"
                 d = base / "nodes" / node
                 d.mkdir(parents=True)
-                args = [sys.executable, "-m", "reconciler", "--log-level", "warning", "agent",
+                args = [sys.executable, "-m", "reconciler", "--log-level", os.environ.get("LOG_LEVEL", "warning"), "agent",
                         "--node", node, "--role", "worker", "--repo", repo.url, "--etcd", etcd.endpoint,
                         "--scope", "user", "--state-dir", str(d / "state"), "--root", str(d / "root"),
                         "--unit-dir", str(d / "units"), "--actuator", "dry", "--listen", f"127.0.0.1:{ports[i]}",

@@ -270,7 +270,7 @@ class Agent:
             self.log.info("pass", outcome=outcome, state=str(res.status.state),
                           revision=res.status.revision[:12], reasons=sorted(reasons),
                           actions=len(res.result.actions) if res.result else 0,
-                          error=res.status.error or None, seconds=round(dt, 3),
+                          error=res.status.error or None, seconds=round(dt, 3), steps=res.timings,
                           retry_in=retry_in)  # fmt: skip
             return res
 

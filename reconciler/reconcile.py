@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reconciler import log
 from reconciler.errors import InvalidDesiredState, SourceError, TransientError
@@ -84,6 +84,7 @@ class PassResult:
     new_revision: bool = False  # this pass moved (or tried to move) to another revision
     error_kind: str = ""  # "git" | "etcd" | "systemd" for metrics
     slot: Slot | None = None  # held rollout slot: release after the final status is written
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step
 
 
 @dataclass
@@ -150,7 +151,15 @@ class Renderer:
             return Rejection(revision, tuple(str(p) for p in e.problems))
 
 
-async def run_pass(
+async def run_pass(**kw: Any) -> PassResult:
+    """One pass (see ``_run_pass``), with the seconds each step took in ``timings``."""
+    timings: dict[str, float] = {}
+    res = await _run_pass(timings=timings, **kw)
+    res.timings = {k: round(v, 4) for k, v in timings.items()}
+    return res
+
+
+async def _run_pass(
     *,
     node: str,
     renderer: Renderer,
@@ -161,6 +170,7 @@ async def run_pass(
     paused: bool,
     acquire: AcquireSlot,
     write_status: WriteStatus,
+    timings: dict[str, float],
 ) -> PassResult:
     """One pass. ``acquire`` waits for a rollout slot; ``write_status`` publishes status."""
     logger = log.get("swarmkeeper.pass")
@@ -172,7 +182,9 @@ async def run_pass(
 
     rejection: Rejection | None = None
     try:
+        t = time.perf_counter()
         desired_spec = await renderer.spec(desired) if desired else None
+        timings["render"] = time.perf_counter() - t
     except SourceError as e:
         return PassResult(_with(base, state=NodeState.DEGRADED, error=f"git: {e}"), retry=True,
                           error_kind="git")  # fmt: skip
@@ -203,7 +215,9 @@ async def run_pass(
     if paused or spec.paused:
         return PassResult(_with(base, state=NodeState.PAUSED, error=base.error or "paused"))
 
+    t = time.perf_counter()
     plan = await engine.plan(spec)
+    timings["plan"] = time.perf_counter() - t
     if not plan and inv.pending is None:
         units = await _units(engine, spec)
         return PassResult(_with(base, units=units), rejection=rejection)
@@ -214,7 +228,9 @@ async def run_pass(
         # still running its last good revision while it waits: peers' gates count it healthy
         await write_status(_with(base, rollout="waiting"))
         try:
+            t = time.perf_counter()
             slot = await acquire(spec.revision, applied or "")
+            timings["rollout"] = time.perf_counter() - t
         except TransientError as e:
             return PassResult(_with(base, state=NodeState.DEGRADED, error=f"etcd: {e}"),
                               retry=True, error_kind="etcd")  # fmt: skip
@@ -223,6 +239,7 @@ async def run_pass(
     await write_status(_with(base, state=NodeState.APPLYING, rollout=""))
     t0 = time.perf_counter()
     result = await engine.apply(spec)
+    timings["apply"] = time.perf_counter() - t0
     logger.info("applied", outcome=str(result.outcome), actions=len(result.actions),
                 drift=result.drift, seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
     units = await _units(engine, spec)

@@ -1,7 +1,7 @@
 """Where desired state comes from: a directory, or a commit of a git repository.
 
 ``read_tree`` reads only ``state/``, ``units/`` and ``files/`` into a ``RepoTree``; a commit
-is read straight from the object database (no working tree, no checkout), so the agent can
+is read straight from the object database with ``git archive`` (no working tree, no checkout), so the agent can
 render any revision while the operator's clone stays untouched. ``GitSource`` keeps a bare
 mirror of the remote under the agent's state dir and fetches only what it lacks. Everything
 here blocks: async callers wrap it in ``asyncio.to_thread``.
@@ -9,9 +9,11 @@ here blocks: async callers wrap it in ``asyncio.to_thread``.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import subprocess
+import tarfile
 from pathlib import Path
 
 from reconciler.desired.tree import TRACKED_DIRS, RepoTree
@@ -26,47 +28,52 @@ def read_tree(repo: str | Path, rev: str | None = None) -> RepoTree:
     ``rev`` is None."""
     if rev is None:
         return read_dir(Path(repo))
-    import git  # GitPython is heavy; only revision reads need it
+    return read_commit(Path(repo), rev)
 
+
+def _run_git(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:
     try:
-        r = git.Repo(str(repo))
-    except (git.NoSuchPathError, git.InvalidGitRepositoryError) as e:
-        raise UsageError(f"{repo} is not a git repository: {e}") from None
-    try:
-        return read_commit(r, rev)
-    finally:
-        r.close()
+        return subprocess.run(
+            ["git", *args], capture_output=True, check=False, timeout=timeout,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise SourceError(f"git {args[2] if len(args) > 2 else ''} timed out") from None
+    except OSError as e:
+        raise SourceError(f"cannot run git: {e}") from None
 
 
-def read_commit(r: object, rev: str) -> RepoTree:
-    """Read ``rev`` from an open ``git.Repo``."""
-    import git
+def read_commit(repo: Path, rev: str) -> RepoTree:
+    """Read ``rev`` straight from the object database with one ``git archive``.
 
-    assert isinstance(r, git.Repo)
-    try:
-        commit = r.commit(rev)
-    except (git.BadName, ValueError, git.GitCommandError) as e:
-        raise SourceError(f"revision {rev!r} not found: {e}") from None
+    One process per revision: measured ~6 ms of CPU against ~15 ms (plus a 100 ms import)
+    for walking the tree with GitPython, which matters when fifty agents share two cores.
+    """
+    out = _run_git("-C", str(repo), "rev-parse", "--verify", "-q", f"{rev}^{{commit}}")
+    if out.returncode != 0:
+        if not (repo / "HEAD").exists() and not (repo / ".git").exists():
+            raise UsageError(f"{repo} is not a git repository")
+        raise SourceError(f"revision {rev!r} not found in {repo}")
+    sha = out.stdout.decode().strip()
+    arc = _run_git("-C", str(repo), "archive", "--format=tar", sha)
+    if arc.returncode != 0:
+        raise SourceError(f"git archive {sha[:12]}: {arc.stderr.decode(errors='replace').strip()}")
     files: dict[str, bytes] = {}
     links: dict[str, str] = {}
     total = 0
-    for top in TRACKED_DIRS:
-        try:
-            sub = commit.tree / top
-        except KeyError:
-            continue
-        for item in sub.traverse():
-            if not isinstance(item, git.Blob):
+    with tarfile.open(fileobj=io.BytesIO(arc.stdout), mode="r:") as tf:
+        for m in tf:
+            if m.name.split("/", 1)[0] not in TRACKED_DIRS:
                 continue
-            data = item.data_stream.read()
-            total += len(data)
-            if total > MAX_TREE_BYTES:
-                raise SourceError(f"{rev}: state/units/files exceed {MAX_TREE_BYTES} bytes")
-            if item.mode == 0o120000:
-                links[str(item.path)] = data.decode("utf-8", "replace")
-            else:
-                files[str(item.path)] = data
-    return RepoTree(files=files, links=links, revision=Revision(commit.hexsha))
+            if m.issym():
+                links[m.name] = m.linkname
+            elif m.isfile():
+                total += m.size
+                if total > MAX_TREE_BYTES:
+                    raise SourceError(f"{sha[:12]}: state/units/files exceed {MAX_TREE_BYTES} bytes")
+                f = tf.extractfile(m)
+                files[m.name] = f.read() if f is not None else b""
+    return RepoTree(files=files, links=links, revision=Revision(sha))
 
 
 def read_dir(root: Path) -> RepoTree:
@@ -103,7 +110,7 @@ def read_dir(root: Path) -> RepoTree:
 
 
 def head_revision(repo: str | Path) -> str | None:
-    """The commit HEAD points at, or None outside a git repository (cheap: no GitPython)."""
+    """The commit HEAD points at, or None outside a git repository."""
     try:
         out = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "--verify", "-q", "HEAD^{commit}"],
@@ -166,8 +173,11 @@ class GitSource:
     def fetch(self) -> None:
         """Fetch every branch (a published revision may live on any of them)."""
         self.fetches += 1
+        # no auto-gc/maintenance and no FETCH_HEAD: they cost processes and CPU on every
+        # fetch, and a mirror this small never needs them
         self._git(
-            "-C", str(self.dir), "fetch", "-q", "--prune", "--no-tags", "origin",
+            "-c", "maintenance.auto=false", "-c", "gc.auto=0", "-C", str(self.dir), "fetch",
+            "-q", "--prune", "--no-tags", "--no-write-fetch-head", "origin",
             "+refs/heads/*:refs/heads/*",
         )  # fmt: skip
 
