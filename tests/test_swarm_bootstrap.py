@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from reconciler import swarmrecords as rec
 from reconciler.actuators.swarm import LocalState, SwarmEngine
+from reconciler.etcd import Etcd
 from reconciler.models import Role
 from tests.fixtures.dockernet import DockerLab
 from tests.fixtures.etcd import EtcdServer
@@ -102,3 +105,25 @@ async def _one(lab: DockerLab, names: list[str]) -> bool:
 async def _state_is(agents: SwarmAgents, name: str, state: str) -> bool:
     s = agents.last(name)
     return s is not None and s.state == state
+
+
+async def test_a_claimer_that_dies_before_init_is_replaced(
+    docker_lab: DockerLab, etcd_server: EtcdServer
+) -> None:
+    """The claim is bound to the claimer's lease: when that lease dies the watchers see the
+    key vanish and one of them claims and initialises instead."""
+    await reset_engines(docker_lab, NODES)
+    async with SwarmAgents(docker_lab, etcd_server.endpoint, "/ghost", ROLES) as agents:
+        assert agents.etcd is not None
+        ghost = await Etcd.connect([etcd_server.endpoint])
+        lease = await ghost.lease(2)
+        assert await ghost.create_if_absent(
+            "/ghost/swarm/cluster", rec.dumps({"phase": "claimed", "by": "ghost"}), lease=lease)
+        await agents.start(*NODES)
+        await asyncio.sleep(1.0)  # the agents are waiting on the ghost's claim meanwhile
+        states = await local_states(docker_lab, NODES)
+        assert all(s.state is LocalState.INACTIVE for s in states.values())  # type: ignore[attr-defined]
+        await ghost.close()  # the ghost "dies": keepalives stop, the lease expires in ~2 s
+        await wait_for(lambda: _formed(docker_lab), 60, "swarm formed after the ghost's lease")
+        snap = await rec.read(agents.etcd, "/ghost")
+        assert snap.cluster.claimed_by in ("node1", "node2", "node3")
