@@ -64,7 +64,6 @@ class AgentSettings:
     allowed_signers: Path | None = None
     gnupg_home: Path | None = None
     webhook_secret: bytes | None = None
-    max_unavailable: int = 1
 
 
 class Agent:
@@ -94,6 +93,7 @@ class Agent:
         self.passes = 0
         self.stop_event = asyncio.Event()
         self.control_read = asyncio.Event()  # the first read of the control keys is done
+        self._read_keys: set[str] = set()
         self.notifications: Notifications | None = None
         self.pass_events = PassEvents(s.node)
         self.registrar: ServiceRegistrar | None = None
@@ -130,36 +130,40 @@ class Agent:
             return changed
         return False
 
-    async def _read_control(self) -> int:
-        kvs, rev = await self.etcd.get_prefix(self.prefix + "/")
-        present = {kv.key: kv.value for kv in kvs}
-        for k in (keys.desired_revision(self.prefix), keys.node_pause(self.prefix, self.s.node),
-                  keys.rollout_failed(self.prefix), keys.rollout_halted(self.prefix)):  # fmt: skip
-            self._absorb(k.encode(), present.get(k.encode()))
-        return rev
+    def _control_keys(self) -> tuple[str, ...]:
+        """The keys a node acts on. Watched one by one: watching the whole prefix would wake
+        every agent for every other node's status write and every rollout slot."""
+        return (
+            keys.desired_revision(self.prefix),
+            keys.node_pause(self.prefix, self.s.node),
+            keys.rollout_failed(self.prefix),
+            keys.rollout_halted(self.prefix),
+        )
 
-    # -- tasks ---------------------------------------------------------------------------
-
-    async def _watch(self) -> None:
+    async def _watch(self, key: str) -> None:
         from reconciler.etcd import Resynced
 
+        k = key.encode()
         while True:
             try:
-                rev = await self._read_control()
-                self.control_read.set()
+                kvs, rev = await self.etcd.get_prefix(key)
+                self._absorb(k, next((kv.value for kv in kvs if kv.key == k), None))
+                self._read_keys.add(key)
+                if len(self._read_keys) == len(self._control_keys()):
+                    self.control_read.set()
                 self.queue.enqueue("startup")
-                async for item in self.etcd.watch_prefix(self.prefix + "/", start_revision=rev + 1):
+                async for item in self.etcd.watch_prefix(key, start_revision=rev + 1):
                     if isinstance(item, Resynced):
-                        present = {kv.key: kv.value for kv in item.kvs}
-                        for k in (keys.desired_revision(self.prefix), keys.node_pause(self.prefix, self.s.node),
-                                  keys.rollout_failed(self.prefix), keys.rollout_halted(self.prefix)):  # fmt: skip
-                            self._absorb(k.encode(), present.get(k.encode()))
-                        self.queue.enqueue("etcd-resync")
-                    elif self._absorb(item.kv.key, item.kv.value if item.kind == "put" else None):
+                        value = next((kv.value for kv in item.kvs if kv.key == k), None)
+                        if self._absorb(k, value):
+                            self.queue.enqueue("etcd-resync")
+                    elif item.kv.key == k and self._absorb(
+                        k, item.kv.value if item.kind == "put" else None
+                    ):
                         self.queue.enqueue("etcd")
             except TransientError as e:
                 self.metrics.etcd_errors.inc()
-                self.log.warning("watch.retry", error=str(e))
+                self.log.warning("watch.retry", key=key, error=str(e))
                 await asyncio.sleep(1.0)
 
     async def _poll(self) -> None:
@@ -209,16 +213,15 @@ class Agent:
 
     # -- one pass ------------------------------------------------------------------------
 
-    async def _acquire(self, revision: str, applied: str) -> Slot | None:
+    async def _acquire(
+        self, revision: str, applied: str, role: Role, max_unavailable: int
+    ) -> Slot | None:
         from reconciler.rollout import RolloutGate
 
         if self.lease is None or not self.lease.alive:
             raise TransientError("no heartbeat lease yet")
-        role = self.facts.role or Role.WORKER
-        if self.last_status is not None and self.last_status.role:
-            role = Role(self.last_status.role)
         gate = RolloutGate(self.etcd, self.prefix, self.s.node, role, self.lease,
-                           max_unavailable=self.s.max_unavailable)  # fmt: skip
+                           max_unavailable=max_unavailable)  # fmt: skip
         return await gate.acquire(revision, applied)
 
     async def _write_status(self, st: NodeStatus) -> None:
@@ -405,7 +408,8 @@ class Agent:
                                     lambda: self.registrar)  # fmt: skip
                 tg.create_task(self.notifications.run(), name="notify")
                 tg.create_task(self._heartbeat(), name="heartbeat")
-                tg.create_task(self._watch(), name="watch")
+                for key in self._control_keys():
+                    tg.create_task(self._watch(key), name=f"watch {key}")
                 tg.create_task(self._poll(), name="poll")
                 tg.create_task(self._resync(), name="resync")
                 tg.create_task(self._worker(), name="worker")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import log
 from reconciler.errors import InvalidDesiredState, SourceError, TransientError
-from reconciler.models import NodeFacts, NodeSpec
+from reconciler.models import NodeFacts, NodeSpec, Role
 from reconciler.status import NodeState, NodeStatus, utcnow
 
 if TYPE_CHECKING:
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from reconciler.rollout import Slot
     from reconciler.source import GitSource
 
-AcquireSlot = Callable[[str, str], Awaitable["Slot | None"]]  # (revision, applied) -> slot
+# (revision, applied, role, max_unavailable) -> slot, or None to re-plan
+AcquireSlot = Callable[[str, str, Role, int], Awaitable["Slot | None"]]
 WriteStatus = Callable[[NodeStatus], Awaitable[None]]
 
 
@@ -229,7 +230,9 @@ async def _run_pass(
         await write_status(_with(base, rollout="waiting"))
         try:
             t = time.perf_counter()
-            slot = await acquire(spec.revision, applied or "")
+            slot = await acquire(
+                spec.revision, applied or "", spec.role, spec.cluster.max_unavailable
+            )
             timings["rollout"] = time.perf_counter() - t
         except TransientError as e:
             return PassResult(_with(base, state=NodeState.DEGRADED, error=f"etcd: {e}"),
