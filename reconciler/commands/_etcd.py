@@ -13,7 +13,7 @@ import asyncio
 import getpass
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -28,23 +28,43 @@ T = TypeVar("T")
 def add_etcd_options(p: argparse.ArgumentParser, *, prefix_default: str | None = None) -> None:
     env = os.environ.get
     p.add_argument(
-        "--etcd", default=env("SWARMKEEPER_ETCD", "127.0.0.1:2379"), metavar="HOST:PORT[,...]",
+        "--etcd",
+        default=env("SWARMKEEPER_ETCD", "127.0.0.1:2379"),
+        metavar="HOST:PORT[,...]",
         help="etcd endpoints (default: $SWARMKEEPER_ETCD or 127.0.0.1:2379)",
     )
     p.add_argument(
-        "--prefix", default=env("SWARMKEEPER_PREFIX", prefix_default),
+        "--prefix",
+        default=env("SWARMKEEPER_PREFIX", prefix_default),
         help="the cluster's etcd key prefix (default: $SWARMKEEPER_PREFIX or /swarmkeeper)",
     )
-    p.add_argument("--etcd-ca", default=env("SWARMKEEPER_ETCD_CA"), type=Path,
-                   help="CA bundle to verify etcd's certificate (turns TLS on)")
-    p.add_argument("--etcd-cert", default=env("SWARMKEEPER_ETCD_CERT"), type=Path,
-                   help="client certificate for etcd")
-    p.add_argument("--etcd-key", default=env("SWARMKEEPER_ETCD_KEY"), type=Path,
-                   help="client key for etcd")
-    p.add_argument("--etcd-user", default=env("SWARMKEEPER_ETCD_USER"),
-                   help="etcd user (password from $SWARMKEEPER_ETCD_PASSWORD)")
-    p.add_argument("--etcd-timeout", type=float, default=3.0, metavar="SECONDS",
-                   help="per-request timeout; retries give up after twice this (default 3)")
+    p.add_argument(
+        "--etcd-ca",
+        default=env("SWARMKEEPER_ETCD_CA"),
+        type=Path,
+        help="CA bundle to verify etcd's certificate (turns TLS on)",
+    )
+    p.add_argument(
+        "--etcd-cert",
+        default=env("SWARMKEEPER_ETCD_CERT"),
+        type=Path,
+        help="client certificate for etcd",
+    )
+    p.add_argument(
+        "--etcd-key", default=env("SWARMKEEPER_ETCD_KEY"), type=Path, help="client key for etcd"
+    )
+    p.add_argument(
+        "--etcd-user",
+        default=env("SWARMKEEPER_ETCD_USER"),
+        help="etcd user (password from $SWARMKEEPER_ETCD_PASSWORD)",
+    )
+    p.add_argument(
+        "--etcd-timeout",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="per-request timeout; retries give up after twice this (default 3)",
+    )
 
 
 def prefix_of(args: argparse.Namespace) -> str:
@@ -64,17 +84,35 @@ def endpoints_of(args: argparse.Namespace) -> list[str]:
 
 
 async def connect(args: argparse.Namespace) -> Etcd:
+    return await open_etcd(
+        endpoints_of(args),
+        ca=args.etcd_ca,
+        cert=args.etcd_cert,
+        key=args.etcd_key,
+        user=args.etcd_user,
+        timeout=args.etcd_timeout,
+    )
+
+
+async def open_etcd(
+    endpoints: Sequence[str],
+    *,
+    ca: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+    user: str | None = None,
+    timeout: float = 3.0,  # noqa: ASYNC109 - the per-request timeout etcd is opened with
+) -> Etcd:
+    """Connect with TLS when any of ca/cert/key is given and auth when ``user`` is."""
     from reconciler.etcd import Etcd, TLSConfig
 
-    tls = None
-    if args.etcd_ca or args.etcd_cert or args.etcd_key:
-        tls = TLSConfig(ca=args.etcd_ca, cert=args.etcd_cert, key=args.etcd_key)
+    tls = TLSConfig(ca=ca, cert=cert, key=key) if (ca or cert or key) else None
     password = os.environ.get("SWARMKEEPER_ETCD_PASSWORD")
-    if args.etcd_user and password is None:
+    if user and password is None:
         raise UsageError("--etcd-user needs $SWARMKEEPER_ETCD_PASSWORD")
-    return await Etcd.connect(endpoints_of(args), tls=tls, user=args.etcd_user,
-                              password=password,
-                              timeout=args.etcd_timeout)
+    return await Etcd.connect(
+        list(endpoints), tls=tls, user=user, password=password, timeout=timeout
+    )
 
 
 def run_with_etcd(args: argparse.Namespace, body: Callable[[Etcd], Awaitable[T]]) -> T:

@@ -26,6 +26,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="only apply commits GPG-signed by a key in this (agent-owned) keyring")  # fmt: skip
     g.add_argument("--webhook-secret-file", default=env("SWARMKEEPER_WEBHOOK_SECRET_FILE"),
                    help="enable POST /hooks/git, checking signatures with the secret in this file")  # fmt: skip
+    g.add_argument("--etcd-ca", default=env("SWARMKEEPER_ETCD_CA"),
+                   help="CA bundle to verify etcd's certificate (turns TLS on)")  # fmt: skip
+    g.add_argument(
+        "--etcd-cert", default=env("SWARMKEEPER_ETCD_CERT"), help="client certificate for etcd"
+    )
+    g.add_argument("--etcd-key", default=env("SWARMKEEPER_ETCD_KEY"), help="client key for etcd")
+    g.add_argument("--etcd-user", default=env("SWARMKEEPER_ETCD_USER"),
+                   help="etcd user (password from $SWARMKEEPER_ETCD_PASSWORD)")  # fmt: skip
     g.add_argument("--actuator", choices=["systemd", "dry"], default=env("SWARMKEEPER_ACTUATOR", "systemd"),
                    help="dry: record actions instead of running units (benchmarks)")  # fmt: skip
 
@@ -56,8 +64,8 @@ async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, rep
 
     from reconciler.agent import Agent, AgentSettings
     from reconciler.apply import Engine
+    from reconciler.commands._etcd import open_etcd
     from reconciler.config import Config
-    from reconciler.etcd import Etcd
 
     assert isinstance(cfg, Config)
     settings = AgentSettings(
@@ -78,7 +86,12 @@ async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, rep
         from reconciler.actuators.systemd import Scope, Systemd
 
         sd = await Systemd.connect(Scope(cfg.scope), unit_dir=cfg.unit_dir)
-    etcd = await Etcd.connect(cfg.etcd)
+
+    def path(v: str | None) -> Path | None:
+        return Path(v) if v else None
+
+    etcd = await open_etcd(cfg.etcd, ca=path(args.etcd_ca), cert=path(args.etcd_cert),
+                           key=path(args.etcd_key), user=args.etcd_user)  # fmt: skip
     try:
         engine = Engine(sd, cfg.state_dir, root=cfg.root, unit_dir=cfg.unit_dir)  # type: ignore[arg-type]
         return await Agent(settings, etcd, engine).run()
