@@ -30,7 +30,7 @@ system-deps:
 	fi
 
 demo: system-deps setup
-	$(PY) -m reconciler.demo
+	$(PY) scripts/demo.py
 
 test: system-deps setup
 	$(PY) -m pytest -q

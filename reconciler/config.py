@@ -161,11 +161,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--unit-dir", metavar="DIR", help="where unit files go (default: the scope's own)")
     g.add_argument("--root", metavar="DIR", help="prefix for managed file paths, for tests and sandboxes")
     g.add_argument("--config", metavar="FILE", help="YAML file with the same keys (underscores)")
+    # a node fact too: the environment file lists the endpoints, so plan and apply take it
+    g.add_argument("--etcd", metavar="HOST:PORT[,...]", help="etcd endpoints (default 127.0.0.1:2379)")
 
 
 def add_agent_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("agent options")
-    g.add_argument("--etcd", metavar="HOST:PORT[,...]", help="etcd endpoints (default 127.0.0.1:2379)")
     g.add_argument("--prefix", help="etcd key prefix (default /swarmkeeper)")
     g.add_argument("--listen", metavar="ADDR:PORT", help="HTTP address for /healthz, /metrics, hooks (default 127.0.0.1:9469)")
     g.add_argument("--poll-interval", metavar="SECONDS", help="fallback git poll period (default 60)")
