@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import log
 from reconciler import swarmrecords as rec
@@ -31,6 +31,9 @@ from reconciler.etcd import Etcd
 from reconciler.membership_leader import lead
 from reconciler.models import Role
 from reconciler.swarmplan import LocalView, Phase, Step, local_action
+
+if TYPE_CHECKING:
+    from reconciler.desired.validate import State
 
 
 class MemberState(StrEnum):
@@ -284,6 +287,12 @@ class Membership:
         )
 
 
+def desired_roles(state: State) -> dict[str, Role | None]:
+    """``roles`` for ``reconcile`` from a validated state: every ``state/nodes/<name>.yaml``
+    with its ``role:``, or None where the file leaves the role to the node's facts."""
+    return {name: Role(nf.role) if nf.role else None for name, nf in state.nodes.items()}
+
+
 def _rank(roles: Mapping[str, Role | None], node: str) -> int:
     """Index of ``node`` among the nodes the state wants as managers, by name."""
     wanted = sorted(n for n, r in roles.items() if r is Role.MANAGER)
@@ -344,6 +353,7 @@ __all__ = [
     "MembershipStatus",
     "Phase",
     "Settings",
+    "desired_roles",
     "reconcile_membership",
     "run_membership",
 ]

@@ -67,3 +67,19 @@ def test_swarm_without_subcommand_is_a_usage_error(
 ) -> None:
     assert main(["swarm"]) == 1
     assert "rotate-tokens" in capsys.readouterr().err
+
+
+def test_desired_roles_from_a_validated_state() -> None:
+    from reconciler.desired.tree import RepoTree
+    from reconciler.desired.validate import load_state
+    from reconciler.membership import desired_roles
+    from reconciler.models import Role
+    from tests.fixtures.gitrepo import MINIMAL_STATE
+
+    files = {k: v.encode() if isinstance(v, str) else v for k, v in MINIMAL_STATE.items()
+             if v is not None}
+    files["state/nodes/node1.yaml"] = b"role: manager\n"
+    files["state/nodes/node2.yaml"] = b"role: worker\n"
+    files["state/nodes/node3.yaml"] = b"labels: {a: b}\n"  # role from the node's facts
+    state = load_state(RepoTree(files))
+    assert desired_roles(state) == {"node1": Role.MANAGER, "node2": Role.WORKER, "node3": None}
