@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import grpc.aio  # type: ignore[import-untyped]
 from aetcd import rpc
 
+from reconciler import log
 from reconciler.errors import EtcdUnavailable
 from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, classify, guard
 
@@ -80,12 +81,13 @@ class LeaseKeeper:
         self._leases: dict[int, Lease] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self.keepalives = 0  # keepalive messages answered (benchmarks)
 
     def add(self, lease: Lease) -> None:
         self._leases[lease.id] = lease
         self._wake.set()
-        if self._task is None or self._task.done():
+        if not self._stopped and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._run(), name="etcd-lease-keepalive")
 
     def remove(self, lease: Lease) -> None:
@@ -93,32 +95,34 @@ class LeaseKeeper:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._stopped = True  # the loop also checks it: a swallowed cancel cannot hang us
+        task, self._task = self._task, None
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.get("etcd").error("etcd.keepalive.crashed", error=repr(task.exception()))
 
     async def _run(self) -> None:
         delay = 0.05
-        while self._leases:
+        while self._leases and not self._stopped:
             conn: Conn | None = None
             call = None
             try:
                 conn = await guard(self._etcd.conn())
                 call = conn.lease.LeaseKeepAlive(metadata=conn.metadata)
                 self._etcd.request_count += 1
-                while self._leases:
+                while self._leases and not self._stopped:
                     await self._send_due(call)
                     delay = 0.05
                     self._wake.clear()
                     if not self._leases:
                         break
                     pause = min(lease.next_due for lease in self._leases.values())
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._wake.wait(), max(0.0, pause - time.monotonic())
-                        )
+                        async with asyncio.timeout(max(0.0, pause - time.monotonic())):
+                            await self._wake.wait()
             except _RETRIED as e:
                 if conn is not None:
                     await self._etcd.drop(conn, rotate=classify(e) is not Fault.REAUTH)
@@ -133,9 +137,9 @@ class LeaseKeeper:
         now = time.monotonic()
         for lease in [x for x in self._leases.values() if x.next_due <= now]:
             sent = time.monotonic()
-            await asyncio.wait_for(guard(call.write(rpc.LeaseKeepAliveRequest(ID=lease.id))),
-                                   timeout)
-            resp = await asyncio.wait_for(guard(call.read()), timeout)
+            async with asyncio.timeout(timeout):
+                await guard(call.write(rpc.LeaseKeepAliveRequest(ID=lease.id)))
+                resp = await guard(call.read())
             if resp is grpc.aio.EOF:
                 raise ConnectionError("lease keepalive stream closed by the server")
             self.keepalives += 1

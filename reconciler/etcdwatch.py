@@ -58,13 +58,13 @@ async def watch_prefix(
             etcd.request_count += 1
             create = rpc.WatchCreateRequest(key=key, range_end=range_end,
                                             start_revision=next_rev or 0)
-            await asyncio.wait_for(
-                guard(call.write(rpc.WatchRequest(create_request=create))), etcd.timeout
-            )
+            async with asyncio.timeout(etcd.timeout):  # not wait_for: it can swallow cancels
+                await guard(call.write(rpc.WatchRequest(create_request=create)))
             first = True
             while True:
                 if first:
-                    resp = await asyncio.wait_for(guard(call.read()), etcd.timeout)
+                    async with asyncio.timeout(etcd.timeout):
+                        resp = await guard(call.read())
                 else:
                     resp = await guard(call.read())  # idle for hours is fine; pings watch the link
                 if resp is grpc.aio.EOF:

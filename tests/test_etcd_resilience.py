@@ -186,8 +186,8 @@ async def test_leader_kill_writes_resume(etcd_cluster: EtcdCluster) -> None:
 
 
 async def _lease_survives(e: Etcd, check: Etcd, key: str) -> None:
-    lease = await e.lease(2)
-    assert lease.ttl >= 2
+    lease = await e.lease(3)
+    assert lease.ttl >= 3
     await e.put(key, "alive", lease=lease)
     await asyncio.sleep(3 * lease.ttl + 0.5)  # the subject: outliving 3xTTL
     assert lease.alive
@@ -273,7 +273,7 @@ async def test_through_grpc_proxy_leader_kill_loses_no_event_and_keeps_lease(
     with etcd_proxy(etcd_cluster.endpoints) as proxy:
         e = await Etcd.connect([proxy.endpoint], timeout=2, retry_for=15)
         try:
-            lease = await e.lease(2)
+            lease = await e.lease(3)
             await e.put("/g/alive", "x", lease=lease)
             _, rev = await e.get_prefix("/g/n/")
             async with collecting(e, "/g/n/", rev + 1) as got:
