@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from reconciler.desired.schema import StrictModel, check_cluster_name, check_managers
 from reconciler.desired.yamlpos import Positions, load_yaml, pydantic_problems
 from reconciler.errors import InvalidDesiredState, Problem
 
@@ -54,30 +55,25 @@ def _abs_path(p: str) -> str:
     return p
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-class ClusterParams(_Strict):
+class ClusterParams(StrictModel):
     name: str
     managers: int
 
+    # the same rules as state/cluster.yaml, so params and state can never disagree
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError(f"{v!r} is not a valid cluster name: lowercase letters, digits, '-'")
-        return v
+        return check_cluster_name(v)
 
     @field_validator("managers")
     @classmethod
     def _managers(cls, v: int) -> int:
-        if v not in (1, 3, 5):
-            raise ValueError(f"must be 1, 3 or 5 (an odd etcd and swarm quorum), not {v}")
-        return v
+        return check_managers(v)
 
 
-class EtcdParams(_Strict):
+class EtcdParams(StrictModel):
     discovery: str | None = None
     static: list[str] | None = None
     image: str = DEFAULT_ETCD_IMAGE
@@ -114,7 +110,7 @@ class EtcdParams(_Strict):
         return _check_image(v)
 
 
-class RepoParams(_Strict):
+class RepoParams(StrictModel):
     url: str = Field(min_length=1)
     branch: str = "main"
 
@@ -139,7 +135,7 @@ def _check_image(v: str) -> str:
     return v
 
 
-class AgentParams(_Strict):
+class AgentParams(StrictModel):
     image: str
     runtime: Literal["docker", "podman"] = "docker"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -159,7 +155,7 @@ class AgentParams(_Strict):
         return v
 
 
-class SlackParams(_Strict):
+class SlackParams(StrictModel):
     webhook_url_file: str | None = None
     webhook_url: str | None = None  # inlining the secret is an explicit choice
 
@@ -188,7 +184,7 @@ class SlackParams(_Strict):
         return self
 
 
-class FileParams(_Strict):
+class FileParams(StrictModel):
     path: str
     content: str | None = None
     source: str | None = None  # relative to the params file
@@ -224,7 +220,7 @@ class FileParams(_Strict):
         return self
 
 
-class UpdatesParams(_Strict):
+class UpdatesParams(StrictModel):
     reboot_strategy: Literal["etcd-lock", "off"] = "etcd-lock"
     fleet_lock_url: str | None = None  # Fedora CoreOS: the FleetLock server zincati asks
 
@@ -236,7 +232,7 @@ class UpdatesParams(_Strict):
         return v
 
 
-class Params(_Strict):
+class Params(StrictModel):
     cluster: ClusterParams
     etcd: EtcdParams
     repo: RepoParams

@@ -43,9 +43,9 @@ PREFIX = "prefix: /swarmkeeper"
 # (id, text to replace in BASE, replacement, expected stderr problem lines)
 CASES: list[tuple[str, str, str, list[str]]] = [
     ("managers-4", "managers: 3", "managers: 4",
-     ["P:3: cluster.managers: must be 1, 3 or 5 (an odd etcd and swarm quorum), not 4"]),
+     ["P:3: cluster.managers: managers must be 1, 3 or 5 (an odd number keeps etcd and swarm quorum), not 4"]),
     ("managers-0", "managers: 3", "managers: 0",
-     ["P:3: cluster.managers: must be 1, 3 or 5 (an odd etcd and swarm quorum), not 0"]),
+     ["P:3: cluster.managers: managers must be 1, 3 or 5 (an odd number keeps etcd and swarm quorum), not 0"]),
     ("managers-string", "managers: 3", "managers: '3'",
      ["P:3: cluster.managers: expected an integer, got string '3'"]),
     ("no-discovery-no-static", STATIC, "  image: quay.io/coreos/etcd:v3.5.17",
@@ -148,7 +148,7 @@ def test_the_installed_command_exits_1_without_a_traceback(tmp_path: Path) -> No
     )  # fmt: skip
     assert r.returncode == 1
     assert r.stderr == (
-        f"{params}:3: cluster.managers: must be 1, 3 or 5 (an odd etcd and swarm quorum), not 2\n"
+        f"{params}:3: cluster.managers: managers must be 1, 3 or 5 (an odd number keeps etcd and swarm quorum), not 2\n"
         "1 problem(s) found\n"
     )
     missing = subprocess.run(

@@ -64,15 +64,33 @@ def check_abs_path(p: str) -> str:
     return p
 
 
-class _Strict(BaseModel):
+def check_cluster_name(v: str) -> str:
+    if not _NAME_RE.match(v):
+        raise ValueError(f"{v!r} is not a valid cluster name: use a-z, 0-9 and '-' (max 63)")
+    return v
+
+
+def check_managers(v: int) -> int:
+    if v not in (1, 3, 5):
+        raise ValueError(
+            f"managers must be 1, 3 or 5 (an odd number keeps etcd and swarm quorum), not {v}"
+        )
+    return v
+
+
+class StrictModel(BaseModel):
+    """Every state and params file: strict types, unknown keys are errors."""
+
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-class Rollout(_Strict):
+
+
+class Rollout(StrictModel):
     max_unavailable: int = Field(default=1, ge=1)
 
 
-class NotifyEntry(_Strict):
+class NotifyEntry(StrictModel):
     type: Literal["slack", "webhook"]
     url_env: str | None = None
     url_file: str | None = None
@@ -91,7 +109,7 @@ class NotifyEntry(_Strict):
         return self
 
 
-class ClusterFile(_Strict):
+class ClusterFile(StrictModel):
     name: str
     managers: int
     prefix: str = "/swarmkeeper"
@@ -102,18 +120,12 @@ class ClusterFile(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError(f"{v!r} is not a valid cluster name: use a-z, 0-9 and '-' (max 63)")
-        return v
+        return check_cluster_name(v)
 
     @field_validator("managers")
     @classmethod
     def _managers(cls, v: int) -> int:
-        if v not in (1, 3, 5):
-            raise ValueError(
-                f"managers must be 1, 3 or 5 (an odd number keeps etcd and swarm quorum), not {v}"
-            )
-        return v
+        return check_managers(v)
 
     @field_validator("prefix")
     @classmethod
@@ -135,7 +147,7 @@ class ClusterFile(_Strict):
         return v
 
 
-class CheckEntry(_Strict):
+class CheckEntry(StrictModel):
     http: str | None = None
     tcp: str | None = None
     unit_active: bool | None = None
@@ -155,7 +167,7 @@ class CheckEntry(_Strict):
         return self
 
 
-class RegisterEntry(_Strict):
+class RegisterEntry(StrictModel):
     name: str
     port: int = Field(ge=1, le=65535)
     check: CheckEntry
@@ -169,7 +181,7 @@ class RegisterEntry(_Strict):
         return v
 
 
-class UnitEntry(_Strict):
+class UnitEntry(StrictModel):
     name: str
     on_change: Literal["restart", "reload", "ignore"] = "restart"
     enable: bool | None = None
@@ -188,7 +200,7 @@ class UnitEntry(_Strict):
         return check_unit_name(v)
 
 
-class FileEntry(_Strict):
+class FileEntry(StrictModel):
     path: str
     source: str | None = None
     content: str | None = None
@@ -222,12 +234,12 @@ class FileEntry(_Strict):
         return self
 
 
-class RoleFile(_Strict):
+class RoleFile(StrictModel):
     units: list[UnitEntry] = []
     files: list[FileEntry] = []
 
 
-class NodeFile(_Strict):
+class NodeFile(StrictModel):
     role: Literal["manager", "worker"] | None = None
     units_add: list[UnitEntry] = []
     units_remove: list[str] = []
