@@ -36,7 +36,6 @@ RESERVED_PATHS = frozenset(
 ) | {"/etc/flatcar/update.conf", "/etc/zincati/config.d/55-swarmkeeper-updates.toml"}  # fmt: skip
 MAX_FILE_BYTES = 256 * 1024  # user-data limits are small (EC2: 16 KiB gzip'd, GCE: 256 KiB)
 
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _DISCOVERY_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?/[A-Za-z0-9/_.-]+$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
