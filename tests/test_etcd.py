@@ -9,6 +9,8 @@ from pathlib import Path
 
 import aetcd
 import aetcd.exceptions
+import grpc  # type: ignore[import-untyped]
+import grpc.aio  # type: ignore[import-untyped]
 import pytest
 
 from reconciler.errors import EtcdUnavailable, TransientError
@@ -206,3 +208,44 @@ async def test_write_with_an_expired_lease_is_transient_and_marks_it_lost(
         with pytest.raises(TransientError):  # what agents catch and retry
             await e.create_if_absent("/t/slot", "x", lease=lease)
         assert await e.get("/t/slot") is None
+
+
+class _LosesFirstTxnAnswer:
+    """Real etcd KV stub whose first Txn commits on the server but whose answer is 'lost'
+    (the transport fails after sending), as in a leader kill mid-request."""
+
+    def __init__(self, kv: object) -> None:
+        self._kv = kv
+        self.lost = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._kv, name)
+
+    async def Txn(self, req: object, **kw: object) -> object:
+        resp = await self._kv.Txn(req, **kw)  # type: ignore[attr-defined]
+        if not self.lost:
+            self.lost += 1
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                       grpc.aio.Metadata(), "injected: answer lost")
+        return resp
+
+
+async def test_txn_retry_after_lost_answer_reports_our_own_write(
+    etcd_server: EtcdServer,
+) -> None:
+    async with await Etcd.connect([etcd_server.endpoint]) as e, \
+            await Etcd.connect([etcd_server.endpoint]) as rival:
+        lease = await e.lease(10)
+        conn = await e.conn()
+        conn.kv = _LosesFirstTxnAnswer(conn.kv)  # type: ignore[assignment]
+        # Our create committed but we never heard: the retry sees the key exists, and it
+        # holds our value under our lease -> it was ours.
+        assert await e.create_if_absent("/t/slot", "me", lease=lease) is True
+        assert conn.kv.lost == 1  # type: ignore[attr-defined]
+        kv = await rival.get("/t/slot")
+        assert kv is not None and (kv.value, kv.lease) == (b"me", lease.id)
+        # A rival's key is never mistaken for ours, answer lost or not.
+        assert await rival.create_if_absent("/t/other", "rival") is True
+        conn2 = await e.conn()
+        conn2.kv = _LosesFirstTxnAnswer(conn2.kv)  # type: ignore[assignment]
+        assert await e.create_if_absent("/t/other", "me", lease=lease) is False
