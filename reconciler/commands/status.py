@@ -160,17 +160,30 @@ def run(args: argparse.Namespace) -> int:
         show(await snapshot(etcd, prefix, kvs))
         if not args.watch:
             return 0
-        from reconciler.etcd import Resynced
+        from reconciler.etcd import Resynced, WatchEvent
 
         state = {kv.key: kv for kv in kvs}
-        async for item in etcd.watch_prefix(prefix + "/", start_revision=rev + 1):
-            if isinstance(item, Resynced):
-                state = {kv.key: kv for kv in item.kvs}
-            elif item.kind == "put":
-                state[item.kv.key] = item.kv
-            else:
-                state.pop(item.kv.key, None)
-            show(await snapshot(etcd, prefix, sorted(state.values(), key=lambda k: k.key)))
+        queue: asyncio.Queue[WatchEvent | Resynced] = asyncio.Queue()
+
+        async def pump() -> None:
+            async for item in etcd.watch_prefix(prefix + "/", start_revision=rev + 1):
+                queue.put_nowait(item)
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(pump(), name="status-watch")
+            while True:
+                items = [await queue.get()]
+                await asyncio.sleep(0.1)  # a rollout writes in bursts: one frame per burst
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                for item in items:
+                    if isinstance(item, Resynced):
+                        state = {kv.key: kv for kv in item.kvs}
+                    elif item.kind == "put":
+                        state[item.kv.key] = item.kv
+                    else:
+                        state.pop(item.kv.key, None)
+                show(await snapshot(etcd, prefix, sorted(state.values(), key=lambda k: k.key)))
         return 0
 
     def show(snap: dict[str, Any]) -> None:
