@@ -183,9 +183,11 @@ class Etcd:
         deadline = time.monotonic() + self.retry_for
         delay = 0.05
         reauthed = False
+        attempts = 0
         last: BaseException | None = None
         while True:
             conn: Conn | None = None
+            attempts += 1
             try:
                 conn = await guard(self.conn())
                 self.request_count += 1
@@ -208,7 +210,9 @@ class Etcd:
                     await self.drop(conn, rotate=True)
             if self._closed:
                 raise EtcdUnavailable("etcd client is closed")
-            if time.monotonic() + delay > deadline:
+            # Every endpoint gets one try even if slow ones (paused: a full timeout each)
+            # used up the window.
+            if time.monotonic() + delay > deadline and attempts >= len(self.endpoints):
                 raise EtcdUnavailable(
                     f"etcd {what}: no endpoint of {','.join(self.endpoints)} answered "
                     f"within {self.retry_for:.0f}s: {_describe(last)}"

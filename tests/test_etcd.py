@@ -249,3 +249,21 @@ async def test_txn_retry_after_lost_answer_reports_our_own_write(
         conn2 = await e.conn()
         conn2.kv = _LosesFirstTxnAnswer(conn2.kv)  # type: ignore[assignment]
         assert await e.create_if_absent("/t/other", "me", lease=lease) is False
+
+
+async def test_every_endpoint_is_tried_even_after_hung_ones(etcd_server: EtcdServer) -> None:
+    """Two hung (SIGSTOPped) members fail first; the live third still gets its turn although
+    the retry window (here next to nothing) is already spent."""
+    with EtcdServer() as a, EtcdServer() as b:
+        a.pause()
+        b.pause()
+        try:
+            t0 = time.monotonic()
+            async with await Etcd.connect([a.endpoint, b.endpoint, etcd_server.endpoint],
+                                          timeout=1, retry_for=0.01) as e:
+                await e.put("/t/k", "v")
+                assert e.endpoint == etcd_server.endpoint
+            assert time.monotonic() - t0 < 6
+        finally:
+            a.resume()
+            b.resume()
