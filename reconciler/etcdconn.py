@@ -112,6 +112,8 @@ def classify(exc: BaseException) -> Fault:
         details = exc.details() or ""
         if code == grpc.StatusCode.FAILED_PRECONDITION and "token" in details:
             return Fault.REAUTH
+        if "auth store is old" in details:  # roles changed since we authenticated
+            return Fault.REAUTH
         if code in _RETRY_CODES:
             return Fault.RETRY
         return Fault.FATAL
