@@ -105,6 +105,8 @@ class Etcd:
         self.retry_for = retry_for
         self.request_count = 0  # unary RPCs + streams opened (benchmarks)
         self.reconnects = 0  # connections dropped after a failure
+        self.watch_refresh = 300.0  # re-create a watch stream idle this long (seconds)
+        self.watch_refreshes = 0
         self._index = 0
         self._generation = 0
         self._conn: Conn | None = None

@@ -9,6 +9,8 @@ on a paused server. This one speaks the ``Watch`` stream directly (aetcd's stubs
 - bounds the wait for the ``created`` answer by the client timeout, and relies on the
   channel's keepalive pings (``etcdconn.CHANNEL_OPTIONS``) to break a stream whose server
   stopped answering: a paused server costs ~9 s, never a hang;
+- re-creates a stream that delivered nothing for ``Etcd.watch_refresh`` (default 5 min),
+  in case it is alive but no longer fed;
 - on ``compact_revision`` (the revision it needs is gone) re-reads the prefix and yields
   ``Resynced`` with the full state, then watches on from that read.
 """
@@ -30,6 +32,10 @@ from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, classify, guard
 
 if TYPE_CHECKING:
     from reconciler.etcd import Etcd, Resynced, WatchEvent
+
+
+class _Refresh(Exception):
+    """The stream was idle for ``watch_refresh``: re-create it (no drop, no backoff)."""
 
 
 class _StreamBroken(Exception):
@@ -66,7 +72,14 @@ async def watch_prefix(
                     async with asyncio.timeout(etcd.timeout):
                         resp = await guard(call.read())
                 else:
-                    resp = await guard(call.read())  # idle for hours is fine; pings watch the link
+                    # Pings catch a dead link; a stream that is alive but silently no longer
+                    # fed (a proxy's or member's bug) is caught by re-creating it when idle
+                    # for watch_refresh: lossless (from next_rev), one request per period.
+                    try:
+                        async with asyncio.timeout(etcd.watch_refresh):
+                            resp = await guard(call.read())
+                    except TimeoutError:
+                        raise _Refresh from None
                 if resp is grpc.aio.EOF:
                     raise _StreamBroken("watch stream closed by the server")
                 if resp.compact_revision:
@@ -95,6 +108,9 @@ async def watch_prefix(
                 if resp.events:
                     # Only after the whole response: one revision (a txn) may span events.
                     next_rev = resp.events[-1].kv.mod_revision + 1
+        except _Refresh:
+            etcd.watch_refreshes += 1
+            continue
         except _RETRIED as e:
             if etcd.closed:
                 raise EtcdUnavailable("etcd client closed while watching") from e

@@ -307,3 +307,21 @@ async def test_dropping_the_shared_channel_does_not_end_a_watch(etcd_server: Etc
             assert values(got) == [b"1", b"2"]
     finally:
         await e.close()
+
+
+async def test_idle_watch_is_refreshed_without_loss(etcd_server: EtcdServer) -> None:
+    """A stream idle for watch_refresh is re-created from the last revision + 1: events
+    written in between bursts (while no stream may be open) all arrive, once, in order."""
+    async with await Etcd.connect([etcd_server.endpoint]) as e:
+        e.watch_refresh = 0.3
+        _, rev = await e.get_prefix("/r/")
+        async with collecting(e, "/r/", rev + 1) as got:
+            for burst in range(4):
+                for i in range(25):
+                    await e.put(f"/r/{i % 3}", f"{burst}-{i}")
+                await asyncio.sleep(0.8)  # idle: the stream is re-created at least twice
+            await wait_for(lambda: len(got) >= 100, 10, "all events")
+            await asyncio.sleep(0.7)
+        assert values(got) == [f"{b}-{i}".encode() for b in range(4) for i in range(25)]
+        assert e.watch_refreshes >= 4
+        assert e.reconnects == 0  # a refresh is not a failure: the connection stays
