@@ -195,7 +195,9 @@ class Agent:
         key = keys.node_alive(self.prefix, self.s.node)
         while True:
             try:
-                if self.lease is None or not self.lease.alive:
+                # only a lease etcd says is gone is replaced: one that is merely unconfirmed
+                # (etcd was unreachable) is still kept alive and usually survives the outage
+                if self.lease is None or self.lease.lost:
                     self.lease = await self.etcd.lease(self.s.heartbeat_ttl)
                     await self.etcd.put(key, json.dumps({"since": utcnow(), "pid": _pid()}),
                                         lease=self.lease)  # fmt: skip

@@ -5,8 +5,10 @@ The tree (catch the branch that matches how you will react)::
     SwarmkeeperError
     ├── InvalidDesiredState   the commit itself is wrong: never retried; the node stays on its
     │                         last good revision and reports ``rejected`` with the problems
+    ├── EtcdError             etcd refused a request (permission, invalid argument): not retried
     ├── TransientError        the world is briefly unavailable: retried with backoff
     │   ├── EtcdUnavailable   no etcd endpoint answered
+    │   ├── LeaseNotFound     a write named an expired lease: grant a new one, retry
     │   └── SourceError       git fetch/read failed (remote unreachable, missing commit)
     ├── ActuatorError         touching the node failed: the pass rolls back and reports
     │   ├── SystemdError      a D-Bus call or job failed
@@ -55,6 +57,15 @@ class TransientError(SwarmkeeperError):
 
 class EtcdUnavailable(TransientError):
     """No etcd endpoint answered in time."""
+
+
+class EtcdError(SwarmkeeperError):
+    """etcd refused a request (permission denied, invalid argument): retrying will not help."""
+
+
+class LeaseNotFound(TransientError):
+    """A write named a lease etcd no longer has (it expired): grant a new one and retry.
+    The ``Lease`` is marked lost, so ``wait_lost()`` owners notice too."""
 
 
 class SourceError(TransientError):

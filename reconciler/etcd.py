@@ -30,7 +30,11 @@ from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
 from reconciler import log
-from reconciler.errors import EtcdUnavailable, SwarmkeeperError, TransientError
+from reconciler.errors import (
+    EtcdError,
+    EtcdUnavailable,
+    LeaseNotFound,
+)
 from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, TLSConfig, classify, guard
 from reconciler.etcdlease import Lease, LeaseKeeper
 
@@ -39,15 +43,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-class EtcdError(SwarmkeeperError):
-    """etcd refused a request (permission denied, invalid argument): retrying will not help."""
-
-
-class LeaseNotFound(TransientError):
-    """A write named a lease etcd no longer has (it expired): grant a new one and retry.
-    The ``Lease`` is marked lost, so ``wait_lost()`` owners notice too."""
 
 
 @dataclass(frozen=True, slots=True)
