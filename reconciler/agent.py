@@ -193,15 +193,18 @@ class Agent:
 
     async def _heartbeat(self) -> None:
         key = keys.node_alive(self.prefix, self.s.node)
+        written_for: int | None = None  # the lease the alive key is bound to
         while True:
             try:
                 # only a lease etcd says is gone is replaced: one that is merely unconfirmed
                 # (etcd was unreachable) is still kept alive and usually survives the outage
                 if self.lease is None or self.lease.lost:
                     self.lease = await self.etcd.lease(self.s.heartbeat_ttl)
+                    self.log.info("heartbeat.lease", lease=self.lease.id)
+                if written_for != self.lease.id:
                     await self.etcd.put(key, json.dumps({"since": utcnow(), "pid": _pid()}),
                                         lease=self.lease)  # fmt: skip
-                    self.log.info("heartbeat.lease", lease=self.lease.id)
+                    written_for = self.lease.id
                 await asyncio.sleep(max(1.0, self.s.heartbeat_ttl / 3))
             except TransientError as e:
                 self.metrics.etcd_errors.inc()
