@@ -139,7 +139,7 @@ def test_make_image_builds_a_runnable_image_from_a_local_base() -> None:
             assert frozen[name] == pins[name], name
         assert run("git", "--version").startswith("git version")
         # the agent's native and heavy dependencies load on this base (grpc, dbus, yaml C)
-        mods = "aetcd, aiodocker, aiohttp, dbus_fast, git, grpc, prometheus_client, yaml"
+        mods = "aetcd, aiodocker, aiohttp, dbus_fast, grpc, prometheus_client, yaml"
         assert (
             run("python3", "-c", f"import {mods}; print(yaml.CSafeLoader.__name__)")
             == "CSafeLoader"

@@ -118,6 +118,8 @@ CASES: list[tuple[str, dict[str, bytes | None], list[str]]] = [
      ["state/extra.yaml: unexpected state file: expected state/cluster.yaml, state/roles/<role>.yaml or state/nodes/<node>.yaml"]),
     ("python tag", {C: b"name: !!python/object:os.system x\nmanagers: 1\n"},
      ["state/cluster.yaml:1: cannot read value: could not determine a constructor for the tag 'tag:yaml.org,2002:python/object:os.system'"]),
+    ("key with a newline stays on one line", {C: b"name: demo\nmanagers: 3\nvars:\n  ? \"a\\nb\"\n  : null\n"},
+     ["state/cluster.yaml:4: vars.a\\nb: expected a string, got nothing (null)"]),
     ("not utf-8", {C: b"name: \xff\n"},
      ["state/cluster.yaml:1: not UTF-8 text (byte 6): save it as UTF-8"]),
     ("notifier with inline url", {C: b"name: demo\nmanagers: 1\nnotify:\n  - {type: slack, url: 'https://x'}\n"},

@@ -275,7 +275,8 @@ def pydantic_problems(
             msg = f"{where}: {e['msg'].removeprefix('Value error, ')}"
         else:
             msg = f"{where}: {e['msg']}"
-        out.append(Problem(path, line, msg))
+        # a key may hold any character; a problem stays on one line
+        out.append(Problem(path, line, msg.replace("\r", "\\r").replace("\n", "\\n")))
     return out
 
 
