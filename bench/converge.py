@@ -179,7 +179,7 @@ def main() -> None:
 
             raw = asyncio.run(raw_watch_baseline(etcd.endpoint, a.agents, 20))
             p50 = statistics.median(lat)
-            p95 = sorted(lat)[max(0, int(round(0.95 * len(lat))) - 1)]
+            p95 = sorted(lat)[max(0, round(0.95 * len(lat)) - 1)]
             print(f"publish -> all {a.agents} converged: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms "
                   f"over {len(lat)} revisions (target p50 < 1000 ms)")  # fmt: skip
             print(f"git fetches per node per revision: {fetches / (a.agents * a.revisions):.2f} (target 1.00)")

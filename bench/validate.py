@@ -17,9 +17,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reconciler.desired import load_state, render_state  # noqa: E402
-from reconciler.models import NodeFacts, NodeName  # noqa: E402
-from reconciler.source import read_tree  # noqa: E402
+from reconciler.desired import load_state, render_state
+from reconciler.models import NodeFacts, NodeName
+from reconciler.source import read_tree
 
 NODES = 200
 UNITS_PER_ROLE = 20
