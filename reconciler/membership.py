@@ -255,7 +255,13 @@ class Membership:
             await self._publish_node(snap, local, "member")
         lead_result = None
         if local.control_available:
-            lead_result = await lead(self, snap, local, roles, managers)
+            try:
+                lead_result = await lead(self, snap, local, roles, managers)
+            except SwarmError as e:
+                # Demoted between /info and the node list: not a failure of this node.
+                if "not a swarm manager" not in str(e):
+                    raise
+                local = await self.engine.local()
         if step is Step.NOTHING and local.state.value != "active":
             return self._status(MemberState.ABSENT, local, desired)
         state = {

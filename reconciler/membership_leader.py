@@ -80,6 +80,10 @@ async def lead(
                 role = Role.MANAGER if a.verb is Verb.PROMOTE else Role.WORKER
                 if a.node_id == local.node_id:  # demoting ourselves: nobody left to watch
                     await m.engine.set_role(a.node_id, role, wait=False)
+                    # We can no longer list nodes; publishing the list without us wakes the
+                    # new leader's agent, which then publishes its own view.
+                    rest = [x for x in manager_addresses(nodes) if x != me.manager_addr]
+                    await rec.put_if_changed(m.etcd, snap, m.prefix, "managers", rec.dumps(rest))
                     return LeadResult(True, len(mgrs), reachable, 1.0)
                 await m.engine.set_role(a.node_id, role, within=m.settings.role_wait)
                 changed = True

@@ -64,12 +64,15 @@ async def test_promote_then_demote_in_state(docker_lab: DockerLab, etcd_server: 
         agents.set_roles({**ROLES, "node2": W})  # node4 back to worker too (state as before)
         await wait_for(lambda: _role_is(docker_lab, "node4", W), 40, "node4 demoted")
         await wait_for(lambda: _role_is(docker_lab, "node2", W), 40, "node2 demoted")
-        assert await one_swarm(docker_lab, NODES, 2) is not None
+        await wait_for(lambda: _one(docker_lab, NODES, 2), 20, "2 reachable managers")
         assert agents.etcd is not None
-        snap = await rec.read(agents.etcd, "/roles")
-        assert set(snap.cluster.manager_addrs) == {
-            f"{docker_lab.node(n).address}:2377" for n in ("node1", "node3")
-        }
+        etcd = agents.etcd
+        want = {f"{docker_lab.node(n).address}:2377" for n in ("node1", "node3")}
+
+        async def published() -> bool:  # the leader republishes right after its own view
+            return set((await rec.read(etcd, "/roles")).cluster.manager_addrs) == want
+
+        await wait_for(published, 10, "the manager list in etcd", agents=agents)
 
 
 async def test_never_more_managers_than_cluster_allows(
