@@ -60,6 +60,9 @@ class SystemdLike(Protocol):
     async def describe_failure(self, name: str, lines: int = 20) -> str: ...
 
 
+_WARM_BATCH = 10  # units per status() read while the health gate waits (see Engine._warm)
+
+
 class _Abort(Exception):
     def __init__(self, failure: Failure | None, error: str) -> None:
         super().__init__(error)
@@ -96,6 +99,7 @@ class Engine:
         self.log = log.get("swarmkeeper.apply")
         self._root_str = str(self.root) if self.root is not None else ""
         self._lock = asyncio.Lock()  # one apply at a time, whoever calls
+        self._next_observe: tuple[str, ...] = ()  # units the next observe reads (see _verify)
 
     def file_path(self, path: str) -> Path:
         return self.root / path.lstrip("/") if self.root is not None else Path(path)
@@ -119,8 +123,12 @@ class Engine:
                 continue
         return unit_files, found
 
+    @staticmethod
+    def _unit_names(spec: NodeSpec, inv: applied.Inventory) -> list[str]:
+        return list(dict.fromkeys([*spec.unit_names, *inv.managed_units()]))
+
     async def observe(self, spec: NodeSpec, inv: applied.Inventory) -> P.Observed:
-        names = list(dict.fromkeys([*spec.unit_names, *inv.managed_units()]))
+        names = self._unit_names(spec, inv)
         paths = list(dict.fromkeys([*(f.path for f in spec.files), *inv.managed_files()]))
         disk = asyncio.create_task(asyncio.to_thread(self._read_disk, names, paths), name="observe-disk")
         try:
@@ -171,6 +179,11 @@ class Engine:
             raise UnitFailed(unit, _state_text(st), await self._describe(unit))
 
     async def _verify(self, units: tuple[tuple[str, float], ...]) -> str:
+        # All units share one gate: their settle windows run concurrently, each counted from
+        # the unit's own activation, so N restarted units cost one window, not N.
+        warm = None
+        if self.settle != 0 and self._next_observe:
+            warm = asyncio.create_task(self._warm(self._next_observe), name="warm-observe")
         try:
             async with asyncio.TaskGroup() as tg:
                 for unit, timeout in units:
@@ -179,7 +192,29 @@ class Engine:
             first = eg.exceptions[0]
             assert isinstance(first, UnitFailed)
             raise _Abort(Failure(first.unit, first.state, first.detail), str(first).splitlines()[0]) from None
+        finally:
+            if warm is not None:
+                warm.cancel()
+                await asyncio.wait([warm])  # never raises the task's own error or cancellation
+                if not warm.cancelled():
+                    warm.exception()
         return "healthy"
+
+    async def _warm(self, names: Sequence[str]) -> None:
+        """Read the statuses the next observe needs while the health gate waits anyway.
+
+        After a daemon-reload systemd recomputes each unit's UnitFileState from disk on its
+        first read (~1.4 ms of the manager's time per unit: 70 ms of a 50-unit observe; a
+        GetAll costs more, as it computes it too). Systemd is idle during the settle window,
+        and it keeps the value until the next reload, so reading it here takes that cost off
+        the next pass. Small batches, so the gate's own reads never queue behind many of
+        ours; cancelled (after the batch in flight) when the gate is done.
+        """
+        for i in range(0, len(names), _WARM_BATCH):
+            try:
+                await self.systemd.status(names[i:i + _WARM_BATCH])
+            except ActuatorError:
+                return  # only a head start: the next observe reads (and reports) for real
 
     async def _one(self, a: P.Action) -> str:
         try:
@@ -301,6 +336,7 @@ class Engine:
         marked = replace(inv, pending=await self._pending(spec, inv, observed, p))
         await asyncio.to_thread(self.store.save, marked)
         done: list[ActionResult] = []
+        self._next_observe = tuple(self._unit_names(spec, inv))
         try:
             await self._execute(p, done)
         except _Abort as e:

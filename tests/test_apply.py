@@ -197,6 +197,26 @@ async def test_hand_edited_deleted_and_stopped_units_are_repaired_and_reported_a
     assert await node.engine.plan(s) == ()
 
 
+async def test_a_unit_disabled_by_hand_after_an_apply_is_enabled_again(node: Node) -> None:
+    """The engine reads the next pass's statuses while the health gate waits (Engine._warm):
+    what it read then must not hide a later change by hand, made through systemctl or on disk."""
+    a, b = unit("a.service"), unit("b.service")
+    assert (await node.engine.apply(spec([a, b]))).outcome is Outcome.CONVERGED
+    assert node.show("a.service", "UnitFileState") == "enabled"
+    node.um.systemctl("disable", "a.service", check=True)
+    (node.um.unit_dir / "default.target.wants" / "b.service").unlink()
+    node.um.systemctl("daemon-reload", check=True)
+    assert {n: node.show(n, "UnitFileState") for n in ("a.service", "b.service")} == {
+        "a.service": "disabled", "b.service": "disabled"}
+    result = await node.engine.apply(spec([a, b]))
+    assert result.outcome is Outcome.CONVERGED, result.error
+    assert sorted(P.describe(r.action) for r in result.actions) == [
+        "enable a.service: drift: disabled by hand", "enable b.service: drift: disabled by hand"]
+    assert {n: node.show(n, "UnitFileState") for n in ("a.service", "b.service")} == {
+        "a.service": "enabled", "b.service": "enabled"}
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "warm-observe"]
+
+
 async def test_a_failing_unit_rolls_back_to_the_previous_units_running(node: Node) -> None:
     env = f"{node.root}{ENV}"
     good = [unit("db.service", f"EnvironmentFile={env}\n"), unit("web.service"), unit("cache.service")]
