@@ -42,6 +42,7 @@ from reconciler.workqueue import WorkQueue, jittered
 if TYPE_CHECKING:
     from reconciler.apply import Engine
     from reconciler.etcd import Etcd, Lease
+    from reconciler.membership import Membership
     from reconciler.notify import Notifications
     from reconciler.rollout import Slot
     from reconciler.services import ServiceRegistrar
@@ -64,6 +65,7 @@ class AgentSettings:
     allowed_signers: Path | None = None
     gnupg_home: Path | None = None
     webhook_secret: bytes | None = None
+    docker: str = ""  # unix:///var/run/docker.sock: manage swarm membership ("" = off)
 
 
 class Agent:
@@ -97,8 +99,12 @@ class Agent:
         self.notifications: Notifications | None = None
         self.pass_events = PassEvents(s.node)
         self.registrar: ServiceRegistrar | None = None
+        self.membership: Membership | None = None
         self._notify_cfg: tuple[object, ...] | None = None  # cluster.notify last configured
         self._seen = (0, 0)  # git fetches and etcd requests already counted in metrics
+        self.swarm_status: dict[str, Any] = {}  # MembershipStatus.as_dict() of the last pass
+        self._swarm_desired: tuple[dict[str, Role | None], int] | None = None
+        self._swarm_ready = asyncio.Event()  # the first revision has been rendered
 
     # -- state read from etcd ------------------------------------------------------------
 
@@ -286,7 +292,8 @@ class Agent:
         """Publish status (then release the slot), metrics, notifications, registrations."""
         from reconciler.apply import Outcome
 
-        st = res.status
+        st = res.status = replace(res.status, swarm=self.swarm_status)
+        self._update_swarm_desired(st.revision)
         if (
             res.result is not None
             and res.result.outcome is not Outcome.CONVERGED
@@ -341,6 +348,62 @@ class Agent:
         if res.result is not None:
             return str(res.result.outcome)
         return str(st.state)
+
+    # -- swarm membership ----------------------------------------------------------------
+
+    def _update_swarm_desired(self, revision: str) -> None:
+        """Hand the applied revision's node roles to the membership task."""
+        from reconciler.models import NodeSpec
+
+        roles = self.renderer.swarm_roles.get(revision)
+        spec = self.renderer.cache.get(revision) if revision else None
+        if roles is None or not isinstance(spec, NodeSpec):
+            return
+        desired = (roles, spec.cluster.managers)
+        if desired != self._swarm_desired:
+            self._swarm_desired = desired
+            self._swarm_ready.set()
+            if self.membership is not None:
+                self.membership.poke()
+
+    async def _membership(self) -> None:
+        from reconciler.actuators.swarm import SwarmEngine
+        from reconciler.membership import Membership, run_membership
+
+        await self._swarm_ready.wait()  # nothing to decide before a revision is applied
+        async with SwarmEngine(self.s.docker) as engine:
+            self.membership = Membership(self.etcd, engine, node=self.s.node,
+                                         address=self.s.address, prefix=self.prefix,
+                                         role=self.facts.role)  # fmt: skip
+            while True:
+                try:
+                    await run_membership(self.membership, self._desired_swarm,
+                                         on_status=self._on_swarm_status)  # fmt: skip
+                except* TransientError as eg:
+                    self.metrics.etcd_errors.inc()
+                    self.log.warning("membership.retry", error=str(eg.exceptions[0]))
+                    await asyncio.sleep(2.0)
+
+    def _desired_swarm(self) -> tuple[dict[str, Role | None], int]:
+        assert self._swarm_desired is not None
+        return self._swarm_desired
+
+    def _on_swarm_status(self, m: Any) -> None:
+        from reconciler.notify import Event, EventKind
+
+        d = m.as_dict()
+        before = self.swarm_status.get("state")
+        if d != self.swarm_status:
+            self.swarm_status = d
+            self.queue.enqueue("swarm")  # the next pass writes it into the status key
+        if self.notifications is None or before == d["state"]:
+            return
+        if d["state"] == "member":
+            msg = f"{d['role']} of swarm {str(d['cluster_id'])[:12]}"
+            self.notifications.emit(Event.of(EventKind.SWARM_JOINED, self.s.node, message=msg))
+        elif before == "member":
+            msg = f"now {d['state']}: {d['error']}".rstrip(": ")
+            self.notifications.emit(Event.of(EventKind.SWARM_LEFT, self.s.node, message=msg))
 
     def _sync_counters(self) -> None:
         """Carry the source's and etcd client's own counters into the metrics."""
@@ -419,6 +482,8 @@ class Agent:
                 tg.create_task(self._resync(), name="resync")
                 tg.create_task(self._worker(), name="worker")
                 tg.create_task(self._services(), name="services")
+                if self.s.docker:
+                    tg.create_task(self._membership(), name="membership")
                 if self.s.listen:
                     runner = await self._serve()
                 self.notifications.emit(Event.of(EventKind.AGENT_STARTED, self.s.node))

@@ -124,6 +124,7 @@ class Renderer:
         self.allowed_signers = allowed_signers
         self.gnupg_home = gnupg_home
         self.cache = SpecCache()
+        self.swarm_roles: dict[str, dict[str, Role | None]] = {}  # by revision, for membership
 
     @property
     def verifying(self) -> bool:
@@ -139,7 +140,7 @@ class Renderer:
         return out
 
     def _render(self, revision: str) -> NodeSpec | Rejection:
-        from reconciler.desired import render
+        from reconciler.desired import load_state, render_state
 
         sha = self.source.ensure_commit(revision)
         if self.verifying:
@@ -147,9 +148,15 @@ class Renderer:
             if why is not None:
                 return Rejection(revision, (why,))
         try:
-            return render(self.source.tree(sha), self.facts)
+            state = load_state(self.source.tree(sha))
+            spec = render_state(state, self.facts)
         except InvalidDesiredState as e:
             return Rejection(revision, tuple(str(p) for p in e.problems))
+        # swarm membership: once state/nodes lists nodes, that list is the membership (a node
+        # taken out leaves); a cluster that lists none lets every node join with its role
+        roles = {n: Role(nf.role) if nf.role else None for n, nf in state.nodes.items()}
+        self.swarm_roles[revision] = roles or {self.facts.name: spec.role}
+        return spec
 
 
 async def run_pass(**kw: Any) -> PassResult:

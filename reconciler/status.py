@@ -51,12 +51,13 @@ class NodeStatus:
     updated_at: str = ""  # ISO 8601 UTC, see utcnow()
     rollout: str = ""  # "" | "waiting" (for a slot) | "halted" (failed revision)
     agent: str = ""  # agent version
+    # swarm membership (MembershipStatus.as_dict(): node_id, role, state, leader, managers
+    # reachable, error); empty when the agent does not manage swarm membership
+    swarm: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", NodeState(self.state))
-        object.__setattr__(
-            self, "units", MappingProxyType(dict(sorted(dict(self.units).items())))
-        )
+        object.__setattr__(self, "units", MappingProxyType(dict(sorted(dict(self.units).items()))))
         object.__setattr__(self, "problems", tuple(self.problems))
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,6 +73,7 @@ class NodeStatus:
             "updated_at": self.updated_at,
             "rollout": self.rollout,
             "agent": self.agent,
+            **({"swarm": dict(self.swarm)} if self.swarm else {}),
         }
 
     def to_json(self) -> str:
@@ -106,10 +108,18 @@ class NodeStatus:
             return "" if v is None else str(v)
 
         return cls(
-            node=node, role=s("role"), state=state, revision=s("revision"),
-            desired=s("desired"), error=s("error"), problems=tuple(str(p) for p in problems),
-            units={str(k): str(v) for k, v in units.items()}, updated_at=s("updated_at"),
-            rollout=s("rollout"), agent=s("agent"),
+            node=node,
+            role=s("role"),
+            state=state,
+            revision=s("revision"),
+            desired=s("desired"),
+            error=s("error"),
+            problems=tuple(str(p) for p in problems),
+            units={str(k): str(v) for k, v in units.items()},
+            updated_at=s("updated_at"),
+            rollout=s("rollout"),
+            agent=s("agent"),
+            swarm=dict(data["swarm"]) if isinstance(data.get("swarm"), Mapping) else {},
         )
 
     def age(self, now: dt.datetime | None = None) -> float | None:
@@ -121,6 +131,8 @@ class NodeStatus:
 
     @property
     def converged_on_desired(self) -> bool:
-        return self.state is NodeState.CONVERGED and bool(self.desired) and (
-            self.revision == self.desired
+        return (
+            self.state is NodeState.CONVERGED
+            and bool(self.desired)
+            and (self.revision == self.desired)
         )

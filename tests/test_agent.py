@@ -77,6 +77,7 @@ class Cluster:
         nodes: dict[str, str],
         stack: ExitStack,
         extra: list[str],
+        per_node_extra: dict[str, list[str]] | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.repo = repo
@@ -87,7 +88,12 @@ class Cluster:
             stack.callback(shutil.rmtree, short, True)
             um = stack.enter_context(user_manager(short, f"sk{os.getpid()}-{n}"))
             self.agents[n] = agent_for(
-                um, base / "nodes", node=n, repo=repo.url, etcd=endpoints, extra=extra
+                um,
+                base / "nodes",
+                node=n,
+                repo=repo.url,
+                etcd=endpoints,
+                extra=extra + (per_node_extra or {}).get(n, []),
             )
             stack.callback(self.agents[n].stop)
         for a in self.agents.values():
@@ -137,11 +143,12 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     with ExitStack() as stack:
 
         def make(endpoints: str, nodes: dict[str, str], *, managers: int = 1, max_unavailable: int = 1,
-                 extra: list[str] | None = None) -> Cluster:  # fmt: skip
+                 extra: list[str] | None = None,
+                 per_node_extra: dict[str, list[str]] | None = None) -> Cluster:  # fmt: skip
             repo = make_state_repo(
                 tmp_path / "repo", state(managers, nodes, max_unavailable=max_unavailable)
             )
-            return Cluster(tmp_path, endpoints, repo, nodes, stack, extra or [])
+            return Cluster(tmp_path, endpoints, repo, nodes, stack, extra or [], per_node_extra)
 
         yield make
 

@@ -47,20 +47,40 @@ async def snapshot(etcd: Etcd, prefix: str, kvs: list[KV]) -> dict[str, Any]:
         if nk is None:
             continue
         name, leaf = nk
-        row = nodes.setdefault(name, {
-            "node": name, "role": "", "state": "unknown", "revision": "", "desired": "",
-            "error": "", "alive": False, "heartbeat_age": None, "reported_age": None,
-            "paused": False, "rollout": "", "units": {},
-        })
+        row = nodes.setdefault(
+            name,
+            {
+                "node": name,
+                "role": "",
+                "state": "unknown",
+                "revision": "",
+                "desired": "",
+                "error": "",
+                "alive": False,
+                "heartbeat_age": None,
+                "reported_age": None,
+                "paused": False,
+                "rollout": "",
+                "units": {},
+            },
+        )
         if leaf == "status":
             try:
                 st = NodeStatus.from_json(kv.value)
             except ValueError as e:
                 row["error"] = f"unreadable status: {e}"
                 continue
-            row.update(role=st.role, state=st.state.value, revision=st.revision,
-                       desired=st.desired, error=st.error, rollout=st.rollout,
-                       units=dict(st.units), problems=list(st.problems))
+            row.update(
+                role=st.role,
+                state=st.state.value,
+                revision=st.revision,
+                desired=st.desired,
+                error=st.error,
+                rollout=st.rollout,
+                units=dict(st.units),
+                problems=list(st.problems),
+                swarm=dict(st.swarm),
+            )
             age = st.age(now)
             row["reported_age"] = round(age, 1) if age is not None else None
         elif leaf == "alive" and kv.lease:
@@ -80,8 +100,9 @@ async def snapshot(etcd: Etcd, prefix: str, kvs: list[KV]) -> dict[str, Any]:
     for kv in kvs:
         sk = keys.split_slot_key(prefix, kv.key)
         if sk is not None:
-            rollout["slots"].append({"role": sk[0].value, "index": sk[1],
-                                     **_as_dict(_json_or_text(kv.value))})
+            rollout["slots"].append(
+                {"role": sk[0].value, "index": sk[1], **_as_dict(_json_or_text(kv.value))}
+            )
     rows = sorted(nodes.values(), key=lambda r: (r["role"] != "manager", r["node"]))
     return {"prefix": prefix, "desired": desired, "rollout": rollout, "nodes": rows}
 
@@ -108,6 +129,18 @@ def _age(seconds: float | None) -> str:
     return f"{s // 3600}h" if s < 172800 else f"{s // 86400}d"
 
 
+def _swarm(m: dict[str, Any]) -> str:
+    """Membership at a glance: ``manager* 3/3`` (leader, managers reachable/known)."""
+    if not m:
+        return "-"
+    if m.get("state") != "member":
+        return str(m.get("state", "?"))
+    text = str(m.get("role") or "?") + ("*" if m.get("leader") else "")
+    if m.get("managers"):
+        text += f" {m.get('managers_reachable', 0)}/{m['managers']}"
+    return text
+
+
 def format_table(snap: dict[str, Any]) -> str:
     lines = []
     desired = snap["desired"]
@@ -115,16 +148,28 @@ def format_table(snap: dict[str, Any]) -> str:
     ro = snap["rollout"]
     if ro["failed"] is not None:
         f = _as_dict(ro["failed"])
-        head += (f"  ROLLOUT HALTED: {short(str(f.get('revision', '?')))} failed on "
-                 f"{f.get('node', '?')}: {f.get('error', '')}")
+        head += (
+            f"  ROLLOUT HALTED: {short(str(f.get('revision', '?')))} failed on "
+            f"{f.get('node', '?')}: {f.get('error', '')}"
+        )
     if ro["halted"] is not None:
         h = _as_dict(ro["halted"])
         head += f"  ROLLOUT HALTED by {h.get('by', '?')}: {h.get('reason', '')}".rstrip(": ")
     if ro["slots"]:
         head += "  updating: " + ", ".join(str(s.get("node", "?")) for s in ro["slots"])
     lines.append(head)
-    cols = ["NODE", "ROLE", "STATE", "APPLIED", "DESIRED", "ALIVE", "HEARTBEAT", "REPORTED",
-            "ERROR"]
+    cols = [
+        "NODE",
+        "ROLE",
+        "STATE",
+        "APPLIED",
+        "DESIRED",
+        "ALIVE",
+        "HEARTBEAT",
+        "REPORTED",
+        "SWARM",
+        "ERROR",
+    ]
     table = [cols]
     for r in snap["nodes"]:
         state = r["state"]
@@ -134,12 +179,20 @@ def format_table(snap: dict[str, Any]) -> str:
             state += f" ({r['rollout']})"
         behind = r["revision"] != desired and bool(desired)
         applied = short(r["revision"]) + (" *" if behind else "")
-        table.append([
-            r["node"], r["role"] or "-", state, applied, short(r["desired"]),
-            "yes" if r["alive"] else "NO", _age(r["heartbeat_age"]),
-            _age(r["reported_age"]) + (" ago" if r["reported_age"] is not None else ""),
-            (r["error"] or "").splitlines()[0][:80] if r["error"] else "",
-        ])
+        table.append(
+            [
+                r["node"],
+                r["role"] or "-",
+                state,
+                applied,
+                short(r["desired"]),
+                "yes" if r["alive"] else "NO",
+                _age(r["heartbeat_age"]),
+                _age(r["reported_age"]) + (" ago" if r["reported_age"] is not None else ""),
+                _swarm(r.get("swarm") or {}),
+                (r["error"] or "").splitlines()[0][:80] if r["error"] else "",
+            ]
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     for row in table:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -147,8 +200,10 @@ def format_table(snap: dict[str, Any]) -> str:
         lines.append(f"(no node has reported under {snap['prefix']}/nodes/)")
     else:
         on = sum(1 for r in snap["nodes"] if r["revision"] == desired and r["state"] == "converged")
-        lines.append(f"{on}/{len(snap['nodes'])} converged on the desired revision"
-                     + ("   (* = not on the desired revision)" if desired else ""))
+        lines.append(
+            f"{on}/{len(snap['nodes'])} converged on the desired revision"
+            + ("   (* = not on the desired revision)" if desired else "")
+        )
     return "\n".join(lines)
 
 
