@@ -81,11 +81,13 @@ def statuses(etcd_ep: str) -> dict[str, dict[str, object]]:
     return asyncio.run(go())
 
 
-def proc_stats(pid: int) -> tuple[float, int]:
-    """(cpu seconds, rss bytes)."""
+def proc_stats(pid: int, *, children: bool = False) -> tuple[float, int]:
+    """(cpu seconds, rss bytes); with ``children``, plus its reaped children's CPU."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks
+    if children:
+        cpu += (int(fields[13]) + int(fields[14])) / ticks
     rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
     return cpu, rss
 
@@ -154,6 +156,7 @@ def main() -> None:
             print(f"{a.agents} agents started and converged on the first revision in {time.perf_counter() - t_start:.1f} s")
             time.sleep(2)
 
+            cpu0 = sum(proc_stats(p.pid, children=True)[0] for p in procs)
             fetch0 = sum(metric(p, "swarmkeeper_git_fetches_total") for p in ports)
             rpc0 = etcd_rpcs(etcd.client_url)
             lat = []
@@ -169,6 +172,10 @@ def main() -> None:
                 time.sleep(1.0)
             fetches = sum(metric(p, "swarmkeeper_git_fetches_total") for p in ports) - fetch0
             rpcs = etcd_rpcs(etcd.client_url) - rpc0
+            # CPU the agents (and the git processes they spawn: children are reaped, so
+            # counted in cutime/cstime) spent per revision: on 2 shared cores this, not any
+            # waiting, bounds how fast 50 agents can all converge
+            cpu_rev = (sum(proc_stats(p.pid, children=True)[0] for p in procs) - cpu0) / a.revisions
 
             # idle: nothing published, resync far away
             before = {p.pid: proc_stats(p.pid) for p in procs}
@@ -183,6 +190,10 @@ def main() -> None:
             print(f"publish -> all {a.agents} converged: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms "
                   f"over {len(lat)} revisions (target p50 < 1000 ms)")  # fmt: skip
             print(f"git fetches per node per revision: {fetches / (a.agents * a.revisions):.2f} (target 1.00)")
+            print(f"CPU per agent per revision (agent + its git processes): {cpu_rev / a.agents * 1000:.0f} ms; "
+                  f"all {a.agents} agents: {cpu_rev:.2f} CPU-s per revision on {os.cpu_count()} cores "
+                  f"(a floor of {cpu_rev / (os.cpu_count() or 1) * 1000:.0f} ms here; on separate machines "
+                  f"each node pays only its own share)")  # fmt: skip
             print(f"etcd requests per revision (server-side, all clients): {rpcs / a.revisions:.0f} "
                   f"= {rpcs / a.revisions / a.agents:.1f} per agent")  # fmt: skip
             print(f"idle CPU per agent: mean {statistics.mean(cpu):.2f}% max {max(cpu):.2f}% of one core "
