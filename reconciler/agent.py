@@ -40,9 +40,9 @@ from reconciler.status import NodeState, NodeStatus, utcnow
 from reconciler.workqueue import WorkQueue, jittered
 
 if TYPE_CHECKING:
+    from reconciler.agent_swarm import SwarmLink
     from reconciler.apply import Engine
     from reconciler.etcd import Etcd, Lease
-    from reconciler.membership import Membership
     from reconciler.notify import Notifications
     from reconciler.rollout import Slot
     from reconciler.services import ServiceRegistrar
@@ -99,12 +99,9 @@ class Agent:
         self.notifications: Notifications | None = None
         self.pass_events = PassEvents(s.node)
         self.registrar: ServiceRegistrar | None = None
-        self.membership: Membership | None = None
+        self.swarm: SwarmLink | None = None  # with --docker: swarm membership
         self._notify_cfg: tuple[object, ...] | None = None  # cluster.notify last configured
         self._seen = (0, 0)  # git fetches and etcd requests already counted in metrics
-        self.swarm_status: dict[str, Any] = {}  # MembershipStatus.as_dict() of the last pass
-        self._swarm_desired: tuple[dict[str, Role | None], int] | None = None
-        self._swarm_ready = asyncio.Event()  # the first revision has been rendered
 
     # -- state read from etcd ------------------------------------------------------------
 
@@ -292,8 +289,10 @@ class Agent:
         """Publish status (then release the slot), metrics, notifications, registrations."""
         from reconciler.apply import Outcome
 
-        st = res.status = replace(res.status, swarm=self.swarm_status)
-        self._update_swarm_desired(st.revision)
+        if self.swarm is not None:
+            res.status = replace(res.status, swarm=self.swarm.status)
+            self._update_swarm(res.status.revision)
+        st = res.status
         if (
             res.result is not None
             and res.result.outcome is not Outcome.CONVERGED
@@ -349,61 +348,14 @@ class Agent:
             return str(res.result.outcome)
         return str(st.state)
 
-    # -- swarm membership ----------------------------------------------------------------
-
-    def _update_swarm_desired(self, revision: str) -> None:
+    def _update_swarm(self, revision: str) -> None:
         """Hand the applied revision's node roles to the membership task."""
         from reconciler.models import NodeSpec
 
         roles = self.renderer.swarm_roles.get(revision)
         spec = self.renderer.cache.get(revision) if revision else None
-        if roles is None or not isinstance(spec, NodeSpec):
-            return
-        desired = (roles, spec.cluster.managers)
-        if desired != self._swarm_desired:
-            self._swarm_desired = desired
-            self._swarm_ready.set()
-            if self.membership is not None:
-                self.membership.poke()
-
-    async def _membership(self) -> None:
-        from reconciler.actuators.swarm import SwarmEngine
-        from reconciler.membership import Membership, run_membership
-
-        await self._swarm_ready.wait()  # nothing to decide before a revision is applied
-        async with SwarmEngine(self.s.docker) as engine:
-            self.membership = Membership(self.etcd, engine, node=self.s.node,
-                                         address=self.s.address, prefix=self.prefix,
-                                         role=self.facts.role)  # fmt: skip
-            while True:
-                try:
-                    await run_membership(self.membership, self._desired_swarm,
-                                         on_status=self._on_swarm_status)  # fmt: skip
-                except* TransientError as eg:
-                    self.metrics.etcd_errors.inc()
-                    self.log.warning("membership.retry", error=str(eg.exceptions[0]))
-                    await asyncio.sleep(2.0)
-
-    def _desired_swarm(self) -> tuple[dict[str, Role | None], int]:
-        assert self._swarm_desired is not None
-        return self._swarm_desired
-
-    def _on_swarm_status(self, m: Any) -> None:
-        from reconciler.notify import Event, EventKind
-
-        d = m.as_dict()
-        before = self.swarm_status.get("state")
-        if d != self.swarm_status:
-            self.swarm_status = d
-            self.queue.enqueue("swarm")  # the next pass writes it into the status key
-        if self.notifications is None or before == d["state"]:
-            return
-        if d["state"] == "member":
-            msg = f"{d['role']} of swarm {str(d['cluster_id'])[:12]}"
-            self.notifications.emit(Event.of(EventKind.SWARM_JOINED, self.s.node, message=msg))
-        elif before == "member":
-            msg = f"now {d['state']}: {d['error']}".rstrip(": ")
-            self.notifications.emit(Event.of(EventKind.SWARM_LEFT, self.s.node, message=msg))
+        if self.swarm is not None and roles is not None and isinstance(spec, NodeSpec):
+            self.swarm.update(roles, spec.cluster.managers)
 
     def _sync_counters(self) -> None:
         """Carry the source's and etcd client's own counters into the metrics."""
@@ -483,7 +435,15 @@ class Agent:
                 tg.create_task(self._worker(), name="worker")
                 tg.create_task(self._services(), name="services")
                 if self.s.docker:
-                    tg.create_task(self._membership(), name="membership")
+                    from reconciler.agent_swarm import SwarmLink
+
+                    self.swarm = SwarmLink(
+                        self.etcd, docker=self.s.docker, node=self.s.node, address=self.s.address,
+                        prefix=self.prefix, role=self.facts.role,
+                        on_change=lambda: self.queue.enqueue("swarm"),  # next pass writes status
+                        emit=self.notifications.emit,
+                    )  # fmt: skip
+                    tg.create_task(self.swarm.run(), name="membership")
                 if self.s.listen:
                     runner = await self._serve()
                 self.notifications.emit(Event.of(EventKind.AGENT_STARTED, self.s.node))
