@@ -383,3 +383,51 @@ def test_unsigned_and_badly_signed_commits_are_rejected(
         c.agents["s1"].um.systemctl("show", "-P", "Environment", "a.service").stdout.strip()
         == "S=good"
     )
+
+
+def test_push_webhook_metrics_and_clean_sigterm(
+    etcd_server: EtcdServer, make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    import hashlib
+    import hmac
+    import urllib.request
+
+    from tests.fixtures.etcd import free_ports
+
+    secret = tmp_path / "hook-secret"
+    secret.write_text("hook-s3cret\n")
+    (port,) = free_ports(1)
+    c = make_cluster(
+        etcd_server.endpoint, {"h1": "worker"},
+        extra=["--listen", f"127.0.0.1:{port}", "--webhook-secret-file", str(secret)],
+    )  # fmt: skip
+    rev = c.repo.commit({"units/a.service": SLEEP + "Environment=HOOK=1\n"}, "pushed")
+    body = json.dumps({"ref": "refs/heads/main", "after": rev}).encode()
+    sig = "sha256=" + hmac.new(b"hook-s3cret", body, hashlib.sha256).hexdigest()
+
+    def post() -> bool:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/hooks/git", data=body, method="POST",
+                                     headers={"X-Hub-Signature-256": sig})  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            return False  # the agent's server is not up yet
+
+    wait_for(post, 30, "webhook accepted", interval=0.3)
+    assert (
+        etcdctl(c.endpoints, "get", "--print-value-only", f"{PREFIX}/desired/revision").strip()
+        == rev
+    )
+    c.converged_on(rev)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert f'swarmkeeper_applied_revision_info{{revision="{rev}"}} 1.0' in metrics
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+        assert json.loads(r.read())["revision"] == rev
+    # SIGTERM: exit 0 and the heartbeat lease is revoked at once (not left to expire)
+    assert etcdctl(c.endpoints, "get", "--print-value-only", f"{PREFIX}/nodes/h1/alive").strip()
+    assert c.agents["h1"].stop() == 0
+    assert (
+        etcdctl(c.endpoints, "get", "--print-value-only", f"{PREFIX}/nodes/h1/alive").strip() == ""
+    )
