@@ -205,7 +205,7 @@ class Agent:
                     self.lease = await self.etcd.lease(self.s.heartbeat_ttl)
                     self.log.info("heartbeat.lease", lease=self.lease.id)
                 if written_for != self.lease.id:
-                    await self.etcd.put(key, json.dumps({"since": utcnow(), "pid": _pid()}),
+                    await self.etcd.put(key, json.dumps({"node": self.s.node, "pid": _pid(), "since": utcnow(), "ttl": self.s.heartbeat_ttl}),
                                         lease=self.lease)  # fmt: skip
                     written_for = self.lease.id
                 await asyncio.sleep(max(1.0, self.s.heartbeat_ttl / 3))
