@@ -98,6 +98,9 @@ async def bench(um: UserManager, runs: int) -> None:
             for what, op, cli in ops:
                 rows.append((f"{what} [{label}]", await timed(runs, op),
                              timed_cli(runs, um, *cli)))
+            # after a daemon-reload systemd recomputes each UnitFileState from disk on first read
+            rows.append((f"status ({UNITS}) after reload [{label}]",
+                         await _after_reload(runs, sd, names), _after_reload_cli(runs, um, names)))
             # start and stop alternate so that each one really changes the unit
             rows.append((f"start [{label}]", await _alternating(runs, sd.stop, sd.start, one),
                          _alternating_cli(runs, um, one)))
@@ -154,6 +157,26 @@ def _alternating_cli(runs: int, um: UserManager, name: str, stop: bool = False) 
         um.systemctl("start" if stop else "stop", name, check=True)
         t0 = time.perf_counter()
         um.systemctl("stop" if stop else "start", name, check=True)
+        samples.append(time.perf_counter() - t0)
+    return median_ms(samples)
+
+
+async def _after_reload(runs: int, sd: Systemd, names: list[str]) -> float:
+    samples = []
+    for _ in range(runs):
+        await sd.daemon_reload()
+        t0 = time.perf_counter()
+        await sd.status(names)
+        samples.append(time.perf_counter() - t0)
+    return median_ms(samples)
+
+
+def _after_reload_cli(runs: int, um: UserManager, names: list[str]) -> float:
+    samples = []
+    for _ in range(runs):
+        um.systemctl("daemon-reload", check=True)
+        t0 = time.perf_counter()
+        um.systemctl("show", "-p", "ActiveState,UnitFileState,InvocationID", *names, check=True)
         samples.append(time.perf_counter() - t0)
     return median_ms(samples)
 
