@@ -227,6 +227,7 @@ async def test_a_failing_unit_rolls_back_to_the_previous_units_running(node: Nod
     result = await node.engine.apply(spec(broken, [FileSpec(ENV, b"V=2\n")], rev="r2"))
     assert result.outcome is Outcome.ROLLED_BACK
     assert result.applied == "r1"
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "warm-observe"]  # gate's reads ended
     assert result.failure is not None and result.failure.unit == "web.service"
     assert "failed" in result.failure.state
     assert "web.service" in result.failure.detail and "status=1/FAILURE" in result.failure.detail
