@@ -78,7 +78,7 @@ def test_status_table(cluster_state: str) -> None:
     lines = r.stdout.splitlines()
     assert lines[0].startswith("desired aaaaaaaa")
     assert lines[1].split() == ["NODE", "ROLE", "STATE", "APPLIED", "DESIRED", "ALIVE",
-                                "HEARTBEAT", "REPORTED", "ERROR"]
+                                "HEARTBEAT", "REPORTED", "SWARM", "ERROR"]
     m1 = next(ln for ln in lines if ln.startswith("m1 "))
     w1 = next(ln for ln in lines if ln.startswith("w1 "))
     assert m1.split()[:6] == ["m1", "manager", "converged", "aaaaaaaa", "aaaaaaaa", "yes"]
@@ -191,3 +191,21 @@ def test_commands_fail_cleanly_without_etcd() -> None:
     r = cli(f"127.0.0.1:{free_ports(1)[0]}", "status", "--etcd-timeout", "0.5")
     assert r.returncode == 1
     assert "temporarily unavailable" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("swarm", "shown"),
+    [
+        ({}, "-"),
+        ({"state": "member", "role": "manager", "leader": True, "managers": 3, "managers_reachable": 3},
+         "manager* 3/3"),
+        ({"state": "member", "role": "manager", "leader": False, "managers": 3, "managers_reachable": 2},
+         "manager 2/3"),
+        ({"state": "member", "role": "worker", "leader": False, "managers": 0}, "worker"),
+        ({"state": "conflict", "role": "worker"}, "conflict"),
+    ],
+)  # fmt: skip
+def test_swarm_column(swarm: dict[str, object], shown: str) -> None:
+    from reconciler.commands.status import _swarm
+
+    assert _swarm(swarm) == shown
