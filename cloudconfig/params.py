@@ -20,7 +20,7 @@ from typing import Literal
 import pydantic
 from pydantic import Field, field_validator, model_validator
 
-from reconciler.desired.schema import StrictModel, check_cluster_name, check_managers
+from reconciler.desired.schema import StrictModel, check_cluster_name, check_managers, check_mode
 from reconciler.desired.yamlpos import Positions, load_yaml, pydantic_problems
 from reconciler.errors import InvalidDesiredState, Problem
 
@@ -52,8 +52,6 @@ def _abs_path(p: str) -> str:
     if not p.startswith("/") or posixpath.normpath(p) != p or p.startswith("//") or p == "/":
         raise ValueError(f"{p!r} is not an absolute normalised path: write it like /etc/app/config")
     return p
-
-
 
 
 class ClusterParams(StrictModel):
@@ -208,9 +206,7 @@ class FileParams(StrictModel):
     @field_validator("mode")
     @classmethod
     def _mode(cls, v: str) -> str:
-        if not re.match(r"^0?[0-7]{3,4}$", v) or int(v, 8) > 0o7777:
-            raise ValueError(f'mode {v!r} is not an octal file mode: write it like "0644"')
-        return v
+        return check_mode(v)
 
     @model_validator(mode="after")
     def _one(self) -> FileParams:

@@ -64,6 +64,13 @@ def check_abs_path(p: str) -> str:
     return p
 
 
+def check_mode(v: str) -> str:
+    """A quoted octal file mode ("0644", "755")."""
+    if not re.match(r"^0?[0-7]{3,4}$", v) or int(v, 8) > 0o7777:
+        raise ValueError(f'mode {v!r} is not an octal file mode: write it like "0644"')
+    return v
+
+
 def check_cluster_name(v: str) -> str:
     if not _NAME_RE.match(v):
         raise ValueError(f"{v!r} is not a valid cluster name: use a-z, 0-9 and '-' (max 63)")
@@ -82,8 +89,6 @@ class StrictModel(BaseModel):
     """Every state and params file: strict types, unknown keys are errors."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-
 
 
 class Rollout(StrictModel):
@@ -214,9 +219,7 @@ class FileEntry(StrictModel):
     @field_validator("mode")
     @classmethod
     def _mode(cls, v: str) -> str:
-        if not re.match(r"^0?[0-7]{3,4}$", v) or int(v, 8) > 0o7777:
-            raise ValueError(f'mode {v!r} is not an octal file mode: write it like "0644"')
-        return v
+        return check_mode(v)
 
     @model_validator(mode="after")
     def _one(self) -> FileEntry:
