@@ -252,11 +252,15 @@ class Agent:
                     desired=desired, failed_revision=self.failed_revision, halted=self.halted,
                     paused=self.paused, acquire=self._acquire, write_status=self._write_status,
                 )  # fmt: skip
-            except TransientError as e:
+            except SwarmkeeperError as e:
+                # etcd gone mid-pass, systemd refusing a read, a corrupt inventory: the node
+                # stays as it is, says so, and the one backoff decides when to look again
                 self.metrics.passes.labels(outcome="error").inc()
-                self.metrics.etcd_errors.inc()
+                if isinstance(e, TransientError):
+                    self.metrics.etcd_errors.inc()
                 delay = self.queue.requeue_after_failure("retry")
                 self.log.warning("pass", outcome="error", error=str(e), retry_in=round(delay, 1))
+                await self._report_error(desired, f"{type(e).__name__}: {e}")
                 return None
             if (
                 res.result is None
@@ -284,6 +288,24 @@ class Agent:
                           error=res.status.error or None, seconds=round(dt, 3), steps=res.timings,
                           retry_in=retry_in)  # fmt: skip
             return res
+
+    async def _report_error(self, desired: str | None, error: str) -> None:
+        """Best effort: tell operators a pass failed, keeping the last known facts."""
+        last = self.last_status
+        st = NodeStatus(
+            node=self.s.node, role=last.role if last else "", state=NodeState.DEGRADED,
+            revision=self.engine_revision(), desired=desired or "", error=error.splitlines()[0][:300],
+            units=last.units if last else {}, updated_at=utcnow(),
+            swarm=self.swarm.status if self.swarm else {},
+        )  # fmt: skip
+        with contextlib.suppress(SwarmkeeperError):
+            await self._write_status(st)
+
+    def engine_revision(self) -> str:
+        try:
+            return self.engine.inventory().revision or ""
+        except SwarmkeeperError:
+            return ""
 
     async def _report(self, res: PassResult) -> str:
         """Publish status (then release the slot), metrics, notifications, registrations."""

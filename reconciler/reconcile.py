@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import log
-from reconciler.errors import InvalidDesiredState, SourceError, TransientError
+from reconciler.errors import InvalidDesiredState, SourceError, SwarmkeeperError, TransientError
 from reconciler.models import NodeFacts, NodeSpec, Role
 from reconciler.status import NodeState, NodeStatus, utcnow
 
@@ -273,7 +273,7 @@ async def _run_pass(
 async def _units(engine: Engine, spec: NodeSpec) -> dict[str, str]:
     try:
         st = await engine.systemd.status(list(spec.unit_names))
-    except Exception:  # status is informative; never fail a pass for it
+    except (SwarmkeeperError, OSError):  # status is informative; never fail a pass for it
         return {}
     return {name: getattr(s, "active_state", "unknown") for name, s in st.items()}
 

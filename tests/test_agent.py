@@ -431,3 +431,27 @@ def test_push_webhook_metrics_and_clean_sigterm(
     assert (
         etcdctl(c.endpoints, "get", "--print-value-only", f"{PREFIX}/nodes/h1/alive").strip() == ""
     )
+
+
+def test_a_corrupt_inventory_is_reported_not_fatal(
+    etcd_server: EtcdServer, make_cluster: Callable[..., Cluster]
+) -> None:
+    c = make_cluster(etcd_server.endpoint, {"c1": "worker"})
+    rev1 = git(c.repo.work, "rev-parse", "HEAD")
+    publish(c.endpoints, rev1)
+    c.converged_on(rev1)
+    inventory = c.agents["c1"].state_dir / "inventory.json"
+    good = inventory.read_bytes()
+    inventory.write_bytes(b"{not json")
+    rev2 = c.repo.commit({"units/a.service": SLEEP + "Environment=C=2\n"}, "rev2")
+    publish(c.endpoints, rev2)
+    c.wait(
+        lambda s: s["state"] == "degraded" and "inventory" in str(s["error"]).lower(),
+        "corruption reported",
+    )
+    assert c.agents["c1"].alive()
+    assert (
+        "Environment=C=2" not in (c.agents["c1"].um.unit_dir / "a.service").read_text()
+    )  # nothing applied blind
+    inventory.write_bytes(good)  # an operator restores it; the backoff retry picks it up
+    c.converged_on(rev2, timeout=60)
