@@ -398,6 +398,9 @@ class Agent:
             # only when notify: changed, so a missing secret is warned about once
             self._notify_cfg = spec.cluster.notify
             self.notifications.configure(from_config(spec.cluster.notify))
+        if self.swarm is not None:
+            # every node rejects the same bad commit: with a swarm, only its leader says so
+            self.pass_events.announce_rejections = bool(self.swarm.status.get("leader"))
         for event in self.pass_events.events(res):
             self.notifications.emit(event)
 
