@@ -7,28 +7,21 @@ check passes) and prints a table, or JSON with ``--json``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import keys
+from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd
+
+if TYPE_CHECKING:
+    from reconciler.etcd import Etcd
 
 NAME = "services"
 HELP = "list the services registered in etcd (service, node, address:port, since)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--etcd",
-        default=os.environ.get("SWARMKEEPER_ETCD", "127.0.0.1:2379"),
-        help="etcd endpoints HOST:PORT[,...] (default: $SWARMKEEPER_ETCD or 127.0.0.1:2379)",
-    )
-    p.add_argument(
-        "--prefix",
-        default=os.environ.get("SWARMKEEPER_PREFIX", "/swarmkeeper"),
-        help="the cluster's etcd key prefix (default: /swarmkeeper)",
-    )
+    add_etcd_options(p)  # --etcd, --prefix, TLS and auth, like every operator command
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
 
@@ -71,29 +64,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     )
 
 
-async def _read(endpoints: list[str], prefix: str) -> list[dict[str, Any]]:
-    from reconciler.etcd import Etcd
-
-    async with await Etcd.connect(endpoints) as etcd:
-        kvs, _ = await etcd.get_prefix(keys.services_prefix(prefix))
-    return parse_entries(prefix, [(kv.key, kv.value) for kv in kvs])
-
-
 def run(args: argparse.Namespace) -> int:
-    from reconciler.errors import UsageError
+    prefix = prefix_of(args)
 
-    endpoints = [e for e in args.etcd.split(",") if e]
-    if not endpoints:
-        raise UsageError("--etcd needs at least one HOST:PORT")
-    try:
-        prefix = keys.norm(args.prefix)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-    rows = asyncio.run(_read(endpoints, prefix))
-    if args.json:
-        print(json.dumps([{k: v for k, v in r.items() if k != "key"} for r in rows], indent=2))
-    elif rows:
-        print(format_table(rows))
-    else:
-        print(f"no services registered under {keys.services_prefix(prefix)}")
-    return 0
+    async def body(etcd: Etcd) -> int:
+        kvs, _ = await etcd.get_prefix(keys.services_prefix(prefix))
+        rows = parse_entries(prefix, [(kv.key, kv.value) for kv in kvs])
+        if args.json:
+            print(json.dumps([{k: v for k, v in r.items() if k != "key"} for r in rows], indent=2))
+        elif rows:
+            print(format_table(rows))
+        else:
+            print(f"no services registered under {keys.services_prefix(prefix)}")
+        return 0
+
+    return run_with_etcd(args, body)
