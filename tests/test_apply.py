@@ -21,33 +21,13 @@ from reconciler import plan as P
 from reconciler.actuators.systemd import Scope, Systemd
 from reconciler.apply import Engine, Outcome
 from reconciler.models import (
-    Cluster,
     FileSpec,
-    NodeName,
-    NodeSpec,
     OnChange,
-    Revision,
-    Role,
     UnitName,
     UnitSpec,
 )
 from tests.fixtures.systemd_user import UserManager
-
-ENV = "/etc/swarmkeeper/node.env"
-
-
-def unit(name: str, body: str = "", *, install: bool = True, exec_start: str = "/bin/sleep infinity", **kw: object) -> UnitSpec:
-    text = f"[Unit]\nDescription={name}\n[Service]\n{body}ExecStart={exec_start}\n"
-    if install:
-        text += "[Install]\nWantedBy=default.target\n"
-    return UnitSpec(UnitName(name), text.encode(), **kw)  # type: ignore[arg-type]
-
-
-def spec(units: list[UnitSpec], files: list[FileSpec] | None = None, rev: str = "r1") -> NodeSpec:
-    return NodeSpec(
-        node=NodeName("n1"), role=Role.MANAGER, revision=Revision(rev), cluster=Cluster("c", 1),
-        units=tuple(units), files=tuple(files or ()),
-    )
+from tests.specs import ENV, spec, unit
 
 
 @dataclass

@@ -11,37 +11,15 @@ from hypothesis import strategies as st
 from reconciler import applied
 from reconciler import plan as P
 from reconciler.models import (
-    Cluster,
     FileSpec,
-    NodeName,
     NodeSpec,
     OnChange,
     Revision,
-    Role,
     UnitName,
     UnitSpec,
 )
 from tests.nodemodel import Node
-
-ENV = "/etc/swarmkeeper/node.env"
-
-
-def unit(name: str, body: str = "", *, install: bool = True, **kw: object) -> UnitSpec:
-    text = f"[Unit]\nDescription={name}\n[Service]\n{body}ExecStart=/bin/sleep infinity\n"
-    if install:
-        text += "[Install]\nWantedBy=default.target\n"
-    return UnitSpec(UnitName(name), text.encode(), **kw)  # type: ignore[arg-type]
-
-
-def spec(units: list[UnitSpec], files: list[FileSpec] = (), rev: str = "r1") -> NodeSpec:  # type: ignore[assignment]
-    return NodeSpec(
-        node=NodeName("n1"),
-        role=Role.MANAGER,
-        revision=Revision(rev),
-        cluster=Cluster("c", 1),
-        units=tuple(units),
-        files=tuple(files),
-    )
+from tests.specs import ENV, spec, unit
 
 
 def converge(s: NodeSpec, node: Node, inv: applied.Inventory | None = None) -> tuple[P.Plan, applied.Inventory]:
