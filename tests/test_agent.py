@@ -123,6 +123,13 @@ class Cluster:
             print(json.dumps(self.status(), indent=1))
             raise
 
+    def publish_head(self) -> str:
+        """Publish the repo's current commit and wait until every node runs it."""
+        rev = git(self.repo.work, "rev-parse", "HEAD")
+        publish(self.endpoints, rev)
+        self.converged_on(rev)
+        return rev
+
     def converged_on(self, rev: str, nodes: list[str] | None = None, timeout: float = 40) -> None:
         self.wait(
             lambda s: s["revision"] == rev and s["state"] == "converged",
@@ -160,9 +167,7 @@ def test_three_agents_converge_then_follow_a_second_publish(
     etcd_server: EtcdServer, make_cluster: Callable[..., Cluster]
 ) -> None:
     c = make_cluster(etcd_server.endpoint, NODES)
-    rev1 = git(c.repo.work, "rev-parse", "HEAD")
-    publish(c.endpoints, rev1)
-    c.converged_on(rev1)
+    c.publish_head()
     assert all(c.active(n, "a.service") == "active" for n in c.names)
     a_before = {n: c.invocation(n, "a.service") for n in c.names}
     rev2 = c.repo.commit({"units/b.service": SLEEP + "Environment=V=2\n"}, "change b")
@@ -192,9 +197,7 @@ def test_invalid_revision_is_rejected_everywhere_and_nodes_stay(
     etcd_server: EtcdServer, make_cluster: Callable[..., Cluster]
 ) -> None:
     c = make_cluster(etcd_server.endpoint, NODES)
-    good = git(c.repo.work, "rev-parse", "HEAD")
-    publish(c.endpoints, good)
-    c.converged_on(good)
+    good = c.publish_head()
     bad = c.repo.commit(
         {"state/cluster.yaml": "name: t\nmanagers: [1\n", "units/a.service": SLEEP + "# changed\n"},
         "broken",
@@ -217,9 +220,7 @@ def test_failing_unit_rolls_back_first_node_and_halts_rollout(
 ) -> None:
     workers = {"w1": "worker", "w2": "worker", "w3": "worker"}
     c = make_cluster(etcd_server.endpoint, workers, max_unavailable=1)
-    good = git(c.repo.work, "rev-parse", "HEAD")
-    publish(c.endpoints, good)
-    c.converged_on(good)
+    good = c.publish_head()
     broken = c.repo.commit({"units/b.service": "[Service]\nExecStart=/bin/false\n"}, "b fails")
     publish(c.endpoints, broken)
     c.wait(
@@ -253,9 +254,7 @@ def test_managers_update_strictly_one_at_a_time(
 ) -> None:
     managers = {"m1": "manager", "m2": "manager", "m3": "manager"}
     c = make_cluster(etcd_server.endpoint, managers, managers=3)
-    rev1 = git(c.repo.work, "rev-parse", "HEAD")
-    publish(c.endpoints, rev1)
-    c.converged_on(rev1)
+    c.publish_head()
     timeline: list[tuple[float, str, str, str]] = []
     watcher = subprocess.Popen(
         ["etcdctl", "--endpoints", c.endpoints, "watch", "--prefix", f"{PREFIX}/nodes/"],
@@ -299,9 +298,7 @@ def test_etcd_outage_and_unreachable_git(
     etcd_server: EtcdServer, make_cluster: Callable[..., Cluster]
 ) -> None:
     c = make_cluster(etcd_server.endpoint, NODES)
-    rev1 = git(c.repo.work, "rev-parse", "HEAD")
-    publish(c.endpoints, rev1)
-    c.converged_on(rev1)
+    c.publish_head()
     rev2 = c.repo.commit({"units/b.service": SLEEP + "Environment=V=2\n"}, "rev2")
     publish(c.endpoints, rev2)
     etcd_server.stop()  # right after the publish: agents may or may not have seen it
@@ -326,9 +323,7 @@ def test_leader_loss_does_not_stop_convergence(
 ) -> None:
     endpoints = ",".join(etcd_cluster.endpoints)
     c = make_cluster(endpoints, NODES)
-    rev1 = git(c.repo.work, "rev-parse", "HEAD")
-    publish(endpoints, rev1)
-    c.converged_on(rev1)
+    c.publish_head()
     etcd_cluster.kill(etcd_cluster.leader())
     rev2 = c.repo.commit({"units/a.service": SLEEP + "Environment=L=1\n"}, "after leader loss")
     wait_for(lambda: _try_publish(endpoints, rev2), 20, "publish after leader loss", interval=0.5)
@@ -437,9 +432,7 @@ def test_a_corrupt_inventory_is_reported_not_fatal(
     etcd_server: EtcdServer, make_cluster: Callable[..., Cluster]
 ) -> None:
     c = make_cluster(etcd_server.endpoint, {"c1": "worker"})
-    rev1 = git(c.repo.work, "rev-parse", "HEAD")
-    publish(c.endpoints, rev1)
-    c.converged_on(rev1)
+    c.publish_head()
     inventory = c.agents["c1"].state_dir / "inventory.json"
     good = inventory.read_bytes()
     inventory.write_bytes(b"{not json")
