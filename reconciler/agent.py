@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from reconciler.apply import Engine
     from reconciler.etcd import Etcd, Lease
     from reconciler.notify import Notifications
-    from reconciler.rollout import Slot
+    from reconciler.rollout import RolloutGate, Slot
     from reconciler.services import ServiceRegistrar
 
 
@@ -221,16 +221,22 @@ class Agent:
 
     # -- one pass ------------------------------------------------------------------------
 
+    def _gate(self, role: Role, max_unavailable: int = 1) -> RolloutGate:
+        """This node's rollout gate; its slots are bound to the heartbeat lease."""
+        from reconciler.rollout import RolloutGate
+
+        if self.lease is None:
+            raise TransientError("no heartbeat lease yet")
+        return RolloutGate(self.etcd, self.prefix, self.s.node, role, self.lease,
+                           max_unavailable=max_unavailable)  # fmt: skip
+
     async def _acquire(
         self, revision: str, applied: str, role: Role, max_unavailable: int
     ) -> Slot | None:
-        from reconciler.rollout import RolloutGate
-
-        if self.lease is None or not self.lease.alive:
-            raise TransientError("no heartbeat lease yet")
-        gate = RolloutGate(self.etcd, self.prefix, self.s.node, role, self.lease,
-                           max_unavailable=max_unavailable)  # fmt: skip
-        return await gate.acquire(revision, applied)
+        if self.lease is not None and not self.lease.alive:
+            # a slot bound to a lease etcd may already have dropped would protect nothing
+            raise TransientError("heartbeat lease unconfirmed")
+        return await self._gate(role, max_unavailable).acquire(revision, applied)
 
     async def _write_status(self, st: NodeStatus) -> None:
         from reconciler import __version__
@@ -321,14 +327,10 @@ class Agent:
             and res.new_revision
         ):
             try:
-                from reconciler.rollout import RolloutGate
-
-                assert self.lease is not None
-                gate = RolloutGate(
-                    self.etcd, self.prefix, self.s.node, Role(st.role or "worker"), self.lease
+                await self._gate(Role(st.role or "worker")).mark_failed(
+                    res.result.revision, st.error
                 )
-                await gate.mark_failed(res.result.revision, st.error)
-            except (TransientError, AssertionError) as e:
+            except TransientError as e:
                 self.log.warning("rollout.mark_failed", error=str(e))
             self.metrics.rollbacks.inc()
         try:
@@ -339,14 +341,8 @@ class Agent:
             res.retry = True
         if res.slot is not None:
             try:
-                from reconciler.rollout import RolloutGate
-
-                assert self.lease is not None
-                gate = RolloutGate(
-                    self.etcd, self.prefix, self.s.node, Role(st.role or "worker"), self.lease
-                )
-                await gate.release(res.slot)
-            except (TransientError, AssertionError) as e:
+                await self._gate(Role(st.role or "worker")).release(res.slot)
+            except TransientError as e:
                 self.log.warning("rollout.release", error=str(e))
         if res.error_kind == "git":
             self.metrics.git_errors.inc()
