@@ -12,6 +12,7 @@ Everything runs on 127.0.0.1 and in temp dirs; Ctrl-C (or the end) tears it all 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -62,26 +63,25 @@ def banner(text: str) -> None:
 
 
 def show_status(etcd: str, rev: str, timeout: float = 90) -> None:
-    """Print the status table whenever it changes, until every node runs ``rev``."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        out = sk("status", "--etcd", etcd, check=False).stdout
-        if out != last:
-            print(out.rstrip(), flush=True)
-            print("-" * 78)
-            last = out
-        st = sk("status", "--etcd", etcd, "--json", check=False).stdout
-        if st and all(f'"{n}"' in st for n in NODES):
-            import json
+    """Print ``swarmkeeper status`` whenever a node's state changes, until all run ``rev``."""
+    from reconciler.commands.status import format_table
 
-            rows = json.loads(st)
-            rows = rows["nodes"] if isinstance(rows, dict) else rows
-            if all(r.get("revision") == rev and r.get("state") == "converged" for r in rows):
-                final = sk("status", "--etcd", etcd, check=False).stdout
-                if final != last:
-                    print(final.rstrip(), flush=True)
-                return
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        out = sk("status", "--etcd", etcd, "--json", check=False).stdout
+        snap = json.loads(out) if out.strip() else {"nodes": []}
+        rows = snap["nodes"]
+        seen = [(r["node"], r["state"], r["revision"], r["rollout"]) for r in rows]
+        done = {r["node"] for r in rows} == set(NODES) and all(
+            r["revision"] == rev and r["state"] == "converged" for r in rows
+        )
+        if seen != last:  # ages alone change every second: show only real changes
+            print(format_table(snap), flush=True)
+            print("-" * 78)
+            last = seen
+        if done:
+            return
         time.sleep(0.5)
     raise SystemExit(f"the sandbox did not converge on {rev[:12]} within {timeout:.0f}s")
 
