@@ -17,11 +17,12 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import log
+from reconciler.apply import Outcome
 from reconciler.errors import InvalidDesiredState, SourceError, SwarmkeeperError, TransientError
 from reconciler.models import NodeFacts, NodeSpec, Role
 from reconciler.status import NodeState, NodeStatus, utcnow
@@ -253,8 +254,6 @@ async def _run_pass(
     logger.info("applied", outcome=str(result.outcome), actions=len(result.actions),
                 drift=result.drift, seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
     units = await _units(engine, spec)
-    from reconciler.apply import Outcome
-
     if result.outcome is Outcome.CONVERGED:
         st = _with(base, revision=spec.revision, units=units)
         return PassResult(st, result=result, rejection=rejection, new_revision=new_revision,
@@ -279,6 +278,4 @@ async def _units(engine: Engine, spec: NodeSpec) -> dict[str, str]:
 
 
 def _with(st: NodeStatus, **changes: object) -> NodeStatus:
-    from dataclasses import replace
-
     return replace(st, **changes, updated_at=utcnow())  # type: ignore[arg-type]
