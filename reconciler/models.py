@@ -70,6 +70,9 @@ class UnitSpec:
     enable: bool | None = None  # None: enable when the unit has an [Install] section
     timeout: float = 30.0  # seconds the health gate waits for it to become active
     register: Registration | None = None
+    # Seconds a (re)started unit without a readiness protocol (Type=simple, exec, forking,
+    # idle) must stay active before the gate passes it; None: the engine's default window.
+    settle: float | None = None
 
     @property
     def digest(self) -> str:
