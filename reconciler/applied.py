@@ -30,6 +30,7 @@ class AppliedUnit:
     on_change: OnChange = OnChange.RESTART
     enable: bool | None = None
     timeout: float = 30.0
+    settle: float | None = None  # None: the engine's default window
     digest: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -104,7 +105,8 @@ def from_spec(spec: NodeSpec, *, updated_at: float = 0.0) -> Inventory:
     return Inventory(
         revision=spec.revision,
         units=tuple(
-            AppliedUnit(u.name, u.content, u.on_change, u.enable, u.timeout) for u in spec.units
+            AppliedUnit(u.name, u.content, u.on_change, u.enable, u.timeout, u.settle)
+            for u in spec.units
         ),
         files=tuple(AppliedFile(f.path, f.content, f.mode) for f in spec.files),
         updated_at=updated_at,
@@ -119,7 +121,8 @@ def to_spec(inv: Inventory, like: NodeSpec) -> NodeSpec:
         revision=inv.revision or WORKTREE,
         cluster=like.cluster,
         units=tuple(
-            UnitSpec(u.name, u.content, u.on_change, u.enable, u.timeout) for u in inv.units
+            UnitSpec(u.name, u.content, u.on_change, u.enable, u.timeout, settle=u.settle)
+            for u in inv.units
         ),
         files=tuple(FileSpec(f.path, f.content, f.mode) for f in inv.files),
         env_path=like.env_path,

@@ -92,8 +92,9 @@ class Engine:
         self.root = Path(root) if root is not None else None
         self.unit_dir = Path(unit_dir) if unit_dir is not None else Path(systemd.unit_dir)
         # Units without a readiness protocol (Type=simple...) are "active" from the fork on;
-        # the health gate wants them up this long (None: the actuator's default, 0.3 s), so
-        # ExecStart=/bin/false fails the gate instead of passing it.
+        # the health gate wants them up this long, so ExecStart=/bin/false fails the gate
+        # instead of passing it. A unit's own ``settle`` wins; None here: the actuator's
+        # default (DEFAULT_SETTLE). Benches and tests set it to compare windows.
         self.settle = settle
         self.after_action = after_action  # tests use it to kill the process mid-apply
         self.log = log.get("swarmkeeper.apply")
@@ -173,21 +174,25 @@ class Engine:
         except ActuatorError as e:
             return f"(no description: {e})"
 
-    async def _healthy(self, unit: str, timeout: float) -> None:  # noqa: ASYNC109
-        st = await self.systemd.wait_healthy(unit, timeout, settle=self.settle)
-        if not st.healthy:
-            raise UnitFailed(unit, _state_text(st), await self._describe(unit))
+    def _settle(self, gate: P.Gate) -> float | None:
+        """The unit's own window wins; else the engine's; None: the actuator's default."""
+        return gate.settle if gate.settle is not None else self.settle
 
-    async def _verify(self, units: tuple[tuple[str, float], ...]) -> str:
+    async def _healthy(self, gate: P.Gate) -> None:
+        st = await self.systemd.wait_healthy(gate.unit, gate.timeout, settle=self._settle(gate))
+        if not st.healthy:
+            raise UnitFailed(gate.unit, _state_text(st), await self._describe(gate.unit))
+
+    async def _verify(self, units: tuple[P.Gate, ...]) -> str:
         # All units share one gate: their settle windows run concurrently, each counted from
         # the unit's own activation, so N restarted units cost one window, not N.
         warm = None
-        if self.settle != 0 and self._next_observe:
+        if self._next_observe and any(self._settle(g) != 0 for g in units):
             warm = asyncio.create_task(self._warm(self._next_observe), name="warm-observe")
         try:
             async with asyncio.TaskGroup() as tg:
-                for unit, timeout in units:
-                    tg.create_task(self._healthy(unit, timeout), name=f"health-{unit}")
+                for gate in units:
+                    tg.create_task(self._healthy(gate), name=f"health-{gate.unit}")
         except* UnitFailed as eg:
             first = eg.exceptions[0]
             assert isinstance(first, UnitFailed)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from reconciler import unitfile
 from reconciler.applied import EMPTY, AppliedUnit, Inventory
@@ -184,13 +184,21 @@ class DeleteFile:
     drift: bool = False
 
 
+class Gate(NamedTuple):
+    """One unit the health gate waits for: its ``timeout`` and ``settle`` (None: default)."""
+
+    unit: str
+    timeout: float
+    settle: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Verify:
-    """The health gate: each (unit, timeout) must become healthy."""
+    """The health gate: each unit must become healthy within its timeout."""
 
     PHASE: ClassVar[Phase] = Phase.VERIFY
     VERB: ClassVar[str] = "verify"
-    units: tuple[tuple[str, float], ...]
+    units: tuple[Gate, ...]
     reason: str
     drift: bool = False
 
@@ -208,7 +216,7 @@ def target(a: Action) -> str:
     if isinstance(a, DaemonReload):
         return ""
     if isinstance(a, Verify):
-        return " ".join(u for u, _ in a.units)
+        return " ".join(g.unit for g in a.units)
     return a.unit
 
 
@@ -229,7 +237,7 @@ def to_json(a: Action) -> dict[str, object]:
     if isinstance(a, WriteFile):
         out["mode"] = f"{a.mode:04o}"
     if isinstance(a, Verify):
-        out["units"] = [{"unit": u, "timeout": t} for u, t in a.units]
+        out["units"] = [{"unit": g.unit, "timeout": g.timeout, "settle": g.settle} for g in a.units]
     return out
 
 
@@ -266,7 +274,7 @@ class _Draft:
     """The plan under construction: actions per phase plus what the last phases need."""
 
     by_phase: dict[Phase, list[Action]] = field(default_factory=lambda: {p: [] for p in PHASES})
-    verify: list[tuple[str, float]] = field(default_factory=list)
+    verify: list[Gate] = field(default_factory=list)
     reload_due: bool = False  # a drop-in was written
     maybe_unloaded: bool = False  # a unit file may be on disk but not loaded (killed run)
 
@@ -381,7 +389,7 @@ def _unit(
                 d.add(RestartUnit(u.name, f"{why} (no ExecReload=: restart instead)", drift))
             else:
                 d.add(RestartUnit(u.name, why, drift))
-            d.verify.append((u.name, u.timeout))
+            d.verify.append(Gate(u.name, u.timeout, u.settle))
     elif not triggered:
         if app is None and obs_digest is None:
             why, drift = "new unit", False
@@ -394,7 +402,7 @@ def _unit(
         else:
             why, drift = "drift: stopped by hand", True
         d.add(StartUnit(u.name, why, drift))
-        d.verify.append((u.name, u.timeout))
+        d.verify.append(Gate(u.name, u.timeout, u.settle))
     enabled = st.unit_file_state in ("enabled", "enabled-runtime")
     if wants_enable(u) and not enabled:
         drift = app is not None and wants_enable(app)

@@ -92,5 +92,5 @@ class Node:
                 case P.DeleteFile(path=p):
                     del self.files[p]
                 case P.Verify(units=units):
-                    for n, _ in units:
+                    for n, *_ in units:
                         assert self.active.get(n) == "active", f"{n} not healthy"

@@ -228,6 +228,38 @@ async def test_a_failing_unit_rolls_back_to_the_previous_units_running(node: Nod
     assert await node.engine.plan(r1) == ()
 
 
+LATE_CRASH = "/bin/sh -c 'sleep 0.4; exit 1'"  # up for 0.4 s: longer than the default window
+
+
+async def test_a_units_own_settle_window_catches_a_crash_after_the_default_window(node: Node) -> None:
+    good = [unit("a.service"), unit("late.service")]
+    assert (await node.engine.apply(spec(good))).outcome is Outcome.CONVERGED
+    strict = unit("late.service", exec_start=LATE_CRASH, settle=1.0, timeout=5.0)
+    result = await node.engine.apply(spec([good[0], strict], rev="r2"))
+    assert result.outcome is Outcome.ROLLED_BACK
+    assert result.failure is not None and result.failure.unit == "late.service"
+    assert "status=1/FAILURE" in result.failure.detail
+    assert (node.um.unit_dir / "late.service").read_bytes() == good[1].content
+    assert node.show("late.service", "ActiveState") == "active"
+    assert node.engine.inventory().revision == "r1"
+
+
+@pytest.mark.parametrize("settle", [0.0, None], ids=["settle-0", "default-window"])
+async def test_without_a_long_enough_window_the_late_crash_is_accepted(node: Node, settle: float | None) -> None:
+    good = [unit("a.service"), unit("late.service")]
+    assert (await node.engine.apply(spec(good))).outcome is Outcome.CONVERGED
+    lenient = unit("late.service", exec_start=LATE_CRASH, settle=settle)
+    result = await node.engine.apply(spec([good[0], lenient], rev="r2"))
+    assert result.outcome is Outcome.CONVERGED, result.error  # the gate saw it active
+    assert (node.um.unit_dir / "late.service").read_bytes() == lenient.content
+    assert node.engine.inventory().revision == "r2"
+    for _ in range(100):  # and then it died, after the gate had passed it
+        if node.show("late.service", "ActiveState") == "failed":
+            break
+        await asyncio.sleep(0.05)
+    assert node.show("late.service", "ActiveState") == "failed"
+
+
 # r2's plan: stop k3 (1), three writes in parallel (2-4), daemon-reload (5), restarts (6-8),
 # start k9 (9), enable/disable, prune: killed after the first write lands (others in flight),
 # after the reload (nothing restarted yet), and after the restarts.

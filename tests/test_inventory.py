@@ -15,7 +15,7 @@ from reconciler.models import OnChange, Revision, UnitName
 INV = Inventory(
     revision=Revision("abc123"),
     units=(
-        AppliedUnit(UnitName("a.service"), b"[Service]\nExecStart=/bin/true\n", OnChange.RELOAD, False, 12.5),
+        AppliedUnit(UnitName("a.service"), b"[Service]\nExecStart=/bin/true\n", OnChange.RELOAD, False, 12.5, 1.5),
         AppliedUnit(UnitName("b.service"), b"[Service]\n"),
     ),
     files=(AppliedFile("/etc/x.env", b"X=1\n", 0o600), AppliedFile("/etc/blob", bytes(range(256)), 0o644)),
@@ -66,3 +66,14 @@ def test_corrupt_file_is_a_clear_error(tmp_path: Path, text: str, why: str) -> N
         store.load()
     assert str(e.value).startswith(f"{store.path}: corrupt inventory")
     assert why in str(e.value)
+
+
+def test_an_inventory_written_before_settle_existed_loads_with_the_default(tmp_path: Path) -> None:
+    store = InventoryStore(tmp_path)
+    store.save(INV)
+    doc = json.loads(store.path.read_text())
+    assert doc["units"][0]["settle"] == 1.5
+    for u in doc["units"]:
+        del u["settle"]
+    store.path.write_text(json.dumps(doc))
+    assert [(u.name, u.settle) for u in store.load().units] == [("a.service", None), ("b.service", None)]

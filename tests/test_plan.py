@@ -252,6 +252,17 @@ def test_templates_are_written_but_never_started_or_enabled() -> None:
     assert lines(p) == ["write t@.service: new unit", "daemon-reload: unit files changed"]
 
 
+def test_verify_carries_each_units_timeout_and_settle() -> None:
+    slow = unit("slow.service", timeout=60.0, settle=2.5)
+    p = P.plan(spec([A, slow]), Node().observe())
+    gate = next(a for a in p if isinstance(a, P.Verify))
+    assert gate.units == (P.Gate("a.service", 30.0, None), P.Gate("slow.service", 60.0, 2.5))
+    assert P.to_json(gate)["units"] == [
+        {"unit": "a.service", "timeout": 30.0, "settle": None},
+        {"unit": "slow.service", "timeout": 60.0, "settle": 2.5},
+    ]
+
+
 def test_to_json_carries_phase_reason_and_drift() -> None:
     a = P.RestartUnit("x.service", f"{ENV} changed", drift=False)
     assert P.to_json(a) == {"phase": "restart", "action": "restart", "target": "x.service", "reason": f"{ENV} changed", "drift": False}

@@ -48,6 +48,9 @@ def test_unit_options_and_files() -> None:
     spec = render(RepoTree(files=GOOD), facts("m2", Role.MANAGER))
     b = spec.unit("b.service")
     assert b is not None and b.on_change is OnChange.RELOAD and b.enable is True
+    assert b.settle == 0.5  # settle: 500ms
+    a = spec.unit("a.service")
+    assert a is not None and a.settle is None  # not set: the engine's default window
     files = {f.path: f for f in spec.files}
     assert files["/etc/x.env"].content == b"X=1\n" and files["/etc/x.env"].mode == 0o644
     assert files["/etc/motd"].content == b"hi\n"

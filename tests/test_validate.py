@@ -14,6 +14,7 @@ GOOD: dict[str, bytes] = {
         b"  - name: b.service\n"
         b"    on_change: reload\n"
         b"    enable: true\n"
+        b"    settle: 500ms\n"
         b"files:\n"
         b'  - {path: /etc/x.env, source: files/x.env, mode: "0644"}\n'
         b'  - {path: /etc/motd, content: "hi\\n"}\n'
@@ -112,6 +113,12 @@ CASES: list[tuple[str, dict[str, bytes | None], list[str]]] = [
      ["state/nodes/node-1.yaml:2: units_add: a.service is already a unit of role manager"]),
     ("bad duration", {M: b"units:\n  - name: a.service\n    timeout: soon\n"},
      ["state/roles/manager.yaml:3: units.0.timeout: invalid duration 'soon': write it like 30s, 2m or 1h30m"]),
+    ("settle longer than timeout", {M: b"units:\n  - name: a.service\n    timeout: 1s\n    settle: 2s\n  - b.service\n"},
+     ["state/roles/manager.yaml:2: units.0: settle (2s) is longer than timeout (1s): the health gate gives up after timeout; raise timeout or lower settle"]),
+    ("negative settle", {M: b"units:\n  - {name: a.service, settle: -0.5}\n  - b.service\n"},
+     ["state/roles/manager.yaml:2: units.0.settle: settle -0.5 must be 0 or more seconds (at most 24h)"]),
+    ("bad settle", {M: b"units:\n  - name: a.service\n    settle: a while\n  - b.service\n"},
+     ["state/roles/manager.yaml:3: units.0.settle: invalid duration 'a while': write it like 30s, 2m or 1h30m"]),
     ("top level is a list", {C: b"- name\n"},
      ["state/cluster.yaml:1: expected a mapping of keys at the top level"]),
     ("unexpected state file", {"state/extra.yaml": b"a: 1\n"},
@@ -154,7 +161,7 @@ SYMLINK_CASES = [
      ["state/roles/manager.yaml:2: unit a.service: units/a.service is a symlink that leaves the repository",
       "state/roles/worker.yaml:1: unit a.service: units/a.service is a symlink that leaves the repository"]),
     ("absolute link", {"files/x.env": None}, {"files/x.env": "/etc/shadow"},
-     ["state/roles/manager.yaml:7: source files/x.env is a symlink to an absolute path (/etc/shadow): use a regular file"]),
+     ["state/roles/manager.yaml:8: source files/x.env is a symlink to an absolute path (/etc/shadow): use a regular file"]),
     ("link inside the repo is followed", {"units/c.service": None}, {"units/c.service": "a.service"}, []),
 ]  # fmt: skip
 

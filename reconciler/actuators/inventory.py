@@ -57,6 +57,7 @@ def dumps(inv: Inventory) -> bytes:
                 "on_change": str(u.on_change),
                 "enable": u.enable,
                 "timeout": u.timeout,
+                "settle": u.settle,
                 **_content_out(u.content),
             }
             for u in inv.units
@@ -91,8 +92,10 @@ def loads(data: bytes) -> Inventory:
         raise ValueError(f"unknown version {doc.get('version')!r}")
     units = []
     for u in doc["units"]:
+        settle = u.get("settle")  # absent in inventories written before it existed
         unit = AppliedUnit(
-            UnitName(u["name"]), _content_in(u), OnChange(u["on_change"]), u["enable"], float(u["timeout"])
+            UnitName(u["name"]), _content_in(u), OnChange(u["on_change"]), u["enable"], float(u["timeout"]),
+            None if settle is None else float(settle),
         )
         if unit.digest != u["digest"]:
             raise ValueError(f"unit {unit.name}: content does not match its digest")

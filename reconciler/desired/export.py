@@ -35,6 +35,7 @@ def spec_to_dict(spec: NodeSpec) -> dict[str, Any]:
                 "on_change": u.on_change.value,
                 "enable": u.enable,
                 "timeout": u.timeout,
+                "settle": u.settle,
                 **({"register": u.register.name} if u.register else {}),
                 **_text(u.content),
             }

@@ -161,4 +161,5 @@ def _unit(tree: RepoTree, u: UnitEntry) -> UnitSpec:
         enable=u.enable,
         timeout=u.timeout,
         register=reg,
+        settle=u.settle,
     )

@@ -27,23 +27,35 @@ _DURATION_RE = re.compile(
 MAX_FILE_BYTES = 1024 * 1024
 
 
-def parse_duration(v: Any) -> float:
-    """'30s', '2m', '1h30m', '500ms' or a number of seconds -> seconds."""
+def _seconds(v: Any) -> float:
     if isinstance(v, bool):
         raise ValueError(f"invalid duration {v!r}: write it like 30s, 2m or 1h30m")
     if isinstance(v, int | float):
-        seconds = float(v)
-    elif isinstance(v, str) and v.strip() and (m := _DURATION_RE.match(v.strip())):
+        return float(v)
+    if isinstance(v, str) and v.strip() and (m := _DURATION_RE.match(v.strip())):
         h, mi, s, ms = (float(x) if x else 0.0 for x in m.groups())
-        seconds = h * 3600 + mi * 60 + s + ms / 1000
-    else:
-        raise ValueError(f"invalid duration {v!r}: write it like 30s, 2m or 1h30m")
+        return h * 3600 + mi * 60 + s + ms / 1000
+    raise ValueError(f"invalid duration {v!r}: write it like 30s, 2m or 1h30m")
+
+
+def parse_duration(v: Any) -> float:
+    """'30s', '2m', '1h30m', '500ms' or a number of seconds -> seconds."""
+    seconds = _seconds(v)
     if not 0 < seconds <= 86400:
         raise ValueError(f"duration {v!r} must be between 0 and 24h")
     return seconds
 
 
+def parse_settle(v: Any) -> float:
+    """Like ``parse_duration``, but 0 is allowed: it means "active is enough"."""
+    seconds = _seconds(v)
+    if not 0 <= seconds <= 86400:  # also refuses nan
+        raise ValueError(f"settle {v!r} must be 0 or more seconds (at most 24h)")
+    return seconds
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Settle = Annotated[float, BeforeValidator(parse_settle)]
 
 
 def check_unit_name(name: str) -> str:
@@ -191,6 +203,9 @@ class UnitEntry(StrictModel):
     on_change: Literal["restart", "reload", "ignore"] = "restart"
     enable: bool | None = None
     timeout: Duration = 30.0
+    # Like Kubernetes' minReadySeconds: how long a (re)started unit without a readiness
+    # protocol must stay active before the change counts as healthy. None: the default.
+    settle: Settle | None = None
     # "register" would shadow ABCMeta.register on the model class
     registration: RegisterEntry | None = Field(default=None, alias="register")
 
@@ -198,6 +213,15 @@ class UnitEntry(StrictModel):
     @classmethod
     def _from_string(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _settle_within_timeout(self) -> UnitEntry:
+        if self.settle is not None and self.settle > self.timeout:
+            raise ValueError(
+                f"settle ({self.settle:g}s) is longer than timeout ({self.timeout:g}s): the "
+                "health gate gives up after timeout; raise timeout or lower settle"
+            )
+        return self
 
     @field_validator("name")
     @classmethod
