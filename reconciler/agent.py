@@ -102,6 +102,7 @@ class Agent:
         self.swarm: SwarmLink | None = None  # with --docker: swarm membership
         self._notify_cfg: tuple[object, ...] | None = None  # cluster.notify last configured
         self._seen = (0, 0)  # git fetches and etcd requests already counted in metrics
+        self._unreleased: Slot | None = None  # a rollout slot whose release failed
 
     # -- state read from etcd ------------------------------------------------------------
 
@@ -231,17 +232,27 @@ class Agent:
                            max_unavailable=max_unavailable)  # fmt: skip
 
     async def _acquire(
-        self, revision: str, applied: str, role: Role, max_unavailable: int
+        self, revision: str, applied: str, role: Role, max_unavailable: int,
+        applying: NodeStatus, waiting: NodeStatus,
     ) -> Slot | None:
         if self.lease is not None and not self.lease.alive:
             # a slot bound to a lease etcd may already have dropped would protect nothing
             raise TransientError("heartbeat lease unconfirmed")
-        return await self._gate(role, max_unavailable).acquire(revision, applied)
+        gate = self._gate(role, max_unavailable)
+        applying = self._stamped(applying)
+        slot = await gate.acquire(revision, applied, applying=applying.to_json(),
+                                  waiting=self._stamped(waiting).to_json())  # fmt: skip
+        if slot is not None:
+            self.last_status = applying
+        return slot
 
-    async def _write_status(self, st: NodeStatus) -> None:
+    def _stamped(self, st: NodeStatus) -> NodeStatus:
         from reconciler import __version__
 
-        st = replace(st, agent=__version__)
+        return replace(st, agent=__version__)
+
+    async def _write_status(self, st: NodeStatus) -> None:
+        st = self._stamped(st)
         self.last_status = st
         await self.etcd.put(keys.node_status(self.prefix, self.s.node), st.to_json())
 
@@ -333,17 +344,23 @@ class Agent:
             except TransientError as e:
                 self.log.warning("rollout.mark_failed", error=str(e))
             self.metrics.rollbacks.inc()
+        # the new status and the slot's release go in one transaction; a slot whose release
+        # failed is released with the next status instead (it would otherwise block the
+        # rollout until this node's lease ends)
+        slot = res.slot if res.slot is not None and res.slot.key else self._unreleased
         try:
-            await self._write_status(st)
+            if slot is not None:
+                doc = self._stamped(st)
+                await self._gate(Role(st.role or "worker")).release(slot, doc.to_json())
+                self._unreleased = None
+                self.last_status = doc
+            else:
+                await self._write_status(st)
         except TransientError as e:
+            self._unreleased = slot
             self.metrics.etcd_errors.inc()
             self.log.warning("status.unwritten", error=str(e))
             res.retry = True
-        if res.slot is not None:
-            try:
-                await self._gate(Role(st.role or "worker")).release(res.slot)
-            except TransientError as e:
-                self.log.warning("rollout.release", error=str(e))
         if res.error_kind == "git":
             self.metrics.git_errors.inc()
         self._sync_counters()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -263,13 +263,33 @@ class Etcd:
                                 "delete_prefix")
         return int(resp.deleted)
 
+    async def snapshot(
+        self, *, keys: Sequence[str] = (), prefixes: Sequence[str] = ()
+    ) -> tuple[dict[bytes, KV], int]:
+        """Several keys and prefixes read at one revision in one request (a compare-less
+        transaction): what one ``get_prefix`` of a common parent would give, without
+        shipping and decoding everything else under it."""
+        ops = [rpc.RequestOp(request_range=rpc.RangeRequest(key=_b(k))) for k in keys]
+        ops += [
+            rpc.RequestOp(request_range=rpc.RangeRequest(key=_b(p), range_end=prefix_range_end(_b(p))))
+            for p in prefixes
+        ]
+        req = rpc.TxnRequest(success=ops)
+        resp = await self._call(lambda c: c.kv.Txn(req, timeout=self.timeout,
+                                                    metadata=c.metadata), "snapshot")
+        out = {kv.key: KV.from_pb(kv) for r in resp.responses for kv in r.response_range.kvs}
+        return out, resp.header.revision
+
     async def _txn_put(
-        self, key: str, value: bytes | str, cmp: rpc.Compare, lease: Lease | None, what: str
+        self, key: str, value: bytes | str, cmp: rpc.Compare, lease: Lease | None, what: str,
+        also: Mapping[str, bytes | str] | None = None,
     ) -> bool:
         k, v, lid = _b(key), _b(value), lease.id if lease else 0
+        extra = [rpc.RequestOp(request_put=rpc.PutRequest(key=_b(ak), value=_b(av)))
+                 for ak, av in (also or {}).items()]  # fmt: skip
         req = rpc.TxnRequest(
             compare=[cmp],
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v, lease=lid))],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v, lease=lid)), *extra],
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=k))],
         )
         attempts = 0
@@ -290,12 +310,14 @@ class Etcd:
         return False
 
     async def create_if_absent(
-        self, key: str, value: bytes | str, *, lease: Lease | None = None
+        self, key: str, value: bytes | str, *, lease: Lease | None = None,
+        also: Mapping[str, bytes | str] | None = None,
     ) -> bool:
-        """Create ``key`` only if it does not exist; True if we created it."""
+        """Create ``key`` only if it does not exist; True if we created it. ``also``: more
+        keys written (without a lease) in the same transaction, only if it was created."""
         cmp = rpc.Compare(key=_b(key), target=rpc.Compare.CREATE,
                           result=rpc.Compare.EQUAL, create_revision=0)
-        return await self._txn_put(key, value, cmp, lease, "create_if_absent")
+        return await self._txn_put(key, value, cmp, lease, "create_if_absent", also)
 
     async def compare_and_put(
         self, key: str, value: bytes | str, *, mod_revision: int, lease: Lease | None = None
@@ -315,6 +337,24 @@ class Etcd:
         )
         resp = await self._call(lambda c: c.kv.Txn(req, timeout=self.timeout,
                                                     metadata=c.metadata), "compare_and_delete")
+        return bool(resp.succeeded)
+
+    async def put_and_release(
+        self, key: str, value: bytes | str, *, release: str, holding: bytes
+    ) -> bool:
+        """Put ``key`` and, in the same transaction, delete ``release`` if it still holds
+        exactly ``holding`` (a key someone else took since is left alone). True if deleted."""
+        put = rpc.RequestOp(request_put=rpc.PutRequest(key=_b(key), value=_b(value)))
+        rk = _b(release)
+        req = rpc.TxnRequest(
+            # etcd fails a VALUE compare on a missing key: a vanished holding is not deleted
+            compare=[rpc.Compare(key=rk, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL,
+                                 value=holding)],
+            success=[put, rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=rk))],
+            failure=[put],
+        )
+        resp = await self._call(lambda c: c.kv.Txn(req, timeout=self.timeout,
+                                                    metadata=c.metadata), "put_and_release")
         return bool(resp.succeeded)
 
     async def compact(self, revision: int) -> None:

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
     from reconciler.rollout import Slot
     from reconciler.source import GitSource
 
-# (revision, applied, role, max_unavailable) -> slot, or None to re-plan
-AcquireSlot = Callable[[str, str, Role, int], Awaitable["Slot | None"]]
+# (revision, applied, role, max_unavailable, applying status, waiting status) -> slot, or
+# None to re-plan; publishes the applying status once allowed, the waiting one if it waits
+AcquireSlot = Callable[[str, str, Role, int, NodeStatus, NodeStatus], Awaitable["Slot | None"]]
 WriteStatus = Callable[[NodeStatus], Awaitable[None]]
 
 
@@ -144,12 +145,13 @@ class Renderer:
         from reconciler.desired import load_state, render_state
 
         sha = self.source.ensure_commit(revision)
+        tree = self.source.tree(sha)  # SourceError (retried) if git does not have it
         if self.verifying:
             why = self.source.verify(sha, self.allowed_signers, self.gnupg_home)
             if why is not None:
                 return Rejection(revision, (why,))
         try:
-            state = load_state(self.source.tree(sha))
+            state = load_state(tree)
             spec = render_state(state, self.facts)
         except InvalidDesiredState as e:
             return Rejection(revision, tuple(str(p) for p in e.problems))
@@ -233,21 +235,23 @@ async def _run_pass(
 
     new_revision = spec.revision != applied
     slot = None
+    applying = _with(base, state=NodeState.APPLYING, rollout="")
     if new_revision:
-        # still running its last good revision while it waits: peers' gates count it healthy
-        await write_status(_with(base, rollout="waiting"))
         try:
             t = time.perf_counter()
-            slot = await acquire(
-                spec.revision, applied or "", spec.role, spec.cluster.max_unavailable
-            )
+            # still running its last good revision while it waits: peers' gates count it
+            # healthy; "waiting" is published only if the gate does not open at once
+            slot = await acquire(spec.revision, applied or "", spec.role,
+                                 spec.cluster.max_unavailable, applying,
+                                 _with(base, rollout="waiting"))  # fmt: skip
             timings["rollout"] = time.perf_counter() - t
         except TransientError as e:
             return PassResult(_with(base, state=NodeState.DEGRADED, error=f"etcd: {e}"),
                               retry=True, error_kind="etcd")  # fmt: skip
         if slot is None:  # the desired revision moved on while waiting: plan again
             return PassResult(base, retry=False, new_revision=False)
-    await write_status(_with(base, state=NodeState.APPLYING, rollout=""))
+    else:
+        await write_status(applying)
     t0 = time.perf_counter()
     result = await engine.apply(spec)
     timings["apply"] = time.perf_counter() - t0

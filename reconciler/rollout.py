@@ -141,6 +141,8 @@ def view_from_kvs(
         nk = keys.split_node_key(prefix, k)
         if nk is not None:
             n, leaf = nk
+            if role is not Role.MANAGER:
+                continue  # ``decide`` looks at peers only for a manager
             if leaf == "alive":
                 alive.add(n)
             elif leaf == "status":
@@ -186,14 +188,21 @@ def _holder(raw: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Slot:
-    """Permission to apply ``revision``. ``key`` is None when no slot was needed."""
+    """Permission to apply ``revision``. ``key`` is None when no slot was needed; ``value``
+    is what the slot key holds while it is ours (released only if it still does)."""
 
     revision: str
     key: str | None
+    value: bytes = b""
 
 
 class RolloutGate:
-    """Takes and releases this node's update slot. One per agent."""
+    """Takes and releases this node's update slot. One per agent.
+
+    The node's status is written in the same etcd transaction as the slot it is about
+    (``applying`` with the taking, the final one with the release): one request instead
+    of two each time, and no moment where a peer sees the slot without the status.
+    """
 
     def __init__(
         self, etcd: Etcd, prefix: str, node: str, role: Role, lease: Lease,
@@ -206,14 +215,19 @@ class RolloutGate:
         self.lease = lease  # the node's alive lease: the slot dies with the node
         self.max_unavailable = max_unavailable
         self.last: Decision | None = None  # what the gate is waiting on (status "waiting")
+        self.status_key = keys.node_status(self.prefix, node)
 
-    async def acquire(self, revision: str, applied: str) -> Slot | None:
+    async def acquire(
+        self, revision: str, applied: str, *, applying: str | None = None,
+        waiting: str | None = None,
+    ) -> Slot | None:
         """Wait until this node may apply ``revision``. None when it must not: the rollout
         is halted (``self.last`` says why; ask again when etcd changes) or the desired
-        revision moved on (or vanished) while waiting, so the caller re-plans instead."""
-        base = self.prefix + "/"
-        kvs_list, rev = await self.etcd.get_prefix(base)
-        kvs = {kv.key: kv.value for kv in kvs_list}
+        revision moved on (or vanished) while waiting, so the caller re-plans instead.
+
+        ``applying``: the status to publish once allowed (with the slot, atomically);
+        ``waiting``: the status to publish if, and only when, it has to wait first."""
+        kvs, rev = await self._read()
         watch = None
         try:
             while True:
@@ -226,13 +240,16 @@ class RolloutGate:
                 )
                 d = self.last = decide(view)
                 if d.verdict in (Verdict.CURRENT, Verdict.FRESH):
+                    await self._say(applying)
                     return Slot(revision, None)
                 if d.verdict is Verdict.HALTED:
                     return None  # the caller stays on its revision and re-plans
                 if d.verdict is Verdict.HOLDING:
                     key = keys.rollout_slot(self.prefix, self.role, d.slots[0])
-                    if await self._adopt(key):
-                        return Slot(revision, key)
+                    held = await self._adopt(key)
+                    if held is not None:
+                        await self._say(applying)
+                        return Slot(revision, key, held)
                 if d.verdict is Verdict.TRY:
                     # start at a slot of our own (stable per node): when many workers race
                     # for many slots, most win their first try instead of all fighting
@@ -242,38 +259,64 @@ class RolloutGate:
                         key = keys.rollout_slot(self.prefix, self.role, i)
                         value = json.dumps({"node": self.node, "revision": revision,
                                             "since": utcnow()})
-                        if await self.etcd.create_if_absent(key, value, lease=self.lease):
-                            return Slot(revision, key)
+                        also = {self.status_key: applying} if applying is not None else None
+                        if await self.etcd.create_if_absent(key, value, lease=self.lease,
+                                                            also=also):
+                            return Slot(revision, key, value.encode())
                 # Wait for the next change under the prefix (a slot freed, a peer converged,
                 # a lost race's winner appearing), then decide again.
                 if watch is None:
-                    watch = self.etcd.watch_prefix(base, start_revision=rev + 1)
+                    await self._say(waiting)
+                    watch = self.etcd.watch_prefix(self.prefix + "/", start_revision=rev + 1)
                 item = await anext(watch)
                 _apply(kvs, item)
         finally:
             if watch is not None:
                 await watch.aclose()  # type: ignore[attr-defined]
 
-    async def _adopt(self, key: str) -> bool:
+    async def _read(self) -> tuple[dict[bytes, bytes], int]:
+        """What ``decide`` needs, at one revision: the desired revision and the rollout
+        keys; peers' statuses and alive keys only for a manager (a worker's decision never
+        looks at them, and fifty of them are most of the bytes)."""
+        kvs, rev = await self.etcd.snapshot(
+            keys=(keys.desired_revision(self.prefix),),
+            prefixes=(keys.rollout_prefix(self.prefix),
+                      *((keys.nodes_prefix(self.prefix),) if self.role is Role.MANAGER else ())),
+        )  # fmt: skip
+        return {k: kv.value for k, kv in kvs.items()}, rev
+
+    async def _say(self, status: str | None) -> None:
+        if status is not None:
+            await self.etcd.put(self.status_key, status)
+
+    async def _adopt(self, key: str) -> bytes | None:
         """A slot this node took before a restart is bound to its previous lease, which
-        will expire mid-update: move it onto the current lease (or lose it cleanly)."""
+        will expire mid-update: move it onto the current lease (or lose it cleanly).
+        Returns what the slot holds once it is ours, None if it is not."""
         kv = await self.etcd.get(key)
         if kv is None or _holder(kv.value) != self.node:
-            return False
+            return None
         if kv.lease == self.lease.id:
-            return True
-        return await self.etcd.compare_and_put(
+            return kv.value
+        moved = await self.etcd.compare_and_put(
             key, kv.value, mod_revision=kv.mod_revision, lease=self.lease
         )
+        return kv.value if moved else None
 
-    async def release(self, slot: Slot) -> None:
-        """Give the slot back (after the node's new status is written)."""
+    async def release(self, slot: Slot, status: str | None = None) -> None:
+        """Give the slot back, publishing ``status`` (the node's new one) in the same
+        transaction, so the next manager sees this one converged as the slot frees."""
         if slot.key is None:
+            await self._say(status)
             return
-        kv = await self.etcd.get(slot.key)
-        if kv is not None and _holder(kv.value) == self.node:
-            # Only our own holding: never delete a slot someone took after ours expired.
-            await self.etcd.compare_and_delete(slot.key, mod_revision=kv.mod_revision)
+        if status is None:
+            kv = await self.etcd.get(slot.key)
+            if kv is not None and kv.value == slot.value:
+                await self.etcd.compare_and_delete(slot.key, mod_revision=kv.mod_revision)
+            return
+        # Only our own holding: never delete a slot someone took after ours expired.
+        await self.etcd.put_and_release(self.status_key, status, release=slot.key,
+                                        holding=slot.value)  # fmt: skip
 
     async def mark_failed(self, revision: str, error: str) -> None:
         """This node rolled back ``revision``: halt its rollout everywhere."""

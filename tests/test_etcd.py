@@ -53,6 +53,33 @@ async def test_create_if_absent_and_compare_and_put(etcd_server: EtcdServer) -> 
         assert await e.compare_and_put("/t/new", "y", mod_revision=0) is False
 
 
+async def test_snapshot_and_status_carrying_transactions(etcd_server: EtcdServer) -> None:
+    async with await Etcd.connect([etcd_server.endpoint]) as e:
+        for k, v in (("/t/d", "x"), ("/t/r/a", "1"), ("/t/r/b", "2"), ("/t/n/1", "peer")):
+            await e.put(k, v)
+        kvs, rev = await e.snapshot(keys=("/t/d", "/t/missing"), prefixes=("/t/r/",))
+        assert {k: kv.value for k, kv in kvs.items()} == {
+            b"/t/d": b"x", b"/t/r/a": b"1", b"/t/r/b": b"2"}
+        assert rev == (await e.get_prefix("/t/"))[1]
+
+        # the slot and the status that goes with it: both or neither
+        assert await e.create_if_absent("/t/slot", "me", also={"/t/status": "applying"})
+        assert await e.create_if_absent("/t/slot", "rival", also={"/t/status": "X"}) is False
+        assert [(await e.get(k)).value for k in ("/t/slot", "/t/status")] == [  # type: ignore[union-attr]
+            b"me", b"applying"]
+
+        # release only our own holding; the status is written either way
+        assert await e.put_and_release("/t/status", "done", release="/t/slot", holding=b"me")
+        assert await e.get("/t/slot") is None
+        assert (await e.get("/t/status")).value == b"done"  # type: ignore[union-attr]
+        await e.put("/t/slot", "rival")
+        assert not await e.put_and_release("/t/status", "again", release="/t/slot", holding=b"me")
+        assert (await e.get("/t/slot")).value == b"rival"  # type: ignore[union-attr]
+        assert (await e.get("/t/status")).value == b"again"  # type: ignore[union-attr]
+        assert not await e.put_and_release("/t/status", "gone", release="/t/none", holding=b"me")
+        assert (await e.get("/t/status")).value == b"gone"  # type: ignore[union-attr]
+
+
 async def test_racing_creators_exactly_one_wins(etcd_server: EtcdServer) -> None:
     clients = [await Etcd.connect([etcd_server.endpoint]) for _ in range(5)]
     try:

@@ -146,6 +146,9 @@ def test_view_from_kvs() -> None:
     assert v.peers == (Peer("m2", M, True, C), Peer("w1", None, False, None))
     assert v.holders == (SlotHolder(W, 0, "w1"),)
     assert v.failed_revision == "bad" and v.halted and v.max_unavailable == 2
+    # a worker's decision never looks at peers: their statuses are not even parsed
+    w = view_from_kvs(p, kvs, node="w9", role=W, applied="old", desired="new", max_unavailable=2)
+    assert w.peers == () and w.holders == v.holders and w.halted
 
 
 # -- simulation ------------------------------------------------------------------------

@@ -39,23 +39,29 @@ class SimNode:
         await node.report(NodeState.CONVERGED, "old")
         return node
 
+    def doc(self, state: NodeState, revision: str, error: str = "", rollout: str = "") -> str:
+        return NodeStatus(node=self.name, role=self.role.value, state=state, revision=revision,
+                          desired="new", error=error, rollout=rollout).to_json()
+
     async def report(self, state: NodeState, revision: str, error: str = "") -> None:
-        st = NodeStatus(node=self.name, role=self.role.value, state=state, revision=revision,
-                        desired="new", error=error)
-        await self.e.put(keys.node_status(P, self.name), st.to_json())
+        await self.e.put(keys.node_status(P, self.name), self.doc(state, revision, error))
 
     async def update(self, work: float, *, fail: bool = False) -> Slot | None:
-        slot = await self.gate.acquire("new", "old")
+        """As the agent does it: the applying status goes with the slot, the final one
+        with its release, each in one transaction."""
+        slot = await self.gate.acquire(
+            "new", "old", applying=self.doc(NodeState.APPLYING, "old"),
+            waiting=self.doc(NodeState.CONVERGED, "old", rollout="waiting"),
+        )
         if slot is None:
             return None
-        await self.report(NodeState.APPLYING, "old")
         await asyncio.sleep(work)  # stands for the apply
         if fail:
-            await self.report(NodeState.DEGRADED, "old", "unit x failed: rolled back")
             await self.gate.mark_failed("new", "unit x failed")
+            final = self.doc(NodeState.DEGRADED, "old", "unit x failed: rolled back")
         else:
-            await self.report(NodeState.CONVERGED, "new")
-        await self.gate.release(slot)
+            final = self.doc(NodeState.CONVERGED, "new")
+        await self.gate.release(slot, final)
         return slot
 
     async def crash(self) -> None:
@@ -116,6 +122,46 @@ async def test_managers_one_at_a_time_workers_up_to_max(etcd_server: EtcdServer)
         assert (await nodes[0].e.get_prefix(keys.rollout_slots_prefix(P)))[0] == []
     finally:
         for n in nodes:
+            await n.e.close()
+
+
+async def test_status_travels_with_the_slot(etcd_server: EtcdServer) -> None:
+    """The applying status is written with the slot, "waiting" only by a node that has to
+    wait, and the final status with the release."""
+    ep = etcd_server.endpoint
+    w1 = await SimNode.start(ep, "w1", W, 1)
+    w2 = await SimNode.start(ep, "w2", W, 1)
+
+    async def status(n: SimNode) -> NodeStatus:
+        kv = await n.e.get(keys.node_status(P, n.name))
+        assert kv is not None
+        return NodeStatus.from_json(kv.value)
+
+    try:
+        async with recording(ep) as timeline:
+            await w1.e.put(keys.desired_revision(P), "new")
+            slot = await w1.gate.acquire("new", "old", applying=w1.doc(NodeState.APPLYING, "old"),
+                                         waiting=w1.doc(NodeState.CONVERGED, "old", rollout="waiting"))
+            assert slot is not None and slot.key is not None
+            assert (await status(w1)).state is NodeState.APPLYING
+            waiting = asyncio.create_task(w2.gate.acquire(
+                "new", "old", applying=w2.doc(NodeState.APPLYING, "old"),
+                waiting=w2.doc(NodeState.CONVERGED, "old", rollout="waiting")))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+            assert (await status(w2)).rollout == "waiting"
+            await w1.gate.release(slot, w1.doc(NodeState.CONVERGED, "new"))
+            st1 = await status(w1)
+            assert (st1.state, st1.revision) == (NodeState.CONVERGED, "new")
+            slot2 = await asyncio.wait_for(waiting, 10)
+            assert slot2 is not None and slot2.key == slot.key  # the slot w1 freed
+            assert (await status(w2)).state is NodeState.APPLYING
+            await asyncio.sleep(0.2)  # let the recorder drain
+        # w1 went straight from converged (old) to applying: no "waiting" in between
+        assert [st for _, n, st in timeline if n == "w1"] == [
+            NodeState.APPLYING, NodeState.CONVERGED]
+    finally:
+        for n in (w1, w2):
             await n.e.close()
 
 
