@@ -34,7 +34,13 @@ def test_branch_head_and_unreachable_remote(state_repo: StateRepo, tmp_path: Pat
     new = state_repo.commit({"units/c.service": "[Service]\nExecStart=/bin/true\n"})
     assert src.branch_head() == new != first
     with pytest.raises(SourceError, match="not in"):
-        src.ensure_commit("0" * 40)
+        src.ensure_commit("main~5")  # a name is resolved at once
+    # a full sha (what etcd publishes) is fetched for, then found missing when read:
+    # no process is spent resolving it in between
+    before = src.fetches
+    with pytest.raises(SourceError, match=r"revision '0{40}' not found"):
+        src.tree(src.ensure_commit("0" * 40))
+    assert src.fetches == before + 1
     state_repo.remote.rename(state_repo.remote.with_name("gone.git"))
     with pytest.raises(SourceError, match=r"git fetch .*does not appear to be a git repository"):
         src.branch_head()
