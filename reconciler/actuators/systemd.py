@@ -44,8 +44,12 @@ PROPERTIES = "org.freedesktop.DBus.Properties"
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
 
 _NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
-# How long a unit without readiness notification must stay active to count as started.
-DEFAULT_SETTLE = 0.3
+# How long a unit without readiness notification must stay active to count as started,
+# unless its role entry says otherwise (``settle:``). /bin/false, a missing binary or
+# `sh -c 'exit 1'` die 4-27 ms after activation even under load (bench/settle.py), so 0.1 s
+# catches them with margin; slower crashers (Python at import: up to 133 ms) need their
+# own, longer ``settle`` or, better, Type=notify/exec.
+DEFAULT_SETTLE = 0.1
 _NO_READINESS = frozenset({"simple", "exec", "forking", "idle"})
 _JOB_CHECK = 5.0  # seconds between checks that a job we wait for still exists
 _POLL_FALLBACK = 1.0  # seconds between status reads in wait_healthy when no signal arrives
