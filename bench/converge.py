@@ -9,8 +9,9 @@ revisions and prints:
 - git fetches per node per revision (from each agent's /metrics);
 - etcd requests per revision (counted by etcd itself, all clients) and per agent;
 - idle CPU (% of one core) and RSS per agent, measured over a quiet window;
-- the raw baseline: the time etcd takes to deliver the same publish to N bare watchers
-  in this process, and the ratio.
+- two raw baselines and the ratios: the time etcd takes to deliver the same publish to N
+  bare watchers in this process, and the time N plain git mirrors take to fetch and read
+  one new commit all at once (on two shared cores, the floor for any agent design).
 
 Usage: python bench/converge.py [--agents 50] [--revisions 5]
 """
@@ -35,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from reconciler.etcd import Etcd, Resynced  # noqa: E402
 from tests.fixtures.etcd import etcd_server, free_ports  # noqa: E402
-from tests.fixtures.gitrepo import make_state_repo  # noqa: E402
+from tests.fixtures.gitrepo import StateRepo, make_state_repo  # noqa: E402
 
 PREFIX = "/swarmkeeper"
 UNIT = "[Service]\nExecStart=/bin/sleep infinity\nEnvironment=REV={rev}\n"
@@ -141,6 +142,35 @@ async def raw_watch_baseline(etcd_ep: str, n: int, rounds: int) -> list[float]:
         return lat
 
 
+async def raw_git_baseline(repo: StateRepo, base: Path, n: int, rounds: int) -> list[float]:
+    """The floor no agent can beat here: n bare mirrors, all at once, each fetching one new
+    commit and reading it with ``git archive``. Plain processes, no agent, no etcd."""
+    mirrors = [base / "raw-git" / f"m{i}" for i in range(n)]
+
+    async def git(*args: str) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            "git", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        if await proc.wait() != 0:
+            raise SystemExit(f"raw baseline: git {args[2]} failed")
+
+    async def one(m: Path, rev: str) -> None:
+        await git("-C", str(m), "fetch", "-q", "--no-tags", "--no-write-fetch-head", repo.url,
+                  "+refs/heads/*:refs/heads/*")  # fmt: skip
+        await git("-C", str(m), "archive", "--format=tar", rev)
+
+    for m in mirrors:
+        await git("init", "-q", "--bare", str(m))
+        await git("-C", str(m), "fetch", "-q", repo.url, "+refs/heads/*:refs/heads/*")
+    lat = []
+    for r in range(rounds):
+        rev = repo.commit({"units/b.service": UNIT.format(rev=f"raw{r}")}, f"raw {r}")
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(m, rev) for m in mirrors))
+        lat.append(time.perf_counter() - t0)
+    return lat
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--agents", type=int, default=50)
@@ -203,6 +233,7 @@ def main() -> None:
             rss = [after[pid][1] / 2**20 for pid in after]
 
             raw = asyncio.run(raw_watch_baseline(etcd.endpoint, a.agents, 20))
+            raw_git = asyncio.run(raw_git_baseline(repo, base, a.agents, 3))
             p50 = statistics.median(lat)
             p95 = sorted(lat)[max(0, round(0.95 * len(lat)) - 1)]
             print(f"publish -> all {a.agents} converged: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms "
@@ -227,6 +258,9 @@ def main() -> None:
             rp50 = statistics.median(raw)
             print(f"raw baseline: etcd delivers one put to {a.agents} bare watchers in p50 {rp50 * 1000:.1f} ms; "
                   f"converge/raw ratio {p50 / rp50:.0f}x")  # fmt: skip
+            gp50 = statistics.median(raw_git)
+            print(f"raw git floor: {a.agents} mirrors fetch and archive one new commit, all at once, "
+                  f"in p50 {gp50 * 1000:.0f} ms; converge/raw-git ratio {p50 / gp50:.2f}x")  # fmt: skip
     finally:
         for p in procs:
             p.terminate()
