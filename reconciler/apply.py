@@ -45,7 +45,7 @@ class SystemdLike(Protocol):
     unit_dir: Path
     mutating_calls: int
 
-    async def status(self, names: Sequence[str]) -> dict[str, Any]: ...
+    async def status(self, names: Sequence[str], *, need_reload: bool = True) -> dict[str, Any]: ...
     async def daemon_reload(self) -> None: ...
     async def start(self, name: str) -> str: ...
     async def stop(self, name: str) -> str: ...
@@ -68,6 +68,16 @@ class _Abort(Exception):
         super().__init__(error)
         self.failure = failure
         self.error = error
+
+
+def _unit_states(statuses: dict[str, Any]) -> dict[str, P.UnitState]:
+    return {
+        n: P.UnitState(
+            st.load_state, st.active_state, st.sub_state, st.unit_file_state, st.invocation_id,
+            st.result, st.service_type, st.remain_after_exit, getattr(st, "need_daemon_reload", False),
+        )
+        for n, st in statuses.items()
+    }
 
 
 def _state_text(st: Any) -> str:
@@ -128,30 +138,46 @@ class Engine:
     def _unit_names(spec: NodeSpec, inv: applied.Inventory) -> list[str]:
         return list(dict.fromkeys([*spec.unit_names, *inv.managed_units()]))
 
-    async def observe(self, spec: NodeSpec, inv: applied.Inventory) -> P.Observed:
+    async def observe(
+        self, spec: NodeSpec, inv: applied.Inventory, *, need_reload: bool = True
+    ) -> P.Observed:
+        """The node now; ``need_reload=False`` leaves every ``need_daemon_reload`` False."""
         names = self._unit_names(spec, inv)
         paths = list(dict.fromkeys([*(f.path for f in spec.files), *inv.managed_files()]))
         disk = asyncio.create_task(asyncio.to_thread(self._read_disk, names, paths), name="observe-disk")
         try:
-            statuses = await self.systemd.status(names)
+            statuses = await self.systemd.status(names, need_reload=need_reload)
         finally:
             unit_files, found = await disk
-        units = {
-            n: P.UnitState(
-                st.load_state, st.active_state, st.sub_state, st.unit_file_state, st.invocation_id,
-                st.result, st.service_type, st.remain_after_exit, getattr(st, "need_daemon_reload", False),
-            )
-            for n, st in statuses.items()
-        }
-        return P.Observed(unit_files=unit_files, files=found, units=units)
+        return P.Observed(unit_files=unit_files, files=found, units=_unit_states(statuses))
+
+    async def _observe_and_plan(
+        self, spec: NodeSpec, inv: applied.Inventory
+    ) -> tuple[P.Observed, P.Plan]:
+        """Observe and plan, reading NeedDaemonReload only when it can change the plan.
+
+        It is the one status property read fresh for every unit (50 units: ~7 ms of calls),
+        and all it decides is whether the plan gets a daemon-reload (see ``plan.UnitState``):
+        a plan that has one anyway, because a unit file is written, is the same whatever it
+        says. Otherwise it is read, and the plan redone only if a unit needs a reload.
+        """
+        observed = await self.observe(spec, inv, need_reload=False)
+        p = P.plan(spec, observed, inv, root=self._root_str)
+        if any(isinstance(a, P.DaemonReload) for a in p):
+            return observed, p
+        loaded = [n for n, st in observed.units.items() if st.load_state != "not-found"]
+        fresh = await self.systemd.status(loaded)
+        if not any(getattr(st, "need_daemon_reload", False) for st in fresh.values()):
+            return observed, p
+        observed = replace(observed, units={**observed.units, **_unit_states(fresh)})
+        return observed, P.plan(spec, observed, inv, root=self._root_str)
 
     def inventory(self) -> applied.Inventory:
         return self.store.load()
 
     async def plan(self, spec: NodeSpec) -> P.Plan:
         """Exactly the plan ``apply(spec)`` would execute now."""
-        inv = self.inventory()
-        return P.plan(spec, await self.observe(spec, inv), inv, root=self._root_str)
+        return (await self._observe_and_plan(spec, self.inventory()))[1]
 
     # -- execute ---------------------------------------------------------------------------
 
@@ -217,7 +243,7 @@ class Engine:
         """
         for i in range(0, len(names), _WARM_BATCH):
             try:
-                await self.systemd.status(names[i:i + _WARM_BATCH])
+                await self.systemd.status(names[i:i + _WARM_BATCH], need_reload=False)
             except ActuatorError:
                 return  # only a head start: the next observe reads (and reports) for real
 
@@ -331,8 +357,7 @@ class Engine:
     async def _apply(self, spec: NodeSpec) -> ApplyResult:
         t0 = time.perf_counter()
         inv = self.inventory()
-        observed = await self.observe(spec, inv)
-        p = P.plan(spec, observed, inv, root=self._root_str)
+        observed, p = await self._observe_and_plan(spec, inv)
         resumed = inv.pending is not None
         if not p:
             if resumed:  # killed after its last action, before the inventory was saved

@@ -7,10 +7,12 @@ UnitFileState, files on disk), never the engine's own account of what it did.
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
 import signal
 import stat
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +176,22 @@ async def test_hand_edited_deleted_and_stopped_units_are_repaired_and_reported_a
         assert node.show(u.name, "ActiveState") == "active"
         assert node.show(u.name, "NeedDaemonReload") == "no"
     assert "/bin/sleep infinity" in node.show("a.service", "ExecStart")  # systemd reloaded ours
+    assert await node.engine.plan(s) == ()
+
+
+async def test_a_unit_file_newer_than_what_systemd_loaded_gets_a_daemon_reload(node: Node) -> None:
+    # The plan has no write, so the engine reads NeedDaemonReload (it skips it when a
+    # write brings a reload anyway) and adds the reload systemd asks for.
+    s = spec([unit("a.service"), unit("b.service")])
+    assert (await node.engine.apply(s)).outcome is Outcome.CONVERGED
+    future = time.time() + 10  # systemd 252 flags only a NEWER mtime
+    os.utime(node.um.unit_dir / "b.service", (future, future))
+    assert node.show("b.service", "NeedDaemonReload") == "yes"
+    result = await node.engine.apply(s)
+    assert result.outcome is Outcome.CONVERGED, result.error
+    assert [P.describe(r.action) for r in result.actions] == [
+        "daemon-reload: unit files on disk are newer than what systemd loaded"]
+    assert node.show("b.service", "NeedDaemonReload") == "no"
     assert await node.engine.plan(s) == ()
 
 

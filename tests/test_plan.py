@@ -379,3 +379,23 @@ def test_a_plan_cut_short_is_finished_by_the_next_plan(first: NodeSpec, second: 
     assert set(node.unit_files) == set(second.unit_names)
     assert node.files == {f.path: (f.content, f.mode) for f in second.files}
     assert P.plan(second, node.observe(), applied.from_spec(second)) == ()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=specs(), second=specs(), stale=st.sets(st.sampled_from(NAMES)), pending=st.booleans())
+def test_need_daemon_reload_cannot_change_a_plan_that_reloads_anyway(
+    first: NodeSpec, second: NodeSpec, stale: set[str], pending: bool
+) -> None:
+    """The engine reads NeedDaemonReload only when the plan made without it has no reload."""
+    node = Node()
+    _, inv = converge(first, node)
+    if pending:
+        inv = dataclasses.replace(inv, pending=applied.Pending(second.revision))
+    blind = node.observe()  # the model reports need_daemon_reload False, as the engine's first read
+    p = P.plan(second, blind, inv)
+    units = {n: dataclasses.replace(s, need_daemon_reload=n in stale) for n, s in blind.units.items()}
+    seen = P.plan(second, dataclasses.replace(blind, units=units), inv)
+    if any(isinstance(a, P.DaemonReload) for a in p):
+        assert seen == p
+    else:  # the read matters only here, and then only by adding the reload
+        assert [a for a in seen if not isinstance(a, P.DaemonReload)] == list(p)

@@ -50,7 +50,9 @@ class DrySystemd:
         with self._log.open("a") as f:
             f.write(what + "\n")
 
-    async def status(self, names: Sequence[str]) -> dict[str, DryStatus]:
+    async def status(
+        self, names: Sequence[str], *, need_reload: bool = True
+    ) -> dict[str, DryStatus]:
         out = {}
         for n in names:
             st = self._units.get(n, DryStatus(n))

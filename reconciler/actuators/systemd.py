@@ -60,6 +60,14 @@ _UNIT_PROPS = ("UnitFileState", "InvocationID")
 _SERVICE_PROPS = ("MainPID", "Result", "Type", "RemainAfterExit")
 
 
+def _from_cache(row: list[Any], cached: tuple[Any, ...], need_reload: bool) -> UnitStatus:
+    name, _desc, load, active, sub = row[:5]
+    file_state, invocation = cached[:2]
+    main_pid, result, stype, rae = cached[2:] if len(cached) > 2 else (0, "", "", False)
+    return UnitStatus(name, load, active, sub, file_state, bytes(invocation).hex(),
+                      int(main_pid), result, stype, bool(rae), need_reload)
+
+
 class Systemd:
     """One scope's systemd manager over one D-Bus connection (see module docstring)."""
 
@@ -183,29 +191,35 @@ class Systemd:
                 each.extend(await self._list([name]))
             return each
 
-    async def _status_row(self, row: list[Any]) -> tuple[UnitStatus, int]:
+    def _known_status(self, row: list[Any]) -> UnitStatus | None:
+        """The row's status without a call (NeedDaemonReload False), if the cache allows."""
+        name, _desc, load, active, sub, _following, path = row[:7]
+        if load == "not-found" or not path:
+            return UnitStatus(name, load, active, sub, "", "", 0, "", "", False)
+        cached = self._cache.get(path)
+        return None if cached is None else _from_cache(row, cached, False)
+
+    async def _status_row(self, row: list[Any], need_reload: bool = True) -> tuple[UnitStatus, int]:
         name, _desc, load, active, sub, _following, path, job_id = row[:8]
         if load == "not-found" or not path:
             return UnitStatus(name, load, active, sub, "", "", 0, "", "", False), job_id
         cached = self._cache.get(path)
+        reload_read = [self._get(path, UNIT, "NeedDaemonReload")] if need_reload else []
         if cached is None:
             generation = self._generation
             if load == _LOADED and not self.endpoint.peer_to_peer and path not in self._refs:
                 await self._ref(path)
-            need_reload, *fetched = await asyncio.gather(
-                self._get(path, UNIT, "NeedDaemonReload"),
+            fetched = await asyncio.gather(
+                *reload_read,
                 *(self._get(path, UNIT, p) for p in _UNIT_PROPS),
                 *(self._get(path, SERVICE, p)
                   for p in (_SERVICE_PROPS if name.endswith(".service") else ())))
-            cached = tuple(fetched)
+            cached = tuple(fetched[len(reload_read):])
             if generation == self._generation:  # no signal since we asked: still true
                 self._cache[path] = cached
         else:
-            need_reload = await self._get(path, UNIT, "NeedDaemonReload")
-        file_state, invocation = cached[:2]
-        main_pid, result, stype, rae = cached[2:] if len(cached) > 2 else (0, "", "", False)
-        return UnitStatus(name, load, active, sub, file_state, bytes(invocation).hex(),
-                          int(main_pid), result, stype, bool(rae), bool(need_reload)), job_id
+            fetched = [await reload_read[0]] if reload_read else []
+        return _from_cache(row, cached, bool(fetched[0]) if reload_read else False), job_id
 
     async def _ref(self, path: str) -> None:
         """Keep the unit loaded while we are connected (systemd tracks our bus name).
@@ -220,18 +234,33 @@ class Systemd:
             return
         self._refs.add(path)
 
-    async def status(self, names: Sequence[str]) -> dict[str, UnitStatus]:
-        """State of each named unit; unknown units come back as load_state ``not-found``."""
+    async def status(
+        self, names: Sequence[str], *, need_reload: bool = True
+    ) -> dict[str, UnitStatus]:
+        """State of each named unit; unknown units come back as load_state ``not-found``.
+
+        ``need_reload=False`` skips NeedDaemonReload (reported False): it is the one
+        property read fresh for every unit (one call each, ~0.15 ms), and a caller that
+        daemon-reloads anyway, or only wants the active state, does not need it.
+        """
         if not names:
             return {}
         rows = await self._list(names)
-        done = await asyncio.gather(*(self._status_row(r) for r in rows))
-        out = {st.name: st for st, _job in done}
+        out: dict[str, UnitStatus] = {}
+        slow = []
+        for r in rows:  # cached rows need no call: no task per row either (50: ~0.8 ms)
+            st = None if need_reload else self._known_status(r)
+            if st is None:
+                slow.append(r)
+            else:
+                out[st.name] = st
+        done = await asyncio.gather(*(self._status_row(r, need_reload) for r in slow))
+        out.update((st.name, st) for st, _job in done)
         return {n: out.get(n) or not_found(n) for n in names}
 
     async def _status_and_job(self, name: str) -> tuple[UnitStatus, int, str]:
         rows = await self._list([name])
-        st, job = await self._status_row(rows[0])
+        st, job = await self._status_row(rows[0], need_reload=False)  # health only
         return st, job, rows[0][6]
 
     # -- changing --------------------------------------------------------------------------
