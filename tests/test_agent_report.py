@@ -24,7 +24,7 @@ P = "/sk"
 def _agent(etcd: Etcd, ep: str, repo: StateRepo, tmp: Path) -> Agent:
     settings = AgentSettings(node="w1", role=Role.WORKER, address="127.0.0.1", repo=repo.url,
                              branch="main", state_dir=tmp / "state", etcd=(ep,), prefix=P)  # fmt: skip
-    engine = Engine(DrySystemd(tmp / "units"), tmp / "state", root=tmp / "root",  # type: ignore[arg-type]
+    engine = Engine(DrySystemd(tmp / "units"), tmp / "state", root=tmp / "root",
                     unit_dir=tmp / "units")  # fmt: skip
     return Agent(settings, etcd, engine)
 
