@@ -2,8 +2,9 @@
 
 Named tasks in one TaskGroup:
 
-- ``watch``: follows ``<prefix>/desired/``, ``<prefix>/rollout/`` and this node's
-  ``pause`` key through one resuming etcd watch; every relevant change only enqueues.
+- ``watch <key>``: one resuming etcd watch per control key (the desired revision, this
+  node's ``pause``, ``rollout/failed``, ``rollout/halted``: ``control.Control``); a change
+  only enqueues.
 - ``poll``: the slow fallback for clusters that publish nothing: fetch the branch head.
 - ``resync``: enqueues a pass every few minutes (jittered) so drift is repaired anyway.
 - ``heartbeat``: keeps ``<prefix>/nodes/<node>/alive`` on a lease, re-creating it after an
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from reconciler import keys, log
+from reconciler.control import Control
 from reconciler.errors import SwarmkeeperError, TransientError
 from reconciler.metrics import Metrics
 from reconciler.models import NodeFacts, NodeName, Role
@@ -83,12 +85,8 @@ class Agent:
         self.queue = WorkQueue()
         self.metrics = Metrics()
         self.log = log.get("swarmkeeper.agent").bind(node=s.node)
-        self.desired: str | None = None  # from etcd
+        self.control = Control(self.prefix, s.node)  # desired revision, pause, rollout markers
         self.polled: str | None = None  # branch head, when nothing is published
-        self.paused = False
-        self.failed_revision: str | None = None
-        self.failed_info: dict[str, Any] = {}  # {"revision", "node", "error"} of a failed rollout
-        self.halted = False
         self.lease: Lease | None = None
         self.last_status: NodeStatus | None = None
         self.last_pass_at = 0.0
@@ -106,44 +104,6 @@ class Agent:
 
     # -- state read from etcd ------------------------------------------------------------
 
-    def _absorb(self, key: bytes, value: bytes | None) -> bool:
-        """Update the cached control values from one key; True if a pass is needed."""
-        k = key.decode(errors="replace")
-        v = (value or b"").decode(errors="replace").strip()
-        if k == keys.desired_revision(self.prefix):
-            changed = (v or None) != self.desired
-            self.desired = v or None
-            return changed
-        if k == keys.node_pause(self.prefix, self.s.node):
-            changed = bool(value is not None and v not in ("", "0", "false")) != self.paused
-            self.paused = value is not None and v not in ("", "0", "false")
-            return changed
-        if k == keys.rollout_failed(self.prefix):
-            rev, info = None, {}
-            if value:
-                with contextlib.suppress(ValueError, TypeError, AttributeError):
-                    info = json.loads(v)
-                    rev = info.get("revision")
-            changed = rev != self.failed_revision
-            self.failed_revision = rev
-            self.failed_info = info if isinstance(info, dict) else {}
-            return changed
-        if k == keys.rollout_halted(self.prefix):
-            changed = (value is not None) != self.halted
-            self.halted = value is not None
-            return changed
-        return False
-
-    def _control_keys(self) -> tuple[str, ...]:
-        """The keys a node acts on. Watched one by one: watching the whole prefix would wake
-        every agent for every other node's status write and every rollout slot."""
-        return (
-            keys.desired_revision(self.prefix),
-            keys.node_pause(self.prefix, self.s.node),
-            keys.rollout_failed(self.prefix),
-            keys.rollout_halted(self.prefix),
-        )
-
     async def _watch(self, key: str) -> None:
         from reconciler.etcd import Resynced
 
@@ -151,17 +111,17 @@ class Agent:
         while True:
             try:
                 kvs, rev = await self.etcd.get_prefix(key)
-                self._absorb(k, next((kv.value for kv in kvs if kv.key == k), None))
+                self.control.absorb(k, next((kv.value for kv in kvs if kv.key == k), None))
                 self._read_keys.add(key)
-                if len(self._read_keys) == len(self._control_keys()):
+                if len(self._read_keys) == len(self.control.watched()):
                     self.control_read.set()
                 self.queue.enqueue("startup")
                 async for item in self.etcd.watch_prefix(key, start_revision=rev + 1):
                     if isinstance(item, Resynced):
                         value = next((kv.value for kv in item.kvs if kv.key == k), None)
-                        if self._absorb(k, value):
+                        if self.control.absorb(k, value):
                             self.queue.enqueue("etcd-resync")
-                    elif item.kv.key == k and self._absorb(
+                    elif item.kv.key == k and self.control.absorb(
                         k, item.kv.value if item.kind == "put" else None
                     ):
                         self.queue.enqueue("etcd")
@@ -177,7 +137,7 @@ class Agent:
             if not first:
                 await asyncio.sleep(jittered(self.s.poll_interval))
             first = False
-            if self.desired is not None:
+            if self.control.desired is not None:
                 continue  # something is published: git is fetched only for missing commits
             try:
                 head = await asyncio.to_thread(self.source.branch_head)
@@ -258,7 +218,7 @@ class Agent:
 
     async def reconcile(self, reasons: frozenset[str]) -> PassResult | None:
         self.passes += 1
-        desired = self.desired or self.polled
+        desired = self.control.desired or self.polled
         t0 = time.perf_counter()
         with structlog.contextvars.bound_contextvars(
             node=self.s.node, pass_id=self.passes, commit=(desired or "")[:12]
@@ -266,8 +226,9 @@ class Agent:
             try:
                 res = await run_pass(
                     node=self.s.node, renderer=self.renderer, engine=self.engine,
-                    desired=desired, failed_revision=self.failed_revision, halted=self.halted,
-                    paused=self.paused, acquire=self._acquire, write_status=self._write_status,
+                    desired=desired, failed_revision=self.control.failed_revision,
+                    halted=self.control.halted, paused=self.control.paused,
+                    acquire=self._acquire, write_status=self._write_status,
                 )  # fmt: skip
             except SwarmkeeperError as e:
                 # etcd gone mid-pass, systemd refusing a read, a corrupt inventory: the node
@@ -279,14 +240,9 @@ class Agent:
                 self.log.warning("pass", outcome="error", error=str(e), retry_in=round(delay, 1))
                 await self._report_error(desired, f"{type(e).__name__}: {e}")
                 return None
-            if (
-                res.result is None
-                and self.failed_revision == desired
-                and self.failed_info.get("node") == self.s.node
-                and res.status.state is NodeState.CONVERGED
-            ):
+            why = self.control.failed_here(desired)
+            if res.result is None and why is not None and res.status.state is NodeState.CONVERGED:
                 # this node is where the rollout failed: keep saying so until a new publish
-                why = str(self.failed_info.get("error", "apply failed"))
                 res.status = replace(res.status, state=NodeState.DEGRADED,
                                      error=f"{why} (rollout of {(desired or '')[:12]} halted)")  # fmt: skip
             outcome = await self._report(res)
@@ -440,7 +396,7 @@ class Agent:
             "node": self.s.node,
             "state": str(st.state) if st else "starting",
             "revision": st.revision if st else "",
-            "desired": self.desired or self.polled or "",
+            "desired": self.control.desired or self.polled or "",
             "passes": self.passes,
             "last_pass_age": round(time.time() - self.last_pass_at, 1)
             if self.last_pass_at
@@ -466,7 +422,7 @@ class Agent:
                                     lambda: self.registrar)  # fmt: skip
                 tg.create_task(self.notifications.run(), name="notify")
                 tg.create_task(self._heartbeat(), name="heartbeat")
-                for key in self._control_keys():
+                for key in self.control.watched():
                     tg.create_task(self._watch(key), name=f"watch {key}")
                 tg.create_task(self._poll(), name="poll")
                 tg.create_task(self._resync(), name="resync")
