@@ -22,8 +22,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import grpc.aio  # type: ignore[import-untyped]
 from aetcd import rpc
@@ -37,40 +36,13 @@ from reconciler.errors import (
 )
 from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, TLSConfig, classify, guard
 from reconciler.etcdlease import Lease, LeaseKeeper
+from reconciler.etcdwatch import KV, Resynced, WatchEvent
 
 __all__ = [
     "KV", "Etcd", "EtcdError", "Lease", "LeaseNotFound", "Resynced", "TLSConfig", "WatchEvent",
 ]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class KV:
-    key: bytes
-    value: bytes
-    mod_revision: int
-    create_revision: int
-    lease: int
-
-    @classmethod
-    def from_pb(cls, kv: rpc.KeyValue) -> KV:
-        return cls(kv.key, kv.value, kv.mod_revision, kv.create_revision, kv.lease)
-
-
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
-    kind: Literal["put", "delete"]
-    kv: KV  # for a delete: key, and the revision of the delete in mod_revision
-    revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class Resynced:
-    """The watch lost history (compaction): the whole prefix as of ``revision``."""
-
-    kvs: tuple[KV, ...]
-    revision: int
 
 
 def _b(s: str | bytes) -> bytes:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import grpc.aio  # type: ignore[import-untyped]
 from aetcd import rpc
@@ -31,7 +32,35 @@ from reconciler.errors import EtcdUnavailable
 from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, classify, guard
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd, Resynced, WatchEvent
+    from reconciler.etcd import Etcd
+
+
+@dataclass(frozen=True, slots=True)
+class KV:
+    key: bytes
+    value: bytes
+    mod_revision: int
+    create_revision: int
+    lease: int
+
+    @classmethod
+    def from_pb(cls, kv: rpc.KeyValue) -> KV:
+        return cls(kv.key, kv.value, kv.mod_revision, kv.create_revision, kv.lease)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    kind: Literal["put", "delete"]
+    kv: KV  # for a delete: key, and the revision of the delete in mod_revision
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resynced:
+    """The watch lost history (compaction): the whole prefix as of ``revision``."""
+
+    kvs: tuple[KV, ...]
+    revision: int
 
 
 class _Refresh(Exception):
@@ -48,8 +77,6 @@ _RETRIED: tuple[type[BaseException], ...] = (*RPC_ERRORS, _StreamBroken, EtcdUna
 async def watch_prefix(
     etcd: Etcd, prefix: str, start_revision: int | None
 ) -> AsyncIterator[WatchEvent | Resynced]:
-    from reconciler.etcd import KV, Resynced, WatchEvent
-
     logger = log.get("etcd.watch").bind(prefix=prefix)
     key = prefix.encode()
     range_end = prefix_range_end(key)
