@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,21 @@ def test_create_update_unchanged(tmp_path: Path) -> None:
     assert write_atomic(target, b"A=2\n", 0o640) is WriteResult.UPDATED
     assert target.read_bytes() == b"A=2\n"
     assert sorted(p.name for p in target.parent.iterdir()) == ["node.env"]  # no temp left
+
+
+def test_a_staged_write_is_invisible_until_committed_and_discard_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "inventory.json"
+    write_atomic(target, b"old", 0o600)
+    staged = files.stage(target, b"new", 0o600)
+    assert staged.result is WriteResult.UPDATED
+    assert target.read_bytes() == b"old"  # written and fsynced, but not in place
+    assert staged.commit() is WriteResult.UPDATED
+    assert target.read_bytes() == b"new" and _mode(target) == 0o600
+    dropped = files.stage(target, b"never", 0o600)
+    dropped.discard()
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.json"]  # no temp left
+    assert files.stage(target, b"new", 0o600).commit() is WriteResult.UNCHANGED
 
 
 def test_unchanged_does_not_touch_the_file(tmp_path: Path) -> None:
@@ -126,3 +142,36 @@ def test_any_sequence_of_writes_ends_with_the_last(tmp_path_factory: pytest.Temp
     assert _mode(target) == contents[-1][1]
     assert digest(target) == hashlib.sha256(contents[-1][0]).hexdigest()
     assert [p.name for p in target.parent.iterdir()] == ["f"]
+
+
+def test_digests_hash_a_file_again_only_when_its_stat_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "u.service"
+    target.write_bytes(b"AAAA")
+    seen = files.Digests()
+    # just written: within the racy window it is hashed on every read, so a same-size edit
+    # in the same timestamp tick is still seen
+    assert seen.read(target) == (hashlib.sha256(b"AAAA").hexdigest(), 0o644)
+    target.write_bytes(b"BBBB")
+    assert seen.read(target)[0] == hashlib.sha256(b"BBBB").hexdigest()
+    monkeypatch.setattr(files, "_RACY_NS", 0)  # as if it had been written long ago
+    assert seen.read(target)[0] == hashlib.sha256(b"BBBB").hexdigest()
+
+    def no_open(*_: object, **__: object) -> None:
+        raise AssertionError("hashed again although nothing changed")
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "open", no_open)
+        assert seen.read(target)[0] == hashlib.sha256(b"BBBB").hexdigest()
+    time.sleep(0.05)  # the racy window shrunk to 0 above: leave the timestamp tick
+    with target.open("r+b") as f:  # in place, same size: ctime moves on
+        f.write(b"CCCC")
+    assert seen.read(target)[0] == hashlib.sha256(b"CCCC").hexdigest()
+    replacement = tmp_path / "new"
+    replacement.write_bytes(b"DDDD")
+    os.replace(replacement, target)  # renamed over it: another inode
+    assert seen.read(target)[0] == hashlib.sha256(b"DDDD").hexdigest()
+    target.chmod(0o600)
+    assert seen.read(target)[1] == 0o600
+    target.unlink()
+    with pytest.raises(FileNotFoundError):
+        seen.read(target)

