@@ -381,6 +381,36 @@ async def test_status_of_many_units_in_one_call(sd: Systemd, systemd_user: UserM
     assert again == got
 
 
+async def test_warm_fills_the_status_cache_but_starts_nothing_after_its_deadline(
+        sd: Systemd, systemd_user: UserManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = [f"warm{i}.service" for i in range(7)]
+    for i, n in enumerate(names):
+        _write(systemd_user, n, SLEEPER.format(tag=i))
+    await sd.daemon_reload()
+    await asyncio.gather(*(sd.start(n) for n in names))
+    await sd.daemon_reload()  # systemd recomputes UnitFileState; our cache is empty again
+    calls: list[str] = []
+    real_call = sd._call
+
+    async def counted(member: str, *args: Any, **kwargs: Any) -> list[Any]:
+        calls.append(member)
+        return await real_call(member, *args, **kwargs)
+
+    monkeypatch.setattr(sd, "_call", counted)
+    loop = asyncio.get_running_loop()
+    await sd.warm([*names, "nothere.service"], loop.time() - 1)
+    assert calls == ["ListUnitsByNames"]  # past its deadline: no property read
+    await sd.warm([*names, "nothere.service"], loop.time() + 30)
+    assert calls.count("ListUnitsByNames") == 2 and "Get" in calls
+    calls.clear()
+    got = await sd.status(names, need_reload=False)
+    assert calls == ["ListUnitsByNames"]  # everything else came from the warmed cache
+    for n in names:  # ...and is what systemd says
+        assert (got[n].unit_file_state, got[n].main_pid, got[n].invocation_id) == (
+            _show(systemd_user, n, "UnitFileState"), int(_show(systemd_user, n, "MainPID")),
+            _show(systemd_user, n, "InvocationID"))
+
+
 async def test_status_sees_changes_made_by_another_client(sd: Systemd,
                                                          systemd_user: UserManager) -> None:
     _write(systemd_user, "drift.service", SLEEPER.format(tag="d"))

@@ -104,6 +104,9 @@ class DrySystemd:
     ) -> DryStatus:
         return (await self.status([name]))[name]  # jobs finish at once: nothing to settle
 
+    async def warm(self, names: Sequence[str], ends: float) -> None:
+        return None  # nothing cached: status() reads the unit dir each time
+
     async def describe_failure(self, name: str, lines: int = 20) -> str:
         return f"{name}: dry run"
 
