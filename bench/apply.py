@@ -47,7 +47,11 @@ from tests.fixtures.systemd_user import UserManager, user_manager
 UNITS = 50
 RUNS = 7
 CHANGED = "bench-07.service"
-SETTLES: dict[str, float | None] = {"change": None, "change03": 0.3, "change0": 0.0}  # None: default
+SETTLES: dict[str, float | None] = {
+    "change": None,
+    "change03": 0.3,
+    "change0": 0.0,
+}  # None: default
 
 
 def unit_text(i: int, variant: int = 0) -> bytes:
@@ -82,7 +86,9 @@ class Raw:
         self.names = [f"bench-{i:02}.service" for i in range(UNITS)]
 
     def systemctl(self, *args: str, check: bool = True) -> None:
-        subprocess.run(["systemctl", "--user", *args], env=self.um.env, check=check, capture_output=True)
+        subprocess.run(
+            ["systemctl", "--user", *args], env=self.um.env, check=check, capture_output=True
+        )
 
     def copy_all(self, variant: int) -> None:
         for i, name in enumerate(self.names):
@@ -116,8 +122,14 @@ async def measure(um: UserManager, raw: Raw, work: Path) -> dict[str, list[float
     out.update({f"raw_{k}": [] for k in SETTLES})
     sd = await Systemd.connect(Scope.USER, address=um.private_address, unit_dir=um.unit_dir)
     try:
-        empty = NodeSpec(node=NodeName("bench"), role=Role.WORKER, revision=Revision("empty"),
-                         cluster=Cluster("bench", 1), units=(), files=())
+        empty = NodeSpec(
+            node=NodeName("bench"),
+            role=Role.WORKER,
+            revision=Revision("empty"),
+            cluster=Cluster("bench", 1),
+            units=(),
+            files=(),
+        )
         engine: Engine | None = None
         for run in range(RUNS):
             if engine is not None:  # tear the previous run down through the engine itself
@@ -148,7 +160,9 @@ async def measure(um: UserManager, raw: Raw, work: Path) -> dict[str, list[float
                 r = await engine.apply(spec(variant, f"r{variant}"))
                 dt = time.perf_counter() - t0
                 assert r.outcome is Outcome.CONVERGED, r.error
-                assert [a.action.VERB for a in r.actions if a.action.VERB == "restart"] == ["restart"]
+                assert [a.action.VERB for a in r.actions if a.action.VERB == "restart"] == [
+                    "restart"
+                ]
                 if i == 0:
                     continue
                 out[key].append(dt)
@@ -174,20 +188,35 @@ def main() -> None:
             f = asyncio.run(measure(eng, Raw(raw_um, base / "src"), base / "work"))
     print(f"bench/apply.py: {UNITS} units, median of {RUNS} runs, real systemd --user (D-Bus),")
     print("  engine and raw baseline interleaved; ratio = median of paired ratios")
-    print(f"  first apply      engine {ms(f['first'])}   raw {ms(f['raw_first'])}   ratio {ratio(f['first'], f['raw_first']):.2f}x")
+    print(
+        f"  first apply      engine {ms(f['first'])}   raw {ms(f['raw_first'])}   ratio {ratio(f['first'], f['raw_first']):.2f}x"
+    )
     noop = statistics.median(f["noop"])
-    print(f"  no-op pass       engine {ms(f['noop'])}   target < 50 ms: {'OK' if noop < 0.05 else 'MISSED'}; "
-          f"mutating systemd calls: {max(f['calls'])}")
+    print(
+        f"  no-op pass       engine {ms(f['noop'])}   target < 50 ms: {'OK' if noop < 0.05 else 'MISSED'}; "
+        f"mutating systemd calls: {max(f['calls'])}"
+    )
     for key, settle in SETTLES.items():
-        label = f"settle={DEFAULT_SETTLE}s, the default" if settle is None else f"settle={settle:g}s"
+        label = (
+            f"settle={DEFAULT_SETTLE}s, the default" if settle is None else f"settle={settle:g}s"
+        )
         rt = ratio(f[key], f[f"raw_{key}"])
-        print(f"  one-unit change  engine {ms(f[key])}   raw {ms(f[f'raw_{key}'])}   ratio {rt:.2f}x "
-              f"({label}; target <= 1.5x: {'OK' if rt <= 1.5 else 'MISSED'})")
+        print(
+            f"  one-unit change  engine {ms(f[key])}   raw {ms(f[f'raw_{key}'])}   ratio {rt:.2f}x "
+            f"({label}; target <= 1.5x: {'OK' if rt <= 1.5 else 'MISSED'})"
+        )
         prefix = f"step:{key}:"
-        steps = {k.removeprefix(prefix): statistics.median(v) * 1000 for k, v in f.items() if k.startswith(prefix)}
+        steps = {
+            k.removeprefix(prefix): statistics.median(v) * 1000
+            for k, v in f.items()
+            if k.startswith(prefix)
+        }
         other = statistics.median(f[key]) * 1000 - sum(steps.values())
-        print("      where the time goes: " + ", ".join(f"{k} {v:.1f} ms" for k, v in steps.items())
-              + f", observe+plan+inventory {other:.1f} ms")
+        print(
+            "      where the time goes: "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in steps.items())
+            + f", observe+plan+inventory {other:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -53,12 +53,14 @@ class SystemdLike(Protocol):
     async def disable(self, names: Sequence[str]) -> None: ...
     async def reset_failed(self, name: str) -> None: ...
     async def wait_healthy(
-        self, name: str, timeout: float, *, settle: float | None = None  # noqa: ASYNC109
+        self,
+        name: str,
+        timeout: float,  # noqa: ASYNC109
+        *,
+        settle: float | None = None,
     ) -> Any: ...
     async def describe_failure(self, name: str, lines: int = 20) -> str: ...
     async def warm(self, names: Sequence[str], ends: float) -> None: ...
-
-
 
 
 class _Abort(Exception):
@@ -71,8 +73,15 @@ class _Abort(Exception):
 def _unit_states(statuses: dict[str, Any]) -> dict[str, P.UnitState]:
     return {
         n: P.UnitState(
-            st.load_state, st.active_state, st.sub_state, st.unit_file_state, st.invocation_id,
-            st.result, st.service_type, st.remain_after_exit, getattr(st, "need_daemon_reload", False),
+            st.load_state,
+            st.active_state,
+            st.sub_state,
+            st.unit_file_state,
+            st.invocation_id,
+            st.result,
+            st.service_type,
+            st.remain_after_exit,
+            getattr(st, "need_daemon_reload", False),
         )
         for n, st in statuses.items()
     }
@@ -125,7 +134,9 @@ class Engine:
 
     # -- observe ---------------------------------------------------------------------------
 
-    def _read_disk(self, names: Sequence[str], paths: Sequence[str]) -> tuple[dict[str, str], dict[str, P.FileState]]:
+    def _read_disk(
+        self, names: Sequence[str], paths: Sequence[str]
+    ) -> tuple[dict[str, str], dict[str, P.FileState]]:
         unit_files: dict[str, str] = {}
         looked = set()
         for n in names:
@@ -156,7 +167,9 @@ class Engine:
         """The node now; ``need_reload=False`` leaves every ``need_daemon_reload`` False."""
         names = self._unit_names(spec, inv)
         paths = list(dict.fromkeys([*(f.path for f in spec.files), *inv.managed_files()]))
-        disk = asyncio.create_task(asyncio.to_thread(self._read_disk, names, paths), name="observe-disk")
+        disk = asyncio.create_task(
+            asyncio.to_thread(self._read_disk, names, paths), name="observe-disk"
+        )
         try:
             statuses = await self.systemd.status(names, need_reload=need_reload)
         finally:
@@ -203,7 +216,10 @@ class Engine:
         if result != "done":
             st = (await self.systemd.status([unit])).get(unit)
             detail = await self._describe(unit)
-            raise _Abort(Failure(unit, f"{verb} job {result}; {_state_text(st)}", detail), f"{verb} {unit}: job {result}")
+            raise _Abort(
+                Failure(unit, f"{verb} job {result}; {_state_text(st)}", detail),
+                f"{verb} {unit}: job {result}",
+            )
         return result
 
     async def _describe(self, unit: str) -> str:
@@ -241,7 +257,9 @@ class Engine:
         except* UnitFailed as eg:
             first = eg.exceptions[0]
             assert isinstance(first, UnitFailed)
-            raise _Abort(Failure(first.unit, first.state, first.detail), str(first).splitlines()[0]) from None
+            raise _Abort(
+                Failure(first.unit, first.state, first.detail), str(first).splitlines()[0]
+            ) from None
         finally:
             if warm is not None:
                 warm.cancel()
@@ -301,9 +319,17 @@ class Engine:
                     await sd.reset_failed(a.unit)
                 return result
             case P.WriteUnit():
-                return str(await asyncio.to_thread(files.write_atomic, self.unit_dir / a.unit, a.content, 0o644))
+                return str(
+                    await asyncio.to_thread(
+                        files.write_atomic, self.unit_dir / a.unit, a.content, 0o644
+                    )
+                )
             case P.WriteFile():
-                return str(await asyncio.to_thread(files.write_atomic, self.file_path(a.path), a.content, a.mode))
+                return str(
+                    await asyncio.to_thread(
+                        files.write_atomic, self.file_path(a.path), a.content, a.mode
+                    )
+                )
             case P.DaemonReload():
                 await sd.daemon_reload()
                 return "done"
@@ -339,10 +365,14 @@ class Engine:
                     i += 1
                 # gather, not a TaskGroup: cancelling cannot stop a write already in its
                 # thread, and a rollback must not observe the disk while writes still land
-                results = await asyncio.gather(*(self._write(b) for b in batch), return_exceptions=True)
+                results = await asyncio.gather(
+                    *(self._write(b) for b in batch), return_exceptions=True
+                )
                 dt = time.perf_counter() - t0
                 for b, res in zip(batch, results, strict=True):
-                    done.append(ActionResult(b, "failed" if isinstance(res, BaseException) else res, dt))
+                    done.append(
+                        ActionResult(b, "failed" if isinstance(res, BaseException) else res, dt)
+                    )
                 for res in results:
                     if isinstance(res, BaseException):
                         raise res
@@ -401,7 +431,14 @@ class Engine:
         if not p:
             if resumed:  # killed after its last action, before the inventory was saved
                 self.store.save(applied.from_spec(spec, updated_at=time.time()))
-            return ApplyResult(Outcome.CONVERGED, spec.revision, spec.revision, (), duration=time.perf_counter() - t0, resumed=resumed)
+            return ApplyResult(
+                Outcome.CONVERGED,
+                spec.revision,
+                spec.revision,
+                (),
+                duration=time.perf_counter() - t0,
+                resumed=resumed,
+            )
         marked = replace(inv, pending=await self._pending(spec, inv, observed, p))
         await asyncio.to_thread(self.store.save, marked)
         done: list[ActionResult] = []
@@ -412,7 +449,9 @@ class Engine:
                 await self._execute(p, done)
             except _Abort as e:
                 self._drop_staged()
-                return await self._rollback(spec, marked, tuple(done), e.failure, e.error, t0, resumed)
+                return await self._rollback(
+                    spec, marked, tuple(done), e.failure, e.error, t0, resumed
+                )
             except ActuatorError as e:  # systemd itself failed (connection lost, call rejected)
                 self._drop_staged()
                 return await self._rollback(spec, marked, tuple(done), None, str(e), t0, resumed)
@@ -423,7 +462,14 @@ class Engine:
             await asyncio.to_thread(self.store.commit, staged)
         finally:
             self._drop_staged()  # cancelled or failed: no stray temp file
-        return ApplyResult(Outcome.CONVERGED, spec.revision, spec.revision, tuple(done), duration=time.perf_counter() - t0, resumed=resumed)
+        return ApplyResult(
+            Outcome.CONVERGED,
+            spec.revision,
+            spec.revision,
+            tuple(done),
+            duration=time.perf_counter() - t0,
+            resumed=resumed,
+        )
 
     async def _pending(
         self, spec: NodeSpec, inv: applied.Inventory, observed: P.Observed, p: P.Plan
@@ -458,11 +504,16 @@ class Engine:
             original_units=(*prev.original_units, *orig_units),
             original_files=(*prev.original_files, *orig_files),
             originally_active=(
-                *prev.originally_active, *(n for n, st in states.items() if P.is_up(st))
+                *prev.originally_active,
+                *(n for n, st in states.items() if P.is_up(st)),
             ),
             originally_enabled=(
                 *prev.originally_enabled,
-                *(n for n, st in states.items() if st.unit_file_state in ("enabled", "enabled-runtime")),
+                *(
+                    n
+                    for n, st in states.items()
+                    if st.unit_file_state in ("enabled", "enabled-runtime")
+                ),
             ),
         )
 
@@ -472,7 +523,9 @@ class Engine:
         if pending is None:
             return ()
         why = "rollback: give back the unmanaged original"
-        writes: list[P.Action] = [P.WriteUnit(u.name, u.content, why) for u in pending.original_units]
+        writes: list[P.Action] = [
+            P.WriteUnit(u.name, u.content, why) for u in pending.original_units
+        ]
         writes += [P.WriteFile(f.path, f.content, f.mode, why) for f in pending.original_files]
         reload: list[P.Action] = [P.DaemonReload(why)] if pending.original_units else []
         starts: list[P.Action] = [P.StartUnit(n, why) for n in pending.originally_active]
@@ -499,7 +552,8 @@ class Engine:
             # the planner sees the failed apply's changes as drift from the inventory: say why
             back = f"rollback to {marked.revision or 'nothing applied'}"
             rb = tuple(
-                a if isinstance(a, P.DaemonReload | P.Verify)
+                a
+                if isinstance(a, P.DaemonReload | P.Verify)
                 else replace(a, reason=f"{back} ({a.reason.removeprefix('drift: ')})", drift=False)
                 for a in rb
             )
@@ -522,4 +576,3 @@ class Engine:
             duration=time.perf_counter() - t0,
             resumed=resumed,
         )
-

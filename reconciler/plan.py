@@ -207,8 +207,18 @@ class Verify:
 
 
 Action = (
-    StopUnit | WriteFile | WriteUnit | DaemonReload | ReloadUnit | RestartUnit | StartUnit
-    | EnableUnit | DisableUnit | DeleteUnit | DeleteFile | Verify
+    StopUnit
+    | WriteFile
+    | WriteUnit
+    | DaemonReload
+    | ReloadUnit
+    | RestartUnit
+    | StartUnit
+    | EnableUnit
+    | DisableUnit
+    | DeleteUnit
+    | DeleteFile
+    | Verify
 )
 Plan = tuple[Action, ...]
 
@@ -305,9 +315,10 @@ def plan(
 
     if any(isinstance(a, WriteUnit) for a in d.by_phase[Phase.WRITE]) or d.reload_due:
         d.add(DaemonReload("unit files changed"))
-    elif d.maybe_unloaded and (inv.pending is not None or any(
-        observed.units.get(u.name, UnitState()).need_daemon_reload for u in spec.units
-    )):
+    elif d.maybe_unloaded and (
+        inv.pending is not None
+        or any(observed.units.get(u.name, UnitState()).need_daemon_reload for u in spec.units)
+    ):
         # A killed apply may have written unit files without reloading: reload to be sure.
         d.add(DaemonReload("unit files on disk are newer than what systemd loaded"))
     if d.verify:
@@ -315,7 +326,9 @@ def plan(
     return tuple(a for p in PHASES for a in d.by_phase[p])
 
 
-def _files(d: _Draft, spec: NodeSpec, observed: Observed, inv: Inventory) -> dict[str, tuple[str, bool]]:
+def _files(
+    d: _Draft, spec: NodeSpec, observed: Observed, inv: Inventory
+) -> dict[str, tuple[str, bool]]:
     """Write/prune managed files; returns path -> (why, drift) for content that changed."""
     changed: dict[str, tuple[str, bool]] = {}
     for f in spec.files:
@@ -376,7 +389,7 @@ def _unit(
         d.add(WriteUnit(u.name, u.content, why, drift))
     refs = unitfile.referenced_paths(u.content) if changed else frozenset()
     if root and refs:
-        refs |= {r[len(root):] for r in refs if r.startswith(root + "/")}
+        refs |= {r[len(root) :] for r in refs if r.startswith(root + "/")}
     for path in sorted(changed):
         if path in refs or unitfile.dropin_unit(path) == u.name:
             why, drift = changed[path]
@@ -411,7 +424,11 @@ def _unit(
         drift = app is not None and wants_enable(app)
         why = "has an [Install] section"
         if drift:
-            why = "drift: unit file deleted by hand" if obs_digest is None else "drift: disabled by hand"
+            why = (
+                "drift: unit file deleted by hand"
+                if obs_digest is None
+                else "drift: disabled by hand"
+            )
         d.add(EnableUnit(u.name, why, drift))
     elif not wants_enable(u) and (
         enabled or (obs_digest is None and app is not None and wants_enable(app))

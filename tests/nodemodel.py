@@ -63,7 +63,9 @@ class Node:
         phases = [a.PHASE for a in plan]
         assert phases == sorted(phases, key=P.PHASES.index), "actions out of phase order"
         for a in plan:
-            if not isinstance(a, P.WriteFile | P.WriteUnit | P.DeleteFile | P.DeleteUnit | P.Verify):
+            if not isinstance(
+                a, P.WriteFile | P.WriteUnit | P.DeleteFile | P.DeleteUnit | P.Verify
+            ):
                 self.mutations += 1
             match a:
                 case P.StopUnit(unit=n):

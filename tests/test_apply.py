@@ -48,9 +48,16 @@ class Node:
 
 @pytest.fixture
 async def node(systemd_user: UserManager, tmp_path: Path) -> AsyncIterator[Node]:
-    sd = await Systemd.connect(Scope.USER, address=systemd_user.private_address, unit_dir=systemd_user.unit_dir)
+    sd = await Systemd.connect(
+        Scope.USER, address=systemd_user.private_address, unit_dir=systemd_user.unit_dir
+    )
     try:
-        yield Node(systemd_user, sd, Engine(sd, tmp_path / "state", root=tmp_path / "root"), tmp_path / "root")
+        yield Node(
+            systemd_user,
+            sd,
+            Engine(sd, tmp_path / "state", root=tmp_path / "root"),
+            tmp_path / "root",
+        )
     finally:
         await sd.close()
 
@@ -93,20 +100,30 @@ async def test_changing_one_unit_restarts_exactly_that_one(node: Node) -> None:
     after = node.invocations(names)
     assert [n for n in names if after[n] != before[n]] == ["u02.service"]
     assert node.show("u02.service", "Environment") == "V=2"
-    assert [P.describe(r.action) for r in result.actions if isinstance(r.action, P.RestartUnit)] == [
-        "restart u02.service: unit changed"
-    ]
+    assert [
+        P.describe(r.action) for r in result.actions if isinstance(r.action, P.RestartUnit)
+    ] == ["restart u02.service: unit changed"]
 
 
-async def test_changing_an_env_file_restarts_exactly_the_units_that_reference_it(node: Node) -> None:
+async def test_changing_an_env_file_restarts_exactly_the_units_that_reference_it(
+    node: Node,
+) -> None:
     env = f"{node.root}{ENV}"  # the sandbox's --root: units read files under it
-    users = [unit("env-a.service", f"EnvironmentFile={env}\n"), unit("env-b.service", f"EnvironmentFile=-{env}\n")]
-    others = [unit("plain.service"), unit("other-file.service", f"EnvironmentFile=-{node.root}/etc/other.env\n")]
+    users = [
+        unit("env-a.service", f"EnvironmentFile={env}\n"),
+        unit("env-b.service", f"EnvironmentFile=-{env}\n"),
+    ]
+    others = [
+        unit("plain.service"),
+        unit("other-file.service", f"EnvironmentFile=-{node.root}/etc/other.env\n"),
+    ]
     files = [FileSpec(ENV, b"NODE=n1\n"), FileSpec("/etc/other.env", b"X=1\n")]
     assert (await node.engine.apply(spec(users + others, files))).outcome is Outcome.CONVERGED
     names = [u.name for u in users + others]
     before = node.invocations(names)
-    result = await node.engine.apply(spec(users + others, [FileSpec(ENV, b"NODE=n1\nROLE=manager\n"), files[1]], rev="r2"))
+    result = await node.engine.apply(
+        spec(users + others, [FileSpec(ENV, b"NODE=n1\nROLE=manager\n"), files[1]], rev="r2")
+    )
     assert result.outcome is Outcome.CONVERGED, result.error
     after = node.invocations(names)
     assert sorted(n for n in names if after[n] != before[n]) == ["env-a.service", "env-b.service"]
@@ -119,21 +136,29 @@ async def test_changing_an_env_file_restarts_exactly_the_units_that_reference_it
 
 async def test_on_change_reload_keeps_the_main_pid(node: Node) -> None:
     def reloadable(v: int) -> UnitSpec:
-        return unit("rl.service", f"ExecReload=/bin/true\nEnvironment=V={v}\n", on_change=OnChange.RELOAD)
+        return unit(
+            "rl.service", f"ExecReload=/bin/true\nEnvironment=V={v}\n", on_change=OnChange.RELOAD
+        )
 
     assert (await node.engine.apply(spec([reloadable(1)]))).outcome is Outcome.CONVERGED
     pid, inv = node.show("rl.service", "MainPID"), node.show("rl.service", "InvocationID")
     result = await node.engine.apply(spec([reloadable(2)], rev="r2"))
     assert result.outcome is Outcome.CONVERGED, result.error
-    assert [P.describe(r.action) for r in result.actions if isinstance(r.action, P.ReloadUnit)] == ["reload rl.service: unit changed"]
+    assert [P.describe(r.action) for r in result.actions if isinstance(r.action, P.ReloadUnit)] == [
+        "reload rl.service: unit changed"
+    ]
     assert node.show("rl.service", "MainPID") == pid != "0"
     assert node.show("rl.service", "InvocationID") == inv
     assert node.show("rl.service", "ActiveState") == "active"
 
 
-async def test_removing_a_unit_stops_disables_deletes_it_and_spares_a_foreign_one(node: Node) -> None:
+async def test_removing_a_unit_stops_disables_deletes_it_and_spares_a_foreign_one(
+    node: Node,
+) -> None:
     foreign = node.um.unit_dir / "foreign.service"
-    foreign.write_text("[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=default.target\n")
+    foreign.write_text(
+        "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=default.target\n"
+    )
     node.um.systemctl("daemon-reload", check=True)
     node.um.systemctl("enable", "--now", "foreign.service", check=True)
     foreign_inv = node.show("foreign.service", "InvocationID")
@@ -157,7 +182,9 @@ async def test_removing_a_unit_stops_disables_deletes_it_and_spares_a_foreign_on
     assert foreign.read_text().startswith("[Service]")
 
 
-async def test_hand_edited_deleted_and_stopped_units_are_repaired_and_reported_as_drift(node: Node) -> None:
+async def test_hand_edited_deleted_and_stopped_units_are_repaired_and_reported_as_drift(
+    node: Node,
+) -> None:
     a, b, c = unit("a.service"), unit("b.service"), unit("c.service")
     s = spec([a, b, c])
     assert (await node.engine.apply(s)).outcome is Outcome.CONVERGED
@@ -190,7 +217,8 @@ async def test_a_unit_file_newer_than_what_systemd_loaded_gets_a_daemon_reload(n
     result = await node.engine.apply(s)
     assert result.outcome is Outcome.CONVERGED, result.error
     assert [P.describe(r.action) for r in result.actions] == [
-        "daemon-reload: unit files on disk are newer than what systemd loaded"]
+        "daemon-reload: unit files on disk are newer than what systemd loaded"
+    ]
     assert node.show("b.service", "NeedDaemonReload") == "no"
     assert await node.engine.plan(s) == ()
 
@@ -205,19 +233,29 @@ async def test_a_unit_disabled_by_hand_after_an_apply_is_enabled_again(node: Nod
     (node.um.unit_dir / "default.target.wants" / "b.service").unlink()
     node.um.systemctl("daemon-reload", check=True)
     assert {n: node.show(n, "UnitFileState") for n in ("a.service", "b.service")} == {
-        "a.service": "disabled", "b.service": "disabled"}
+        "a.service": "disabled",
+        "b.service": "disabled",
+    }
     result = await node.engine.apply(spec([a, b]))
     assert result.outcome is Outcome.CONVERGED, result.error
     assert sorted(P.describe(r.action) for r in result.actions) == [
-        "enable a.service: drift: disabled by hand", "enable b.service: drift: disabled by hand"]
+        "enable a.service: drift: disabled by hand",
+        "enable b.service: drift: disabled by hand",
+    ]
     assert {n: node.show(n, "UnitFileState") for n in ("a.service", "b.service")} == {
-        "a.service": "enabled", "b.service": "enabled"}
+        "a.service": "enabled",
+        "b.service": "enabled",
+    }
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "warm-observe"]
 
 
 async def test_a_failing_unit_rolls_back_to_the_previous_units_running(node: Node) -> None:
     env = f"{node.root}{ENV}"
-    good = [unit("db.service", f"EnvironmentFile={env}\n"), unit("web.service"), unit("cache.service")]
+    good = [
+        unit("db.service", f"EnvironmentFile={env}\n"),
+        unit("web.service"),
+        unit("cache.service"),
+    ]
     r1 = spec(good, [FileSpec(ENV, b"V=1\n")])
     assert (await node.engine.apply(r1)).outcome is Outcome.CONVERGED
     before = node.invocations([u.name for u in good])
@@ -225,7 +263,9 @@ async def test_a_failing_unit_rolls_back_to_the_previous_units_running(node: Nod
     result = await node.engine.apply(spec(broken, [FileSpec(ENV, b"V=2\n")], rev="r2"))
     assert result.outcome is Outcome.ROLLED_BACK
     assert result.applied == "r1"
-    assert not [t for t in asyncio.all_tasks() if t.get_name() == "warm-observe"]  # gate's reads ended
+    assert not [
+        t for t in asyncio.all_tasks() if t.get_name() == "warm-observe"
+    ]  # gate's reads ended
     assert result.failure is not None and result.failure.unit == "web.service"
     assert "failed" in result.failure.state
     assert "web.service" in result.failure.detail and "status=1/FAILURE" in result.failure.detail
@@ -256,7 +296,9 @@ async def test_a_failing_unit_rolls_back_to_the_previous_units_running(node: Nod
 LATE_CRASH = "/bin/sh -c 'sleep 0.4; exit 1'"  # up for 0.4 s: longer than the default window
 
 
-async def test_a_units_own_settle_window_catches_a_crash_after_the_default_window(node: Node) -> None:
+async def test_a_units_own_settle_window_catches_a_crash_after_the_default_window(
+    node: Node,
+) -> None:
     good = [unit("a.service"), unit("late.service")]
     assert (await node.engine.apply(spec(good))).outcome is Outcome.CONVERGED
     strict = unit("late.service", exec_start=LATE_CRASH, settle=1.0, timeout=5.0)
@@ -270,7 +312,9 @@ async def test_a_units_own_settle_window_catches_a_crash_after_the_default_windo
 
 
 @pytest.mark.parametrize("settle", [0.0, None], ids=["settle-0", "default-window"])
-async def test_without_a_long_enough_window_the_late_crash_is_accepted(node: Node, settle: float | None) -> None:
+async def test_without_a_long_enough_window_the_late_crash_is_accepted(
+    node: Node, settle: float | None
+) -> None:
     good = [unit("a.service"), unit("late.service")]
     assert (await node.engine.apply(spec(good))).outcome is Outcome.CONVERGED
     lenient = unit("late.service", exec_start=LATE_CRASH, settle=settle)
@@ -289,7 +333,9 @@ async def test_without_a_long_enough_window_the_late_crash_is_accepted(node: Nod
 # start k9 (9), enable/disable, prune: killed after the first write lands (others in flight),
 # after the reload (nothing restarted yet), and after the restarts.
 @pytest.mark.parametrize("kill_after", [2, 5, 8])
-async def test_apply_killed_midway_is_finished_by_the_next_run(node: Node, tmp_path: Path, kill_after: int) -> None:
+async def test_apply_killed_midway_is_finished_by_the_next_run(
+    node: Node, tmp_path: Path, kill_after: int
+) -> None:
     env = f"{node.root}{ENV}"
     units = [unit(f"k{i}.service", f"EnvironmentFile=-{env}\n") for i in range(4)]
     r1 = spec(units, [FileSpec(ENV, b"V=1\n")])
@@ -300,9 +346,17 @@ async def test_apply_killed_midway_is_finished_by_the_next_run(node: Node, tmp_p
     spec_file = tmp_path / "spec.pickle"
     spec_file.write_bytes(pickle.dumps(r2))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.crash_apply", str(spec_file), str(node.engine.store.path.parent),
-        str(node.root), node.um.private_address, str(node.um.unit_dir), str(kill_after),
-        cwd=Path(__file__).parent.parent, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "tests.crash_apply",
+        str(spec_file),
+        str(node.engine.store.path.parent),
+        str(node.root),
+        node.um.private_address,
+        str(node.um.unit_dir),
+        str(kill_after),
+        cwd=Path(__file__).parent.parent,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     assert await proc.wait() == -signal.SIGKILL
     assert node.engine.inventory().pending is not None  # it died holding the marker
@@ -315,7 +369,9 @@ async def test_apply_killed_midway_is_finished_by_the_next_run(node: Node, tmp_p
     assert not (node.um.unit_dir / "k3.service").exists()
     assert node.show("k3.service", "ActiveState") == "inactive"
     after = node.invocations(["k0.service", "k1.service", "k2.service"])
-    assert all(after[n] != before[n] for n in after)  # all read the env file: restarted once at least
+    assert all(
+        after[n] != before[n] for n in after
+    )  # all read the env file: restarted once at least
     assert node.show("k1.service", "Environment") == "X=2"
     pid = node.show("k0.service", "MainPID")
     environ = await asyncio.to_thread(Path(f"/proc/{pid}/environ").read_bytes)
@@ -330,7 +386,9 @@ async def test_a_write_that_fails_rolls_back_and_names_the_path(node: Node) -> N
     assert (await node.engine.apply(spec(good))).outcome is Outcome.CONVERGED
     (node.root / "etc").mkdir(parents=True, exist_ok=True)
     (node.root / "etc/blocker").write_text("a file where a directory is wanted")
-    result = await node.engine.apply(spec([*good, unit("b.service")], [FileSpec("/etc/blocker/x.conf", b"x")], rev="r2"))
+    result = await node.engine.apply(
+        spec([*good, unit("b.service")], [FileSpec("/etc/blocker/x.conf", b"x")], rev="r2")
+    )
     assert result.outcome is Outcome.ROLLED_BACK
     assert "/etc/blocker/x.conf" in result.error and result.failure is None
     assert not (node.um.unit_dir / "b.service").exists()
@@ -348,8 +406,11 @@ async def test_rollback_gives_adopted_units_and_files_back_as_they_were(node: No
     node.um.systemctl("enable", "--now", "adopt.service", check=True)
     good = [unit("a.service")]
     assert (await node.engine.apply(spec(good))).outcome is Outcome.CONVERGED
-    broken = spec([*good, unit("adopt.service"), unit("bad.service", exec_start="/bin/false")],
-                  [FileSpec("/etc/motd", b"ours\n")], rev="r2")
+    broken = spec(
+        [*good, unit("adopt.service"), unit("bad.service", exec_start="/bin/false")],
+        [FileSpec("/etc/motd", b"ours\n")],
+        rev="r2",
+    )
     result = await node.engine.apply(broken)
     assert result.outcome is Outcome.ROLLED_BACK
     assert (node.um.unit_dir / "adopt.service").read_text() == theirs
@@ -367,7 +428,9 @@ async def test_rollback_gives_adopted_units_and_files_back_as_they_were(node: No
 async def test_a_unit_systemd_refuses_to_load_rolls_back_and_is_named(node: Node) -> None:
     good = [unit("a.service"), unit("b.service")]
     assert (await node.engine.apply(spec(good))).outcome is Outcome.CONVERGED
-    bad = UnitSpec(UnitName("b.service"), b"[Service]\nExecStart=relative/path\n")  # systemd: bad-setting
+    bad = UnitSpec(
+        UnitName("b.service"), b"[Service]\nExecStart=relative/path\n"
+    )  # systemd: bad-setting
     result = await node.engine.apply(spec([good[0], bad], rev="r2"))
     assert result.outcome is Outcome.ROLLED_BACK
     assert result.failure is not None and result.failure.unit == "b.service"

@@ -31,7 +31,9 @@ def test_create_update_unchanged(tmp_path: Path) -> None:
     assert sorted(p.name for p in target.parent.iterdir()) == ["node.env"]  # no temp left
 
 
-def test_a_staged_write_is_invisible_until_committed_and_discard_leaves_nothing(tmp_path: Path) -> None:
+def test_a_staged_write_is_invisible_until_committed_and_discard_leaves_nothing(
+    tmp_path: Path,
+) -> None:
     target = tmp_path / "inventory.json"
     write_atomic(target, b"old", 0o600)
     staged = files.stage(target, b"new", 0o600)
@@ -66,8 +68,9 @@ def test_unchanged_does_not_touch_the_file(tmp_path: Path) -> None:
         (b"x", 0o755, b"x", 0o100755, WriteResult.UNCHANGED),  # file-type bits ignored
     ],
 )
-def test_write_result_table(tmp_path: Path, old: bytes, old_mode: int, new: bytes,
-                            new_mode: int, expected: WriteResult) -> None:
+def test_write_result_table(
+    tmp_path: Path, old: bytes, old_mode: int, new: bytes, new_mode: int, expected: WriteResult
+) -> None:
     target = tmp_path / "f"
     write_atomic(target, old, old_mode)
     assert write_atomic(target, new, new_mode) is expected
@@ -94,8 +97,9 @@ def test_symlink_is_replaced_not_followed(tmp_path: Path) -> None:
     assert elsewhere.read_bytes() == b"keep"
 
 
-def test_failed_write_leaves_old_content_and_no_temp(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_leaves_old_content_and_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "f"
     write_atomic(target, b"old", 0o644)
 
@@ -122,11 +126,16 @@ def test_remove_and_digest(tmp_path: Path) -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(contents=st.lists(st.tuples(st.binary(max_size=300),
-                                   st.sampled_from([0o600, 0o640, 0o644, 0o755])),
-                         min_size=1, max_size=6))
-def test_any_sequence_of_writes_ends_with_the_last(tmp_path_factory: pytest.TempPathFactory,
-                                                   contents: list[tuple[bytes, int]]) -> None:
+@given(
+    contents=st.lists(
+        st.tuples(st.binary(max_size=300), st.sampled_from([0o600, 0o640, 0o644, 0o755])),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_sequence_of_writes_ends_with_the_last(
+    tmp_path_factory: pytest.TempPathFactory, contents: list[tuple[bytes, int]]
+) -> None:
     target = tmp_path_factory.mktemp("h") / "d/f"
     previous: tuple[bytes, int] | None = None
     for data, mode in contents:
@@ -144,7 +153,9 @@ def test_any_sequence_of_writes_ends_with_the_last(tmp_path_factory: pytest.Temp
     assert [p.name for p in target.parent.iterdir()] == ["f"]
 
 
-def test_digests_hash_a_file_again_only_when_its_stat_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_digests_hash_a_file_again_only_when_its_stat_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "u.service"
     target.write_bytes(b"AAAA")
     seen = files.Digests()

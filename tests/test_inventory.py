@@ -15,12 +15,26 @@ from reconciler.models import OnChange, Revision, UnitName
 INV = Inventory(
     revision=Revision("abc123"),
     units=(
-        AppliedUnit(UnitName("a.service"), b"[Service]\nExecStart=/bin/true\n", OnChange.RELOAD, False, 12.5, 1.5),
+        AppliedUnit(
+            UnitName("a.service"),
+            b"[Service]\nExecStart=/bin/true\n",
+            OnChange.RELOAD,
+            False,
+            12.5,
+            1.5,
+        ),
         AppliedUnit(UnitName("b.service"), b"[Service]\n"),
     ),
-    files=(AppliedFile("/etc/x.env", b"X=1\n", 0o600), AppliedFile("/etc/blob", bytes(range(256)), 0o644)),
+    files=(
+        AppliedFile("/etc/x.env", b"X=1\n", 0o600),
+        AppliedFile("/etc/blob", bytes(range(256)), 0o644),
+    ),
     pending=Pending(
-        Revision("def456"), (UnitName("c.service"),), ("/etc/new",), ("start c.service: new unit",), 12.0,
+        Revision("def456"),
+        (UnitName("c.service"),),
+        ("/etc/new",),
+        ("start c.service: new unit",),
+        12.0,
         original_units=(AppliedUnit(UnitName("c.service"), b"[Service]\nExecStart=/bin/theirs\n"),),
         original_files=(AppliedFile("/etc/new", b"\xff\x00theirs", 0o640),),
         originally_active=(UnitName("c.service"),),
@@ -51,12 +65,16 @@ def test_missing_file_is_an_empty_inventory(tmp_path: Path) -> None:
         ("{not json", "JSONDecodeError"),
         ('{"version": 99}', "unknown version 99"),
         ('{"version": 1, "units": []}', "KeyError"),
-        ('{"version": 1, "revision": "r", "units": [{"name": "a.service", "content": "x", "digest": "00", '
-         '"on_change": "restart", "enable": null, "timeout": 30}], "files": [], "pending": null}',
-         "unit a.service: content does not match its digest"),
-        ('{"version": 1, "revision": "r", "units": [{"name": "a.service", "content": "x", "digest": "00", '
-         '"on_change": "sometimes", "enable": null, "timeout": 30}], "files": [], "pending": null}',
-         "'sometimes' is not a valid OnChange"),
+        (
+            '{"version": 1, "revision": "r", "units": [{"name": "a.service", "content": "x", "digest": "00", '
+            '"on_change": "restart", "enable": null, "timeout": 30}], "files": [], "pending": null}',
+            "unit a.service: content does not match its digest",
+        ),
+        (
+            '{"version": 1, "revision": "r", "units": [{"name": "a.service", "content": "x", "digest": "00", '
+            '"on_change": "sometimes", "enable": null, "timeout": 30}], "files": [], "pending": null}',
+            "'sometimes' is not a valid OnChange",
+        ),
     ],
 )
 def test_corrupt_file_is_a_clear_error(tmp_path: Path, text: str, why: str) -> None:
@@ -76,4 +94,7 @@ def test_an_inventory_written_before_settle_existed_loads_with_the_default(tmp_p
     for u in doc["units"]:
         del u["settle"]
     store.path.write_text(json.dumps(doc))
-    assert [(u.name, u.settle) for u in store.load().units] == [("a.service", None), ("b.service", None)]
+    assert [(u.name, u.settle) for u in store.load().units] == [
+        ("a.service", None),
+        ("b.service", None),
+    ]

@@ -22,7 +22,9 @@ from tests.nodemodel import Node
 from tests.specs import ENV, spec, unit
 
 
-def converge(s: NodeSpec, node: Node, inv: applied.Inventory | None = None) -> tuple[P.Plan, applied.Inventory]:
+def converge(
+    s: NodeSpec, node: Node, inv: applied.Inventory | None = None
+) -> tuple[P.Plan, applied.Inventory]:
     p = P.plan(s, node.observe(), inv)
     node.execute(p)
     return p, applied.from_spec(s)
@@ -66,10 +68,22 @@ def test_nothing_differs_gives_an_empty_plan() -> None:
 @pytest.mark.parametrize(
     ("on_change", "expected"),
     [
-        (OnChange.RESTART, ["write a.service: unit changed", "daemon-reload: unit files changed",
-                            "restart a.service: unit changed"]),
-        (OnChange.RELOAD, ["write a.service: unit changed", "daemon-reload: unit files changed",
-                           "reload a.service: unit changed"]),
+        (
+            OnChange.RESTART,
+            [
+                "write a.service: unit changed",
+                "daemon-reload: unit files changed",
+                "restart a.service: unit changed",
+            ],
+        ),
+        (
+            OnChange.RELOAD,
+            [
+                "write a.service: unit changed",
+                "daemon-reload: unit files changed",
+                "reload a.service: unit changed",
+            ],
+        ),
         (OnChange.IGNORE, ["write a.service: unit changed", "daemon-reload: unit files changed"]),
     ],
 )
@@ -77,7 +91,9 @@ def test_changed_unit_restart_reload_or_ignore(on_change: OnChange, expected: li
     node = Node()
     a1 = unit("a.service", "ExecReload=/bin/true\n")
     _, inv = converge(spec([dataclasses.replace(a1, on_change=on_change), B]), node)
-    new = dataclasses.replace(unit("a.service", "ExecReload=/bin/true\nEnvironment=V=2\n"), on_change=on_change)
+    new = dataclasses.replace(
+        unit("a.service", "ExecReload=/bin/true\nEnvironment=V=2\n"), on_change=on_change
+    )
     p = P.plan(spec([new, B]), node.observe(), inv)
     assert [x for x in lines(p) if not x.startswith("verify")] == expected
 
@@ -86,15 +102,23 @@ def test_reload_without_exec_reload_restarts_and_says_why() -> None:
     node = Node()
     _, inv = converge(spec([dataclasses.replace(A, on_change=OnChange.RELOAD)]), node)
     new = dataclasses.replace(unit("a.service", "Environment=V=2\n"), on_change=OnChange.RELOAD)
-    assert "restart a.service: unit changed (no ExecReload=: restart instead)" in lines(P.plan(spec([new]), node.observe(), inv))
+    assert "restart a.service: unit changed (no ExecReload=: restart instead)" in lines(
+        P.plan(spec([new]), node.observe(), inv)
+    )
 
 
 def test_changed_env_file_restarts_exactly_the_units_that_reference_it() -> None:
     uses_exec = unit("d.service", body=f"ExecStartPre=/bin/true {ENV}\n")
     uses_flag = unit("e.service", body="ExecReload=/bin/kill -HUP $MAINPID --conf=/etc/other\n")
     node = Node()
-    _, inv = converge(spec([A, B, uses_exec, uses_flag], [ENVF, FileSpec("/etc/other", b"1")]), node)
-    p = P.plan(spec([A, B, uses_exec, uses_flag], [FileSpec(ENV, b"X=2\n"), FileSpec("/etc/other", b"1")]), node.observe(), inv)
+    _, inv = converge(
+        spec([A, B, uses_exec, uses_flag], [ENVF, FileSpec("/etc/other", b"1")]), node
+    )
+    p = P.plan(
+        spec([A, B, uses_exec, uses_flag], [FileSpec(ENV, b"X=2\n"), FileSpec("/etc/other", b"1")]),
+        node.observe(),
+        inv,
+    )
     assert lines(p) == [
         f"write {ENV}: changed",
         f"restart b.service: {ENV} changed",
@@ -118,7 +142,10 @@ def test_removed_units_stop_in_reverse_role_order_disable_and_delete() -> None:
 
 
 def test_foreign_units_and_files_are_never_touched() -> None:
-    node = Node(unit_files={"foreign.service": b"[Service]\nExecStart=/bin/true\n"}, files={"/etc/x": (b"1", 0o644)})
+    node = Node(
+        unit_files={"foreign.service": b"[Service]\nExecStart=/bin/true\n"},
+        files={"/etc/x": (b"1", 0o644)},
+    )
     node.loaded = dict(node.unit_files)
     node.active["foreign.service"] = "active"
     s = spec([A])
@@ -143,15 +170,30 @@ def test_a_desired_unit_that_exists_unmanaged_is_adopted() -> None:
 @pytest.mark.parametrize(
     ("damage", "expected"),
     [
-        ("edit", ["write a.service: drift: unit file edited by hand", "daemon-reload: unit files changed",
-                  "restart a.service: drift: unit file edited by hand"]),
-        ("delete", ["write a.service: drift: unit file deleted by hand", "daemon-reload: unit files changed",
-                    "restart a.service: drift: unit file deleted by hand",
-                    "enable a.service: drift: unit file deleted by hand"]),
+        (
+            "edit",
+            [
+                "write a.service: drift: unit file edited by hand",
+                "daemon-reload: unit files changed",
+                "restart a.service: drift: unit file edited by hand",
+            ],
+        ),
+        (
+            "delete",
+            [
+                "write a.service: drift: unit file deleted by hand",
+                "daemon-reload: unit files changed",
+                "restart a.service: drift: unit file deleted by hand",
+                "enable a.service: drift: unit file deleted by hand",
+            ],
+        ),
         ("stop", ["start a.service: drift: stopped by hand"]),
         ("fail", ["start a.service: drift: unit failed"]),
         ("disable", ["enable a.service: drift: disabled by hand"]),
-        ("env", [f"write {ENV}: drift: edited by hand", f"restart b.service: {ENV} edited by hand"]),
+        (
+            "env",
+            [f"write {ENV}: drift: edited by hand", f"restart b.service: {ENV} edited by hand"],
+        ),
         ("env-mode", [f"write {ENV}: drift: mode 0600 -> 0644"]),
     ],
 )
@@ -192,11 +234,25 @@ def test_no_install_section_is_not_enabled_and_enable_false_disables() -> None:
 def test_finished_oneshot_is_converged_but_a_never_run_one_is_started() -> None:
     obs = P.Observed(
         unit_files={"a.service": A.digest},
-        units={"a.service": P.UnitState("loaded", "inactive", "dead", "enabled", "abc", "success", "oneshot", False)},
+        units={
+            "a.service": P.UnitState(
+                "loaded", "inactive", "dead", "enabled", "abc", "success", "oneshot", False
+            )
+        },
     )
     assert P.plan(spec([A]), obs, applied.from_spec(spec([A]))) == ()
-    never = dataclasses.replace(obs, units={"a.service": P.UnitState("loaded", "inactive", "dead", "enabled", "", "success", "oneshot", False)})
-    assert lines(P.plan(spec([A]), never, applied.from_spec(spec([A]))))[0] == "start a.service: drift: stopped by hand"
+    never = dataclasses.replace(
+        obs,
+        units={
+            "a.service": P.UnitState(
+                "loaded", "inactive", "dead", "enabled", "", "success", "oneshot", False
+            )
+        },
+    )
+    assert (
+        lines(P.plan(spec([A]), never, applied.from_spec(spec([A]))))[0]
+        == "start a.service: drift: stopped by hand"
+    )
 
 
 def test_interrupted_apply_is_finished_restart_comes_from_the_inventory() -> None:
@@ -205,7 +261,9 @@ def test_interrupted_apply_is_finished_restart_comes_from_the_inventory() -> Non
     _, inv = converge(spec([A, B]), node)
     new_a = unit("a.service", "Environment=V=2\n")
     node.unit_files["a.service"] = new_a.content  # written, not reloaded, not restarted
-    pending = dataclasses.replace(inv, pending=applied.Pending(Revision("r2"), units=(UnitName("c.service"),)))
+    pending = dataclasses.replace(
+        inv, pending=applied.Pending(Revision("r2"), units=(UnitName("c.service"),))
+    )
     p = P.plan(spec([new_a, B]), node.observe(), pending)
     assert [x for x in lines(p) if not x.startswith("verify")] == [
         "daemon-reload: unit files on disk are newer than what systemd loaded",
@@ -216,10 +274,18 @@ def test_interrupted_apply_is_finished_restart_comes_from_the_inventory() -> Non
 def test_pending_adopted_unit_no_longer_desired_is_removed() -> None:
     node = Node()
     _, inv = converge(spec([A]), node)
-    node.execute(P.plan(spec([A, C]), node.observe(), inv))  # as if killed before the inventory was saved
-    pending = dataclasses.replace(inv, pending=applied.Pending(Revision("r2"), units=(UnitName("c.service"),)))
+    node.execute(
+        P.plan(spec([A, C]), node.observe(), inv)
+    )  # as if killed before the inventory was saved
+    pending = dataclasses.replace(
+        inv, pending=applied.Pending(Revision("r2"), units=(UnitName("c.service"),))
+    )
     p = P.plan(spec([A]), node.observe(), pending)
-    assert lines(p) == ["stop c.service: no longer desired", "disable c.service: no longer desired", "delete c.service: no longer desired"]
+    assert lines(p) == [
+        "stop c.service: no longer desired",
+        "disable c.service: no longer desired",
+        "delete c.service: no longer desired",
+    ]
 
 
 def test_sandbox_root_prefixed_references_count() -> None:
@@ -229,21 +295,30 @@ def test_sandbox_root_prefixed_references_count() -> None:
     p = P.plan(spec([uses, A], [FileSpec(ENV, b"X=2\n")]), node.observe(), inv, root="/sandbox/n1/")
     assert f"restart r.service: {ENV} changed" in lines(p)
     assert not any(x.startswith("restart a.service") for x in lines(p))
-    assert not any(x.startswith("restart") for x in lines(P.plan(spec([uses, A], [FileSpec(ENV, b"X=2\n")]), node.observe(), inv)))
+    assert not any(
+        x.startswith("restart")
+        for x in lines(P.plan(spec([uses, A], [FileSpec(ENV, b"X=2\n")]), node.observe(), inv))
+    )
 
 
 def test_a_service_activated_by_a_desired_timer_or_socket_is_not_started_by_us() -> None:
     node = Node()
-    timer = UnitSpec(UnitName("backup.timer"), b"[Timer]\nOnCalendar=daily\n[Install]\nWantedBy=timers.target\n")
+    timer = UnitSpec(
+        UnitName("backup.timer"), b"[Timer]\nOnCalendar=daily\n[Install]\nWantedBy=timers.target\n"
+    )
     job = UnitSpec(UnitName("backup.service"), b"[Service]\nType=oneshot\nExecStart=/bin/true\n")
-    sock = UnitSpec(UnitName("web.socket"), b"[Socket]\nListenStream=8080\nService=x\nUnit=httpd.service\n")
+    sock = UnitSpec(
+        UnitName("web.socket"), b"[Socket]\nListenStream=8080\nService=x\nUnit=httpd.service\n"
+    )
     httpd = unit("httpd.service", install=False)
     p, inv = converge(spec([timer, job, sock, httpd]), node)
     starts = [x for x in lines(p) if x.startswith("start")]
     assert starts == ["start backup.timer: new unit", "start web.socket: new unit"]
     node.active["httpd.service"] = "active"  # activated by a connection, then changed
     new_httpd = unit("httpd.service", "Environment=V=2\n", install=False)
-    assert "restart httpd.service: unit changed" in lines(P.plan(spec([timer, job, sock, new_httpd]), node.observe(), inv))
+    assert "restart httpd.service: unit changed" in lines(
+        P.plan(spec([timer, job, sock, new_httpd]), node.observe(), inv)
+    )
 
 
 def test_templates_are_written_but_never_started_or_enabled() -> None:
@@ -265,7 +340,13 @@ def test_verify_carries_each_units_timeout_and_settle() -> None:
 
 def test_to_json_carries_phase_reason_and_drift() -> None:
     a = P.RestartUnit("x.service", f"{ENV} changed", drift=False)
-    assert P.to_json(a) == {"phase": "restart", "action": "restart", "target": "x.service", "reason": f"{ENV} changed", "drift": False}
+    assert P.to_json(a) == {
+        "phase": "restart",
+        "action": "restart",
+        "target": "x.service",
+        "reason": f"{ENV} changed",
+        "drift": False,
+    }
 
 
 # ---------------------------------------------------------------- property: plan converges
@@ -295,16 +376,31 @@ def unit_specs(draw: st.DrawFn, name: str) -> UnitSpec:
 def specs(draw: st.DrawFn) -> NodeSpec:
     names = draw(st.permutations(NAMES).map(lambda xs: xs[: draw(st.integers(0, len(xs)))]))
     paths = draw(st.lists(st.sampled_from(PATHS), unique=True))
-    files = [FileSpec(p, draw(st.sampled_from([b"1", b"2", b""])), draw(st.sampled_from([0o644, 0o600]))) for p in paths]
-    return spec([draw(unit_specs(n)) for n in names], files, rev=draw(st.text("0123456789abcdef", min_size=1, max_size=4)))
+    files = [
+        FileSpec(p, draw(st.sampled_from([b"1", b"2", b""])), draw(st.sampled_from([0o644, 0o600])))
+        for p in paths
+    ]
+    return spec(
+        [draw(unit_specs(n)) for n in names],
+        files,
+        rev=draw(st.text("0123456789abcdef", min_size=1, max_size=4)),
+    )
 
 
-DAMAGE = st.lists(st.tuples(st.sampled_from(["edit", "delete", "stop", "fail", "disable", "file"]), st.sampled_from(NAMES + PATHS)), max_size=3)
+DAMAGE = st.lists(
+    st.tuples(
+        st.sampled_from(["edit", "delete", "stop", "fail", "disable", "file"]),
+        st.sampled_from(NAMES + PATHS),
+    ),
+    max_size=3,
+)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=specs(), second=specs(), damage=DAMAGE)
-def test_applying_the_plan_to_a_model_node_yields_the_desired_spec(first: NodeSpec, second: NodeSpec, damage: list[tuple[str, str]]) -> None:
+def test_applying_the_plan_to_a_model_node_yields_the_desired_spec(
+    first: NodeSpec, second: NodeSpec, damage: list[tuple[str, str]]
+) -> None:
     foreign = {"foreign.service": b"[Service]\nExecStart=/bin/true\n"}
     node = Node(unit_files=dict(foreign), files={"/etc/foreign": (b"f", 0o600)})
     _, inv = converge(first, node)
@@ -326,9 +422,13 @@ def test_applying_the_plan_to_a_model_node_yields_the_desired_spec(first: NodeSp
     node.execute(p)
 
     desired_units = {u.name: u for u in second.units}
-    assert {n: c for n, c in node.unit_files.items() if n not in foreign} == {n: u.content for n, u in desired_units.items()}
+    assert {n: c for n, c in node.unit_files.items() if n not in foreign} == {
+        n: u.content for n, u in desired_units.items()
+    }
     assert node.unit_files["foreign.service"] == foreign["foreign.service"]
-    assert node.files == {"/etc/foreign": (b"f", 0o600)} | {f.path: (f.content, f.mode) for f in second.files}
+    assert node.files == {"/etc/foreign": (b"f", 0o600)} | {
+        f.path: (f.content, f.mode) for f in second.files
+    }
     for u in second.units:
         if P.is_template(u.name):
             assert u.name not in node.running
@@ -354,14 +454,18 @@ def test_applying_the_plan_to_a_model_node_yields_the_desired_spec(first: NodeSp
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=specs(), second=specs(), cut=st.integers(0, 40))
-def test_a_plan_cut_short_is_finished_by_the_next_plan(first: NodeSpec, second: NodeSpec, cut: int) -> None:
+def test_a_plan_cut_short_is_finished_by_the_next_plan(
+    first: NodeSpec, second: NodeSpec, cut: int
+) -> None:
     """Kill the apply after any action: the pending marker lets the next plan converge."""
     node = Node()
     _, inv = converge(first, node)
     p = P.plan(second, node.observe(), inv)
     adopted_units = tuple(n for n in second.unit_names if n not in inv.managed_units())
     adopted_files = tuple(f.path for f in second.files if f.path not in inv.managed_files())
-    marked = dataclasses.replace(inv, pending=applied.Pending(second.revision, adopted_units, adopted_files))
+    marked = dataclasses.replace(
+        inv, pending=applied.Pending(second.revision, adopted_units, adopted_files)
+    )
     node.execute(p[:cut])  # ...and the process dies here
     node.execute(P.plan(second, node.observe(), marked))
     for u in second.units:
@@ -393,7 +497,9 @@ def test_need_daemon_reload_cannot_change_a_plan_that_reloads_anyway(
         inv = dataclasses.replace(inv, pending=applied.Pending(second.revision))
     blind = node.observe()  # the model reports need_daemon_reload False, as the engine's first read
     p = P.plan(second, blind, inv)
-    units = {n: dataclasses.replace(s, need_daemon_reload=n in stale) for n, s in blind.units.items()}
+    units = {
+        n: dataclasses.replace(s, need_daemon_reload=n in stale) for n, s in blind.units.items()
+    }
     seen = P.plan(second, dataclasses.replace(blind, units=units), inv)
     if any(isinstance(a, P.DaemonReload) for a in p):
         assert seen == p

@@ -54,8 +54,9 @@ def _show(um: UserManager, name: str, prop: str) -> str:
 
 
 async def _connect(um: UserManager, address: str | None = None) -> Systemd:
-    return await Systemd.connect(Scope.USER, address=address, runtime_dir=str(um.runtime_dir),
-                                 home=str(um.home))
+    return await Systemd.connect(
+        Scope.USER, address=address, runtime_dir=str(um.runtime_dir), home=str(um.home)
+    )
 
 
 # Tests where the transport matters (jobs, signals, unit refs, pipelining) run on both;
@@ -71,7 +72,8 @@ async def sd(request: pytest.FixtureRequest, systemd_user: UserManager) -> Async
 
 
 async def test_default_connection_uses_the_socket_activated_user_bus(
-        systemd_user: UserManager) -> None:
+    systemd_user: UserManager,
+) -> None:
     assert (systemd_user.runtime_dir / "bus").is_socket()  # dbus.socket listens from the start
     conn = await _connect(systemd_user)
     try:
@@ -83,18 +85,25 @@ async def test_default_connection_uses_the_socket_activated_user_bus(
         await conn.close()
 
 
-async def test_start_restart_stop_change_invocation_id(sd: Systemd,
-                                                       systemd_user: UserManager) -> None:
+async def test_start_restart_stop_change_invocation_id(
+    sd: Systemd, systemd_user: UserManager
+) -> None:
     _write(systemd_user, "web.service", SLEEPER.format(tag="web"))
     await sd.daemon_reload()
     assert await sd.start("web.service") == "done"
     first = (await sd.status(["web.service"]))["web.service"]
-    assert (first.load_state, first.active_state, first.sub_state) == ("loaded", "active",
-                                                                       "running")
+    assert (first.load_state, first.active_state, first.sub_state) == (
+        "loaded",
+        "active",
+        "running",
+    )
     assert first.invocation_id == _show(systemd_user, "web.service", "InvocationID") != ""
     assert first.main_pid == int(_show(systemd_user, "web.service", "MainPID")) > 0
-    assert (first.service_type, first.result, first.unit_file_state) == ("simple", "success",
-                                                                         "disabled")
+    assert (first.service_type, first.result, first.unit_file_state) == (
+        "simple",
+        "success",
+        "disabled",
+    )
 
     assert await sd.start("web.service") == "done"  # already running: same invocation
     assert (await sd.status(["web.service"]))["web.service"].invocation_id == first.invocation_id
@@ -112,33 +121,48 @@ async def test_start_restart_stop_change_invocation_id(sd: Systemd,
     assert b"sleep" not in _cmdline(second.main_pid)
 
 
-async def test_concurrent_starts_share_one_job(sd: Systemd, systemd_user: UserManager,
-                                               tmp_path: Path) -> None:
+async def test_concurrent_starts_share_one_job(
+    sd: Systemd, systemd_user: UserManager, tmp_path: Path
+) -> None:
     runs = tmp_path / "runs"
-    _write(systemd_user, "shared.service", f"""\
+    _write(
+        systemd_user,
+        "shared.service",
+        f"""\
 [Service]
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/bin/sh -c 'echo run >> {runs}; sleep 0.3'
-""")
+""",
+    )
     await sd.daemon_reload()
     # systemd merges the second start into the first job: both callers get its result
     results = await asyncio.wait_for(
-        asyncio.gather(sd.start("shared.service"), sd.start("shared.service")), 20)
+        asyncio.gather(sd.start("shared.service"), sd.start("shared.service")), 20
+    )
     assert results == ["done", "done"]
     assert runs.read_text() == "run\n"
     assert systemd_user.systemctl("is-active", "shared.service").stdout.strip() == "active"
 
 
 async def test_a_job_whose_signal_never_comes_raises_instead_of_hanging(
-        systemd_user: UserManager) -> None:
+    systemd_user: UserManager,
+) -> None:
     conn = await _connect(systemd_user, systemd_user.bus_address)
     try:
         # undo our own subscription on the bus daemon: JobRemoved no longer reaches us
-        await call(conn._bus, destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                   interface="org.freedesktop.DBus", member="RemoveMatch", signature="s",
-                   body=["type='signal',sender='org.freedesktop.systemd1',"
-                         "interface='org.freedesktop.systemd1.Manager'"])
+        await call(
+            conn._bus,
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="RemoveMatch",
+            signature="s",
+            body=[
+                "type='signal',sender='org.freedesktop.systemd1',"
+                "interface='org.freedesktop.systemd1.Manager'"
+            ],
+        )
         conn.job_check_interval = 0.3
         _write(systemd_user, "quick.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n")
         await conn.daemon_reload()
@@ -151,14 +175,19 @@ async def test_a_job_whose_signal_never_comes_raises_instead_of_hanging(
 
 
 @pytest.mark.parametrize("sd", ["private"], indirect=True)
-async def test_reload_keeps_main_pid(sd: Systemd, systemd_user: UserManager,
-                                     tmp_path: Path) -> None:
+async def test_reload_keeps_main_pid(
+    sd: Systemd, systemd_user: UserManager, tmp_path: Path
+) -> None:
     marker = tmp_path / "hups"
-    _write(systemd_user, "hup.service", f"""\
+    _write(
+        systemd_user,
+        "hup.service",
+        f"""\
 [Service]
 ExecStart=/bin/sh -c 'trap "echo hup >> {marker}" HUP; while :; do sleep 1 & wait $!; done'
 ExecReload=/bin/kill -HUP $MAINPID
-""")
+""",
+    )
     await sd.daemon_reload()
     assert await sd.start("hup.service") == "done"
     before = (await sd.status(["hup.service"]))["hup.service"]
@@ -176,9 +205,11 @@ ExecReload=/bin/kill -HUP $MAINPID
 
 @pytest.mark.parametrize("sd", ["bus"], indirect=True)
 async def test_reload_or_restart_starts_an_inactive_unit_and_reloads_an_active_one(
-        sd: Systemd, systemd_user: UserManager) -> None:
-    _write(systemd_user, "ror.service",
-           "[Service]\nExecStart=/bin/sleep 1000\nExecReload=/bin/true\n")
+    sd: Systemd, systemd_user: UserManager
+) -> None:
+    _write(
+        systemd_user, "ror.service", "[Service]\nExecStart=/bin/sleep 1000\nExecReload=/bin/true\n"
+    )
     await sd.daemon_reload()
     # plain ReloadUnit of an inactive unit: the job ends "invalid", nothing starts
     assert await sd.reload("ror.service") == "invalid"
@@ -211,8 +242,8 @@ async def test_failing_simple_unit(sd: Systemd, systemd_user: UserManager) -> No
 
 @pytest.mark.parametrize("sd", ["private"], indirect=True)
 async def test_describe_failure_appends_journal_lines_when_journald_is_there(
-        sd: Systemd, systemd_user: UserManager, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    sd: Systemd, systemd_user: UserManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No journald runs here, so a stand-in journalctl shows what we ask it and that its
     lines are appended (the status part is real; see test_failing_simple_unit)."""
     bindir = tmp_path / "bin"
@@ -238,8 +269,7 @@ async def test_describe_failure_appends_journal_lines_when_journald_is_there(
 
 
 @pytest.mark.parametrize("sd", ["private"], indirect=True)
-async def test_failing_oneshot_job_result_is_failed(sd: Systemd,
-                                                    systemd_user: UserManager) -> None:
+async def test_failing_oneshot_job_result_is_failed(sd: Systemd, systemd_user: UserManager) -> None:
     _write(systemd_user, "badshot.service", "[Service]\nType=oneshot\nExecStart=/bin/false\n")
     await sd.daemon_reload()
     assert await sd.start("badshot.service") == "failed"
@@ -248,35 +278,45 @@ async def test_failing_oneshot_job_result_is_failed(sd: Systemd,
 
 
 @pytest.mark.parametrize(("remain", "state"), [("no", "inactive"), ("yes", "active")])
-async def test_oneshot_success(sd: Systemd, systemd_user: UserManager, tmp_path: Path,
-                               remain: str, state: str) -> None:
+async def test_oneshot_success(
+    sd: Systemd, systemd_user: UserManager, tmp_path: Path, remain: str, state: str
+) -> None:
     out = tmp_path / "ran"
-    _write(systemd_user, "once.service", f"""\
+    _write(
+        systemd_user,
+        "once.service",
+        f"""\
 [Service]
 Type=oneshot
 RemainAfterExit={remain}
 ExecStart=/bin/sh -c 'echo ran > {out}'
-""")
+""",
+    )
     await sd.daemon_reload()
     assert await sd.start("once.service") == "done"
     assert out.read_text() == "ran\n"
     st = await sd.wait_healthy("once.service", timeout=5)
-    assert (st.active_state, st.result, st.remain_after_exit) == (state, "success",
-                                                                  remain == "yes")
+    assert (st.active_state, st.result, st.remain_after_exit) == (state, "success", remain == "yes")
     assert st.healthy
     assert systemd_user.systemctl("is-active", "once.service").stdout.strip() == state
 
 
 async def test_wait_healthy_waits_for_activation_and_times_out(
-        sd: Systemd, systemd_user: UserManager) -> None:
+    sd: Systemd, systemd_user: UserManager
+) -> None:
     sd.poll_interval = 60.0  # only a PropertiesChanged signal can wake the waits below
-    _write(systemd_user, "slow.service",
-           "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sleep 0.6\n")
+    _write(
+        systemd_user,
+        "slow.service",
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sleep 0.6\n",
+    )
     _write(systemd_user, "slower.service", "[Service]\nType=oneshot\nExecStart=/bin/sleep 30\n")
     await sd.daemon_reload()
     loop = asyncio.get_running_loop()
-    assert systemd_user.systemctl("start", "--no-block", "slow.service",
-                                  "slower.service").returncode == 0
+    assert (
+        systemd_user.systemctl("start", "--no-block", "slow.service", "slower.service").returncode
+        == 0
+    )
     t0 = loop.time()
     st = await sd.wait_healthy("slow.service", timeout=10)
     assert st.active_state == "active" and st.healthy
@@ -290,8 +330,9 @@ async def test_wait_healthy_waits_for_activation_and_times_out(
 
 
 @pytest.mark.parametrize("sd", ["bus"], indirect=True)
-async def test_enable_and_disable_manage_the_wants_symlink(sd: Systemd,
-                                                           systemd_user: UserManager) -> None:
+async def test_enable_and_disable_manage_the_wants_symlink(
+    sd: Systemd, systemd_user: UserManager
+) -> None:
     unit = _write(systemd_user, "svc.service", SLEEPER.format(tag="svc"))
     link = systemd_user.unit_dir / "default.target.wants/svc.service"
     await sd.daemon_reload()
@@ -315,7 +356,10 @@ async def test_enable_and_disable_manage_the_wants_symlink(sd: Systemd,
 async def test_unknown_units(sd: Systemd) -> None:
     got = await sd.status(["nope.service", "not a unit name", "nope.timer"])
     assert {n: s.load_state for n, s in got.items()} == {
-        "nope.service": "not-found", "not a unit name": "not-found", "nope.timer": "not-found"}
+        "nope.service": "not-found",
+        "not a unit name": "not-found",
+        "nope.timer": "not-found",
+    }
     assert got["nope.service"].active_state == "inactive"
     assert await sd.stop("nope.service") == "done"
     await sd.reset_failed("nope.service")
@@ -356,7 +400,9 @@ async def test_need_daemon_reload_is_read_fresh(sd: Systemd, systemd_user: UserM
     os.utime(path, (future, future))
     assert (await sd.status(["edit.service"]))["edit.service"].need_daemon_reload
     # not asked for: not read (the engine asks only when its plan has no reload anyway)
-    assert not (await sd.status(["edit.service"], need_reload=False))["edit.service"].need_daemon_reload
+    assert not (await sd.status(["edit.service"], need_reload=False))[
+        "edit.service"
+    ].need_daemon_reload
     assert (await sd.status(["edit.service"]))["edit.service"].need_daemon_reload
     await sd.daemon_reload()
     assert not (await sd.status(["edit.service"]))["edit.service"].need_daemon_reload
@@ -366,23 +412,28 @@ async def test_need_daemon_reload_is_read_fresh(sd: Systemd, systemd_user: UserM
 async def test_status_of_many_units_in_one_call(sd: Systemd, systemd_user: UserManager) -> None:
     names = [f"many{i}.service" for i in range(60)]
     for i, n in enumerate(names):
-        _write(systemd_user, n, SLEEPER.format(tag=i) if i % 2 else
-               "[Service]\nType=oneshot\nExecStart=/bin/true\n")
+        _write(
+            systemd_user,
+            n,
+            SLEEPER.format(tag=i) if i % 2 else "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+        )
     await sd.daemon_reload()
     await asyncio.gather(*(sd.start(n) for n in names))
     # ~420 pipelined calls: dbus-fast 5.2 dropped the connection on EAGAIN before the fix
     got = await sd.status(names)
     assert list(got) == names
     assert all(s.healthy for s in got.values())
-    listed = systemd_user.systemctl("list-units", "--plain", "--no-legend", "--state=active",
-                                    "many*").stdout
+    listed = systemd_user.systemctl(
+        "list-units", "--plain", "--no-legend", "--state=active", "many*"
+    ).stdout
     assert {line.split()[0] for line in listed.splitlines()} == set(names[1::2])
     again = await sd.status(names)  # served mostly from the signal-invalidated cache
     assert again == got
 
 
 async def test_warm_fills_the_status_cache_but_starts_nothing_after_its_deadline(
-        sd: Systemd, systemd_user: UserManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    sd: Systemd, systemd_user: UserManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
     names = [f"warm{i}.service" for i in range(7)]
     for i, n in enumerate(names):
         _write(systemd_user, n, SLEEPER.format(tag=i))
@@ -407,12 +458,15 @@ async def test_warm_fills_the_status_cache_but_starts_nothing_after_its_deadline
     assert calls == ["ListUnitsByNames"]  # everything else came from the warmed cache
     for n in names:  # ...and is what systemd says
         assert (got[n].unit_file_state, got[n].main_pid, got[n].invocation_id) == (
-            _show(systemd_user, n, "UnitFileState"), int(_show(systemd_user, n, "MainPID")),
-            _show(systemd_user, n, "InvocationID"))
+            _show(systemd_user, n, "UnitFileState"),
+            int(_show(systemd_user, n, "MainPID")),
+            _show(systemd_user, n, "InvocationID"),
+        )
 
 
-async def test_status_sees_changes_made_by_another_client(sd: Systemd,
-                                                         systemd_user: UserManager) -> None:
+async def test_status_sees_changes_made_by_another_client(
+    sd: Systemd, systemd_user: UserManager
+) -> None:
     _write(systemd_user, "drift.service", SLEEPER.format(tag="d"))
     await sd.daemon_reload()
     await sd.start("drift.service")
@@ -431,7 +485,8 @@ async def test_status_sees_changes_made_by_another_client(sd: Systemd,
 
 
 async def test_two_managers_do_not_affect_each_other(
-        systemd_user_factory: Callable[[str], UserManager]) -> None:
+    systemd_user_factory: Callable[[str], UserManager],
+) -> None:
     a, b = systemd_user_factory("a"), systemd_user_factory("b")
     conns = [await _connect(a), await _connect(b, b.private_address)]
     try:
@@ -450,8 +505,7 @@ async def test_two_managers_do_not_affect_each_other(
             await conn.close()
 
 
-async def test_private_socket_connects_50_times_without_hanging(
-        systemd_user: UserManager) -> None:
+async def test_private_socket_connects_50_times_without_hanging(systemd_user: UserManager) -> None:
     """systemd 252 stalls when Hello shares a read with BEGIN (3 of 40 before the cure)."""
     for _ in range(50):
         async with asyncio.timeout(5):
@@ -472,7 +526,8 @@ def _gone(pid: int) -> bool:
 
 @pytest.mark.parametrize("via", ["bus", "private"])
 async def test_lost_connection_raises_systemd_error(
-        systemd_user_factory: Callable[[str], UserManager], via: str) -> None:
+    systemd_user_factory: Callable[[str], UserManager], via: str
+) -> None:
     um = systemd_user_factory("gone")
     _write(um, "slow.service", "[Service]\nType=oneshot\nExecStart=/bin/sleep 30\n")
     conn = await _connect(um, um.bus_address if via == "bus" else um.private_address)
@@ -504,8 +559,13 @@ async def test_connect_to_nothing_raises_systemd_error(tmp_path: Path) -> None:
 
 
 def test_unit_status_health_table() -> None:
-    def st(active: str, result: str = "success", stype: str = "simple", load: str = "loaded",
-           inv: str = "ab") -> UnitStatus:
+    def st(
+        active: str,
+        result: str = "success",
+        stype: str = "simple",
+        load: str = "loaded",
+        inv: str = "ab",
+    ) -> UnitStatus:
         return UnitStatus("u.service", load, active, "", "", inv, 0, result, stype, False)
 
     assert st("active").healthy
@@ -535,30 +595,61 @@ def test_resolve_endpoint_table(tmp_path: Path) -> None:
     sock = _listening_socket(with_bus / "bus")
     env = {"HOME": "/home/core", "XDG_RUNTIME_DIR": str(with_bus)}
     cases: list[tuple[dict[str, Any], Endpoint]] = [
-        ({"scope": Scope.SYSTEM, "environ": env},
-         Endpoint("unix:path=/run/dbus/system_bus_socket", False, Path("/etc/systemd/system"))),
-        ({"scope": Scope.SYSTEM, "unit_dir": Path("/x"), "environ": {}},
-         Endpoint("unix:path=/run/dbus/system_bus_socket", False, Path("/x"))),
-        ({"scope": Scope.USER, "environ": env},
-         Endpoint(f"unix:path={with_bus}/bus", False, Path("/home/core/.config/systemd/user"))),
-        ({"scope": Scope.USER, "environ": {**env, "XDG_RUNTIME_DIR": str(without_bus)}},
-         Endpoint(f"unix:path={without_bus}/systemd/private", True,
-                  Path("/home/core/.config/systemd/user"))),
-        ({"scope": Scope.USER, "environ": {**env, "XDG_CONFIG_HOME": "/cfg"}},
-         Endpoint(f"unix:path={with_bus}/bus", False, Path("/cfg/systemd/user"))),
+        (
+            {"scope": Scope.SYSTEM, "environ": env},
+            Endpoint("unix:path=/run/dbus/system_bus_socket", False, Path("/etc/systemd/system")),
+        ),
+        (
+            {"scope": Scope.SYSTEM, "unit_dir": Path("/x"), "environ": {}},
+            Endpoint("unix:path=/run/dbus/system_bus_socket", False, Path("/x")),
+        ),
+        (
+            {"scope": Scope.USER, "environ": env},
+            Endpoint(f"unix:path={with_bus}/bus", False, Path("/home/core/.config/systemd/user")),
+        ),
+        (
+            {"scope": Scope.USER, "environ": {**env, "XDG_RUNTIME_DIR": str(without_bus)}},
+            Endpoint(
+                f"unix:path={without_bus}/systemd/private",
+                True,
+                Path("/home/core/.config/systemd/user"),
+            ),
+        ),
+        (
+            {"scope": Scope.USER, "environ": {**env, "XDG_CONFIG_HOME": "/cfg"}},
+            Endpoint(f"unix:path={with_bus}/bus", False, Path("/cfg/systemd/user")),
+        ),
         # an explicit home is another user's home: the caller's XDG_CONFIG_HOME does not apply
-        ({"scope": Scope.USER, "home": "/n1", "runtime_dir": str(without_bus),
-          "environ": {**env, "XDG_CONFIG_HOME": "/cfg"}},
-         Endpoint(f"unix:path={without_bus}/systemd/private", True,
-                  Path("/n1/.config/systemd/user"))),
-        ({"scope": Scope.USER, "environ": {"HOME": "/h"}, "uid": 500},
-         Endpoint("unix:path=/run/user/500/systemd/private", True,
-                  Path("/h/.config/systemd/user"))),
-        ({"scope": Scope.USER, "address": "unix:path=/r/systemd/private", "environ": env},
-         Endpoint("unix:path=/r/systemd/private", True, Path("/home/core/.config/systemd/user"))),
-        ({"scope": Scope.USER, "address": "unix:path=/r/bus", "unit_dir": Path("/u"),
-          "environ": {}},
-         Endpoint("unix:path=/r/bus", False, Path("/u"))),
+        (
+            {
+                "scope": Scope.USER,
+                "home": "/n1",
+                "runtime_dir": str(without_bus),
+                "environ": {**env, "XDG_CONFIG_HOME": "/cfg"},
+            },
+            Endpoint(
+                f"unix:path={without_bus}/systemd/private", True, Path("/n1/.config/systemd/user")
+            ),
+        ),
+        (
+            {"scope": Scope.USER, "environ": {"HOME": "/h"}, "uid": 500},
+            Endpoint(
+                "unix:path=/run/user/500/systemd/private", True, Path("/h/.config/systemd/user")
+            ),
+        ),
+        (
+            {"scope": Scope.USER, "address": "unix:path=/r/systemd/private", "environ": env},
+            Endpoint("unix:path=/r/systemd/private", True, Path("/home/core/.config/systemd/user")),
+        ),
+        (
+            {
+                "scope": Scope.USER,
+                "address": "unix:path=/r/bus",
+                "unit_dir": Path("/u"),
+                "environ": {},
+            },
+            Endpoint("unix:path=/r/bus", False, Path("/u")),
+        ),
     ]
     try:
         for kwargs, expected in cases:
@@ -570,33 +661,45 @@ def test_resolve_endpoint_table(tmp_path: Path) -> None:
         resolve_endpoint(Scope.USER, environ={})
 
 
-@pytest.mark.parametrize(("name", "path"), [
-    ("web.service", "/org/freedesktop/systemd1/unit/web_2eservice"),
-    ("etcd-member.service", "/org/freedesktop/systemd1/unit/etcd_2dmember_2eservice"),
-    ("a@b.service", "/org/freedesktop/systemd1/unit/a_40b_2eservice"),
-    ("-.slice", "/org/freedesktop/systemd1/unit/_2d_2eslice"),
-])
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("web.service", "/org/freedesktop/systemd1/unit/web_2eservice"),
+        ("etcd-member.service", "/org/freedesktop/systemd1/unit/etcd_2dmember_2eservice"),
+        ("a@b.service", "/org/freedesktop/systemd1/unit/a_40b_2eservice"),
+        ("-.slice", "/org/freedesktop/systemd1/unit/_2d_2eslice"),
+    ],
+)
 def test_unit_path_matches_systemd(name: str, path: str) -> None:
     assert unit_path(name) == path
 
 
-@pytest.mark.parametrize(("code", "status", "text"), [
-    (1, 0, "code=exited, status=0/SUCCESS"),
-    (1, 1, "code=exited, status=1/FAILURE"),
-    (1, 42, "code=exited, status=42"),
-    (2, 15, "code=killed, signal=TERM"),
-    (3, 11, "code=dumped, signal=SEGV"),
-])
+@pytest.mark.parametrize(
+    ("code", "status", "text"),
+    [
+        (1, 0, "code=exited, status=0/SUCCESS"),
+        (1, 1, "code=exited, status=1/FAILURE"),
+        (1, 42, "code=exited, status=42"),
+        (2, 15, "code=killed, signal=TERM"),
+        (3, 11, "code=dumped, signal=SEGV"),
+    ],
+)
 def test_exit_text(code: int, status: int, text: str) -> None:
     assert exit_text(code, status) == text
 
 
 def test_describe_from_properties_without_journal() -> None:
-    props = {"Description": "web server", "FragmentPath": "/u/web.service",
-             "UnitFileState": "enabled", "Result": "exit-code",
-             "InactiveEnterTimestamp": 1_700_000_000_000_000, "ExecMainCode": 1,
-             "ExecMainStatus": 2, "ExecMainPID": 77,
-             "ExecStart": [("/bin/web", ["/bin/web", "-x"], False, 0, 0, 0, 0, 77, 1, 2)]}
+    props = {
+        "Description": "web server",
+        "FragmentPath": "/u/web.service",
+        "UnitFileState": "enabled",
+        "Result": "exit-code",
+        "InactiveEnterTimestamp": 1_700_000_000_000_000,
+        "ExecMainCode": 1,
+        "ExecMainStatus": 2,
+        "ExecMainPID": 77,
+        "ExecStart": [("/bin/web", ["/bin/web", "-x"], False, 0, 0, 0, 0, 77, 1, 2)],
+    }
     text = describe_from_properties("web.service", "loaded", "failed", "failed", props)
     assert text.splitlines() == [
         "× web.service - web server",

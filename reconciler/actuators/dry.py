@@ -100,7 +100,11 @@ class DrySystemd:
         self._record(f"reset-failed {name}")
 
     async def wait_healthy(
-        self, name: str, timeout: float, *, settle: float | None = None  # noqa: ASYNC109
+        self,
+        name: str,
+        timeout: float,  # noqa: ASYNC109
+        *,
+        settle: float | None = None,
     ) -> DryStatus:
         return (await self.status([name]))[name]  # jobs finish at once: nothing to settle
 

@@ -74,7 +74,9 @@ def dumps(inv: Inventory) -> bytes:
             "files": list(inv.pending.files),
             "actions": list(inv.pending.actions),
             "started_at": inv.pending.started_at,
-            "original_units": [{"name": u.name, **_content_out(u.content)} for u in inv.pending.original_units],
+            "original_units": [
+                {"name": u.name, **_content_out(u.content)} for u in inv.pending.original_units
+            ],
             "original_files": [
                 {"path": f.path, "mode": f"{f.mode:04o}", **_content_out(f.content)}
                 for f in inv.pending.original_files
@@ -115,7 +117,11 @@ def loads(data: bytes) -> Inventory:
     for u in doc["units"]:
         settle = u.get("settle")  # absent in inventories written before it existed
         unit = AppliedUnit(
-            UnitName(u["name"]), _content_in(u), OnChange(u["on_change"]), u["enable"], float(u["timeout"]),
+            UnitName(u["name"]),
+            _content_in(u),
+            OnChange(u["on_change"]),
+            u["enable"],
+            float(u["timeout"]),
             None if settle is None else float(settle),
         )
         if unit.digest != u["digest"]:
@@ -137,8 +143,14 @@ def loads(data: bytes) -> Inventory:
             tuple(p["files"]),
             tuple(p["actions"]),
             float(p["started_at"]),
-            tuple(AppliedUnit(UnitName(u["name"]), _content_in(u)) for u in p.get("original_units", [])),
-            tuple(AppliedFile(f["path"], _content_in(f), int(f["mode"], 8)) for f in p.get("original_files", [])),
+            tuple(
+                AppliedUnit(UnitName(u["name"]), _content_in(u))
+                for u in p.get("original_units", [])
+            ),
+            tuple(
+                AppliedFile(f["path"], _content_in(f), int(f["mode"], 8))
+                for f in p.get("original_files", [])
+            ),
             tuple(UnitName(n) for n in p.get("originally_active", [])),
             tuple(UnitName(n) for n in p.get("originally_enabled", [])),
         )

@@ -66,8 +66,19 @@ def _from_cache(row: list[Any], cached: tuple[Any, ...], need_reload: bool) -> U
     name, _desc, load, active, sub = row[:5]
     file_state, invocation = cached[:2]
     main_pid, result, stype, rae = cached[2:] if len(cached) > 2 else (0, "", "", False)
-    return UnitStatus(name, load, active, sub, file_state, bytes(invocation).hex(),
-                      int(main_pid), result, stype, bool(rae), need_reload)
+    return UnitStatus(
+        name,
+        load,
+        active,
+        sub,
+        file_state,
+        bytes(invocation).hex(),
+        int(main_pid),
+        result,
+        stype,
+        bool(rae),
+        need_reload,
+    )
 
 
 class Systemd:
@@ -107,8 +118,9 @@ class Systemd:
         runtime_dir: str | None = None,
         home: str | None = None,
     ) -> Systemd:
-        endpoint = resolve_endpoint(scope, address=address, unit_dir=unit_dir,
-                                    runtime_dir=runtime_dir, home=home)
+        endpoint = resolve_endpoint(
+            scope, address=address, unit_dir=unit_dir, runtime_dir=runtime_dir, home=home
+        )
         bus = await open_bus(endpoint)
         self = cls(bus, endpoint, scope)
         bus.add_message_handler(self._on_message)
@@ -116,11 +128,17 @@ class Systemd:
             if not endpoint.peer_to_peer:
                 # A bus daemon only forwards signals somebody asked for; naming the sender
                 # keeps other clients' look-alike broadcasts out.
-                await add_match(bus, "type='signal',sender='org.freedesktop.systemd1',"
-                                     "interface='org.freedesktop.systemd1.Manager'")
-                await add_match(bus, "type='signal',sender='org.freedesktop.systemd1',"
-                                     "interface='org.freedesktop.DBus.Properties',"
-                                     f"member='PropertiesChanged',path_namespace='{MANAGER_PATH}'")
+                await add_match(
+                    bus,
+                    "type='signal',sender='org.freedesktop.systemd1',"
+                    "interface='org.freedesktop.systemd1.Manager'",
+                )
+                await add_match(
+                    bus,
+                    "type='signal',sender='org.freedesktop.systemd1',"
+                    "interface='org.freedesktop.DBus.Properties',"
+                    f"member='PropertiesChanged',path_namespace='{MANAGER_PATH}'",
+                )
             await call(bus, path=MANAGER_PATH, interface=MANAGER, member="Subscribe")
         except BaseException:
             bus.disconnect()
@@ -174,17 +192,26 @@ class Systemd:
         if self._lost is not None:
             raise SystemdError(str(self._lost))
 
-    async def _call(self, member: str, signature: str = "", body: list[Any] | None = None,
-                    *, path: str = MANAGER_PATH, interface: str = MANAGER) -> list[Any]:
+    async def _call(
+        self,
+        member: str,
+        signature: str = "",
+        body: list[Any] | None = None,
+        *,
+        path: str = MANAGER_PATH,
+        interface: str = MANAGER,
+    ) -> list[Any]:
         self._check()
-        return await call(self._bus, path=path, interface=interface, member=member,
-                          signature=signature, body=body)
+        return await call(
+            self._bus, path=path, interface=interface, member=member, signature=signature, body=body
+        )
 
     # -- reading ---------------------------------------------------------------------------
 
     async def _get(self, path: str, interface: str, prop: str) -> Any:
-        (variant,) = await self._call("Get", "ss", [interface, prop], path=path,
-                                      interface=PROPERTIES)
+        (variant,) = await self._call(
+            "Get", "ss", [interface, prop], path=path, interface=PROPERTIES
+        )
         return variant.value
 
     async def _list(self, names: Sequence[str]) -> list[list[Any]]:
@@ -221,9 +248,12 @@ class Systemd:
             fetched = await asyncio.gather(
                 *reload_read,
                 *(self._get(path, UNIT, p) for p in _UNIT_PROPS),
-                *(self._get(path, SERVICE, p)
-                  for p in (_SERVICE_PROPS if name.endswith(".service") else ())))
-            cached = tuple(fetched[len(reload_read):])
+                *(
+                    self._get(path, SERVICE, p)
+                    for p in (_SERVICE_PROPS if name.endswith(".service") else ())
+                ),
+            )
+            cached = tuple(fetched[len(reload_read) :])
             if generation == self._generation_of(path):  # no signal since we asked: still true
                 self._cache[path] = cached
         else:
@@ -278,8 +308,11 @@ class Systemd:
         queue behind ours (seen: 13 ms late under load). Best effort: errors are dropped.
         """
         loop = asyncio.get_running_loop()
-        rows = [r for r in await self._list(names)
-                if r[2] != "not-found" and r[6] and r[6] not in self._cache]
+        rows = [
+            r
+            for r in await self._list(names)
+            if r[2] != "not-found" and r[6] and r[6] not in self._cache
+        ]
         slots = asyncio.Semaphore(_WARM_DEPTH)
         took = 0.0
 
@@ -299,7 +332,7 @@ class Systemd:
                 await slots.acquire()
                 if loop.time() + took >= ends:
                     break
-                tg.create_task(chunk(rows[i:i + _WARM_CHUNK]), name="systemd-warm")
+                tg.create_task(chunk(rows[i : i + _WARM_CHUNK]), name="systemd-warm")
 
     async def _status_and_job(self, name: str) -> tuple[UnitStatus, int, str]:
         rows = await self._list([name])
@@ -363,7 +396,8 @@ class Systemd:
             return
         self.mutating_calls += 1
         _carries_install_info, changes = await self._call(
-            "EnableUnitFiles", "asbb", [list(names), False, True])
+            "EnableUnitFiles", "asbb", [list(names), False, True]
+        )
         if reload:
             await self._reload_after_install(changes)
 
@@ -394,8 +428,13 @@ class Systemd:
 
     # -- health ----------------------------------------------------------------------------
 
-    async def wait_healthy(self, name: str, timeout: float,  # noqa: ASYNC109
-                           *, settle: float | None = None) -> UnitStatus:
+    async def wait_healthy(
+        self,
+        name: str,
+        timeout: float,  # noqa: ASYNC109
+        *,
+        settle: float | None = None,
+    ) -> UnitStatus:
         """Wait until ``name`` is active, a oneshot finished, it failed, or ``timeout`` passed.
 
         Returns the last status either way; the caller decides (``UnitStatus.healthy``).
@@ -450,12 +489,14 @@ class Systemd:
         props: dict[str, Any] = {}
         if path and rows[0][2] != "not-found":
             for iface in (UNIT, SERVICE) if name.endswith(".service") else (UNIT,):
-                (all_props,) = await self._call("GetAll", "s", [iface], path=path,
-                                                interface=PROPERTIES)
+                (all_props,) = await self._call(
+                    "GetAll", "s", [iface], path=path, interface=PROPERTIES
+                )
                 props.update({k: v.value for k, v in all_props.items()})
         text = describe_from_properties(name, rows[0][2], rows[0][3], rows[0][4], props)
-        journal = await journal_tail(name, lines, user=self.scope is Scope.USER,
-                                     socket=self.journal_socket)
+        journal = await journal_tail(
+            name, lines, user=self.scope is Scope.USER, socket=self.journal_socket
+        )
         return f"{text}\n\n{journal}" if journal else text
 
     async def close(self) -> None:
