@@ -257,7 +257,8 @@ class Engine:
         if self._next_observe and window > 0:
             ends = asyncio.get_running_loop().time() + window  # the last unit just started
             warm = asyncio.create_task(self._warm(self._next_observe, ends), name="warm-observe")
-        self._stage_converged()
+        if self._converged is not None:
+            self._stage_converged(self._converged)
         try:
             async with asyncio.TaskGroup() as tg:
                 for gate in units:
@@ -276,20 +277,19 @@ class Engine:
                     warm.exception()
         return "healthy"
 
-    def _stage_converged(self) -> None:
-        """Start writing the inventory of a converged apply, not yet in place (see _apply).
+    def _stage_converged(self, spec: NodeSpec) -> asyncio.Task[files.Staged]:
+        """Write the inventory of a converged apply, not yet in place (see _apply).
 
         The gate mostly waits (its settle window); the inventory's serialisation and fsync
         fit in there. Only ``commit`` (rename, fsync of the directory) waits for the gate:
         until then the inventory on disk still holds the pending marker.
         """
-        spec = self._converged
-        if spec is None or self._staging is not None:
-            return
-        inv = applied.from_spec(spec, updated_at=time.time())
-        self._staging = asyncio.create_task(
-            asyncio.to_thread(self.store.stage, inv), name="stage-inventory"
-        )
+        if self._staging is None:
+            inv = applied.from_spec(spec, updated_at=time.time())
+            self._staging = asyncio.create_task(
+                asyncio.to_thread(self.store.stage, inv), name="stage-inventory"
+            )
+        return self._staging
 
     def _drop_staged(self) -> None:
         """Forget the converged inventory; a staged temp file is removed once written."""
@@ -463,9 +463,7 @@ class Engine:
             except ActuatorError as e:  # systemd itself failed (connection lost, call rejected)
                 self._drop_staged()
                 return await self._rollback(spec, marked, tuple(done), None, str(e), t0, resumed)
-            self._stage_converged()  # no gate in this plan: stage it now
-            assert self._staging is not None
-            staged = await self._staging
+            staged = await self._stage_converged(spec)  # staged by the gate, or now
             self._staging = None
             await asyncio.to_thread(self.store.commit, staged)
         finally:
