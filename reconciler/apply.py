@@ -61,6 +61,7 @@ class SystemdLike(Protocol):
     ) -> Any: ...
     async def describe_failure(self, name: str, lines: int = 20) -> str: ...
     async def warm(self, names: Sequence[str], ends: float) -> None: ...
+    async def need_daemon_reload(self, names: Sequence[str]) -> dict[str, bool]: ...
 
 
 class _Abort(Exception):
@@ -186,24 +187,39 @@ class Engine:
         It is the one status property read fresh for every unit (50 units: ~5 ms of calls),
         and all it decides is whether the plan gets a daemon-reload (see ``plan.UnitState``).
         A unit file on disk that differs from the spec is written, and that brings a reload:
-        so the disk is read first, and systemd asked for NeedDaemonReload only when no unit
-        file differs (a no-op pass, a file or drift repair). Should a plan without a reload
-        come out anyway, it is read then, and the plan redone if a unit needs a reload.
+        so it is read only when no unit file differs (a no-op pass, a file or drift
+        repair). Should a plan without a reload come out anyway, it is read then, and the
+        plan redone if a unit needs a reload.
         """
         names, paths = self._where(spec, inv)
-        unit_files, found = await asyncio.to_thread(self._read_disk, names, paths)
-        writes = any(unit_files.get(u.name) != u.digest for u in spec.units)
-        statuses = await self.systemd.status(names, need_reload=not writes)
+        disk = asyncio.create_task(
+            asyncio.to_thread(self._read_disk, names, paths), name="observe-disk"
+        )
+        try:
+            statuses = await self.systemd.status(names, need_reload=False)
+        finally:
+            unit_files, found = await disk
         observed = P.Observed(unit_files=unit_files, files=found, units=_unit_states(statuses))
+        writes = any(unit_files.get(u.name) != u.digest for u in spec.units)
+        if not writes:
+            observed = await self._with_need_reload(observed)
         p = P.plan(spec, observed, inv, root=self._root_str)
         if not writes or any(isinstance(a, P.DaemonReload) for a in p):
             return observed, p
+        stale = await self._with_need_reload(observed)
+        return (
+            (observed, p)
+            if stale == observed
+            else (stale, P.plan(spec, stale, inv, root=self._root_str))
+        )
+
+    async def _with_need_reload(self, observed: P.Observed) -> P.Observed:
         loaded = [n for n, st in observed.units.items() if st.load_state != "not-found"]
-        fresh = await self.systemd.status(loaded)
-        if not any(getattr(st, "need_daemon_reload", False) for st in fresh.values()):
-            return observed, p
-        observed = replace(observed, units={**observed.units, **_unit_states(fresh)})
-        return observed, P.plan(spec, observed, inv, root=self._root_str)
+        stale = {n for n, v in (await self.systemd.need_daemon_reload(loaded)).items() if v}
+        if not stale:
+            return observed
+        units = {n: replace(st, need_daemon_reload=n in stale) for n, st in observed.units.items()}
+        return replace(observed, units=units)
 
     def inventory(self) -> applied.Inventory:
         return self.store.load()

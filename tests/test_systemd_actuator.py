@@ -399,13 +399,15 @@ async def test_need_daemon_reload_is_read_fresh(sd: Systemd, systemd_user: UserM
     future = time.time() + 10  # systemd 252 flags only a NEWER mtime; never the same tick
     os.utime(path, (future, future))
     assert (await sd.status(["edit.service"]))["edit.service"].need_daemon_reload
-    # not asked for: not read (the engine asks only when its plan has no reload anyway)
+    # not asked for: not read (the engine asks only when no unit file is to be written)
     assert not (await sd.status(["edit.service"], need_reload=False))[
         "edit.service"
     ].need_daemon_reload
+    assert await sd.need_daemon_reload(["edit.service"]) == {"edit.service": True}
     assert (await sd.status(["edit.service"]))["edit.service"].need_daemon_reload
     await sd.daemon_reload()
     assert not (await sd.status(["edit.service"]))["edit.service"].need_daemon_reload
+    assert await sd.need_daemon_reload(["edit.service"]) == {"edit.service": False}
     assert _show(systemd_user, "edit.service", "Description") == "sleeper v2"
 
 

@@ -108,6 +108,9 @@ class DrySystemd:
     ) -> DryStatus:
         return (await self.status([name]))[name]  # jobs finish at once: nothing to settle
 
+    async def need_daemon_reload(self, names: Sequence[str]) -> dict[str, bool]:
+        return dict.fromkeys(names, False)
+
     async def warm(self, names: Sequence[str], ends: float) -> None:
         return None  # nothing cached: status() reads the unit dir each time
 

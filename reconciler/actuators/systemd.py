@@ -297,6 +297,17 @@ class Systemd:
         out.update((st.name, st) for st, _job in done)
         return {n: out.get(n) or not_found(n) for n in names}
 
+    async def need_daemon_reload(self, names: Sequence[str]) -> dict[str, bool]:
+        """NeedDaemonReload of loaded units: what ``status(need_reload=False)`` leaves out."""
+
+        async def one(name: str) -> bool:
+            try:
+                return bool(await self._get(unit_path(name), UNIT, "NeedDaemonReload"))
+            except CallFailed:
+                return False  # unloaded meanwhile: nothing loaded to be stale
+
+        return dict(zip(names, await asyncio.gather(*map(one, names)), strict=True))
+
     async def warm(self, names: Sequence[str], ends: float) -> None:
         """Fill the status cache of ``names`` (minus NeedDaemonReload) until loop time ``ends``.
 
