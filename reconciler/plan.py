@@ -63,7 +63,7 @@ class UnitState:
     remain_after_exit: bool = False
     # The file on disk differs from what systemd loaded. It only decides whether the plan
     # gets a daemon-reload, so a plan that has one anyway does not depend on it (the engine
-    # reads it only when the plan has none; a property test holds the planner to that).
+    # skips it when a unit file is to be written; a property test holds the planner to that).
     need_daemon_reload: bool = False
 
 

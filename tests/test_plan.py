@@ -490,7 +490,7 @@ def test_a_plan_cut_short_is_finished_by_the_next_plan(
 def test_need_daemon_reload_cannot_change_a_plan_that_reloads_anyway(
     first: NodeSpec, second: NodeSpec, stale: set[str], pending: bool
 ) -> None:
-    """The engine reads NeedDaemonReload only when the plan made without it has no reload."""
+    """The engine skips NeedDaemonReload when a unit file is written: such plans reload."""
     node = Node()
     _, inv = converge(first, node)
     if pending:
