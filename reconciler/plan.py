@@ -343,6 +343,11 @@ def _files(
             why, drift = ("edited by hand", True) if app else ("replaced (adopted)", False)
         elif obs.mode != f.mode:
             why, drift = (f"mode {obs.mode:04o} -> {f.mode:04o}", app is not None)
+        elif app is None and inv.pending is not None and f.path in inv.pending.files:
+            # new, and already in place: an apply killed after writing it may not have
+            # restarted (or daemon-reloaded for) the units that read it
+            why, drift = "created", False
+            d.maybe_unloaded = d.maybe_unloaded or unitfile.dropin_unit(f.path) is not None
         else:
             continue
         if obs is None or obs.digest != digest or obs.mode != f.mode:
