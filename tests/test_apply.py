@@ -302,6 +302,7 @@ async def test_a_units_own_settle_window_catches_a_crash_after_the_default_windo
     good = [unit("a.service"), unit("late.service")]
     assert (await node.engine.apply(spec(good))).outcome is Outcome.CONVERGED
     strict = unit("late.service", exec_start=LATE_CRASH, settle=1.0, timeout=5.0)
+    node.engine.settle = 0.0  # the engine-wide override: the unit's own window wins
     result = await node.engine.apply(spec([good[0], strict], rev="r2"))
     assert result.outcome is Outcome.ROLLED_BACK
     assert result.failure is not None and result.failure.unit == "late.service"
