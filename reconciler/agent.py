@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from reconciler import keys, log
+from reconciler.agent_report import Reporting
 from reconciler.control import Control
 from reconciler.errors import SwarmkeeperError, TransientError
 from reconciler.metrics import Metrics
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from reconciler.apply import Engine
     from reconciler.etcd import Etcd, Lease
     from reconciler.notify import Notifications
-    from reconciler.rollout import RolloutGate, Slot
+    from reconciler.rollout import Slot
     from reconciler.services import ServiceRegistrar
 
 
@@ -70,7 +71,7 @@ class AgentSettings:
     docker: str = ""  # unix:///var/run/docker.sock: manage swarm membership ("" = off)
 
 
-class Agent:
+class Agent(Reporting):
     def __init__(self, s: AgentSettings, etcd: Etcd, engine: Engine) -> None:
         from reconciler.source import GitSource
 
@@ -182,40 +183,6 @@ class Agent:
 
     # -- one pass ------------------------------------------------------------------------
 
-    def _gate(self, role: Role, max_unavailable: int = 1) -> RolloutGate:
-        """This node's rollout gate; its slots are bound to the heartbeat lease."""
-        from reconciler.rollout import RolloutGate
-
-        if self.lease is None:
-            raise TransientError("no heartbeat lease yet")
-        return RolloutGate(self.etcd, self.prefix, self.s.node, role, self.lease,
-                           max_unavailable=max_unavailable)  # fmt: skip
-
-    async def _acquire(
-        self, revision: str, applied: str, role: Role, max_unavailable: int,
-        applying: NodeStatus, waiting: NodeStatus,
-    ) -> Slot | None:
-        if self.lease is not None and not self.lease.alive:
-            # a slot bound to a lease etcd may already have dropped would protect nothing
-            raise TransientError("heartbeat lease unconfirmed")
-        gate = self._gate(role, max_unavailable)
-        applying = self._stamped(applying)
-        slot = await gate.acquire(revision, applied, applying=applying.to_json(),
-                                  waiting=self._stamped(waiting).to_json())  # fmt: skip
-        if slot is not None:
-            self.last_status = applying
-        return slot
-
-    def _stamped(self, st: NodeStatus) -> NodeStatus:
-        from reconciler import __version__
-
-        return replace(st, agent=__version__)
-
-    async def _write_status(self, st: NodeStatus) -> None:
-        st = self._stamped(st)
-        self.last_status = st
-        await self.etcd.put(keys.node_status(self.prefix, self.s.node), st.to_json())
-
     async def reconcile(self, reasons: frozenset[str]) -> PassResult | None:
         self.passes += 1
         desired = self.control.desired or self.polled
@@ -261,117 +228,6 @@ class Agent:
                           error=res.status.error or None, seconds=round(dt, 3), steps=res.timings,
                           retry_in=retry_in)  # fmt: skip
             return res
-
-    async def _report_error(self, desired: str | None, error: str) -> None:
-        """Best effort: tell operators a pass failed, keeping the last known facts."""
-        last = self.last_status
-        st = NodeStatus(
-            node=self.s.node, role=last.role if last else "", state=NodeState.DEGRADED,
-            revision=self.engine_revision(), desired=desired or "", error=error.splitlines()[0][:300],
-            units=last.units if last else {}, updated_at=utcnow(),
-            swarm=self.swarm.status if self.swarm else {},
-        )  # fmt: skip
-        with contextlib.suppress(SwarmkeeperError):
-            await self._write_status(st)
-
-    def engine_revision(self) -> str:
-        try:
-            return self.engine.inventory().revision or ""
-        except SwarmkeeperError:
-            return ""
-
-    async def _report(self, res: PassResult) -> str:
-        """Publish status (then release the slot), metrics, notifications, registrations."""
-        from reconciler.apply import Outcome
-
-        if self.swarm is not None:
-            res.status = replace(res.status, swarm=self.swarm.status)
-            self._update_swarm(res.status.revision)
-        st = res.status
-        if (
-            res.result is not None
-            and res.result.outcome is not Outcome.CONVERGED
-            and res.new_revision
-        ):
-            try:
-                await self._gate(Role(st.role or "worker")).mark_failed(
-                    res.result.revision, st.error
-                )
-            except TransientError as e:
-                self.log.warning("rollout.mark_failed", error=str(e))
-            self.metrics.rollbacks.inc()
-        # the new status and the slot's release go in one transaction; a slot whose release
-        # failed is released with the next status instead (it would otherwise block the
-        # rollout until this node's lease ends)
-        slot = res.slot if res.slot is not None and res.slot.key else self._unreleased
-        try:
-            if slot is not None:
-                doc = self._stamped(st)
-                await self._gate(Role(st.role or "worker")).release(slot, doc.to_json())
-                self._unreleased = None
-                self.last_status = doc
-            else:
-                await self._write_status(st)
-        except TransientError as e:
-            self._unreleased = slot
-            self.metrics.etcd_errors.inc()
-            self.log.warning("status.unwritten", error=str(e))
-            res.retry = True
-        if res.error_kind == "git":
-            self.metrics.git_errors.inc()
-        self._sync_counters()
-        if res.result is not None:
-            self.metrics.drift_repairs.inc(res.result.drift)
-            if res.result.outcome is Outcome.CONVERGED:
-                self.metrics.set_applied(res.result.revision, time.time())
-        elif st.state is NodeState.CONVERGED and st.revision:
-            self.metrics.set_applied(st.revision, time.time())
-        self._notify(res)
-        if self.registrar is not None and st.revision:
-            from reconciler.models import NodeSpec
-            from reconciler.services import registrations_of
-
-            # unchanged registrations keep running; this only acts when the spec changed
-            spec = self.renderer.cache.get(st.revision)
-            if isinstance(spec, NodeSpec):
-                await self.registrar.update(registrations_of(spec), revision=st.revision)
-        if res.result is not None:
-            return str(res.result.outcome)
-        return str(st.state)
-
-    def _update_swarm(self, revision: str) -> None:
-        """Hand the applied revision's node roles to the membership task."""
-        from reconciler.models import NodeSpec
-
-        roles = self.renderer.swarm_roles.get(revision)
-        spec = self.renderer.cache.get(revision) if revision else None
-        if self.swarm is not None and roles is not None and isinstance(spec, NodeSpec):
-            self.swarm.update(roles, spec.cluster.managers)
-
-    def _sync_counters(self) -> None:
-        """Carry the source's and etcd client's own counters into the metrics."""
-        fetches, requests = self.source.fetches, self.etcd.request_count
-        self.metrics.git_fetches.inc(max(0, fetches - self._seen[0]))
-        self.metrics.etcd_requests.inc(max(0, requests - self._seen[1]))
-        self._seen = (fetches, requests)
-
-    def _notify(self, res: PassResult) -> None:
-        if self.notifications is None:
-            return
-        from reconciler.models import NodeSpec
-
-        spec = self.renderer.cache.get(res.status.revision) if res.status.revision else None
-        if isinstance(spec, NodeSpec) and spec.cluster.notify != self._notify_cfg:
-            from reconciler.notifiers import from_config
-
-            # only when notify: changed, so a missing secret is warned about once
-            self._notify_cfg = spec.cluster.notify
-            self.notifications.configure(from_config(spec.cluster.notify))
-        if self.swarm is not None:
-            # every node rejects the same bad commit: with a swarm, only its leader says so
-            self.pass_events.announce_rejections = bool(self.swarm.status.get("leader"))
-        for event in self.pass_events.events(res):
-            self.notifications.emit(event)
 
     # -- publish (webhook) ---------------------------------------------------------------
 
