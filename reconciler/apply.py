@@ -33,7 +33,7 @@ from reconciler import applied, log
 from reconciler import plan as P
 from reconciler.actuators import files
 from reconciler.actuators.inventory import InventoryStore
-from reconciler.applyexec import Executing, _Abort
+from reconciler.applyexec import Abort, Executing
 from reconciler.applyobserve import SystemdLike
 from reconciler.applyresult import ActionResult, ApplyResult, Failure, Outcome
 from reconciler.errors import ActuatorError
@@ -111,7 +111,7 @@ class Engine(Executing):
         try:
             try:
                 await self._execute(p, done)
-            except _Abort as e:
+            except Abort as e:
                 self._drop_staged()
                 return await self._rollback(
                     spec, marked, tuple(done), e.failure, e.error, t0, resumed
@@ -220,9 +220,9 @@ class Engine(Executing):
                 for a in rb
             )
             await self._execute((*rb, *self._give_back(marked.pending)), undo)
-        except (_Abort, ActuatorError) as e:
+        except (Abort, ActuatorError) as e:
             outcome = Outcome.FAILED
-            error += f"; rollback failed: {e.error if isinstance(e, _Abort) else e}"
+            error += f"; rollback failed: {e.error if isinstance(e, Abort) else e}"
         else:
             await asyncio.to_thread(
                 self.store.save, replace(marked, pending=None, failed_revision=spec.revision)

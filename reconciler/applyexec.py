@@ -3,7 +3,7 @@
 The executing side of ``reconciler.apply.Engine`` (a base class on top of ``Observing``, so
 the engine stays one object). Independent writes run concurrently, enables and disables go
 in one call per batch, and every unit the plan started or restarted shares one health gate.
-A failed job, a refused call or a failed write raises ``_Abort`` with the ``Failure`` the
+A failed job, a refused call or a failed write raises ``Abort`` with the ``Failure`` the
 result reports; ``reconciler.apply`` catches it and rolls back. While the gate waits, the
 converged inventory is staged and the statuses the next observe reads are warmed.
 """
@@ -26,7 +26,9 @@ from reconciler.errors import ActuatorError, SystemdError, UnitFailed
 from reconciler.models import NodeSpec
 
 
-class _Abort(Exception):
+class Abort(Exception):
+    """An action failed: stop executing the plan; ``failure`` names the unit, if any."""
+
     def __init__(self, failure: Failure | None, error: str) -> None:
         super().__init__(error)
         self.failure = failure
@@ -58,11 +60,11 @@ class Executing(Observing):
         except SystemdError as e:  # refused outright (bad unit file, not reloadable...)
             if getattr(e, "name", None) is None:
                 raise  # the connection itself: not the unit's fault
-            raise _Abort(Failure(unit, f"{verb} refused", str(e)), f"{verb} {unit}: {e}") from e
+            raise Abort(Failure(unit, f"{verb} refused", str(e)), f"{verb} {unit}: {e}") from e
         if result != "done":
             st = (await self.systemd.status([unit])).get(unit)
             detail = await self._describe(unit)
-            raise _Abort(
+            raise Abort(
                 Failure(unit, f"{verb} job {result}; {_state_text(st)}", detail),
                 f"{verb} {unit}: job {result}",
             )
@@ -104,7 +106,7 @@ class Executing(Observing):
         except* UnitFailed as eg:
             first = eg.exceptions[0]
             assert isinstance(first, UnitFailed)
-            raise _Abort(
+            raise Abort(
                 Failure(first.unit, first.state, first.detail), str(first).splitlines()[0]
             ) from None
         finally:
@@ -154,7 +156,7 @@ class Executing(Observing):
         try:
             return await self._one_unguarded(a)
         except OSError as e:  # a write or delete failed (disk full, read-only, permissions)
-            raise _Abort(None, f"{P.describe(a)}: {e}") from e
+            raise Abort(None, f"{P.describe(a)}: {e}") from e
 
     async def _one_unguarded(self, a: P.Action) -> str:
         sd = self.systemd
@@ -239,7 +241,7 @@ class Executing(Observing):
                 continue
             try:
                 result = await self._one(a)
-            except _Abort as e:
+            except Abort as e:
                 done.append(ActionResult(a, "failed", time.perf_counter() - t0))
                 self.log.warning("action failed", action=P.describe(a), error=e.error)
                 raise
