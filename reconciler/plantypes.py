@@ -110,57 +110,49 @@ class DaemonReload:
 
 
 @dataclass(frozen=True, slots=True)
-class ReloadUnit:
+class UnitAction:
+    """What the verbs below share: one unit, why, and whether it repairs drift. Each verb
+    is its own class (``Plan`` is matched on them); equality includes the class."""
+
+    unit: str
+    reason: str
+    drift: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadUnit(UnitAction):
     PHASE: ClassVar[Phase] = Phase.RELOAD
     VERB: ClassVar[str] = "reload"
-    unit: str
-    reason: str
-    drift: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class RestartUnit:
+class RestartUnit(UnitAction):
     PHASE: ClassVar[Phase] = Phase.RESTART
     VERB: ClassVar[str] = "restart"
-    unit: str
-    reason: str
-    drift: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class StartUnit:
+class StartUnit(UnitAction):
     PHASE: ClassVar[Phase] = Phase.START
     VERB: ClassVar[str] = "start"
-    unit: str
-    reason: str
-    drift: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class EnableUnit:
+class EnableUnit(UnitAction):
     PHASE: ClassVar[Phase] = Phase.ENABLE
     VERB: ClassVar[str] = "enable"
-    unit: str
-    reason: str
-    drift: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class DisableUnit:
+class DisableUnit(UnitAction):
     PHASE: ClassVar[Phase] = Phase.ENABLE
     VERB: ClassVar[str] = "disable"
-    unit: str
-    reason: str
-    drift: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteUnit:
+class DeleteUnit(UnitAction):
     PHASE: ClassVar[Phase] = Phase.PRUNE
     VERB: ClassVar[str] = "delete"
-    unit: str
-    reason: str
-    drift: bool = False
 
 
 @dataclass(frozen=True, slots=True)
