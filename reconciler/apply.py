@@ -81,11 +81,12 @@ class Engine(Executing):
         """Converge on ``spec``: converged, rolled back to the last good state, or failed.
 
         Raises only for what is not the node's fault: a corrupt or unwritable inventory
-        (``ActuatorError``) before anything was touched, or systemd unreachable while
-        observing (``SystemdError``).
+        (``ActuatorError``) before anything was touched, systemd unreachable while
+        observing (``SystemdError``), or another process applying here (``NodeBusy``).
         """
         async with self._lock:
-            return await self._apply(spec)
+            with self.store.exclusive():  # and one per node, whichever process calls
+                return await self._apply(spec)
 
     async def _apply(self, spec: NodeSpec) -> ApplyResult:
         t0 = time.perf_counter()

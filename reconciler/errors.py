@@ -9,6 +9,7 @@ The tree (catch the branch that matches how you will react)::
     ├── TransientError        the world is briefly unavailable: retried with backoff
     │   ├── EtcdUnavailable   no etcd endpoint answered
     │   ├── LeaseNotFound     a write named an expired lease: grant a new one, retry
+    │   ├── NodeBusy          another process is applying on this node (its apply.lock)
     │   └── SourceError       git fetch/read failed (remote unreachable, missing commit)
     ├── ActuatorError         touching the node failed: the pass rolls back and reports
     │   ├── SystemdError      a D-Bus call or job failed
@@ -57,6 +58,10 @@ class TransientError(SwarmkeeperError):
 
 class EtcdUnavailable(TransientError):
     """No etcd endpoint answered in time."""
+
+
+class NodeBusy(TransientError):
+    """Another process is applying on this node right now (``<state_dir>/apply.lock``)."""
 
 
 class EtcdError(SwarmkeeperError):

@@ -121,3 +121,24 @@ def test_options_from_a_config_file_and_the_environment(systemd_user: UserManage
     assert plan.returncode == 0, plan.stdout + plan.stderr
     bad = subprocess.run([*run, "plan", "--role", "boss"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 1 and "--role: 'boss' is not one of manager, worker" in bad.stderr
+
+
+def test_a_second_apply_on_the_node_is_refused_while_one_runs(systemd_user: UserManager, tmp_path: Path) -> None:
+    """Two processes applying on one node (the agent and an operator) would interleave
+    their plans: the second is told who holds the node and touches nothing."""
+    import os
+
+    from reconciler.actuators.inventory import InventoryStore
+
+    repo = make_state_repo(tmp_path / "repo", state())
+    rev = repo.commit({}, "first")
+    with InventoryStore(tmp_path / "state").exclusive():  # stands for an apply in flight
+        busy = swarmkeeper(systemd_user, tmp_path, "apply", "--repo", str(repo.work), "--rev", rev)
+        assert busy.returncode == 1
+        assert f"another swarmkeeper apply is running on this node (pid {os.getpid()}" in busy.stderr
+        assert not (systemd_user.unit_dir / "a.service").exists()
+        assert not (tmp_path / "state" / "inventory.json").exists()
+        assert active(systemd_user, "a.service") == "inactive"
+    done = swarmkeeper(systemd_user, tmp_path, "apply", "--repo", str(repo.work), "--rev", rev)
+    assert done.returncode == 0, done.stderr
+    assert active(systemd_user, "a.service") == "active"

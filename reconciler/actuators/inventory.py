@@ -11,13 +11,17 @@ never prune) units it created.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from reconciler.actuators.files import Staged, stage
 from reconciler.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Pending
-from reconciler.errors import ActuatorError
+from reconciler.errors import ActuatorError, NodeBusy
 from reconciler.models import OnChange, Revision, UnitName
 
 FILENAME = "inventory.json"
@@ -172,6 +176,32 @@ class InventoryStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / FILENAME
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold ``<state_dir>/apply.lock`` (``flock``) for one apply, or raise ``NodeBusy``.
+
+        The agent and an operator's ``swarmkeeper apply`` on the same node would otherwise
+        interleave their plans and overwrite each other's inventory. The kernel drops the
+        lock with its holder, so a killed apply never leaves it behind (the next run then
+        finishes or undoes it from the pending marker)."""
+        path = self.path.with_name("apply.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise NodeBusy(
+                    f"another swarmkeeper apply is running on this node (pid {holder}, "
+                    f"{path}); try again once it has finished"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # only to name the holder
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def load(self) -> Inventory:
         try:
