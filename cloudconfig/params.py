@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import posixpath
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import pydantic
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from reconciler.desired.schema import StrictModel, check_cluster_name, check_managers, check_mode
+from reconciler.desired.schema import (
+    AbsPath,
+    ClusterName,
+    Managers,
+    Mode,
+    StrictModel,
+    check_abs_path,
+)
 from reconciler.desired.yamlpos import Positions, load_yaml, pydantic_problems
 from reconciler.errors import InvalidDesiredState, Problem
 
@@ -48,32 +54,25 @@ RoleName = Literal["manager", "worker"]
 _ALL_ROLES: tuple[RoleName, ...] = ("manager", "worker")
 
 
-def _abs_path(p: str) -> str:
-    if not p.startswith("/") or posixpath.normpath(p) != p or p.startswith("//") or p == "/":
-        raise ValueError(f"{p!r} is not an absolute normalised path: write it like /etc/app/config")
-    return p
+def _check_image(v: str) -> str:
+    if not _IMAGE_RE.match(v):
+        raise ValueError(f"{v!r} is not an image reference: write it like registry/name:tag")
+    return v
+
+
+Image = Annotated[str, AfterValidator(_check_image)]
 
 
 class ClusterParams(StrictModel):
-    name: str
-    managers: int
-
-    # the same rules as state/cluster.yaml, so params and state can never disagree
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_cluster_name(v)
-
-    @field_validator("managers")
-    @classmethod
-    def _managers(cls, v: int) -> int:
-        return check_managers(v)
+    # the same types as state/cluster.yaml's, so params and state can never disagree
+    name: ClusterName
+    managers: Managers
 
 
 class EtcdParams(StrictModel):
     discovery: str | None = None
     static: list[str] | None = None
-    image: str = DEFAULT_ETCD_IMAGE
+    image: Image = DEFAULT_ETCD_IMAGE
     client_port: int = Field(default=2379, ge=1, le=65535)
     peer_port: int = Field(default=2380, ge=1, le=65535)
 
@@ -101,11 +100,6 @@ class EtcdParams(StrictModel):
             raise ValueError("an address is listed twice")
         return v
 
-    @field_validator("image")
-    @classmethod
-    def _image(cls, v: str) -> str:
-        return _check_image(v)
-
 
 class RepoParams(StrictModel):
     url: str = Field(min_length=1)
@@ -126,22 +120,11 @@ class RepoParams(StrictModel):
         return v
 
 
-def _check_image(v: str) -> str:
-    if not _IMAGE_RE.match(v):
-        raise ValueError(f"{v!r} is not an image reference: write it like registry/name:tag")
-    return v
-
-
 class AgentParams(StrictModel):
-    image: str
+    image: Image
     runtime: Literal["docker", "podman"] = "docker"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     extra_volumes: list[str] = Field(default_factory=list)
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, v: str) -> str:
-        return _check_image(v)
 
     @field_validator("extra_volumes")
     @classmethod
@@ -162,7 +145,7 @@ class SlackParams(StrictModel):
         # it lands in the agent unit's ExecStart: no spaces, quotes or systemd specifiers (%)
         if v is not None and not re.match(r"^[A-Za-z0-9._/-]+$", v):
             raise ValueError(f"{v!r}: use only letters, digits and '._/-' in the path")
-        return None if v is None else _abs_path(v)
+        return None if v is None else check_abs_path(v)
 
     @field_validator("webhook_url")
     @classmethod
@@ -182,16 +165,11 @@ class SlackParams(StrictModel):
 
 
 class FileParams(StrictModel):
-    path: str
+    path: AbsPath
     content: str | None = None
     source: str | None = None  # relative to the params file
-    mode: str = "0644"
+    mode: Mode = "0644"
     roles: list[RoleName] = Field(default_factory=lambda: list(_ALL_ROLES))
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        return _abs_path(v)
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -202,11 +180,6 @@ class FileParams(StrictModel):
                 f'YAML reads an unquoted mode as a number (0{v:o}): quote it, e.g. "0644"'
             )
         return v
-
-    @field_validator("mode")
-    @classmethod
-    def _mode(cls, v: str) -> str:
-        return check_mode(v)
 
     @model_validator(mode="after")
     def _one(self) -> FileParams:

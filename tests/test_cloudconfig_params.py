@@ -83,7 +83,7 @@ CASES: list[tuple[str, str, str, list[str]]] = [
      "files:\n  - {path: /etc/motd, content: hi, mode: 0644}\n  - {path: etc/x, content: hi}",
      ['P:12: files.0.mode: YAML reads an unquoted mode as a number (0644): quote it, e.g. "0644"',
       "P:13: files.1.path: 'etc/x' is not an absolute normalised path: write it like "
-      "/etc/app/config"]),
+      "/etc/app/config (starting with '/', no '..', '.', '//' or trailing '/')"]),
     ("files-reserved-and-missing-source", PREFIX,
      "files:\n  - {path: /etc/swarmkeeper/agent.env, content: x}\n  - {path: /etc/a, source: nope.txt}",
      ["P:12: files: /etc/swarmkeeper/agent.env is written by the generator itself",

@@ -11,7 +11,15 @@ import posixpath
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 UNIT_SUFFIXES = (
     "service", "socket", "target", "timer", "mount", "automount", "path", "slice", "swap",
@@ -97,6 +105,14 @@ def check_managers(v: int) -> int:
     return v
 
 
+# Fields checked the same way wherever they appear (state/ and cloudconfig params alike)
+UnitNameField = Annotated[str, AfterValidator(check_unit_name)]
+AbsPath = Annotated[str, AfterValidator(check_abs_path)]
+Mode = Annotated[str, AfterValidator(check_mode)]
+ClusterName = Annotated[str, AfterValidator(check_cluster_name)]
+Managers = Annotated[int, AfterValidator(check_managers)]
+
+
 class StrictModel(BaseModel):
     """Every state and params file: strict types, unknown keys are errors."""
 
@@ -127,22 +143,12 @@ class NotifyEntry(StrictModel):
 
 
 class ClusterFile(StrictModel):
-    name: str
-    managers: int
+    name: ClusterName
+    managers: Managers
     prefix: str = "/swarmkeeper"
     rollout: Rollout = Rollout()
     vars: dict[str, str] = {}
     notify: list[NotifyEntry] = []
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_cluster_name(v)
-
-    @field_validator("managers")
-    @classmethod
-    def _managers(cls, v: int) -> int:
-        return check_managers(v)
 
     @field_validator("prefix")
     @classmethod
@@ -199,7 +205,7 @@ class RegisterEntry(StrictModel):
 
 
 class UnitEntry(StrictModel):
-    name: str
+    name: UnitNameField
     on_change: Literal["restart", "reload", "ignore"] = "restart"
     enable: bool | None = None
     timeout: Duration = 30.0
@@ -223,27 +229,12 @@ class UnitEntry(StrictModel):
             )
         return self
 
-    @field_validator("name")
-    @classmethod
-    def _unit_name(cls, v: str) -> str:
-        return check_unit_name(v)
-
 
 class FileEntry(StrictModel):
-    path: str
+    path: AbsPath
     source: str | None = None
     content: str | None = None
-    mode: str = "0644"
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        return check_abs_path(v)
-
-    @field_validator("mode")
-    @classmethod
-    def _mode(cls, v: str) -> str:
-        return check_mode(v)
+    mode: Mode = "0644"
 
     @model_validator(mode="after")
     def _one(self) -> FileEntry:
