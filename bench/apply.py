@@ -32,17 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reconciler import log
 from reconciler.actuators.systemd import DEFAULT_SETTLE, Scope, Systemd
 from reconciler.apply import Engine, Outcome
-from reconciler.models import (
-    Cluster,
-    FileSpec,
-    NodeName,
-    NodeSpec,
-    Revision,
-    Role,
-    UnitName,
-    UnitSpec,
-)
+from reconciler.models import FileSpec, NodeSpec
 from tests.fixtures.systemd_user import UserManager, user_manager
+from tests.specs import ENV, spec, unit
 
 UNITS = 50
 RUNS = 7
@@ -55,23 +47,16 @@ SETTLES: dict[str, float | None] = {
 
 
 def unit_text(i: int, variant: int = 0) -> bytes:
-    return (
-        f"[Unit]\nDescription=bench unit {i}\n[Service]\nEnvironment=VARIANT={variant}\n"
-        "ExecStart=/bin/sleep infinity\n[Install]\nWantedBy=default.target\n"
-    ).encode()
+    return unit(f"bench-{i:02}.service", f"Environment=VARIANT={variant}\n").content
 
 
-def spec(variant: int, rev: str) -> NodeSpec:
-    units = tuple(
-        UnitSpec(UnitName(f"bench-{i:02}.service"),
-                 unit_text(i, variant if f"bench-{i:02}.service" == CHANGED else 0))
-        for i in range(UNITS)
-    )  # fmt: skip
-    return NodeSpec(
-        node=NodeName("bench"), role=Role.WORKER, revision=Revision(rev),
-        cluster=Cluster("bench", 1), units=units,
-        files=(FileSpec("/etc/swarmkeeper/node.env", b"SWARMKEEPER_NODE=bench\n"),),
-    )  # fmt: skip
+def node_spec(variant: int, rev: str) -> NodeSpec:
+    """50 units; only CHANGED differs between variants."""
+    units = [
+        unit(name, f"Environment=VARIANT={variant if name == CHANGED else 0}\n")
+        for name in (f"bench-{i:02}.service" for i in range(UNITS))
+    ]
+    return spec(units, [FileSpec(ENV, b"SWARMKEEPER_NODE=bench\n")], rev=rev)
 
 
 def ms(xs: list[float]) -> str:
@@ -122,14 +107,7 @@ async def measure(um: UserManager, raw: Raw, work: Path) -> dict[str, list[float
     out.update({f"raw_{k}": [] for k in SETTLES})
     sd = await Systemd.connect(Scope.USER, address=um.private_address, unit_dir=um.unit_dir)
     try:
-        empty = NodeSpec(
-            node=NodeName("bench"),
-            role=Role.WORKER,
-            revision=Revision("empty"),
-            cluster=Cluster("bench", 1),
-            units=(),
-            files=(),
-        )
+        empty = spec([], rev="empty")
         engine: Engine | None = None
         for run in range(RUNS):
             if engine is not None:  # tear the previous run down through the engine itself
@@ -137,7 +115,7 @@ async def measure(um: UserManager, raw: Raw, work: Path) -> dict[str, list[float
             await asyncio.to_thread(raw.reset)
             engine = Engine(sd, work / f"state-{run}", root=work / "root")
             t0 = time.perf_counter()
-            r = await engine.apply(spec(0, "r0"))
+            r = await engine.apply(node_spec(0, "r0"))
             out["first"].append(time.perf_counter() - t0)
             assert r.outcome is Outcome.CONVERGED, r.error
             out["raw_first"].append(await asyncio.to_thread(raw.first))
@@ -145,7 +123,7 @@ async def measure(um: UserManager, raw: Raw, work: Path) -> dict[str, list[float
         for _ in range(RUNS):
             calls = sd.mutating_calls
             t0 = time.perf_counter()
-            r = await engine.apply(spec(0, "r0"))
+            r = await engine.apply(node_spec(0, "r0"))
             out["noop"].append(time.perf_counter() - t0)
             assert r.outcome is Outcome.CONVERGED and not r.actions
             out["calls"].append(sd.mutating_calls - calls)
@@ -157,7 +135,7 @@ async def measure(um: UserManager, raw: Raw, work: Path) -> dict[str, list[float
             for i in range(RUNS + 1):
                 variant += 1
                 t0 = time.perf_counter()
-                r = await engine.apply(spec(variant, f"r{variant}"))
+                r = await engine.apply(node_spec(variant, f"r{variant}"))
                 dt = time.perf_counter() - t0
                 assert r.outcome is Outcome.CONVERGED, r.error
                 assert [a.action.VERB for a in r.actions if a.action.VERB == "restart"] == [
