@@ -22,6 +22,8 @@ import yaml
 from cloudconfig.bundle import facts_script
 from reconciler.cli import main
 from tests.fixtures.userdata import (
+    BASE_PARAMS,
+    IMAGE,
     cloud_config_files,
     docker_run_parts,
     exec_argv,
@@ -35,21 +37,9 @@ from tests.fixtures.userdata import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-IMAGE = "registry.example.com/swarmkeeper:0.1.0"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKey ops@example.com"
 
-PARAMS = f"""\
-cluster:
-  name: prod
-  managers: 3
-etcd:
-  static: [10.0.0.11, 10.0.0.12, 10.0.0.13]
-repo:
-  url: https://git.example.com/ops/cluster.git
-  branch: main
-agent:
-  image: {IMAGE}
-prefix: /swarmkeeper
+PARAMS = BASE_PARAMS + f"""\
 ssh_authorized_keys: ["{KEY}"]
 slack: {{webhook_url_file: /etc/swarmkeeper/slack-url}}
 files:

@@ -22,21 +22,9 @@ from cloudconfig.generate import generate
 from cloudconfig.params import load_params
 from reconciler.cli import main
 from reconciler.errors import InvalidDesiredState
-from tests.fixtures.userdata import ignition_problems
+from tests.fixtures.userdata import BASE_PARAMS, ignition_problems
 
-BASE = """\
-cluster:
-  name: prod
-  managers: 3
-etcd:
-  static: [10.0.0.11, 10.0.0.12, 10.0.0.13]
-repo:
-  url: https://git.example.com/ops/cluster.git
-  branch: main
-agent:
-  image: registry.example.com/swarmkeeper:0.1.0
-prefix: /swarmkeeper
-"""
+BASE = BASE_PARAMS
 STATIC = "  static: [10.0.0.11, 10.0.0.12, 10.0.0.13]"
 PREFIX = "prefix: /swarmkeeper"
 
