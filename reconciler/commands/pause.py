@@ -28,6 +28,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_etcd_options(p)
 
 
+def pause_key(prefix: str, node: str) -> str:
+    """The node's pause key; a malformed node name is the operator's mistake."""
+    from reconciler import keys
+
+    try:
+        return keys.node_pause(prefix, node)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 async def known_node(etcd: Etcd, prefix: str, node: str) -> bool:
     from reconciler import keys
 
@@ -36,14 +46,10 @@ async def known_node(etcd: Etcd, prefix: str, node: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler import keys
     from reconciler.status import utcnow
 
     prefix = prefix_of(args)
-    try:
-        key = keys.node_pause(prefix, args.node)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    key = pause_key(prefix, args.node)
 
     async def body(etcd: Etcd) -> int:
         if not args.force and not await known_node(etcd, prefix, args.node):

@@ -10,7 +10,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd
-from reconciler.errors import UsageError
+from reconciler.commands.pause import pause_key
 
 if TYPE_CHECKING:
     from reconciler.etcd import Etcd
@@ -25,13 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler import keys
-
-    prefix = prefix_of(args)
-    try:
-        key = keys.node_pause(prefix, args.node)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    key = pause_key(prefix_of(args), args.node)
 
     async def body(etcd: Etcd) -> int:
         if await etcd.delete(key):
