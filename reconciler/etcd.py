@@ -299,18 +299,6 @@ class Etcd:
                           result=rpc.Compare.EQUAL, mod_revision=mod_revision)
         return await self._txn_put(key, value, cmp, lease, "compare_and_put")
 
-    async def compare_and_delete(self, key: str, *, mod_revision: int) -> bool:
-        """Delete ``key`` only if it is still at ``mod_revision``."""
-        k = _b(key)
-        req = rpc.TxnRequest(
-            compare=[rpc.Compare(key=k, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
-                                 mod_revision=mod_revision)],
-            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k))],
-        )
-        resp = await self._call(lambda c: c.kv.Txn(req, timeout=self.timeout,
-                                                    metadata=c.metadata), "compare_and_delete")
-        return bool(resp.succeeded)
-
     async def put_and_release(
         self, key: str, value: bytes | str, *, release: str, holding: bytes
     ) -> bool:

@@ -303,16 +303,11 @@ class RolloutGate:
         )
         return kv.value if moved else None
 
-    async def release(self, slot: Slot, status: str | None = None) -> None:
+    async def release(self, slot: Slot, status: str) -> None:
         """Give the slot back, publishing ``status`` (the node's new one) in the same
         transaction, so the next manager sees this one converged as the slot frees."""
         if slot.key is None:
             await self._say(status)
-            return
-        if status is None:
-            kv = await self.etcd.get(slot.key)
-            if kv is not None and kv.value == slot.value:
-                await self.etcd.compare_and_delete(slot.key, mod_revision=kv.mod_revision)
             return
         # Only our own holding: never delete a slot someone took after ours expired.
         await self.etcd.put_and_release(self.status_key, status, release=slot.key,

@@ -120,18 +120,6 @@ def read_dir(root: Path) -> RepoTree:
     return RepoTree(files=files, links=links, revision=WORKTREE)
 
 
-def head_revision(repo: str | Path) -> str | None:
-    """The commit HEAD points at, or None outside a git repository."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--verify", "-q", "HEAD^{commit}"],
-            capture_output=True, text=True, check=False, timeout=10,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
-
-
 class GitSource:
     """A bare mirror of the state repository under the agent's state dir.
 

@@ -217,9 +217,6 @@ class Systemd(SystemdReader):
         """ReloadUnit (ExecReload=): the main process keeps running. Fails if inactive."""
         return await self._run_job("ReloadUnit", name)
 
-    async def reload_or_restart(self, name: str) -> str:
-        return await self._run_job("ReloadOrRestartUnit", name)
-
     async def enable(self, names: Sequence[str], *, reload: bool = True) -> None:
         """EnableUnitFiles (persistent, force), then a daemon-reload if a symlink changed.
 
