@@ -171,6 +171,7 @@ class Observing:
     def inventory(self) -> applied.Inventory:
         return self.store.load()
 
-    async def plan(self, spec: NodeSpec) -> P.Plan:
-        """Exactly the plan ``apply(spec)`` would execute now."""
-        return (await self._observe_and_plan(spec, self.inventory()))[1]
+    async def plan(self, spec: NodeSpec, inv: applied.Inventory | None = None) -> P.Plan:
+        """Exactly the plan ``apply(spec)`` would execute now. ``inv``: the inventory the
+        caller just read (a pass reads it anyway), so it is not read twice."""
+        return (await self._observe_and_plan(spec, inv if inv is not None else self.inventory()))[1]

@@ -227,7 +227,7 @@ async def _run_pass(
         return PassResult(_with(base, state=NodeState.PAUSED, error=base.error or "paused"))
 
     t = time.perf_counter()
-    plan = await engine.plan(spec)
+    plan = await engine.plan(spec, inv)
     timings["plan"] = time.perf_counter() - t
     if not plan and inv.pending is None:
         units = await _units(engine, spec)
