@@ -172,7 +172,9 @@ def agent_unit(p: Params, role: str) -> str:
     etcd = "etcd-member.service etcd-proxy.service"
     vols = " \\\n".join(f"  -v {v}" for v in agent_volumes(p))
     slack = _slack_file(p)
-    env = f" \\\n  -e SLACK_WEBHOOK_URL_FILE={slack}" if slack else ""
+    # the agent forms and keeps the swarm through the engine's socket mounted above
+    env = " \\\n  -e SWARMKEEPER_DOCKER=unix:///var/run/docker.sock"
+    env += f" \\\n  -e SLACK_WEBHOOK_URL_FILE={slack}" if slack else ""
     return f"""[Unit]
 Description=swarmkeeper agent: keeps this node on the desired state in git
 Wants=network-online.target docker.service swarmkeeper-facts.service

@@ -207,7 +207,10 @@ def test_agent_unit_runs_the_image_with_the_host_sockets_and_dirs(
     assert option_values(opts, "-v") == AGENT_VOLUMES
     assert option_values(opts, "--net") == ["host"]
     assert option_values(opts, "--user") == ["0:0"]
-    assert option_values(opts, "-e") == ["SLACK_WEBHOOK_URL_FILE=/etc/swarmkeeper/slack-url"]
+    assert option_values(opts, "-e") == [
+        "SWARMKEEPER_DOCKER=unix:///var/run/docker.sock",
+        "SLACK_WEBHOOK_URL_FILE=/etc/swarmkeeper/slack-url",
+    ]
     assert "--rm" in opts
     # --root /host: the files roles place anywhere land on the host, through the /:/host mount
     assert args == ["--log-level", "info", "agent", "--config", "/etc/swarmkeeper/agent.yaml", "--root", "/host"]
@@ -365,7 +368,10 @@ def test_extra_volumes_and_a_slack_file_elsewhere_are_mounted(tmp_path: Path) ->
     agent = unit(json.loads(out["worker.ign"])["systemd"]["units"], "swarmkeeper-agent.service")
     opts, _, _ = docker_run_parts(exec_argv(agent["ExecStart"][0], {"SWARMKEEPER_IMAGE": IMAGE}))
     assert option_values(opts, "-v") == [*AGENT_VOLUMES, "/etc/secrets:/etc/secrets:ro", "/srv/data:/srv/data"]  # fmt: skip
-    assert option_values(opts, "-e") == ["SLACK_WEBHOOK_URL_FILE=/etc/secrets/slack-url"]
+    assert option_values(opts, "-e") == [
+        "SWARMKEEPER_DOCKER=unix:///var/run/docker.sock",
+        "SLACK_WEBHOOK_URL_FILE=/etc/secrets/slack-url",
+    ]
 
 
 def test_file_source_is_read_relative_to_the_params_file(tmp_path: Path) -> None:
