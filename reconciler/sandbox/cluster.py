@@ -95,7 +95,11 @@ def make_state_repo(lay: Layout, source: Path) -> str:
     for sub in ("state", "units", "files"):
         if (source / sub).is_dir():
             shutil.copytree(source / sub, lay.work / sub)
+    # the swarm leader drains and removes nodes the state does not list: list every node
     shutil.rmtree(lay.work / "state/nodes", ignore_errors=True)
+    (lay.work / "state/nodes").mkdir()
+    for n in lay.nodes:
+        (lay.work / f"state/nodes/{n.name}.yaml").write_text(spec.node_yaml(n))
     (lay.work / "state/cluster.yaml").write_text(spec.cluster_yaml(len(lay.managers)))
     return commit(lay, "sandbox: the repository's state with the sandbox's images")
 
@@ -203,7 +207,8 @@ def up(directory: Path, managers: int, workers: int, source: Path, timeout: floa
     watch.etcd_formed(rec["etcd"], len(lay.managers), deadline)
     t.done("etcd formed")
     publish(lay, rec, rev)
-    watch.swarm_formed(booted[lay.managers[0].name].leader_pid, managers, workers, deadline)
+    watch.swarm_formed([booted[m.name].leader_pid for m in lay.managers], managers, workers,
+                       deadline)  # fmt: skip
     t.done("swarm formed")
     watch.converged(rec["etcd"][0], [n.name for n in lay.nodes], rev, deadline, _say)
     t.done("converged")
@@ -229,9 +234,8 @@ def reboot(directory: Path, name: str, timeout: float) -> Timer:
     if n.role is spec.Role.MANAGER:
         watch.etcd_formed(rec["etcd"], len(lay.managers), deadline)
         t.done("etcd member back")
-    first = lay.managers[0] if n is not lay.managers[0] else lay.managers[-1]
-    watch.swarm_formed(rec["nodes"][first.name]["leader_pid"], rec["managers"], rec["workers"],
-                       deadline)  # fmt: skip
+    pids = [rec["nodes"][m.name]["leader_pid"] for m in lay.managers]
+    watch.swarm_formed(pids, rec["managers"], rec["workers"], deadline)
     t.done("swarm ready")
     desired = watch.desired_revision(rec["etcd"][0])
     watch.converged(rec["etcd"][0], [x.name for x in lay.nodes], desired, deadline, _say)
@@ -249,7 +253,8 @@ def down(directory: Path) -> list[str]:
     nodes = rec.get("nodes", {})
     with ThreadPoolExecutor(max_workers=max(1, len(lay.nodes))) as pool:
         list(pool.map(lambda n: node.shutdown(int(nodes.get(n.name, {}).get("nspawn_pid", 0)),
-                                              f"{lay.cgroup_name}/{n.name}"), lay.nodes))  # fmt: skip
+                                              f"{lay.cgroup_name}/{n.name}", timeout=10),
+                      lay.nodes))  # fmt: skip
     host.kill_cgroup(lay.cgroup_name)
     for m in preflight.mounts_under(lay.dir):
         host.umount(Path(m))

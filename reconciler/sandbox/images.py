@@ -139,6 +139,7 @@ def agent_tarball(root: Path, out_dir: Path) -> Path:
         shutil.rmtree(upper, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(wheels, ignore_errors=True)
+        merged.rmdir()
     return out
 
 

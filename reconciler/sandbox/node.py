@@ -14,7 +14,8 @@ cgroups (both hierarchies), and returns nspawn's pid and the node's PID 1 as the
 What dockerd inside needs from nspawn, measured here: the unified cgroup hierarchy
 (``SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1``; the legacy controllers are read-only in the
 container), ``CAP_NET_ADMIN`` (nspawn drops it with ``--network-namespace-path``; dockerd's
-host-network sandbox fails "operation not permitted"), the keyring system calls (runc joins a
+host-network sandbox fails "operation not permitted") and ``CAP_IPC_LOCK`` (the Vault unit's
+``--cap-add IPC_LOCK``: runc cannot grant what the node lacks), the keyring system calls (runc joins a
 session keyring) and a real filesystem for ``/var/lib/docker`` (overlay2 cannot stack on the
 node's overlay root), bound from the node's directory.
 """
@@ -114,7 +115,7 @@ def boot(p: Paths, name: str, machine: str, netns: str, cgroup: str, timeout: fl
     cgroups = host.make_cgroups(cgroup)
     argv = [str(NSPAWN), "-D", str(p.root), "--boot", "--register=no", "--keep-unit",
             "--console=passive", "-M", machine, f"--hostname={name}",
-            "--capability=CAP_NET_ADMIN", "--system-call-filter=@keyring bpf",
+            "--capability=CAP_NET_ADMIN,CAP_IPC_LOCK", "--system-call-filter=@keyring bpf",
             "--resolv-conf=off", "--timezone=off",
             f"--network-namespace-path={host.NETNS_DIR / netns}",
             f"--bind={p.docker}:/var/lib/docker"]  # fmt: skip

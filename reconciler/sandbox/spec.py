@@ -156,6 +156,10 @@ def cluster_yaml(managers: int) -> str:
     return "# The sandbox's cluster (see docs/sandbox.md)\n" + yaml.safe_dump(doc, sort_keys=True)
 
 
+def node_yaml(n: NodeSpec) -> str:
+    return f"# a node of the sandbox\nrole: {n.role}\n"
+
+
 def cluster_doc(lay: Layout, etcd: list[str], leaders: dict[str, int]) -> dict[str, object]:
     """``DIR/cluster.json``: what an operator needs to reach the cluster from outside."""
     return {

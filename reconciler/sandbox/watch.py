@@ -57,11 +57,16 @@ def swarm_nodes(leader_pid: int) -> list[dict[str, str]]:
     return [json.loads(line) for line in out.stdout.decode().splitlines() if line.strip()]
 
 
-def swarm_formed(leader_pid: int, managers: int, workers: int, deadline: float) -> None:
-    """``docker node ls`` on a manager: every node Ready, ``managers`` of them managers."""
+def swarm_formed(manager_pids: list[int], managers: int, workers: int, deadline: float) -> None:
+    """``docker node ls`` on a manager (the first that answers): every node Ready and
+    Active, ``managers`` of them managers."""
     seen: list[dict[str, str]] = []
     while time.monotonic() < deadline:
-        seen = swarm_nodes(leader_pid)
+        for pid in manager_pids:
+            seen = swarm_nodes(pid)
+            if seen:
+                break
+        seen = [n for n in seen if n.get("Availability") == "Active"]
         ready = [n for n in seen if n.get("Status") == "Ready"]
         mgrs = [n for n in ready if n.get("ManagerStatus") in ("Leader", "Reachable")]
         if len(ready) == managers + workers and len(mgrs) == managers:
