@@ -224,6 +224,7 @@ def reboot(directory: Path, name: str, timeout: float) -> Timer:
     lay = layout_of(rec)
     n = lay.node(name)
     t = Timer(_say)
+    since = time.monotonic()
     node.crash(f"{lay.cgroup_name}/{n.name}")
     t.done(f"{name} killed")
     b = boot_node(lay, n, rec)
@@ -234,11 +235,13 @@ def reboot(directory: Path, name: str, timeout: float) -> Timer:
     if n.role is spec.Role.MANAGER:
         watch.etcd_formed(rec["etcd"], len(lay.managers), deadline)
         t.done("etcd member back")
+    watch.in_swarm(b.leader_pid, n.role is spec.Role.MANAGER, deadline)
     pids = [rec["nodes"][m.name]["leader_pid"] for m in lay.managers]
     watch.swarm_formed(pids, rec["managers"], rec["workers"], deadline)
-    t.done("swarm ready")
+    t.done("swarm rejoined")
     desired = watch.desired_revision(rec["etcd"][0])
-    watch.converged(rec["etcd"][0], [x.name for x in lay.nodes], desired, deadline, _say)
+    watch.converged(rec["etcd"][0], [x.name for x in lay.nodes], desired, deadline, _say,
+                    fresh={n.name: since})  # fmt: skip
     t.done("converged")
     return t
 

@@ -92,9 +92,27 @@ def desired_revision(endpoint: str) -> str:
     return str(status(endpoint).get("desired", ""))
 
 
+def in_swarm(leader_pid: int, manager: bool, deadline: float) -> None:
+    """The node's own engine is an active swarm member (with a manager's control plane)."""
+    want = f"active {'true' if manager else 'false'}"
+    seen = ""
+    while time.monotonic() < deadline:
+        out = host.run(node.nsenter(leader_pid, "docker", "info", "--format",
+                                    "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"),
+                       check=False)  # fmt: skip
+        seen = out.stdout.decode().strip()
+        if seen == want:
+            return
+        time.sleep(POLL)
+    raise host.SandboxError(f"the node's engine is not '{want}' in the swarm; last: {seen!r}")
+
+
 def converged(endpoint: str, names: list[str], rev: str, deadline: float,
-              say: Callable[[str], None]) -> None:  # fmt: skip
-    """Every node reports ``converged`` on ``rev``; prints each change of the picture."""
+              say: Callable[[str], None], fresh: dict[str, float] | None = None) -> None:  # fmt: skip
+    """Every node reports ``converged`` on ``rev``, alive and a swarm member; prints each
+    change of the picture. ``fresh`` maps nodes to a ``time.monotonic()``: their report must
+    be newer than that (a rebooted node's status from before the crash does not count)."""
+    fresh = fresh or {}
     last: object = None
     rows: list[tuple[str, str, str]] = []
     while time.monotonic() < deadline:
@@ -103,8 +121,11 @@ def converged(endpoint: str, names: list[str], rev: str, deadline: float,
         if rows != last:
             say("status: " + ", ".join(f"{n} {s} {r}" for n, s, r in rows))
             last = rows
+        now = time.monotonic()
         done = {r[0] for r in rows} >= set(names) and all(
-            r["state"] == "converged" and r["revision"] == rev
+            r["state"] == "converged" and r["revision"] == rev and r["alive"]
+            and (r.get("swarm") or {}).get("state") == "member"
+            and (r["node"] not in fresh or (r.get("reported_age") or 1e9) < now - fresh[r["node"]])
             for r in snap["nodes"] if r["node"] in names
         )  # fmt: skip
         if done:
