@@ -6,9 +6,9 @@ PY    := $(VENV)/bin/python
 PIP   := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 # Debian packages the tests start for real: etcd, git, systemd user managers, dockerd.
-SYSTEM_PKGS := git etcd-server etcd-client systemd dbus dbus-user-session iproute2 util-linux docker.io python3-venv debootstrap
+SYSTEM_PKGS := git etcd-server etcd-client systemd dbus dbus-user-session iproute2 util-linux docker.io python3-venv debootstrap systemd-container ignition
 
-.PHONY: demo test setup system-deps lint typecheck bench image clean
+.PHONY: demo test test-sandbox setup system-deps lint typecheck bench image clean
 
 setup: $(STAMP)
 
@@ -33,7 +33,11 @@ demo: system-deps setup
 	$(PY) scripts/demo.py
 
 test: system-deps setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not sandbox"
+
+# The whole cluster on this machine (docs/sandbox.md): its own lane, a few minutes.
+test-sandbox: system-deps setup
+	$(PY) -m pytest -q -m sandbox tests/test_sandbox_cluster.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
