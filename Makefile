@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests start for real: etcd, git, systemd user managers, dockerd.
 SYSTEM_PKGS := git etcd-server etcd-client systemd dbus dbus-user-session iproute2 util-linux docker.io python3-venv debootstrap systemd-container ignition
 
-.PHONY: demo test test-sandbox setup system-deps lint typecheck bench image clean
+.PHONY: demo test test-sandbox setup system-deps lint typecheck bench image node-root clean
 
 setup: $(STAMP)
 
@@ -29,15 +29,20 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-demo: system-deps setup
+demo: system-deps setup node-root
 	$(PY) scripts/demo.py
 
 test: system-deps setup
 	$(PY) -m pytest -q -m "not sandbox"
 
 # The whole cluster on this machine (docs/sandbox.md): its own lane, a few minutes.
-test-sandbox: system-deps setup
+test-sandbox: system-deps setup node-root
 	$(PY) -m pytest -q -m sandbox tests/test_sandbox_cluster.py
+
+# The Debian bookworm root the PID-1 node tests boot with systemd-nspawn (scripts/build-root.sh):
+# about a minute on a clean machine, instant once cached under $$SWARMKEEPER_CACHE.
+node-root: system-deps
+	./scripts/build-root.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .

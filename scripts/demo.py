@@ -1,161 +1,115 @@
-"""`make demo`: validate and render this repo's state, then run a sandbox cluster on one machine.
+"""`make demo`: validate and render this repo's state, then run the whole job on this machine.
 
 1. ``swarmkeeper validate`` and ``swarmkeeper render`` on the repository's own ``state/`` for a
    manager and a worker (what a real node would run).
-2. A sandbox cluster: a local etcd, a git state repo, and three nodes (one manager, two
-   workers), each a real systemd user manager in its own mount namespace and cgroup with its
-   own ``swarmkeeper agent``. It publishes the first revision, commits a change to one unit,
-   publishes it, and shows ``swarmkeeper status`` until all three nodes converge.
+2. ``swarmkeeper sandbox up``: three managers and two workers (``SANDBOX_MANAGERS``,
+   ``SANDBOX_WORKERS``), each a Debian root provisioned by the real Ignition from
+   ``swarmkeeper cloudconfig``'s output and booted with ``systemd-nspawn --boot``; the
+   generated units form etcd and the swarm and start the agents, which converge.
+3. Looks at it from outside: ``etcdctl member list``, ``docker node ls``, ``swarmkeeper status``
+   and ``services``; commits a change to the state repo, publishes it and shows status until
+   every node converges; kills a manager outright and boots it again.
+4. ``swarmkeeper sandbox down`` (``KEEP=1`` keeps the cluster and prints its directory).
 
-Everything runs on 127.0.0.1 and in temp dirs; Ctrl-C (or the end) tears it all down.
+Needs root, systemd-container, ignition and the cached node root (``make node-root``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.fixtures.agents import agent_for  # noqa: E402
-from tests.fixtures.etcd import etcd_server  # noqa: E402
-from tests.fixtures.gitrepo import git, make_state_repo  # noqa: E402
-from tests.fixtures.systemd_user import user_manager  # noqa: E402
-
-NODES = {"manager-1": "manager", "worker-1": "worker", "worker-2": "worker"}
-WEB = """[Unit]
-Description=demo web server ({version})
-
-[Service]
-Environment=GREETING={greeting}
-ExecStart=/bin/sleep infinity
-ExecReload=/bin/true
-"""
-STATE: dict[str, str | bytes | None] = {
-    "state/cluster.yaml": "name: sandbox\nmanagers: 1\nrollout: {max_unavailable: 1}\nvars: {TIER: demo}\n",
-    "state/roles/manager.yaml": "units:\n  - web.service\n  - heartbeat.service\n",
-    "state/roles/worker.yaml": "units:\n  - web.service\n",
-    "state/nodes/manager-1.yaml": "role: manager\nlabels: {zone: a}\n",
-    "state/nodes/worker-1.yaml": "role: worker\n",
-    "state/nodes/worker-2.yaml": "role: worker\n",
-    "units/web.service": WEB.format(version="v1", greeting="hello"),
-    "units/heartbeat.service": "[Service]\nExecStart=/bin/sh -c 'while sleep 5; do :; done'\n",
-}
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def sk(
-    *args: str, check: bool = True, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=REPO, text=True,
-                          capture_output=True, check=check, env=env)  # fmt: skip
+def sk(*args: str, check: bool = True, stream: bool = False) -> str:
+    argv = [sys.executable, "-m", "reconciler", *args]
+    if stream:  # progress goes to the terminal as it happens
+        subprocess.run(argv, cwd=REPO, env=ENV, check=check)
+        return ""
+    out = subprocess.run(argv, cwd=REPO, env=ENV, text=True, capture_output=True, check=False)
+    if check and out.returncode != 0:
+        raise SystemExit(f"swarmkeeper {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
+    return out.stdout.rstrip()
 
 
 def banner(text: str) -> None:
     print(f"\n=== {text} " + "=" * max(0, 74 - len(text)), flush=True)
 
 
-def show_status(etcd: str, rev: str, timeout: float = 90) -> None:
-    """Print ``swarmkeeper status`` whenever a node's state changes, until all run ``rev``."""
-    from reconciler.commands.status import format_table
+def show(argv: list[str]) -> None:
+    out = subprocess.run(argv, text=True, capture_output=True, env={**ENV, "ETCDCTL_API": "3"})
+    print((out.stdout + out.stderr).rstrip(), flush=True)
 
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        out = sk("status", "--etcd", etcd, "--json", check=False).stdout
-        snap = json.loads(out) if out.strip() else {"nodes": []}
-        rows = snap["nodes"]
-        seen = [(r["node"], r["state"], r["revision"], r["rollout"]) for r in rows]
-        done = {r["node"] for r in rows} == set(NODES) and all(
-            r["revision"] == rev and r["state"] == "converged" for r in rows
-        )
-        if seen != last:  # ages alone change every second: show only real changes
-            print(format_table(snap), flush=True)
-            print("-" * 78)
-            last = seen
-        if done:
-            return
+
+def wait_converged(etcd: str, rev: str, nodes: int, timeout: float = 180) -> float:
+    start, last = time.monotonic(), None
+    while time.monotonic() - start < timeout:
+        snap = json.loads(sk("status", "--etcd", etcd, "--json") or '{"nodes": []}')
+        rows = [(r["node"], r["state"], r["revision"]) for r in snap["nodes"]]
+        if rows != last:
+            print(sk("status", "--etcd", etcd), flush=True)
+            last = rows
+        if len(rows) == nodes and all(s == "converged" and v == rev for _, s, v in rows):
+            return time.monotonic() - start
         time.sleep(0.5)
-    raise SystemExit(f"the sandbox did not converge on {rev[:12]} within {timeout:.0f}s")
+    raise SystemExit(f"the sandbox did not converge on {rev[:12]} within {timeout:.0f} s")
 
 
 def main() -> None:
     banner("validate this repository's state/")
-    print(sk("validate").stdout.rstrip())
+    print(sk("validate"))
     for node, role in (("manager-1", "manager"), ("worker-7", "worker")):
         banner(f"render --node {node} --role {role}")
-        print(
-            sk("render", "--node", node, "--role", role, "--address", "10.0.0.11").stdout.rstrip()
-        )
+        print(sk("render", "--node", node, "--role", role, "--address", "10.0.0.11"))
 
-    base = Path(tempfile.mkdtemp(prefix="sk-demo-"))
+    managers = os.environ.get("SANDBOX_MANAGERS", "3")
+    workers = os.environ.get("SANDBOX_WORKERS", "2")
+    d = Path(tempfile.mkdtemp(prefix="sk-sandbox-")) / "cluster"
     try:
-        with ExitStack() as stack:
-            banner("sandbox: etcd, a state repo and three nodes (systemd user managers)")
-            etcd = stack.enter_context(etcd_server())
-            repo = make_state_repo(base / "repo", STATE)
-            agents = []
-            for node in NODES:
-                um = stack.enter_context(user_manager(base / "um", f"demo-{node}"))
-                a = agent_for(um, base / "nodes", node=node, repo=repo.url, etcd=etcd.endpoint)
-                stack.callback(a.stop)
-                a.start()
-                agents.append(a)
-                print(
-                    f"{node}: systemd --user pid {um.pid}, agent pid {a.proc.pid if a.proc else '?'}"
-                )
-            print(f"etcd at {etcd.endpoint}, state repo at {repo.url}")
+        banner(f"swarmkeeper sandbox up --managers {managers} --workers {workers} --dir {d}")
+        sk("sandbox", "up", "--managers", managers, "--workers", workers, "--dir", str(d),
+           stream=True)  # fmt: skip
+        doc = json.loads((d / "cluster.json").read_text())
+        etcd, m1 = doc["etcd"][0], doc["nodes"][0]["leader_pid"]
+        banner("from outside: etcdctl member list (forwarded to 127.0.0.1)")
+        show(["etcdctl", f"--endpoints={','.join(doc['etcd'])}", "member", "list", "-w", "table"])
+        banner(f"docker node ls on manager-1 (nsenter -t {m1} -a)")
+        show(["nsenter", "-t", str(m1), "-a", "docker", "node", "ls"])
+        banner("swarmkeeper services (Vault stand-in registered by the agents)")
+        print(sk("services", "--etcd", etcd))
 
-            rev1 = git(repo.work, "rev-parse", "HEAD")
-            banner(f"swarmkeeper publish {rev1[:12]}")
-            print(
-                sk(
-                    "publish", "--repo", str(repo.work), "--etcd", etcd.endpoint, rev1
-                ).stdout.rstrip()
-            )
-            show_status(etcd.endpoint, rev1)
+        banner("commit a change to the state repo and publish it")
+        work = d / "state-work"
+        git = ["git", "-C", str(work), "-c", "user.name=demo", "-c", "user.email=demo@localhost"]
+        for role in ("manager", "worker"):
+            p = work / f"state/roles/{role}.yaml"
+            p.write_text(p.read_text().replace("changes here are overwritten", "hello from the demo"))  # fmt: skip
+        subprocess.run([*git, "commit", "-qam", "motd: hello from the demo"], check=True)
+        subprocess.run([*git, "push", "-q", doc["repo"], "HEAD:main"], check=True)
+        rev = subprocess.run([*git, "rev-parse", "HEAD"], text=True, capture_output=True,
+                             check=True).stdout.strip()  # fmt: skip
+        print(sk("publish", "--repo", str(work), "--etcd", etcd, rev))
+        took = wait_converged(etcd, rev, len(doc["nodes"]))
+        print(f"all {len(doc['nodes'])} nodes converged on {rev[:12]} in {took:.1f} s")
 
-            banner("commit a change to web.service")
-            rev2 = repo.commit({"units/web.service": WEB.format(version="v2", greeting="bonjour")},
-                               "web: say bonjour")  # fmt: skip
-            w = agents[1]
-            banner(f"swarmkeeper plan on {w.node}: what its agent will do")
-            plan = sk("plan", "--repo", repo.url, "--rev", rev2, "--node", w.node, "--scope", "user",
-                      "--etcd", etcd.endpoint,
-                      "--state-dir", str(w.state_dir), "--root", str(w.root),
-                      "--unit-dir", str(w.um.unit_dir), check=False, env=w.env)  # fmt: skip
-            print(
-                plan.stdout.rstrip() or plan.stderr.rstrip(),
-                f"\n(plan exit status {plan.returncode})",
-            )
-            banner(f"swarmkeeper publish {rev2[:12]}")
-            print(
-                sk(
-                    "publish", "--repo", str(repo.work), "--etcd", etcd.endpoint, rev2
-                ).stdout.rstrip()
-            )
-            t0 = time.monotonic()
-            show_status(etcd.endpoint, rev2)
-            print(f"all three nodes converged on {rev2[:12]} in {time.monotonic() - t0:.1f} s")
-
-            banner("what systemd runs now")
-            for a in agents:
-                env = a.um.systemctl("show", "-P", "Environment", "web.service").stdout.strip()
-                active = a.um.systemctl("is-active", "web.service").stdout.strip()
-                print(f"{a.node:<10} web.service {active:<8} {env}")
-            banner("tearing down")
+        banner("kill manager-2 outright and boot it again")
+        sk("sandbox", "reboot", "manager-2", "--dir", str(d), stream=True)
     except KeyboardInterrupt:
         print("\ninterrupted: tearing down")
     finally:
-        if not os.environ.get("KEEP"):
-            shutil.rmtree(base, ignore_errors=True)
+        if os.environ.get("KEEP"):
+            print(f"\nKEEP set: the sandbox stays in {d}; `swarmkeeper sandbox down --dir {d}`")
+        elif (d / "sandbox.json").exists():
+            banner("swarmkeeper sandbox down")
+            sk("sandbox", "down", "--dir", str(d), stream=True, check=False)
+            d.parent.rmdir()
     print("done")
 
 
