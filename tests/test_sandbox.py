@@ -232,3 +232,14 @@ def test_forwarder_carries_bytes_into_a_namespace(netns: str) -> None:
         proc.terminate()
         proc.wait(5)
         srv.close()
+
+
+def test_up_without_a_node_root_says_how_to_build_it(tmp_path: Path) -> None:
+    d = tmp_path / "sb"
+    r = subprocess.run([sys.executable, "-m", "reconciler", "sandbox", "up", "--managers", "1",
+                        "--workers", "0", "--dir", str(d)], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "PYTHONPATH": str(REPO),
+                                        "SWARMKEEPER_CACHE": str(tmp_path / "cache")})  # fmt: skip
+    assert r.returncode == 1
+    assert f"no node root at {tmp_path / 'cache' / 'node-root'}" in r.stderr
+    assert "build-root.sh" in r.stderr and not d.exists()
