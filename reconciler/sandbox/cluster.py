@@ -256,7 +256,7 @@ def down(directory: Path) -> list[str]:
     nodes = rec.get("nodes", {})
     with ThreadPoolExecutor(max_workers=max(1, len(lay.nodes))) as pool:
         list(pool.map(lambda n: node.shutdown(int(nodes.get(n.name, {}).get("nspawn_pid", 0)),
-                                              f"{lay.cgroup_name}/{n.name}", timeout=10),
+                                              f"{lay.cgroup_name}/{n.name}", timeout=5),
                       lay.nodes))  # fmt: skip
     host.kill_cgroup(lay.cgroup_name)
     for m in preflight.mounts_under(lay.dir):
