@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cloudconfig.generate import generate
 from cloudconfig.params import load_params
@@ -243,3 +245,14 @@ def test_up_without_a_node_root_says_how_to_build_it(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert f"no node root at {tmp_path / 'cache' / 'node-root'}" in r.stderr
     assert "build-root.sh" in r.stderr and not d.exists()
+
+
+hosts = st.from_regex(r"[a-z0-9][a-z0-9.\-]{0,20}", fullmatch=True)
+ports = st.integers(min_value=0, max_value=65535)
+paths = st.from_regex(r"/[A-Za-z0-9_./\-]{1,30}", fullmatch=True)
+
+
+@given(hosts, ports, paths, hosts, ports)
+def test_parse_route_roundtrips(lh: str, lp: int, ns: str, th: str, tp: int) -> None:
+    r = forward.Route(lh, lp, ns, th, tp)
+    assert forward.parse_route(f"{lh}:{lp}={ns}={th}:{tp}") == r
