@@ -48,10 +48,18 @@ def _dir(text: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler.sandbox import cluster, images
+    from reconciler.sandbox.host import SandboxError
 
     if args.action == "up":
         source = _dir(args.state) if args.state else images.REPO_ROOT
-        t = cluster.up(_dir(args.dir), args.managers, args.workers, source, args.timeout)
+        d = _dir(args.dir)
+        try:
+            t = cluster.up(d, args.managers, args.workers, source, args.timeout)
+        except SandboxError as e:
+            # left running on purpose: the nodes' journals say why (nsenter -t PID -a journalctl)
+            raise SandboxError(f"{e}\nsandbox up failed; what it started is recorded in "
+                               f"{d / 'sandbox.json'}: look, then `swarmkeeper sandbox down "
+                               f"--dir {d}`") from e  # fmt: skip
         print(f"sandbox up: {args.managers} managers, {args.workers} workers, all converged")
         print(t.report())
         print(f"cluster: {_dir(args.dir) / 'cluster.json'}")
