@@ -256,3 +256,16 @@ paths = st.from_regex(r"/[A-Za-z0-9_./\-]{1,30}", fullmatch=True)
 def test_parse_route_roundtrips(lh: str, lp: int, ns: str, th: str, tp: int) -> None:
     r = forward.Route(lh, lp, ns, th, tp)
     assert forward.parse_route(f"{lh}:{lp}={ns}={th}:{tp}") == r
+
+
+def test_down_after_an_up_that_stopped_at_its_first_step(tmp_path: Path) -> None:
+    # `up` records itself before it starts anything: `down` must clean up from there too
+    d = tmp_path / "sb"
+    d.mkdir()
+    record = {"dir": str(d), "managers": 1, "workers": 1, "tag": spec.dir_tag(d), "nodes": {},
+              "etcd": []}  # fmt: skip
+    (d / "sandbox.json").write_text(json.dumps(record))
+    (d / "params.yml").write_text("cluster: {}\n")
+    r = _sk("down", "--dir", str(d))
+    assert r.returncode == 0, r.stderr
+    assert "nothing left behind" in r.stdout and not d.exists()
