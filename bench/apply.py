@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reconciler import log
 from reconciler.actuators.systemd import DEFAULT_SETTLE, Scope, Systemd
-from reconciler.apply import Engine, Outcome
+from reconciler.apply.engine import Engine, Outcome
 from reconciler.models import FileSpec, NodeSpec
 from tests.fixtures.systemd_user import UserManager, user_manager
 from tests.specs import ENV, spec, unit

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from reconciler import keys
 from reconciler.actuators.dry import DrySystemd
-from reconciler.agent import Agent, AgentSettings
-from reconciler.apply import Engine
-from reconciler.etcd import Etcd
+from reconciler.agent.agent import Agent, AgentSettings
+from reconciler.agent.passes import PassResult
+from reconciler.apply.engine import Engine
+from reconciler.etcd.client import Etcd
 from reconciler.models import Role
-from reconciler.reconcile import PassResult
 from reconciler.status import NodeState, NodeStatus
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.gitrepo import StateRepo

@@ -1,4 +1,4 @@
-"""reconciler.etcd when etcd misbehaves: restarts, compaction, a hung member, leader loss,
+"""reconciler.etcd.client when etcd misbehaves: restarts, compaction, a hung member, leader loss,
 lease keepalive directly and through ``etcd grpc-proxy``. All against real etcd processes."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from reconciler.etcd import Etcd, Resynced, WatchEvent
+from reconciler.etcd.client import Etcd, Resynced, WatchEvent
 from tests.fixtures.etcd import EtcdCluster, EtcdServer, etcd_proxy
 
 
@@ -153,7 +153,8 @@ async def test_watch_moves_to_another_member_when_its_member_dies(
             await wait_for(lambda: b"199" in values(got), 15, "all events")
         seen = values(got)
         assert [v for i, v in enumerate(seen) if i == 0 or seen[i - 1] != v] == [
-            str(i).encode() for i in range(200)]
+            str(i).encode() for i in range(200)
+        ]
         assert watcher.endpoint != eps[0]
     finally:
         await watcher.close()
@@ -285,7 +286,8 @@ async def test_through_grpc_proxy_leader_kill_loses_no_event_and_keeps_lease(
                 await wait_for(lambda: b"59" in values(got), 15, "all events via the proxy")
             seen = values(got)
             assert [v for i, v in enumerate(seen) if i == 0 or seen[i - 1] != v] == [
-                str(i).encode() for i in range(60)]
+                str(i).encode() for i in range(60)
+            ]
             await wait_for(lambda: lease.alive, 5, "keepalives after the election")
             kv = await e.get("/g/alive")
             assert kv is not None and kv.lease == lease.id

@@ -8,8 +8,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import applied
-from reconciler import plan as P
 from reconciler.models import (
     FileSpec,
     NodeSpec,
@@ -18,6 +16,8 @@ from reconciler.models import (
     UnitName,
     UnitSpec,
 )
+from reconciler.plan import applied
+from reconciler.plan import planner as P
 from tests.nodemodel import Node
 from tests.specs import ENV, spec, unit
 

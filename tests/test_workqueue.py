@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 
-from reconciler.workqueue import Backoff, WorkQueue, jittered
+from reconciler.agent.workqueue import Backoff, WorkQueue, jittered
 
 
 async def test_triggers_coalesce_into_one_pass() -> None:

@@ -1,10 +1,10 @@
 """The planner's vocabulary: what the node shows, the actions of a plan, and their text. Pure.
 
 ``Observed`` (with ``UnitState`` and ``FileState``) is what the apply engine reads from the
-node; the frozen action dataclasses, ``Gate`` and ``Plan`` are what ``reconciler.plan``
+node; the frozen action dataclasses, ``Gate`` and ``Plan`` are what ``reconciler.plan.planner``
 returns, in the fixed ``Phase`` order. ``describe`` and ``to_json`` are how ``swarmkeeper
 plan``, the apply result and pass events print an action. Kept apart from the planning
-rules so both stay readable; ``reconciler.plan`` re-exports every name here, and callers
+rules so both stay readable; ``reconciler.plan.planner`` re-exports every name here, and callers
 keep using ``from reconciler import plan as P``.
 """
 

@@ -18,9 +18,9 @@ from reconciler.errors import TransientError
 from reconciler.models import Role
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
-    from reconciler.membership import Membership, MembershipStatus
-    from reconciler.notify import Event
+    from reconciler.etcd.client import Etcd
+    from reconciler.notify.hub import Event
+    from reconciler.swarm.membership import Membership, MembershipStatus
 
 
 class SwarmLink:
@@ -62,7 +62,7 @@ class SwarmLink:
 
     async def run(self) -> None:
         from reconciler.actuators.swarm import SwarmEngine
-        from reconciler.membership import Membership, run_membership
+        from reconciler.swarm.membership import Membership, run_membership
 
         await self._ready.wait()  # nothing to decide before a revision is applied
         async with SwarmEngine(self.docker) as engine:
@@ -82,7 +82,7 @@ class SwarmLink:
         return self._desired
 
     def _seen(self, m: MembershipStatus) -> None:
-        from reconciler.notify import Event, EventKind
+        from reconciler.notify.hub import Event, EventKind
 
         d = m.as_dict()
         before = self.status.get("state")

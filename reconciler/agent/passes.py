@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import log
-from reconciler.apply import Outcome
+from reconciler.apply.engine import Outcome
 from reconciler.errors import InvalidDesiredState, SourceError, SwarmkeeperError, TransientError
 from reconciler.models import NodeFacts, NodeSpec, Role
 from reconciler.status import NodeState, NodeStatus, utcnow
 
 if TYPE_CHECKING:
-    from reconciler.apply import ApplyResult, Engine
-    from reconciler.rollout import Slot
+    from reconciler.apply.engine import ApplyResult, Engine
+    from reconciler.rollout.gate import Slot
     from reconciler.source import GitSource
 
 # (revision, applied, role, max_unavailable, applying status, waiting status) -> slot, or

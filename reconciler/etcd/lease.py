@@ -27,10 +27,10 @@ from aetcd import rpc
 
 from reconciler import log
 from reconciler.errors import EtcdUnavailable
-from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, classify, guard
+from reconciler.etcd.conn import RPC_ERRORS, Conn, Fault, classify, guard
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 _RETRIED: tuple[type[BaseException], ...] = (*RPC_ERRORS, EtcdUnavailable)
 

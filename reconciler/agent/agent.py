@@ -32,23 +32,23 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from reconciler import keys, log
-from reconciler.agent_report import Reporting
+from reconciler.agent.events import PassEvents
+from reconciler.agent.metrics import Metrics
+from reconciler.agent.passes import PassResult, Renderer, run_pass
+from reconciler.agent.report import Reporting
+from reconciler.agent.workqueue import WorkQueue, jittered
 from reconciler.control import Control
 from reconciler.errors import SwarmkeeperError, TransientError
-from reconciler.metrics import Metrics
 from reconciler.models import NodeFacts, NodeName, Role
-from reconciler.pass_events import PassEvents
-from reconciler.reconcile import PassResult, Renderer, run_pass
 from reconciler.status import NodeState, NodeStatus, utcnow
-from reconciler.workqueue import WorkQueue, jittered
 
 if TYPE_CHECKING:
-    from reconciler.agent_swarm import SwarmLink
-    from reconciler.apply import Engine
-    from reconciler.etcd import Etcd, Lease
-    from reconciler.notify import Notifications
-    from reconciler.rollout import Slot
-    from reconciler.services import ServiceRegistrar
+    from reconciler.agent.services import ServiceRegistrar
+    from reconciler.apply.engine import Engine
+    from reconciler.etcd.client import Etcd, Lease
+    from reconciler.notify.hub import Notifications
+    from reconciler.rollout.gate import Slot
+    from reconciler.swarm.agent import SwarmLink
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,7 @@ class Agent(Reporting):
     # -- state read from etcd ------------------------------------------------------------
 
     async def _watch(self, key: str) -> None:
-        from reconciler.etcd import Resynced
+        from reconciler.etcd.client import Resynced
 
         k = key.encode()
         while True:
@@ -262,7 +262,7 @@ class Agent(Reporting):
     # -- the process ---------------------------------------------------------------------
 
     async def run(self) -> int:
-        from reconciler.notify import Event, EventKind, Notifications
+        from reconciler.notify.hub import Event, EventKind, Notifications
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -272,7 +272,7 @@ class Agent(Reporting):
         try:
             async with asyncio.TaskGroup() as tg:
                 self.notifications = Notifications()
-                from reconciler import opsmetrics
+                from reconciler.agent import opsmetrics
 
                 opsmetrics.register(self.metrics.registry, lambda: self.notifications,
                                     lambda: self.registrar)  # fmt: skip
@@ -285,7 +285,7 @@ class Agent(Reporting):
                 tg.create_task(self._worker(), name="worker")
                 tg.create_task(self._services(), name="services")
                 if self.s.docker:
-                    from reconciler.agent_swarm import SwarmLink
+                    from reconciler.swarm.agent import SwarmLink
 
                     self.swarm = SwarmLink(
                         self.etcd, docker=self.s.docker, node=self.s.node, address=self.s.address,
@@ -307,7 +307,7 @@ class Agent(Reporting):
         return 0
 
     async def _services(self) -> None:
-        from reconciler.services import ServiceRegistrar
+        from reconciler.agent.services import ServiceRegistrar
 
         self.registrar = ServiceRegistrar(
             self.etcd, prefix=self.prefix, node=self.s.node, address=self.s.address,
@@ -323,7 +323,7 @@ class Agent(Reporting):
     async def _serve(self) -> Any:
         from aiohttp import web
 
-        from reconciler.http import make_app
+        from reconciler.agent.http import make_app
 
         app = make_app(self.metrics, self.health, webhook_secret=self.s.webhook_secret,
                        branch=self.s.branch, publish=self.publish)  # fmt: skip
@@ -334,7 +334,7 @@ class Agent(Reporting):
         return runner
 
     async def _shutdown(self, runner: Any) -> None:
-        from reconciler.notify import Event, EventKind
+        from reconciler.notify.hub import Event, EventKind
 
         with contextlib.suppress(Exception):
             if self.registrar is not None:

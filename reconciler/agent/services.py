@@ -29,10 +29,10 @@ import aiohttp
 
 from reconciler import keys, log
 from reconciler.models import CheckKind, HealthCheck, NodeSpec, Registration
-from reconciler.notify import Event, EventKind
+from reconciler.notify.hub import Event, EventKind
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd, Lease
+    from reconciler.etcd.client import Etcd, Lease
 
 UnitActive = Callable[[str], Awaitable[bool]]
 
@@ -223,7 +223,9 @@ class ServiceRegistrar:
             if name in self._watches:
                 continue
             try:
-                check = make_check(reg.check, unit, session=self._http, unit_active=self._unit_active)
+                check = make_check(
+                    reg.check, unit, session=self._http, unit_active=self._unit_active
+                )
             except ValueError as e:
                 self._log.error("services.cannot_check", service=name, unit=unit, error=str(e))
                 continue

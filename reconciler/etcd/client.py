@@ -2,7 +2,7 @@
 
 What it adds (see docs/etcd-keys.md and the field notes for why each matters):
 - several endpoints: a failed call drops the connection and moves to the next endpoint;
-- TLS channels and keepalive pings (``reconciler.etcdconn``);
+- TLS channels and keepalive pings (``reconciler.etcd.conn``);
 - re-authentication when the auth token expires (one reconnect + retry);
 - bounded retries with backoff for idempotent calls during leader elections; when nothing
   answers within the retry window, ``EtcdUnavailable``;
@@ -34,12 +34,19 @@ from reconciler.errors import (
     EtcdUnavailable,
     LeaseNotFound,
 )
-from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, TLSConfig, classify, guard
-from reconciler.etcdlease import Lease, LeaseKeeper
-from reconciler.etcdwatch import KV, Resynced, WatchEvent
+from reconciler.etcd.conn import RPC_ERRORS, Conn, Fault, TLSConfig, classify, guard
+from reconciler.etcd.lease import Lease, LeaseKeeper
+from reconciler.etcd.watch import KV, Resynced, WatchEvent
 
 __all__ = [
-    "KV", "Etcd", "EtcdError", "Lease", "LeaseNotFound", "Resynced", "TLSConfig", "WatchEvent",
+    "KV",
+    "Etcd",
+    "EtcdError",
+    "Lease",
+    "LeaseNotFound",
+    "Resynced",
+    "TLSConfig",
+    "WatchEvent",
 ]
 
 T = TypeVar("T")
@@ -95,7 +102,11 @@ class Etcd:
     ) -> Etcd:
         """Connect to the first endpoint that answers; ``EtcdUnavailable`` if none does."""
         self = cls(
-            endpoints, tls=tls, user=user, password=password, timeout=timeout,
+            endpoints,
+            tls=tls,
+            user=user,
+            password=password,
+            timeout=timeout,
             retry_for=retry_for if retry_for is not None else 2 * timeout,
         )
         await self._call(lambda c: asyncio.sleep(0), "connect")
@@ -193,23 +204,27 @@ class Etcd:
 
     async def get(self, key: str) -> KV | None:
         req = rpc.RangeRequest(key=_b(key))
-        resp = await self._call(lambda c: c.kv.Range(req, timeout=self.timeout,
-                                                      metadata=c.metadata), "get")
+        resp = await self._call(
+            lambda c: c.kv.Range(req, timeout=self.timeout, metadata=c.metadata), "get"
+        )
         return KV.from_pb(resp.kvs[0]) if resp.kvs else None
 
     async def get_prefix(self, prefix: str) -> tuple[list[KV], int]:
         """All keys under ``prefix`` (sorted by key) and the revision they were read at."""
         k = _b(prefix)
         req = rpc.RangeRequest(key=k, range_end=prefix_range_end(k))
-        resp = await self._call(lambda c: c.kv.Range(req, timeout=self.timeout,
-                                                      metadata=c.metadata), "get_prefix")
+        resp = await self._call(
+            lambda c: c.kv.Range(req, timeout=self.timeout, metadata=c.metadata), "get_prefix"
+        )
         return [KV.from_pb(kv) for kv in resp.kvs], resp.header.revision
 
     async def put(self, key: str, value: bytes | str, *, lease: Lease | None = None) -> int:
         """Set a key; returns the revision of the write."""
         req = rpc.PutRequest(key=_b(key), value=_b(value), lease=lease.id if lease else 0)
-        resp = await self._leased(lease, self._call(
-            lambda c: c.kv.Put(req, timeout=self.timeout, metadata=c.metadata), "put"))
+        resp = await self._leased(
+            lease,
+            self._call(lambda c: c.kv.Put(req, timeout=self.timeout, metadata=c.metadata), "put"),
+        )
         return int(resp.header.revision)
 
     async def _leased(self, lease: Lease | None, aw: Awaitable[T]) -> T:
@@ -223,16 +238,18 @@ class Etcd:
 
     async def delete(self, key: str) -> bool:
         req = rpc.DeleteRangeRequest(key=_b(key))
-        resp = await self._call(lambda c: c.kv.DeleteRange(req, timeout=self.timeout,
-                                                            metadata=c.metadata), "delete")
+        resp = await self._call(
+            lambda c: c.kv.DeleteRange(req, timeout=self.timeout, metadata=c.metadata), "delete"
+        )
         return bool(resp.deleted)
 
     async def delete_prefix(self, prefix: str) -> int:
         k = _b(prefix)
         req = rpc.DeleteRangeRequest(key=k, range_end=prefix_range_end(k))
-        resp = await self._call(lambda c: c.kv.DeleteRange(req, timeout=self.timeout,
-                                                            metadata=c.metadata),
-                                "delete_prefix")
+        resp = await self._call(
+            lambda c: c.kv.DeleteRange(req, timeout=self.timeout, metadata=c.metadata),
+            "delete_prefix",
+        )
         return int(resp.deleted)
 
     async def snapshot(
@@ -243,17 +260,25 @@ class Etcd:
         shipping and decoding everything else under it."""
         ops = [rpc.RequestOp(request_range=rpc.RangeRequest(key=_b(k))) for k in keys]
         ops += [
-            rpc.RequestOp(request_range=rpc.RangeRequest(key=_b(p), range_end=prefix_range_end(_b(p))))
+            rpc.RequestOp(
+                request_range=rpc.RangeRequest(key=_b(p), range_end=prefix_range_end(_b(p)))
+            )
             for p in prefixes
         ]
         req = rpc.TxnRequest(success=ops)
-        resp = await self._call(lambda c: c.kv.Txn(req, timeout=self.timeout,
-                                                    metadata=c.metadata), "snapshot")
+        resp = await self._call(
+            lambda c: c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata), "snapshot"
+        )
         out = {kv.key: KV.from_pb(kv) for r in resp.responses for kv in r.response_range.kvs}
         return out, resp.header.revision
 
     async def _txn_put(
-        self, key: str, value: bytes | str, cmp: rpc.Compare, lease: Lease | None, what: str,
+        self,
+        key: str,
+        value: bytes | str,
+        cmp: rpc.Compare,
+        lease: Lease | None,
+        what: str,
         also: Mapping[str, bytes | str] | None = None,
     ) -> bool:
         k, v, lid = _b(key), _b(value), lease.id if lease else 0
@@ -282,21 +307,27 @@ class Etcd:
         return False
 
     async def create_if_absent(
-        self, key: str, value: bytes | str, *, lease: Lease | None = None,
+        self,
+        key: str,
+        value: bytes | str,
+        *,
+        lease: Lease | None = None,
         also: Mapping[str, bytes | str] | None = None,
     ) -> bool:
         """Create ``key`` only if it does not exist; True if we created it. ``also``: more
         keys written (without a lease) in the same transaction, only if it was created."""
-        cmp = rpc.Compare(key=_b(key), target=rpc.Compare.CREATE,
-                          result=rpc.Compare.EQUAL, create_revision=0)
+        cmp = rpc.Compare(
+            key=_b(key), target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0
+        )
         return await self._txn_put(key, value, cmp, lease, "create_if_absent", also)
 
     async def compare_and_put(
         self, key: str, value: bytes | str, *, mod_revision: int, lease: Lease | None = None
     ) -> bool:
         """Write ``key`` only if it is still at ``mod_revision`` (0: does not exist)."""
-        cmp = rpc.Compare(key=_b(key), target=rpc.Compare.MOD,
-                          result=rpc.Compare.EQUAL, mod_revision=mod_revision)
+        cmp = rpc.Compare(
+            key=_b(key), target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=mod_revision
+        )
         return await self._txn_put(key, value, cmp, lease, "compare_and_put")
 
     async def put_and_release(
@@ -308,28 +339,34 @@ class Etcd:
         rk = _b(release)
         req = rpc.TxnRequest(
             # etcd fails a VALUE compare on a missing key: a vanished holding is not deleted
-            compare=[rpc.Compare(key=rk, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL,
-                                 value=holding)],
+            compare=[
+                rpc.Compare(
+                    key=rk, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=holding
+                )
+            ],
             success=[put, rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=rk))],
             failure=[put],
         )
-        resp = await self._call(lambda c: c.kv.Txn(req, timeout=self.timeout,
-                                                    metadata=c.metadata), "put_and_release")
+        resp = await self._call(
+            lambda c: c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata), "put_and_release"
+        )
         return bool(resp.succeeded)
 
     async def compact(self, revision: int) -> None:
         """Compact history up to ``revision`` (tests and maintenance)."""
         req = rpc.CompactionRequest(revision=revision, physical=True)
-        await self._call(lambda c: c.kv.Compact(req, timeout=self.timeout,
-                                                 metadata=c.metadata), "compact")
+        await self._call(
+            lambda c: c.kv.Compact(req, timeout=self.timeout, metadata=c.metadata), "compact"
+        )
 
     # -- leases ----------------------------------------------------------------------
 
     async def lease(self, ttl: int) -> Lease:
         """Grant a lease and keep it alive (every TTL/3) until revoked or the client closes."""
         req = rpc.LeaseGrantRequest(TTL=ttl, ID=0)
-        resp = await self._call(lambda c: c.lease.LeaseGrant(req, timeout=self.timeout,
-                                                              metadata=c.metadata), "lease")
+        resp = await self._call(
+            lambda c: c.lease.LeaseGrant(req, timeout=self.timeout, metadata=c.metadata), "lease"
+        )
         if resp.error:
             raise EtcdError(f"etcd lease: {resp.error}")
         lease = Lease(self, int(resp.ID), int(resp.TTL))
@@ -340,8 +377,10 @@ class Etcd:
         """(seconds left, granted TTL) of any lease by id; None if it expired. The granted
         TTL minus the seconds left is how long ago its last keepalive landed."""
         req = rpc.LeaseTimeToLiveRequest(ID=lease_id, keys=False)
-        resp = await self._call(lambda c: c.lease.LeaseTimeToLive(
-            req, timeout=self.timeout, metadata=c.metadata), "lease_time_to_live")
+        resp = await self._call(
+            lambda c: c.lease.LeaseTimeToLive(req, timeout=self.timeout, metadata=c.metadata),
+            "lease_time_to_live",
+        )
         if resp.TTL < 0:
             return None
         return int(resp.TTL), int(resp.grantedTTL)
@@ -350,8 +389,10 @@ class Etcd:
         self._keeper.remove(lease)
         req = rpc.LeaseRevokeRequest(ID=lease.id)
         try:
-            await self._call(lambda c: c.lease.LeaseRevoke(req, timeout=self.timeout,
-                                                            metadata=c.metadata), "revoke")
+            await self._call(
+                lambda c: c.lease.LeaseRevoke(req, timeout=self.timeout, metadata=c.metadata),
+                "revoke",
+            )
         except EtcdError as e:
             if "not found" not in str(e):
                 raise
@@ -367,7 +408,7 @@ class Etcd:
         disconnect is resumed on some endpoint from the last seen revision + 1; if that
         revision was compacted the prefix is re-read and yielded as ``Resynced``.
         """
-        from reconciler.etcdwatch import watch_prefix
+        from reconciler.etcd.watch import watch_prefix
 
         return watch_prefix(self, prefix, start_revision)
 

@@ -16,8 +16,8 @@ with its state and systemd's description of the failure. A run killed midway lea
 marker, so the next run still knows the adopted units are ours and that what it wrote was
 not yet restarted: the next plan finishes the job.
 
-The reading side (``observe``, ``plan``) lives in ``reconciler.applyobserve``, the executing
-side (actions, batching, the health gate) in ``reconciler.applyexec``; this module holds the
+The reading side (``observe``, ``plan``) lives in ``reconciler.apply.observe``, the executing
+side (actions, batching, the health gate) in ``reconciler.apply.execute``; this module holds the
 engine itself, the pending marker and the rollback.
 """
 
@@ -29,15 +29,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from reconciler import applied, log
-from reconciler import plan as P
+from reconciler import log
 from reconciler.actuators import files
 from reconciler.actuators.inventory import InventoryStore
-from reconciler.applyexec import Abort, Executing
-from reconciler.applyobserve import SystemdLike
-from reconciler.applyresult import ActionResult, ApplyResult, Failure, Outcome
+from reconciler.apply.execute import Abort, Executing
+from reconciler.apply.observe import SystemdLike
+from reconciler.apply.result import ActionResult, ApplyResult, Failure, Outcome
 from reconciler.errors import ActuatorError
 from reconciler.models import NodeSpec
+from reconciler.plan import applied
+from reconciler.plan import planner as P
 
 __all__ = ["ActionResult", "ApplyResult", "Engine", "Failure", "Outcome", "SystemdLike"]
 

@@ -1,6 +1,6 @@
 """The notifiers a cluster can declare (Slack incoming webhook, generic JSON webhook).
 
-Each turns a :class:`~reconciler.coalesce.Delivery` into the JSON body its endpoint expects.
+Each turns a :class:`~reconciler.notify.coalesce.Delivery` into the JSON body its endpoint expects.
 Their URLs are secrets: they come from an environment variable (``url_env``) or a file on the
 node (``url_file``), never from git, and are never logged. A notifier whose secret is missing
 or unusable is left out with a warning; the agent keeps running without it.
@@ -16,9 +16,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from reconciler import log
-from reconciler.coalesce import Delivery
 from reconciler.models import Notifier
-from reconciler.notify import Severity
+from reconciler.notify.coalesce import Delivery
+from reconciler.notify.hub import Severity
 
 _EMOJI = {
     Severity.DEBUG: ":mag:",

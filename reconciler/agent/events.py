@@ -19,11 +19,11 @@ emitted where they happen, not here.
 
 from __future__ import annotations
 
-from reconciler import plan as P
-from reconciler.apply import ActionResult, Outcome
-from reconciler.notifiers import short_revision
-from reconciler.notify import Event, EventKind, Severity
-from reconciler.reconcile import PassResult
+from reconciler.agent.passes import PassResult
+from reconciler.apply.engine import ActionResult, Outcome
+from reconciler.notify.hub import Event, EventKind, Severity
+from reconciler.notify.notifiers import short_revision
+from reconciler.plan import planner as P
 
 MAX_DRIFT_EVENTS = 10  # per pass; the rest are summarised in the last one
 
@@ -127,13 +127,24 @@ class PassEvents:
             if unit == shown[-1] and rest:
                 text += f" (and {len(rest)} more unit(s): {', '.join(rest)})"
             out.append(
-                Event.of(EventKind.DRIFT_REPAIRED, self.node, revision=revision, unit=unit,
-                         message=_first_line(text), details={"actions": by_unit[unit]})
+                Event.of(
+                    EventKind.DRIFT_REPAIRED,
+                    self.node,
+                    revision=revision,
+                    unit=unit,
+                    message=_first_line(text),
+                    details={"actions": by_unit[unit]},
+                )
             )
         if files:
             out.append(
-                Event.of(EventKind.DRIFT_REPAIRED, self.node, revision=revision,
-                         message=_first_line("; ".join(files)), details={"actions": files})
+                Event.of(
+                    EventKind.DRIFT_REPAIRED,
+                    self.node,
+                    revision=revision,
+                    message=_first_line("; ".join(files)),
+                    details={"actions": files},
+                )
             )
         return out
 

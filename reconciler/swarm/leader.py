@@ -3,7 +3,7 @@
 Only the manager that is the raft leader acts (so two managers never promote or remove at
 once): it publishes the reachable manager addresses and the join tokens when they differ
 from etcd, maps swarm nodes to state node names through the records nodes publish, asks
-``swarmplan.leader_actions`` what to do and executes it (promote/demote wait for the
+``swarm.plan.leader_actions`` what to do and executes it (promote/demote wait for the
 manager's view; drains are acknowledged in etcd so the departing node may leave; departed
 nodes are removed after the grace period).
 """
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from reconciler import log
-from reconciler import swarmrecords as rec
 from reconciler.actuators.swarm import (
     Availability,
     LocalSwarm,
@@ -25,10 +24,11 @@ from reconciler.actuators.swarm import (
 )
 from reconciler.errors import SwarmError
 from reconciler.models import Role
-from reconciler.swarmplan import NodeView, Verb, leader_actions
+from reconciler.swarm import records as rec
+from reconciler.swarm.plan import NodeView, Verb, leader_actions
 
 if TYPE_CHECKING:
-    from reconciler.membership import Membership
+    from reconciler.swarm.membership import Membership
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +39,9 @@ class LeadResult:
     retry_in: float | None = None
 
 
-def node_views(nodes: Sequence[SwarmNode], records: Mapping[str, rec.NodeRecord],
-               now: float) -> list[NodeView]:
+def node_views(
+    nodes: Sequence[SwarmNode], records: Mapping[str, rec.NodeRecord], now: float
+) -> list[NodeView]:
     by_id = {r.id: name for name, r in records.items()}
     views = []
     for n in nodes:
@@ -48,17 +49,27 @@ def node_views(nodes: Sequence[SwarmNode], records: Mapping[str, rec.NodeRecord]
         if not name and n.hostname in records:  # an older incarnation of a re-joined node
             name, current = n.hostname, False
         ready = n.state == "ready"
-        views.append(NodeView(
-            id=n.id, name=name, role=n.role, ready=ready,
-            reachable=n.reachability == "reachable", leader=n.leader,
-            drained=n.availability is Availability.DRAIN,
-            down_for=0.0 if ready else max(0.0, now - n.updated_at), current=current,
-        ))
+        views.append(
+            NodeView(
+                id=n.id,
+                name=name,
+                role=n.role,
+                ready=ready,
+                reachable=n.reachability == "reachable",
+                leader=n.leader,
+                drained=n.availability is Availability.DRAIN,
+                down_for=0.0 if ready else max(0.0, now - n.updated_at),
+                current=current,
+            )
+        )
     return views
 
 
 async def lead(
-    m: Membership, snap: rec.Snapshot, local: LocalSwarm, roles: Mapping[str, Role | None],
+    m: Membership,
+    snap: rec.Snapshot,
+    local: LocalSwarm,
+    roles: Mapping[str, Role | None],
     managers_limit: int,
 ) -> LeadResult:
     nodes = await m.engine.nodes()
@@ -69,8 +80,9 @@ async def lead(
         return LeadResult(False, len(mgrs), reachable)
     await _publish(m, snap, nodes)
     views = node_views(nodes, snap.nodes, time.time())
-    actions = leader_actions(views, roles, managers_limit, leaving=snap.drain,
-                             grace=m.settings.remove_grace)
+    actions = leader_actions(
+        views, roles, managers_limit, leaving=snap.drain, grace=m.settings.remove_grace
+    )
     logger = log.get("membership")
     changed = False
     for a in actions:
@@ -90,8 +102,9 @@ async def lead(
             elif a.verb is Verb.DRAIN:
                 await m.engine.set_availability(a.node_id, Availability.DRAIN)
             elif a.verb is Verb.ACK_DRAINED:
-                await rec.put_if_changed(m.etcd, snap, m.prefix, f"drained/{a.name}",
-                                         rec.dumps({"id": a.node_id}))
+                await rec.put_if_changed(
+                    m.etcd, snap, m.prefix, f"drained/{a.name}", rec.dumps({"id": a.node_id})
+                )
             elif a.verb is Verb.REMOVE:
                 await m.engine.remove_node(a.node_id)
                 r = snap.nodes.get(a.name)
@@ -100,8 +113,12 @@ async def lead(
                 if snap.drained.get(a.name) == a.node_id:
                     await m.etcd.delete(rec.swarm_drained_key(m.prefix, a.name))
         except SwarmError as e:  # one node's trouble must not stop the others' changes
-            logger.warning("swarm leader action failed", action=a.verb.value,
-                           target=a.name or a.node_id, error=str(e))
+            logger.warning(
+                "swarm leader action failed",
+                action=a.verb.value,
+                target=a.name or a.node_id,
+                error=str(e),
+            )
     await _forget_departed(m, snap, nodes, roles)
     if changed:
         nodes = await m.engine.nodes()
@@ -109,13 +126,15 @@ async def lead(
         mgrs = [n for n in nodes if n.role is Role.MANAGER]
         reachable = sum(1 for n in mgrs if n.reachability == "reachable")
     # Departures progress without etcd events (a node going down): look again soon.
-    departing = any(v.name and (v.name not in roles or v.name in snap.drain or not v.current)
-                    for v in views)
+    departing = any(
+        v.name and (v.name not in roles or v.name in snap.drain or not v.current) for v in views
+    )
     return LeadResult(True, len(mgrs), reachable, 1.0 if departing or actions else None)
 
 
-async def _forget_departed(m: Membership, snap: rec.Snapshot, nodes: Sequence[SwarmNode],
-                           roles: Mapping[str, Role | None]) -> None:
+async def _forget_departed(
+    m: Membership, snap: rec.Snapshot, nodes: Sequence[SwarmNode], roles: Mapping[str, Role | None]
+) -> None:
     """Delete the records of nodes that are gone from the swarm and not wanted in it."""
     ids = {n.id for n in nodes}
     for name, r in snap.nodes.items():

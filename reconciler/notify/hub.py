@@ -25,8 +25,8 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from reconciler import log
-from reconciler.coalesce import Coalescer, Delivery
-from reconciler.notifypost import NotifyStats, Poster
+from reconciler.notify.coalesce import Coalescer, Delivery
+from reconciler.notify.post import NotifyStats, Poster
 
 
 class Severity(StrEnum):

@@ -22,17 +22,17 @@ from reconciler.models import Role
 from reconciler.status import NodeState, NodeStatus, utcnow
 
 if TYPE_CHECKING:
-    from reconciler.agent import AgentSettings
-    from reconciler.agent_swarm import SwarmLink
-    from reconciler.apply import Engine
-    from reconciler.etcd import Etcd, Lease
-    from reconciler.metrics import Metrics
-    from reconciler.notify import Notifications
-    from reconciler.pass_events import PassEvents
-    from reconciler.reconcile import PassResult, Renderer
-    from reconciler.rollout import RolloutGate, Slot
-    from reconciler.services import ServiceRegistrar
+    from reconciler.agent.agent import AgentSettings
+    from reconciler.agent.events import PassEvents
+    from reconciler.agent.metrics import Metrics
+    from reconciler.agent.passes import PassResult, Renderer
+    from reconciler.agent.services import ServiceRegistrar
+    from reconciler.apply.engine import Engine
+    from reconciler.etcd.client import Etcd, Lease
+    from reconciler.notify.hub import Notifications
+    from reconciler.rollout.gate import RolloutGate, Slot
     from reconciler.source import GitSource
+    from reconciler.swarm.agent import SwarmLink
 
 
 class Reporting:
@@ -56,7 +56,7 @@ class Reporting:
 
     def _gate(self, role: Role, max_unavailable: int = 1) -> RolloutGate:
         """This node's rollout gate; its slots are bound to the heartbeat lease."""
-        from reconciler.rollout import RolloutGate
+        from reconciler.rollout.gate import RolloutGate
 
         if self.lease is None:
             raise TransientError("no heartbeat lease yet")
@@ -113,7 +113,7 @@ class Reporting:
 
     async def _report(self, res: PassResult) -> str:
         """Publish status (then release the slot), metrics, notifications, registrations."""
-        from reconciler.apply import Outcome
+        from reconciler.apply.engine import Outcome
 
         if self.swarm is not None:
             res.status = replace(res.status, swarm=self.swarm.status)
@@ -159,8 +159,8 @@ class Reporting:
             self.metrics.set_applied(st.revision, time.time())
         self._notify(res)
         if self.registrar is not None and st.revision:
+            from reconciler.agent.services import registrations_of
             from reconciler.models import NodeSpec
-            from reconciler.services import registrations_of
 
             # unchanged registrations keep running; this only acts when the spec changed
             spec = self.renderer.cache.get(st.revision)
@@ -193,7 +193,7 @@ class Reporting:
 
         spec = self.renderer.cache.get(res.status.revision) if res.status.revision else None
         if isinstance(spec, NodeSpec) and spec.cluster.notify != self._notify_cfg:
-            from reconciler.notifiers import from_config
+            from reconciler.notify.notifiers import from_config
 
             # only when notify: changed, so a missing secret is warned about once
             self._notify_cfg = spec.cluster.notify

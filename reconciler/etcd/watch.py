@@ -7,7 +7,7 @@ on a paused server. This one speaks the ``Watch`` stream directly (aetcd's stubs
 - asks the member to require a leader, so a member cut off from the quorum cancels the
   stream rather than leaving it silently stale;
 - bounds the wait for the ``created`` answer by the client timeout, and relies on the
-  channel's keepalive pings (``etcdconn.CHANNEL_OPTIONS``) to break a stream whose server
+  channel's keepalive pings (``conn.CHANNEL_OPTIONS``) to break a stream whose server
   stopped answering: a paused server costs ~9 s, never a hang;
 - re-creates a stream that delivered nothing for ``Etcd.watch_refresh`` (default 5 min),
   in case it is alive but no longer fed;
@@ -29,10 +29,10 @@ from aetcd.utils import prefix_range_end
 
 from reconciler import log
 from reconciler.errors import EtcdUnavailable
-from reconciler.etcdconn import RPC_ERRORS, Conn, Fault, classify, guard
+from reconciler.etcd.conn import RPC_ERRORS, Conn, Fault, classify, guard
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +89,9 @@ async def watch_prefix(
             conn = await guard(etcd.conn())
             call = conn.watch.Watch(metadata=conn.leader_metadata)
             etcd.request_count += 1
-            create = rpc.WatchCreateRequest(key=key, range_end=range_end,
-                                            start_revision=next_rev or 0)
+            create = rpc.WatchCreateRequest(
+                key=key, range_end=range_end, start_revision=next_rev or 0
+            )
             async with asyncio.timeout(etcd.timeout):  # not wait_for: it can swallow cancels
                 await guard(call.write(rpc.WatchRequest(create_request=create)))
             first = True
@@ -110,8 +111,9 @@ async def watch_prefix(
                 if resp is grpc.aio.EOF:
                     raise _StreamBroken("watch stream closed by the server")
                 if resp.compact_revision:
-                    logger.info("etcd.watch.compacted", wanted=next_rev,
-                                compacted=resp.compact_revision)
+                    logger.info(
+                        "etcd.watch.compacted", wanted=next_rev, compacted=resp.compact_revision
+                    )
                     kvs, rev = await etcd.get_prefix(prefix)
                     next_rev = rev + 1
                     yield Resynced(tuple(kvs), rev)
@@ -121,8 +123,9 @@ async def watch_prefix(
                     if next_rev is None:
                         next_rev = resp.header.revision + 1
                     if delay > 0.05:
-                        logger.info("etcd.watch.resumed", endpoint=conn.endpoint,
-                                    from_revision=next_rev)
+                        logger.info(
+                            "etcd.watch.resumed", endpoint=conn.endpoint, from_revision=next_rev
+                        )
                     delay = 0.05
                 if resp.canceled:
                     raise _StreamBroken(f"watch canceled: {resp.cancel_reason}")
@@ -141,8 +144,9 @@ async def watch_prefix(
         except _RETRIED as e:
             if etcd.closed:
                 raise EtcdUnavailable("etcd client closed while watching") from e
-            logger.warning("etcd.watch.broken", error=str(e) or type(e).__name__,
-                           resume_from=next_rev)
+            logger.warning(
+                "etcd.watch.broken", error=str(e) or type(e).__name__, resume_from=next_rev
+            )
             if conn is not None and not isinstance(e, EtcdUnavailable):
                 await etcd.drop(conn, rotate=classify(e) is not Fault.REAUTH)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))

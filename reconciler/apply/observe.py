@@ -1,6 +1,6 @@
 """How the apply engine reads the node: the disk and systemd at once, then the plan.
 
-The reading side of ``reconciler.apply.Engine``, a base class so the engine stays one object
+The reading side of ``reconciler.apply.engine.Engine``, a base class so the engine stays one object
 the agent reuses across passes (its digest cache and the statuses the health gate warmed
 carry over). ``observe`` hashes unit files and managed files in a thread (re-hashing only
 what changed) while systemd answers; ``_observe_and_plan`` reads NeedDaemonReload only when
@@ -16,11 +16,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler import applied
-from reconciler import plan as P
 from reconciler.actuators import files
 from reconciler.actuators.inventory import InventoryStore
 from reconciler.models import NodeSpec
+from reconciler.plan import applied
+from reconciler.plan import planner as P
 
 
 class SystemdLike(Protocol):
@@ -68,7 +68,7 @@ def _unit_states(statuses: dict[str, Any]) -> dict[str, P.UnitState]:
 
 
 class Observing:
-    """The engine's reading side; ``reconciler.apply.Engine`` sets these attributes."""
+    """The engine's reading side; ``reconciler.apply.engine.Engine`` sets these attributes."""
 
     systemd: SystemdLike
     store: InventoryStore

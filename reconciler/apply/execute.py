@@ -1,10 +1,10 @@
 """How the apply engine executes a Plan: its actions in phase order, then the health gate.
 
-The executing side of ``reconciler.apply.Engine`` (a base class on top of ``Observing``, so
+The executing side of ``reconciler.apply.engine.Engine`` (a base class on top of ``Observing``, so
 the engine stays one object). Independent writes run concurrently, enables and disables go
 in one call per batch, and every unit the plan started or restarted shares one health gate.
 A failed job, a refused call or a failed write raises ``Abort`` with the ``Failure`` the
-result reports; ``reconciler.apply`` catches it and rolls back. While the gate waits, the
+result reports; ``reconciler.apply.engine`` catches it and rolls back. While the gate waits, the
 converged inventory is staged and the statuses the next observe reads are warmed.
 """
 
@@ -17,13 +17,13 @@ from typing import Any
 
 import structlog
 
-from reconciler import applied
-from reconciler import plan as P
 from reconciler.actuators import files
-from reconciler.applyobserve import Observing
-from reconciler.applyresult import ActionResult, Failure
+from reconciler.apply.observe import Observing
+from reconciler.apply.result import ActionResult, Failure
 from reconciler.errors import ActuatorError, SystemdError, UnitFailed
 from reconciler.models import NodeSpec
+from reconciler.plan import applied
+from reconciler.plan import planner as P
 
 
 class Abort(Exception):
@@ -45,7 +45,7 @@ def _state_text(st: Any) -> str:
 
 
 class Executing(Observing):
-    """The engine's acting side; ``reconciler.apply.Engine`` sets these attributes."""
+    """The engine's acting side; ``reconciler.apply.engine.Engine`` sets these attributes."""
 
     settle: float | None
     after_action: Callable[[P.Action], None] | None

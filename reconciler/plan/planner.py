@@ -10,13 +10,13 @@ running). It returns a ``Plan``, a tuple of frozen actions in fixed phases::
 Rules (issue 3): a new unit is written, started and enabled (when it has an [Install]
 section and ``enable`` is not false); a changed unit is restarted, or reloaded
 (``on_change: reload``), or left alone (``ignore``); a changed managed file restarts (or
-reloads) exactly the units that read it (``reconciler.unitfile``); a removed unit is stopped
+reloads) exactly the units that read it (``reconciler.plan.unitfile``); a removed unit is stopped
 (reverse role order), disabled and deleted; a hand-edited/deleted unit file or a unit
 stopped or failed by hand is repaired and the action says ``drift``. Units and files not in
 the inventory are never touched, except a desired one, which is written and so adopted.
 When nothing differs the plan is empty. The same ``Plan`` is printed by ``swarmkeeper plan``
-and executed by ``reconciler.apply``. The vocabulary (``Observed``, the actions, ``Gate``,
-``Plan``, ``describe``) lives in ``reconciler.plantypes`` and is re-exported here.
+and executed by ``reconciler.apply.engine``. The vocabulary (``Observed``, the actions, ``Gate``,
+``Plan``, ``describe``) lives in ``reconciler.plan.actions`` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from reconciler import unitfile
-from reconciler.applied import EMPTY, AppliedUnit, Inventory
 from reconciler.models import NodeSpec, OnChange, UnitName, UnitSpec
-from reconciler.plantypes import (
+from reconciler.plan import unitfile
+from reconciler.plan.actions import (
     PHASES,
     Action,
     DaemonReload,
@@ -52,6 +51,7 @@ from reconciler.plantypes import (
     target,
     to_json,
 )
+from reconciler.plan.applied import EMPTY, AppliedUnit, Inventory
 
 # The vocabulary is re-exported: callers use P.Plan, P.Gate, P.describe... (plan as P).
 __all__ = [

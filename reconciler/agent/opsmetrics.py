@@ -20,8 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from reconciler.notify import Notifications
-    from reconciler.services import ServiceRegistrar
+    from reconciler.agent.services import ServiceRegistrar
+    from reconciler.notify.hub import Notifications
 
 
 class OpsCollector(Collector):
@@ -38,7 +38,8 @@ class OpsCollector(Collector):
         if hub is not None:
             s = hub.stats
             events = CounterMetricFamily(
-                "swarmkeeper_notify_events", "Notification events by what became of them",
+                "swarmkeeper_notify_events",
+                "Notification events by what became of them",
                 labels=["result"],
             )
             for result, n in (("emitted", s.emitted), ("coalesced", s.coalesced),
@@ -46,7 +47,8 @@ class OpsCollector(Collector):
                 events.add_metric([result], n)
             yield events
             deliveries = CounterMetricFamily(
-                "swarmkeeper_notify_deliveries", "Messages to notifiers by outcome",
+                "swarmkeeper_notify_deliveries",
+                "Messages to notifiers by outcome",
                 labels=["result"],
             )
             for result, n in (("sent", s.sent), ("failed", s.failed),
@@ -54,11 +56,13 @@ class OpsCollector(Collector):
                 deliveries.add_metric([result], n)
             yield deliveries
             yield CounterMetricFamily(
-                "swarmkeeper_notify_requests", "HTTP requests to notifiers, retries included",
+                "swarmkeeper_notify_requests",
+                "HTTP requests to notifiers, retries included",
                 value=s.attempts,
             )
             yield GaugeMetricFamily(
-                "swarmkeeper_notify_notifiers", "Notifiers configured and usable",
+                "swarmkeeper_notify_notifiers",
+                "Notifiers configured and usable",
                 value=len(hub.sinks),
             )
         registrar = self._registrar()

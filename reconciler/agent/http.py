@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from reconciler.metrics import Metrics
+from reconciler.agent.metrics import Metrics
 
 Publish = Callable[[str], Awaitable[list[str]]]  # -> problems (empty: published)
 MAX_BODY = 5 * 1024 * 1024

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from reconciler.notify import Event
+    from reconciler.notify.hub import Event
 
 
 @dataclass(frozen=True, slots=True)

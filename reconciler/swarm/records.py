@@ -23,8 +23,8 @@ from typing import Any
 
 from reconciler import keys
 from reconciler.actuators.swarm import JoinTokens
-from reconciler.etcd import KV, Etcd
-from reconciler.swarmplan import ClusterRecord, Phase
+from reconciler.etcd.client import KV, Etcd
+from reconciler.swarm.plan import ClusterRecord, Phase
 
 # Key names come from the shared schema (reconciler.keys); short aliases for this module.
 swarm_prefix = keys.swarm_prefix
@@ -84,15 +84,22 @@ async def read(etcd: Etcd, prefix: str) -> Snapshot:
     if not isinstance(c, dict):
         cluster = ClusterRecord(Phase.ABSENT, manager_addrs=managers_t)
     elif c.get("phase") == "ready":
-        cluster = ClusterRecord(Phase.READY, cluster_id=str(c.get("cluster_id", "")),
-                                claimed_by=str(c.get("created_by", "")),
-                                manager_addrs=managers_t)
+        cluster = ClusterRecord(
+            Phase.READY,
+            cluster_id=str(c.get("cluster_id", "")),
+            claimed_by=str(c.get("created_by", "")),
+            manager_addrs=managers_t,
+        )
     else:
-        cluster = ClusterRecord(Phase.CLAIMED, claimed_by=str(c.get("by", "")),
-                                manager_addrs=managers_t)
+        cluster = ClusterRecord(
+            Phase.CLAIMED, claimed_by=str(c.get("by", "")), manager_addrs=managers_t
+        )
     t = _loads(raw.get("tokens", b"{}"))
-    tokens = (JoinTokens(worker=str(t.get("worker", "")), manager=str(t.get("manager", "")))
-              if isinstance(t, dict) and t.get("worker") else None)
+    tokens = (
+        JoinTokens(worker=str(t.get("worker", "")), manager=str(t.get("manager", "")))
+        if isinstance(t, dict) and t.get("worker")
+        else None
+    )
     nodes: dict[str, NodeRecord] = {}
     drain: set[str] = set()
     drained: dict[str, str] = {}
@@ -100,8 +107,13 @@ async def read(etcd: Etcd, prefix: str) -> Snapshot:
         kind, _, name = suffix.partition("/")
         v = _loads(value)
         if kind == "nodes" and isinstance(v, dict) and v.get("id"):
-            nodes[name] = NodeRecord(name, str(v["id"]), str(v.get("addr", "")),
-                                     str(v.get("role", "")), str(v.get("state", "")))
+            nodes[name] = NodeRecord(
+                name,
+                str(v["id"]),
+                str(v.get("addr", "")),
+                str(v.get("role", "")),
+                str(v.get("state", "")),
+            )
         elif kind == "drain":
             drain.add(name)
         elif kind == "drained" and isinstance(v, dict):
@@ -109,8 +121,7 @@ async def read(etcd: Etcd, prefix: str) -> Snapshot:
     return Snapshot(rev, cluster, cluster_kv, tokens, raw, nodes, frozenset(drain), drained)
 
 
-async def put_if_changed(etcd: Etcd, snap: Snapshot, prefix: str, suffix: str,
-                         value: str) -> bool:
+async def put_if_changed(etcd: Etcd, snap: Snapshot, prefix: str, suffix: str, value: str) -> bool:
     """Write ``<prefix>/swarm/<suffix>`` unless it already holds exactly ``value``."""
     if snap.raw.get(suffix) == value.encode():
         return False

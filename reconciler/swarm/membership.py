@@ -1,7 +1,7 @@
 """Swarm membership as desired state: the control layer the agent calls every pass.
 
 ``Membership.reconcile(roles, managers)`` (or ``reconcile_membership``) observes the local
-engine and the ``<prefix>/swarm/`` records, asks ``swarmplan`` for the next step and
+engine and the ``<prefix>/swarm/`` records, asks ``swarm.plan`` for the next step and
 executes it, then, on the swarm leader, carries out the leader's actions for the other
 nodes. It returns a frozen ``MembershipStatus`` for the node's status key.
 
@@ -24,13 +24,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from reconciler import log
-from reconciler import swarmrecords as rec
 from reconciler.actuators.swarm import SWARM_PORT, LocalSwarm, SwarmEngine, TokenRefused
 from reconciler.errors import SwarmError, SwarmkeeperError
-from reconciler.etcd import Etcd
-from reconciler.membership_leader import lead
+from reconciler.etcd.client import Etcd
 from reconciler.models import Role
-from reconciler.swarmplan import LocalView, Phase, Step, local_action
+from reconciler.swarm import records as rec
+from reconciler.swarm.leader import lead
+from reconciler.swarm.plan import LocalView, Phase, Step, local_action
 
 if TYPE_CHECKING:
     from reconciler.desired.validate import State
@@ -94,24 +94,26 @@ class Membership:
         """Ask ``run_membership`` for a pass now (e.g. the desired roles changed)."""
         self._wake.set()
 
-    async def reconcile(
-        self, roles: Mapping[str, Role | None], managers: int
-    ) -> MembershipStatus:
+    async def reconcile(self, roles: Mapping[str, Role | None], managers: int) -> MembershipStatus:
         """One pass. ``roles``: every node of the state (``state/nodes``) with its role, or
         None where the node's role comes from its own facts; this node's None resolves to
         ``self.role``. A node missing from ``roles`` leaves the swarm. ``managers``:
         ``cluster.yaml`` ``managers``."""
         desired = roles[self.node] or self.role if self.node in roles else None
         if self.node in roles and desired is None:
-            return MembershipStatus(self.node, MemberState.ERROR, retry_in=None,
-                                    error="the node's role is unknown (not in state, no fact)")
+            return MembershipStatus(
+                self.node,
+                MemberState.ERROR,
+                retry_in=None,
+                error="the node's role is unknown (not in state, no fact)",
+            )
         try:
             return await self._reconcile(desired, roles, managers)
         except SwarmkeeperError as e:
-            log.get("membership").warning("membership pass failed", node=self.node,
-                                          error=str(e))
-            return MembershipStatus(self.node, MemberState.ERROR, error=str(e),
-                                    desired=desired or "", retry_in=5.0)
+            log.get("membership").warning("membership pass failed", node=self.node, error=str(e))
+            return MembershipStatus(
+                self.node, MemberState.ERROR, error=str(e), desired=desired or "", retry_in=5.0
+            )
 
     async def _reconcile(
         self, desired: Role | None, roles: Mapping[str, Role | None], managers: int
@@ -130,14 +132,19 @@ class Membership:
                 self._pending_since = None
             pending_for = time.monotonic() - self._pending_since if self._pending_since else 0
             act = local_action(
-                desired, view, snap.cluster,
+                desired,
+                view,
+                snap.cluster,
                 drained_ack=bool(local.node_id) and snap.drained.get(self.node) == local.node_id,
-                pending_for=pending_for, join_patience=s.join_patience,
-                managers_limit=managers, manager_rank=_rank(roles, self.node),
+                pending_for=pending_for,
+                join_patience=s.join_patience,
+                managers_limit=managers,
+                manager_rank=_rank(roles, self.node),
             )
             st = act.step
-            log.get("membership").debug("membership step", node=self.node, step=st.value,
-                                        role=act.role, reason=act.reason)
+            log.get("membership").debug(
+                "membership step", node=self.node, step=st.value, role=act.role, reason=act.reason
+            )
             if st is Step.CLAIM or st is Step.ADOPT:
                 await self._claim(snap, local, init=st is Step.CLAIM)
             elif st is Step.WAIT_CLUSTER:
@@ -162,16 +169,26 @@ class Membership:
             elif st is Step.CONFLICT or st is Step.BROKEN:
                 state = MemberState.CONFLICT if st is Step.CONFLICT else MemberState.ERROR
                 return self._status(state, local, desired, error=act.reason)
-            elif st is Step.AWAIT_ROLE and act.role is not None and \
-                    self._role_done_by_leader(snap, local, act.role):
+            elif (
+                st is Step.AWAIT_ROLE
+                and act.role is not None
+                and self._role_done_by_leader(snap, local, act.role)
+            ):
                 want_ctl = act.role is Role.MANAGER
                 await self.engine.wait_local(
                     lambda x, w=want_ctl: x.control_available is w,  # type: ignore[misc]
-                    within=s.role_wait, what=f"{act.role} locally")
+                    within=s.role_wait,
+                    what=f"{act.role} locally",
+                )
             else:  # NOTHING, PUBLISH, AWAIT_ROLE, AWAIT_DRAIN: settled for this pass
                 return await self._settled(snap, local, desired, roles, managers, st)
-        return self._status(MemberState.ERROR, await self.engine.local(), desired,
-                            error="membership did not settle in one pass", retry=1.0)
+        return self._status(
+            MemberState.ERROR,
+            await self.engine.local(),
+            desired,
+            error="membership did not settle in one pass",
+            retry=1.0,
+        )
 
     def _role_done_by_leader(self, snap: rec.Snapshot, local: LocalSwarm, role: Role) -> bool:
         """The leader published its view: our address is (or no longer is) a manager."""
@@ -185,19 +202,23 @@ class Membership:
             claim = rec.dumps({"phase": "claimed", "by": self.node})
             if not await self.etcd.create_if_absent(key, claim, lease=lease):
                 return  # somebody else won: the next round waits on the watch
-            log.get("membership").info("won the swarm bootstrap claim", node=self.node,
-                                       init=init)
+            log.get("membership").info("won the swarm bootstrap claim", node=self.node, init=init)
             if init:
                 await self.engine.init(self.address, heartbeat=self.settings.heartbeat)
             local = await self.engine.local()
             tokens = await self.engine.tokens()
             # Tokens and managers first: whoever sees "ready" can join at once.
             await self.etcd.put(rec.swarm_tokens_key(self.prefix), rec.encode_tokens(tokens))
-            await self.etcd.put(rec.swarm_managers_key(self.prefix),
-                                rec.dumps([f"{self.address}:{SWARM_PORT}"]))
+            await self.etcd.put(
+                rec.swarm_managers_key(self.prefix), rec.dumps([f"{self.address}:{SWARM_PORT}"])
+            )
             # A put without the lease detaches the key from it: the record outlives us.
-            await self.etcd.put(key, rec.dumps({"phase": "ready", "created_by": self.node,
-                                                "cluster_id": local.cluster_id}))
+            await self.etcd.put(
+                key,
+                rec.dumps(
+                    {"phase": "ready", "created_by": self.node, "cluster_id": local.cluster_id}
+                ),
+            )
         finally:
             await self.etcd.revoke_lease(lease)
 
@@ -222,8 +243,12 @@ class Membership:
             raise SwarmError("the swarm record is ready but tokens/managers are missing")
         for attempt in range(2):
             try:
-                await self.engine.join(addrs, tokens.for_role(role), self.address,
-                                       attempt_timeout=self.settings.join_attempt)
+                await self.engine.join(
+                    addrs,
+                    tokens.for_role(role),
+                    self.address,
+                    attempt_timeout=self.settings.join_attempt,
+                )
                 break
             except TokenRefused:
                 # Rotated since we read it: the current one is in etcd (the rotator writes it).
@@ -244,12 +269,16 @@ class Membership:
             return
         role = local.role.value if local.role else ""
         r = rec.NodeRecord(self.node, node_id, self.address, role, state)
-        await rec.put_if_changed(self.etcd, snap, self.prefix, f"nodes/{self.node}",
-                                 r.encode())
+        await rec.put_if_changed(self.etcd, snap, self.prefix, f"nodes/{self.node}", r.encode())
 
     async def _settled(
-        self, snap: rec.Snapshot, local: LocalSwarm, desired: Role | None,
-        roles: Mapping[str, Role | None], managers: int, step: Step,
+        self,
+        snap: rec.Snapshot,
+        local: LocalSwarm,
+        desired: Role | None,
+        roles: Mapping[str, Role | None],
+        managers: int,
+        step: Step,
     ) -> MembershipStatus:
         if local.node_id:
             await self._publish_node(snap, local, "member")
@@ -272,24 +301,45 @@ class Membership:
             state = MemberState.LEAVING
         retry = 2.0 if state is not MemberState.MEMBER else None
         if lead_result is not None:
-            retry = lead_result.retry_in if retry is None else min(retry, lead_result.retry_in
-                                                                   or retry)
-            return self._status(state, local, desired, retry=retry, leader=lead_result.leader,
-                                managers=lead_result.managers,
-                                reachable=lead_result.reachable)
+            retry = (
+                lead_result.retry_in if retry is None else min(retry, lead_result.retry_in or retry)
+            )
+            return self._status(
+                state,
+                local,
+                desired,
+                retry=retry,
+                leader=lead_result.leader,
+                managers=lead_result.managers,
+                reachable=lead_result.reachable,
+            )
         n = len(local.remote_managers)
         return self._status(state, local, desired, retry=retry, managers=n, reachable=n)
 
     def _status(
-        self, state: MemberState, local: LocalSwarm, desired: Role | None, *,
-        error: str = "", retry: float | None = None, leader: bool = False,
-        managers: int = 0, reachable: int = 0,
+        self,
+        state: MemberState,
+        local: LocalSwarm,
+        desired: Role | None,
+        *,
+        error: str = "",
+        retry: float | None = None,
+        leader: bool = False,
+        managers: int = 0,
+        reachable: int = 0,
     ) -> MembershipStatus:
         return MembershipStatus(
-            node=self.node, state=state, node_id=local.node_id,
-            role=local.role.value if local.role else "", desired=desired or "",
-            cluster_id=local.cluster_id, leader=leader, managers=managers,
-            managers_reachable=reachable, error=error or local.error, retry_in=retry,
+            node=self.node,
+            state=state,
+            node_id=local.node_id,
+            role=local.role.value if local.role else "",
+            desired=desired or "",
+            cluster_id=local.cluster_id,
+            leader=leader,
+            managers=managers,
+            managers_reachable=reachable,
+            error=error or local.error,
+            retry_in=retry,
         )
 
 
@@ -306,8 +356,14 @@ def _rank(roles: Mapping[str, Role | None], node: str) -> int:
 
 
 def _view(local: LocalSwarm) -> LocalView:
-    return LocalView(local.state.value, local.node_id, local.cluster_id,
-                     local.control_available, local.remote_managers, local.error)
+    return LocalView(
+        local.state.value,
+        local.node_id,
+        local.cluster_id,
+        local.control_available,
+        local.remote_managers,
+        local.error,
+    )
 
 
 async def reconcile_membership(
@@ -332,8 +388,7 @@ async def run_membership(
     _, revision = await m.etcd.get_prefix(rec.swarm_prefix(m.prefix) + "cluster")
 
     async def watch() -> None:
-        async for _ in m.etcd.watch_prefix(rec.swarm_prefix(m.prefix),
-                                           start_revision=revision + 1):
+        async for _ in m.etcd.watch_prefix(rec.swarm_prefix(m.prefix), start_revision=revision + 1):
             m.poke()
 
     async with asyncio.TaskGroup() as tg:

@@ -1,6 +1,6 @@
 """One gRPC connection to one etcd endpoint, and how its failures are classified.
 
-The low half of our etcd wrapper (``reconciler.etcd`` is the API): opens an insecure or TLS
+The low half of our etcd wrapper (``reconciler.etcd.client`` is the API): opens an insecure or TLS
 channel with keepalive pings (aetcd opens only insecure channels, and without pings a watch
 on a hung server never notices), authenticates when a user is given, and holds aetcd's
 generated stubs. ``classify`` turns a gRPC error into what the caller should do about it.
@@ -98,7 +98,10 @@ async def guard(aw: Awaitable[T]) -> T:
 
 # Everything an RPC on a Conn can raise that ``classify`` understands.
 RPC_ERRORS: tuple[type[BaseException], ...] = (
-    grpc.RpcError, grpc.aio.UsageError, TimeoutError, ConnectionError,
+    grpc.RpcError,
+    grpc.aio.UsageError,
+    TimeoutError,
+    ConnectionError,
     asyncio.InvalidStateError,  # write() on a stream the transport already finished
     ChannelClosed,
 )
@@ -119,7 +122,10 @@ def classify(exc: BaseException) -> Fault:
         return Fault.FATAL
     if isinstance(
         exc,
-        grpc.aio.UsageError | TimeoutError | ConnectionError | asyncio.InvalidStateError
+        grpc.aio.UsageError
+        | TimeoutError
+        | ConnectionError
+        | asyncio.InvalidStateError
         | ChannelClosed,
     ):
         return Fault.RETRY  # channel already closed by a concurrent rotation, or a timeout
@@ -162,7 +168,10 @@ class Conn:
         return (*self.metadata, ("hasleader", "true"))
 
     async def open(
-        self, user: str | None, password: str | None, timeout: float  # noqa: ASYNC109
+        self,
+        user: str | None,
+        password: str | None,
+        timeout: float,  # noqa: ASYNC109
     ) -> None:
         """Authenticate (when a user is given) or just prove the endpoint answers."""
         if user is not None:

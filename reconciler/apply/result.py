@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from reconciler import plan as P
 from reconciler.models import Revision
+from reconciler.plan import planner as P
 
 
 class Outcome(StrEnum):
@@ -65,7 +65,11 @@ class ApplyResult:
             "rollback": [r.to_json() for r in self.rollback],
             "failure": None
             if self.failure is None
-            else {"unit": self.failure.unit, "state": self.failure.state, "detail": self.failure.detail},
+            else {
+                "unit": self.failure.unit,
+                "state": self.failure.state,
+                "detail": self.failure.detail,
+            },
             "error": self.error,
             "duration": round(self.duration, 4),
             "resumed": self.resumed,

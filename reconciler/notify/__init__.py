@@ -1,0 +1,17 @@
+"""Operator notifications (control layer): events, coalescing, the hub and its notifiers."""
+
+from reconciler.notify.coalesce import Coalescer, Delivery
+from reconciler.notify.hub import Event, EventKind, Notifications, Severity
+from reconciler.notify.notifiers import SlackNotifier, WebhookNotifier, from_config
+
+__all__ = [
+    "Coalescer",
+    "Delivery",
+    "Event",
+    "EventKind",
+    "Notifications",
+    "Severity",
+    "SlackNotifier",
+    "WebhookNotifier",
+    "from_config",
+]
