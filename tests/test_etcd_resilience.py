@@ -8,6 +8,8 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+from structlog.testing import capture_logs
+
 from reconciler.etcd.client import Etcd, Resynced, WatchEvent
 from tests.fixtures.etcd import EtcdCluster, EtcdServer, etcd_proxy
 
@@ -327,3 +329,31 @@ async def test_idle_watch_is_refreshed_without_loss(etcd_server: EtcdServer) -> 
         assert values(got) == [f"{b}-{i}".encode() for b in range(4) for i in range(25)]
         assert e.watch_refreshes >= 4
         assert e.reconnects == 0  # a refresh is not a failure: the connection stays
+
+
+async def test_an_outage_logs_one_warning_and_one_recovery(etcd_server: EtcdServer) -> None:
+    """Watch and lease retry with backoff while etcd is down, but each says so once."""
+    with capture_logs() as logs:
+        async with await Etcd.connect([etcd_server.endpoint], timeout=1, retry_for=15) as e:
+            lease = await e.lease(6)
+            async with collecting(e, "/outage/") as got:
+                await e.put("/outage/a", "1")
+                await wait_for(lambda: len(values(got)) == 1, 5, "the first event")
+                await asyncio.to_thread(etcd_server.stop)
+                await asyncio.sleep(2.5)  # dozens of retries at the 0.05 s base
+                await asyncio.to_thread(etcd_server.start)
+                await e.put("/outage/b", "2")
+                await wait_for(lambda: values(got) == [b"1", b"2"], 10, "the event after")
+                await wait_for(
+                    lambda: any(x["event"] == "etcd.keepalive.recovered" for x in logs),
+                    10,
+                    "the keepalive to recover",
+                )
+                assert lease.alive
+    events = [x["event"] for x in logs]
+    assert events.count("etcd.watch.broken") == 1, events
+    assert events.count("etcd.watch.resumed") == 1, events
+    assert events.count("etcd.keepalive.broken") == 1, events
+    assert events.count("etcd.keepalive.recovered") == 1, events
+    resumed = next(x for x in logs if x["event"] == "etcd.watch.resumed")
+    assert resumed["retries"] > 1  # it retried several times but warned once

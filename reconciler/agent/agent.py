@@ -37,6 +37,7 @@ from reconciler.agent.metrics import Metrics
 from reconciler.agent.passes import PassResult, Renderer, run_pass
 from reconciler.agent.report import Reporting
 from reconciler.agent.workqueue import WorkQueue, jittered
+from reconciler.backoff import Backoff
 from reconciler.control import Control
 from reconciler.errors import SwarmkeeperError, TransientError
 from reconciler.models import NodeFacts, NodeName, Role
@@ -109,9 +110,12 @@ class Agent(Reporting):
         from reconciler.etcd.client import Resynced
 
         k = key.encode()
+        backoff = Backoff(base=0.5, cap=30.0)
         while True:
             try:
                 kvs, rev = await self.etcd.get_prefix(key)
+                if failures := backoff.reset():
+                    self.log.info("watch.recovered", key=key, retries=failures)
                 self.control.absorb(k, next((kv.value for kv in kvs if kv.key == k), None))
                 self._read_keys.add(key)
                 if len(self._read_keys) == len(self.control.watched()):
@@ -128,8 +132,10 @@ class Agent(Reporting):
                         self.queue.enqueue("etcd")
             except TransientError as e:
                 self.metrics.etcd_errors.inc()
-                self.log.warning("watch.retry", key=key, error=str(e))
-                await asyncio.sleep(1.0)
+                delay = backoff.next_delay()
+                if backoff.first_failure:  # one line an outage; "recovered" ends it
+                    self.log.warning("watch.retry", key=key, error=str(e))
+                await asyncio.sleep(delay)
 
     async def _poll(self) -> None:
         await self.control_read.wait()  # poll at once only if etcd has nothing published
@@ -159,6 +165,8 @@ class Agent(Reporting):
     async def _heartbeat(self) -> None:
         key = keys.node_alive(self.prefix, self.s.node)
         written_for: int | None = None  # the lease the alive key is bound to
+        # capped at a third of the TTL so a retry still comes before the lease can expire
+        backoff = Backoff(base=0.5, cap=max(0.5, self.s.heartbeat_ttl / 3))
         while True:
             try:
                 # only a lease etcd says is gone is replaced: one that is merely unconfirmed
@@ -170,11 +178,15 @@ class Agent(Reporting):
                     await self.etcd.put(key, json.dumps({"node": self.s.node, "pid": _pid(), "since": utcnow(), "ttl": self.s.heartbeat_ttl}),
                                         lease=self.lease)  # fmt: skip
                     written_for = self.lease.id
+                if failures := backoff.reset():
+                    self.log.info("heartbeat.recovered", retries=failures)
                 await asyncio.sleep(max(1.0, self.s.heartbeat_ttl / 3))
             except TransientError as e:
                 self.metrics.etcd_errors.inc()
-                self.log.warning("heartbeat.retry", error=str(e))
-                await asyncio.sleep(1.0)
+                delay = backoff.next_delay()
+                if backoff.first_failure:
+                    self.log.warning("heartbeat.retry", error=str(e))
+                await asyncio.sleep(delay)
 
     async def _worker(self) -> None:
         while True:

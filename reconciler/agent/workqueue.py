@@ -2,9 +2,8 @@
 
 There is one key per agent (its node), so the queue is a coalescing flag: any number of
 triggers before the worker wakes up become one pass, and their reasons are merged for the
-log line. ``requeue_after_failure`` is the only place that decides backoff (exponential,
-capped, with full jitter so a cluster of agents that failed together does not retry
-together); a success resets it.
+log line. ``requeue_after_failure`` schedules the next try after the queue's ``Backoff``
+(exponential, capped, full jitter); a success resets it.
 """
 
 from __future__ import annotations
@@ -13,25 +12,8 @@ import asyncio
 import contextlib
 import random
 import time
-from dataclasses import dataclass, field
 
-
-@dataclass(slots=True)
-class Backoff:
-    """Exponential backoff with full jitter: delay in [base, min(cap, base * 2**n))."""
-
-    base: float = 1.0
-    cap: float = 300.0
-    failures: int = 0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def next_delay(self) -> float:
-        self.failures += 1
-        ceiling = min(self.cap, self.base * float(2 ** min(self.failures, 30)))
-        return self.base + self.rng.random() * max(0.0, ceiling - self.base)
-
-    def reset(self) -> None:
-        self.failures = 0
+from reconciler.backoff import Backoff
 
 
 class WorkQueue:

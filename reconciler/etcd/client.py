@@ -19,7 +19,6 @@ lost race for a write that was in fact ours.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
@@ -29,6 +28,7 @@ from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
 from reconciler import log
+from reconciler.backoff import Backoff
 from reconciler.errors import (
     EtcdError,
     EtcdUnavailable,
@@ -161,7 +161,7 @@ class Etcd:
     async def _call(self, fn: Callable[[Conn], Awaitable[T]], what: str) -> T:
         """Run one RPC with failover, re-auth and bounded backoff."""
         deadline = time.monotonic() + self.retry_for
-        delay = 0.05
+        backoff = Backoff(base=0.05, cap=1.0)
         reauthed = False
         attempts = 0
         last: BaseException | None = None
@@ -192,13 +192,13 @@ class Etcd:
                 raise EtcdUnavailable("etcd client is closed")
             # Every endpoint gets one try even if slow ones (paused: a full timeout each)
             # used up the window.
+            delay = backoff.next_delay()
             if time.monotonic() + delay > deadline and attempts >= len(self.endpoints):
                 raise EtcdUnavailable(
                     f"etcd {what}: no endpoint of {','.join(self.endpoints)} answered "
                     f"within {self.retry_for:.0f}s: {_describe(last)}"
                 ) from last
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # backoff with jitter
-            delay = min(delay * 2, 1.0)
+            await asyncio.sleep(delay)
 
     # -- key/value -------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from typing import TYPE_CHECKING
 
@@ -26,6 +25,7 @@ import grpc.aio  # type: ignore[import-untyped]
 from aetcd import rpc
 
 from reconciler import log
+from reconciler.backoff import Backoff
 from reconciler.errors import EtcdUnavailable
 from reconciler.etcd.conn import RPC_ERRORS, Conn, Fault, classify, guard
 
@@ -104,7 +104,8 @@ class LeaseKeeper:
             log.get("etcd").error("etcd.keepalive.crashed", error=repr(task.exception()))
 
     async def _run(self) -> None:
-        delay = 0.05
+        backoff = Backoff(base=0.05, cap=1.0)
+        logger = log.get("etcd")
         while self._leases and not self._stopped:
             conn: Conn | None = None
             call = None
@@ -114,7 +115,9 @@ class LeaseKeeper:
                 self._etcd.request_count += 1
                 while self._leases and not self._stopped:
                     await self._send_due(call)
-                    delay = 0.05
+                    failures = backoff.reset()
+                    if failures:
+                        logger.info("etcd.keepalive.recovered", retries=failures)
                     self._wake.clear()
                     if not self._leases:
                         break
@@ -126,8 +129,10 @@ class LeaseKeeper:
             except _RETRIED as e:
                 if conn is not None:
                     await self._etcd.drop(conn, rotate=classify(e) is not Fault.REAUTH)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, 1.0)
+                delay = backoff.next_delay()
+                if backoff.first_failure:  # one line an outage; "recovered" ends it
+                    logger.warning("etcd.keepalive.broken", error=str(e) or type(e).__name__)
+                await asyncio.sleep(delay)
             finally:
                 if call is not None:
                     call.cancel()

@@ -18,7 +18,6 @@ on a paused server. This one speaks the ``Watch`` stream directly (aetcd's stubs
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -28,6 +27,7 @@ from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
 from reconciler import log
+from reconciler.backoff import Backoff
 from reconciler.errors import EtcdUnavailable
 from reconciler.etcd.conn import RPC_ERRORS, Conn, Fault, classify, guard
 
@@ -81,7 +81,7 @@ async def watch_prefix(
     key = prefix.encode()
     range_end = prefix_range_end(key)
     next_rev = start_revision  # None: "from now", fixed by the first created response
-    delay = 0.05
+    backoff = Backoff(base=0.05, cap=1.0)
     while True:
         conn: Conn | None = None
         call = None
@@ -122,11 +122,14 @@ async def watch_prefix(
                     first = False
                     if next_rev is None:
                         next_rev = resp.header.revision + 1
-                    if delay > 0.05:
+                    failures = backoff.reset()
+                    if failures:
                         logger.info(
-                            "etcd.watch.resumed", endpoint=conn.endpoint, from_revision=next_rev
+                            "etcd.watch.resumed",
+                            endpoint=conn.endpoint,
+                            from_revision=next_rev,
+                            retries=failures,
                         )
-                    delay = 0.05
                 if resp.canceled:
                     raise _StreamBroken(f"watch canceled: {resp.cancel_reason}")
                 for ev in resp.events:
@@ -144,13 +147,14 @@ async def watch_prefix(
         except _RETRIED as e:
             if etcd.closed:
                 raise EtcdUnavailable("etcd client closed while watching") from e
-            logger.warning(
-                "etcd.watch.broken", error=str(e) or type(e).__name__, resume_from=next_rev
-            )
+            delay = backoff.next_delay()
+            if backoff.first_failure:  # one line an outage; "resumed" ends it
+                logger.warning(
+                    "etcd.watch.broken", error=str(e) or type(e).__name__, resume_from=next_rev
+                )
             if conn is not None and not isinstance(e, EtcdUnavailable):
                 await etcd.drop(conn, rotate=classify(e) is not Fault.REAUTH)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, 1.0)
+            await asyncio.sleep(delay)
         finally:
             if call is not None:
                 call.cancel()

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from reconciler import log
+from reconciler.backoff import Backoff
 
 
 @dataclass(slots=True)
@@ -52,16 +53,12 @@ class Poster:
         self._session: aiohttp.ClientSession | None = None
         self._log = log.get("swarmkeeper.notify")
 
-    def backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter in [half, full] of the step."""
-        step = min(self.backoff_max, self.backoff_base * 2.0 ** (attempt - 1))
-        return step * self._rng.uniform(0.5, 1.0)
-
     async def post(self, name: str, url: str, payload: dict[str, Any], kind: str) -> bool:
         """POST ``payload`` as JSON until accepted or out of attempts; True if accepted.
         ``name`` and ``kind`` are for the log line only (the URL is a secret)."""
         reason = ""
         attempt = 0
+        backoff = Backoff(base=self.backoff_base, cap=self.backoff_max, rng=self._rng)
         for attempt in range(1, self.max_attempts + 1):
             self.stats.attempts += 1
             retry_after = 0.0
@@ -80,7 +77,7 @@ class Poster:
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 reason = type(e).__name__ if isinstance(e, TimeoutError) else repr(e)
             if attempt < self.max_attempts:
-                await asyncio.sleep(min(self.backoff_max, max(self.backoff(attempt), retry_after)))
+                await asyncio.sleep(min(self.backoff_max, max(backoff.next_delay(), retry_after)))
         self.stats.failed += 1
         self._log.warning("notify.failed", notifier=name, kind=kind, attempts=attempt,
                           reason=reason)  # fmt: skip

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from reconciler import log
+from reconciler.backoff import Backoff
 from reconciler.errors import TransientError
 from reconciler.models import Role
 
@@ -46,6 +47,7 @@ class SwarmLink:
         self.emit = emit
         self.status: dict[str, Any] = {}  # MembershipStatus.as_dict() of the last pass
         self.errors = 0
+        self._backoff = Backoff(base=2.0, cap=60.0)
         self._desired: tuple[dict[str, Role | None], int] | None = None
         self._ready = asyncio.Event()  # a revision has been applied: roles are known
         self._membership: Membership | None = None
@@ -74,8 +76,10 @@ class SwarmLink:
                     await run_membership(self._membership, self._current, on_status=self._seen)
                 except* TransientError as eg:
                     self.errors += 1
-                    self._log.warning("membership.retry", error=str(eg.exceptions[0]))
-                    await asyncio.sleep(2.0)
+                    delay = self._backoff.next_delay()
+                    if self._backoff.first_failure:  # one line an outage
+                        self._log.warning("membership.retry", error=str(eg.exceptions[0]))
+                    await asyncio.sleep(delay)
 
     def _current(self) -> tuple[dict[str, Role | None], int]:
         assert self._desired is not None  # run() waits for the first update()
@@ -84,6 +88,7 @@ class SwarmLink:
     def _seen(self, m: MembershipStatus) -> None:
         from reconciler.notify.hub import Event, EventKind
 
+        self._backoff.reset()  # a pass that reports a status ended any outage
         d = m.as_dict()
         before = self.status.get("state")
         if d != self.status:
