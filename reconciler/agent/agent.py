@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from reconciler import keys, log
+from reconciler.agent import policy
 from reconciler.agent.events import PassEvents
 from reconciler.agent.metrics import Metrics
 from reconciler.agent.passes import PassResult, Renderer, run_pass
@@ -209,37 +210,53 @@ class Agent(Reporting):
                     halted=self.control.halted, paused=self.control.paused,
                     acquire=self._acquire, write_status=self._write_status,
                 )  # fmt: skip
-            except SwarmkeeperError as e:
-                # etcd gone mid-pass, systemd refusing a read, a corrupt inventory: the node
-                # stays as it is, says so, and the one backoff decides when to look again
+            except Exception as e:
+                # the pass boundary: etcd gone mid-pass, systemd refusing a read, a corrupt
+                # inventory, or a bug. The node stays as it is, says so (naming the error),
+                # keeps its heartbeat, and the policy decides when to look again.
+                reaction = policy.for_error(e)
                 self.metrics.passes.labels(outcome="error").inc()
-                if isinstance(e, TransientError):
+                if reaction.error_kind == "etcd":
                     self.metrics.etcd_errors.inc()
-                delay = self.queue.requeue_after_failure("retry")
-                self.log.warning("pass", outcome="error", error=str(e), retry_in=round(delay, 1))
-                await self._report_error(desired, f"{type(e).__name__}: {e}")
+                retry_in = self._requeue(reaction.requeue)
+                if reaction.error_kind == "bug":
+                    self.log.error("pass", outcome="error", error=policy.describe(e),
+                                   retry_in=retry_in, exc_info=e)  # fmt: skip
+                else:
+                    self.log.warning("pass", outcome="error", error=str(e), retry_in=retry_in)
+                await self._report_error(desired, policy.describe(e), reaction.state)
                 return None
             why = self.control.failed_here(desired)
             if res.result is None and why is not None and res.status.state is NodeState.CONVERGED:
                 # this node is where the rollout failed: keep saying so until a new publish
-                res.status = replace(res.status, state=NodeState.DEGRADED,
-                                     error=f"{why} (rollout of {(desired or '')[:12]} halted)")  # fmt: skip
-            outcome = await self._report(res)
+                res = replace(res, status=replace(res.status, state=NodeState.DEGRADED,
+                              error=f"{why} (rollout of {(desired or '')[:12]} halted)"))  # fmt: skip
+            outcome, written = await self._report(res)
             dt = time.perf_counter() - t0
             self.metrics.pass_seconds.observe(dt)
             self.metrics.passes.labels(outcome=outcome).inc()
             self.last_pass_at = time.time()
-            retry_in = None
-            if res.retry:
-                retry_in = round(self.queue.requeue_after_failure("retry"), 1)
-            else:
-                self.queue.succeeded()
+            # a status etcd did not take is retried like any transient error
+            retry_in = self._requeue(res.requeue if written else policy.BACKOFF)
             self.log.info("pass", outcome=outcome, state=str(res.status.state),
                           revision=res.status.revision[:12], reasons=sorted(reasons),
                           actions=len(res.result.actions) if res.result else 0,
                           error=res.status.error or None, seconds=round(dt, 3), steps=res.timings,
                           retry_in=retry_in)  # fmt: skip
             return res
+
+    def _requeue(self, requeue: policy.Requeue) -> float | None:
+        """The one place a pass's end reaches the queue; returns the delay, if any."""
+        match requeue.kind:
+            case policy.RequeueKind.NONE:
+                self.queue.succeeded()
+                return None
+            case policy.RequeueKind.BACKOFF:
+                return round(self.queue.requeue_after_failure("retry"), 1)
+            case policy.RequeueKind.AFTER:
+                self.queue.succeeded()
+                self.queue.enqueue("requeue", requeue.seconds)
+                return requeue.seconds
 
     # -- publish (webhook) ---------------------------------------------------------------
 

@@ -93,7 +93,7 @@ class PassEvents:
                 },
             )
         )
-        if result.new_revision:
+        if result.halts_rollout:
             # this node marks the revision failed, which halts its rollout cluster-wide
             out.append(
                 Event.of(

@@ -2,9 +2,10 @@
 
 A pass is level-triggered: whatever woke it (an etcd event, the resync timer, a webhook),
 it re-reads the desired revision, renders it, asks the engine what differs and acts on that.
-It never retries by itself: it returns a ``PassResult`` whose ``retry`` says whether the
-agent's work queue should back off and come again (transient trouble) or wait for the next
-trigger (done, or an invalid revision that retrying cannot fix).
+It never retries by itself: it returns a frozen ``PassResult`` whose ``requeue`` (decided by
+``policy``) tells the agent's worker to wait for the next trigger, back off and come again,
+or come again after a delay. The pass is named steps (render, target, plan, gate, apply),
+each timed by ``_Clock.step``; the agent reports the result.
 
 Which revision a node moves to (``choose_target``) is a pure decision: the desired revision
 unless it was rejected (invalid or unsigned) or its rollout failed/halted, in which case the
@@ -16,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from reconciler import log
-from reconciler.apply.engine import Outcome
+from reconciler.agent.policy import NO_REQUEUE, Requeue, describe, for_apply, for_error
+from reconciler.apply.result import Outcome
 from reconciler.errors import InvalidDesiredState, SourceError, SwarmkeeperError, TransientError
 from reconciler.models import NodeFacts, NodeSpec, Role
 from reconciler.status import NodeState, NodeStatus, utcnow
@@ -78,16 +81,32 @@ def choose_target(
     return Target(desired)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class PassResult:
     status: NodeStatus
-    retry: bool = False  # transient trouble: back off and try again
+    requeue: Requeue = NO_REQUEUE
     result: ApplyResult | None = None
     rejection: Rejection | None = None
     new_revision: bool = False  # this pass moved (or tried to move) to another revision
-    error_kind: str = ""  # "git" | "etcd" | "systemd" for metrics
+    halts_rollout: bool = False  # the new revision failed its health gate here
+    error_kind: str = ""  # "git" | "etcd" | "node" | "systemd" | "bug" for metrics
     slot: Slot | None = None  # held rollout slot: release after the final status is written
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+    timings: Mapping[str, float] = field(default_factory=dict)  # seconds per step
+
+
+@dataclass(slots=True)
+class _Clock:
+    """Times the named steps of one pass."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - t, 4)
 
 
 @dataclass
@@ -162,15 +181,7 @@ class Renderer:
         return spec
 
 
-async def run_pass(**kw: Any) -> PassResult:
-    """One pass (see ``_run_pass``), with the seconds each step took in ``timings``."""
-    timings: dict[str, float] = {}
-    res = await _run_pass(timings=timings, **kw)
-    res.timings = {k: round(v, 4) for k, v in timings.items()}
-    return res
-
-
-async def _run_pass(
+async def run_pass(
     *,
     node: str,
     renderer: Renderer,
@@ -181,9 +192,27 @@ async def _run_pass(
     paused: bool,
     acquire: AcquireSlot,
     write_status: WriteStatus,
-    timings: dict[str, float],
 ) -> PassResult:
-    """One pass. ``acquire`` waits for a rollout slot; ``write_status`` publishes status."""
+    """One pass. ``acquire`` waits for a rollout slot; ``write_status`` publishes status.
+    ``timings`` of the result holds the seconds each step took."""
+    clock = _Clock()
+    res = await _steps(node, renderer, engine, desired, failed_revision, halted, paused,
+                       acquire, write_status, clock)  # fmt: skip
+    return replace(res, timings=dict(clock.timings))
+
+
+async def _steps(
+    node: str,
+    renderer: Renderer,
+    engine: Engine,
+    desired: str | None,
+    failed_revision: str | None,
+    halted: bool,
+    paused: bool,
+    acquire: AcquireSlot,
+    write_status: WriteStatus,
+    clock: _Clock,
+) -> PassResult:
     logger = log.get("swarmkeeper.pass")
     inv = engine.inventory()
     applied = inv.revision or None
@@ -191,16 +220,17 @@ async def _run_pass(
     base = NodeStatus(node=node, role=role, state=NodeState.CONVERGED,
                       revision=applied or "", desired=desired or "", updated_at=utcnow())  # fmt: skip
 
+    # render: the desired revision's spec, or why it is rejected
     rejection: Rejection | None = None
     try:
-        t = time.perf_counter()
-        desired_spec = await renderer.spec(desired) if desired else None
-        timings["render"] = time.perf_counter() - t
+        with clock.step("render"):
+            desired_spec = await renderer.spec(desired) if desired else None
     except SourceError as e:
-        return PassResult(_with(base, state=NodeState.DEGRADED, error=f"git: {e}"), retry=True,
-                          error_kind="git")  # fmt: skip
+        return _failed(base, e, f"git: {e}")
     if isinstance(desired_spec, Rejection):
         rejection = desired_spec
+
+    # target: the revision to converge on (the last good one while desired is held back)
     target = choose_target(desired, applied, rejected=rejection is not None,
                            failed_revision=failed_revision, halted=halted)  # fmt: skip
     if target.revision is None:
@@ -211,8 +241,7 @@ async def _run_pass(
     try:
         spec = desired_spec if target.revision == desired else await renderer.spec(target.revision)
     except SourceError as e:
-        return PassResult(_with(base, state=NodeState.DEGRADED, error=f"git: {e}"), retry=True,
-                          error_kind="git")  # fmt: skip
+        return _failed(base, e, f"git: {e}")
     if isinstance(spec, Rejection) or spec is None:  # the last good one cannot be rejected now
         why = spec.summary if isinstance(spec, Rejection) else "no spec"
         return PassResult(_with(base, state=NodeState.DEGRADED, error=why), rejection=rejection)
@@ -222,42 +251,45 @@ async def _run_pass(
                      problems=rejection.problems)  # fmt: skip
     elif target.held:
         base = _with(base, error=target.held, rollout="halted")
-
     if paused or spec.paused:
         return PassResult(_with(base, state=NodeState.PAUSED, error=base.error or "paused"))
 
-    t = time.perf_counter()
-    plan = await engine.plan(spec, inv)
-    timings["plan"] = time.perf_counter() - t
+    # plan: nothing to do ends the pass here
+    with clock.step("plan"):
+        plan = await engine.plan(spec, inv)
     if not plan and inv.pending is None:
         units = await _units(engine, spec)
         return PassResult(_with(base, units=units), rejection=rejection)
 
+    # gate: a new revision waits for a rollout slot; a repair goes ahead
     new_revision = spec.revision != applied
     slot = None
     applying = _with(base, state=NodeState.APPLYING, rollout="")
     if new_revision:
         try:
-            t = time.perf_counter()
-            # still running its last good revision while it waits: peers' gates count it
-            # healthy; "waiting" is published only if the gate does not open at once
-            slot = await acquire(spec.revision, applied or "", spec.role,
-                                 spec.cluster.max_unavailable, applying,
-                                 _with(base, rollout="waiting"))  # fmt: skip
-            timings["rollout"] = time.perf_counter() - t
+            with clock.step("rollout"):
+                # still running its last good revision while it waits: peers' gates count
+                # it healthy; "waiting" is published only if the gate does not open at once
+                slot = await acquire(spec.revision, applied or "", spec.role,
+                                     spec.cluster.max_unavailable, applying,
+                                     _with(base, rollout="waiting"))  # fmt: skip
         except TransientError as e:
-            return PassResult(_with(base, state=NodeState.DEGRADED, error=f"etcd: {e}"),
-                              retry=True, error_kind="etcd")  # fmt: skip
+            return _failed(base, e, f"etcd: {e}")
         if slot is None:  # the desired revision moved on while waiting: plan again
-            return PassResult(base, retry=False, new_revision=False)
+            return PassResult(base)
     else:
         await write_status(applying)
-    t0 = time.perf_counter()
-    result = await engine.apply(spec)
-    timings["apply"] = time.perf_counter() - t0
+
+    # apply: whatever escapes it still releases the slot (with the report), never halts
+    try:
+        with clock.step("apply"):
+            result = await engine.apply(spec)
+    except Exception as e:
+        return replace(_failed(base, e, describe(e)), slot=slot, new_revision=new_revision)
     logger.info("applied", outcome=str(result.outcome), actions=len(result.actions),
-                drift=result.drift, seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
+                drift=result.drift, seconds=clock.timings["apply"])  # fmt: skip
     units = await _units(engine, spec)
+    reaction = for_apply(result, new_revision=new_revision)
     if result.outcome is Outcome.CONVERGED:
         st = _with(base, revision=spec.revision, units=units)
         return PassResult(st, result=result, rejection=rejection, new_revision=new_revision,
@@ -265,12 +297,18 @@ async def _run_pass(
     err = result.error or str(result.outcome)
     if result.failure is not None:
         err = f"{result.failure.unit} {result.failure.state}: rolled back"
-    st = _with(base, state=NodeState.DEGRADED, revision=result.applied or "", error=err,
+    st = _with(base, state=reaction.state, revision=result.applied or "", error=err,
                units=units)  # fmt: skip
-    # a failed new revision is not retried (the rollout halts); a failed repair of the
-    # current one is, with backoff, since the cause may be outside (a port, a disk)
-    return PassResult(st, retry=not new_revision, result=result, rejection=rejection,
-                      new_revision=new_revision, slot=slot, error_kind="systemd")  # fmt: skip
+    return PassResult(st, requeue=reaction.requeue, result=result, rejection=rejection,
+                      new_revision=new_revision, halts_rollout=reaction.halt_rollout, slot=slot,
+                      error_kind=reaction.error_kind)  # fmt: skip
+
+
+def _failed(base: NodeStatus, e: BaseException, error: str) -> PassResult:
+    """A pass that ends on ``e``: the state and requeue the policy gives its class."""
+    r = for_error(e)
+    return PassResult(_with(base, state=r.state, error=error), requeue=r.requeue,
+                      error_kind=r.error_kind)  # fmt: skip
 
 
 async def _units(engine: Engine, spec: NodeSpec) -> dict[str, str]:

@@ -93,11 +93,13 @@ class Reporting:
         self.last_status = st
         await self.etcd.put(keys.node_status(self.prefix, self.s.node), st.to_json())
 
-    async def _report_error(self, desired: str | None, error: str) -> None:
+    async def _report_error(
+        self, desired: str | None, error: str, state: NodeState = NodeState.DEGRADED
+    ) -> None:
         """Best effort: tell operators a pass failed, keeping the last known facts."""
         last = self.last_status
         st = NodeStatus(
-            node=self.s.node, role=last.role if last else "", state=NodeState.DEGRADED,
+            node=self.s.node, role=last.role if last else "", state=state,
             revision=self.engine_revision(), desired=desired or "", error=error.splitlines()[0][:300],
             units=last.units if last else {}, updated_at=utcnow(),
             swarm=self.swarm.status if self.swarm else {},
@@ -108,22 +110,20 @@ class Reporting:
     def engine_revision(self) -> str:
         try:
             return self.engine.inventory().revision or ""
-        except SwarmkeeperError:
+        except Exception:  # best effort: the inventory may be what broke the pass
             return ""
 
-    async def _report(self, res: PassResult) -> str:
-        """Publish status (then release the slot), metrics, notifications, registrations."""
+    async def _report(self, res: PassResult) -> tuple[str, bool]:
+        """Publish status (then release the slot), metrics, notifications, registrations.
+        Returns the outcome label and whether etcd took the status."""
         from reconciler.apply.engine import Outcome
 
         if self.swarm is not None:
-            res.status = replace(res.status, swarm=self.swarm.status)
+            res = replace(res, status=replace(res.status, swarm=self.swarm.status))
             self._update_swarm(res.status.revision)
         st = res.status
-        if (
-            res.result is not None
-            and res.result.outcome is not Outcome.CONVERGED
-            and res.new_revision
-        ):
+        written = True
+        if res.result is not None and res.halts_rollout:
             try:
                 await self._gate(Role(st.role or "worker")).mark_failed(
                     res.result.revision, st.error
@@ -147,7 +147,7 @@ class Reporting:
             self._unreleased = slot
             self.metrics.etcd_errors.inc()
             self.log.warning("status.unwritten", error=str(e))
-            res.retry = True
+            written = False
         if res.error_kind == "git":
             self.metrics.git_errors.inc()
         self._sync_counters()
@@ -167,8 +167,8 @@ class Reporting:
             if isinstance(spec, NodeSpec):
                 await self.registrar.update(registrations_of(spec), revision=st.revision)
         if res.result is not None:
-            return str(res.result.outcome)
-        return str(st.state)
+            return str(res.result.outcome), written
+        return str(st.state), written
 
     def _update_swarm(self, revision: str) -> None:
         """Hand the applied revision's node roles to the membership task."""
