@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reconciler.log import configure
-from reconciler.notify.hub import Event, EventKind, Notifications
+from reconciler.notify.events import Event, EventKind
+from reconciler.notify.hub import Notifications
 from reconciler.notify.notifiers import WebhookNotifier
 from tests.fixtures.webhook import HookServer
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from reconciler.models import Notifier
 from reconciler.notify.coalesce import Coalescer, Delivery
-from reconciler.notify.hub import DEFAULT_SEVERITY, Event, EventKind, Notifications, Severity
+from reconciler.notify.events import DEFAULT_SEVERITY, Event, EventKind, Severity
+from reconciler.notify.hub import Notifications
 from reconciler.notify.notifiers import (
     SlackNotifier,
     WebhookNotifier,

@@ -11,7 +11,8 @@ from reconciler.agent.opsmetrics import register
 from reconciler.agent.services import ServiceRegistrar
 from reconciler.etcd.client import Etcd
 from reconciler.models import CheckKind, HealthCheck, Registration
-from reconciler.notify.hub import Event, EventKind, Notifications
+from reconciler.notify.events import Event, EventKind
+from reconciler.notify.hub import Notifications
 from reconciler.notify.notifiers import WebhookNotifier
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.webhook import HookServer

@@ -30,7 +30,8 @@ from reconciler.agent.services import (
 from reconciler.commands.services import format_table, parse_entries
 from reconciler.etcd.client import KV, Etcd
 from reconciler.models import CheckKind, HealthCheck, Registration
-from reconciler.notify.hub import Event, EventKind, Notifications
+from reconciler.notify.events import Event, EventKind
+from reconciler.notify.hub import Notifications
 from reconciler.notify.notifiers import WebhookNotifier
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.systemd_user import UserManager

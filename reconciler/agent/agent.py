@@ -291,7 +291,8 @@ class Agent(Reporting):
     # -- the process ---------------------------------------------------------------------
 
     async def run(self) -> int:
-        from reconciler.notify.hub import Event, EventKind, Notifications
+        from reconciler.notify.events import Event, EventKind
+        from reconciler.notify.hub import Notifications
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -363,7 +364,7 @@ class Agent(Reporting):
         return runner
 
     async def _shutdown(self, runner: Any) -> None:
-        from reconciler.notify.hub import Event, EventKind
+        from reconciler.notify.events import Event, EventKind
 
         with contextlib.suppress(Exception):
             if self.registrar is not None:

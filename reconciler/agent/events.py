@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from reconciler.agent.passes import PassResult
 from reconciler.apply.engine import ActionResult, Outcome
-from reconciler.notify.hub import Event, EventKind, Severity
+from reconciler.notify.events import Event, EventKind, Severity
 from reconciler.notify.notifiers import short_revision
 from reconciler.plan import planner as P
 

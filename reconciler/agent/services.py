@@ -29,7 +29,7 @@ import aiohttp
 
 from reconciler import keys, log
 from reconciler.models import CheckKind, HealthCheck, NodeSpec, Registration
-from reconciler.notify.hub import Event, EventKind
+from reconciler.notify.events import Event, EventKind
 
 if TYPE_CHECKING:
     from reconciler.etcd.client import Etcd, Lease

@@ -1,7 +1,8 @@
 """Operator notifications (control layer): events, coalescing, the hub and its notifiers."""
 
 from reconciler.notify.coalesce import Coalescer, Delivery
-from reconciler.notify.hub import Event, EventKind, Notifications, Severity
+from reconciler.notify.events import Event, EventKind, Severity
+from reconciler.notify.hub import Notifications
 from reconciler.notify.notifiers import SlackNotifier, WebhookNotifier, from_config
 
 __all__ = [

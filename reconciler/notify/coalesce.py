@@ -15,10 +15,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from reconciler.notify.hub import Event
+from reconciler.notify.events import Event
 
 
 @dataclass(frozen=True, slots=True)

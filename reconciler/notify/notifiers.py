@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from reconciler import log
 from reconciler.models import Notifier
 from reconciler.notify.coalesce import Delivery
-from reconciler.notify.hub import Severity
+from reconciler.notify.events import Severity
 
 _EMOJI = {
     Severity.DEBUG: ":mag:",

@@ -20,7 +20,7 @@ from reconciler.models import Role
 
 if TYPE_CHECKING:
     from reconciler.etcd.client import Etcd
-    from reconciler.notify.hub import Event
+    from reconciler.notify.events import Event
     from reconciler.swarm.membership import Membership, MembershipStatus
 
 
@@ -86,7 +86,7 @@ class SwarmLink:
         return self._desired
 
     def _seen(self, m: MembershipStatus) -> None:
-        from reconciler.notify.hub import Event, EventKind
+        from reconciler.notify.events import Event, EventKind
 
         self._backoff.reset()  # a pass that reports a status ended any outage
         d = m.as_dict()
