@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 # Keys whose arguments may name a file the unit reads when it (re)starts or reloads.
-EXEC_KEYS = frozenset(
-    {"ExecStart", "ExecStartPre", "ExecStartPost", "ExecCondition", "ExecReload"}
-)
+EXEC_KEYS = frozenset({"ExecStart", "ExecStartPre", "ExecStartPost", "ExecCondition", "ExecReload"})
 # systemd's special executable prefixes ("@", "-", ":", "+", "!", "!!").
 _EXEC_PREFIX = "@-:+!"
 

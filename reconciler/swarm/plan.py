@@ -230,8 +230,11 @@ def leader_actions(
         out.append(NodeAction(Verb.DEMOTE, role_change.id, role_change.name))
     elif m < managers_limit:
         promote = sorted(
-            (n for n in nodes if n.role is Role.WORKER and wanted(n) is Role.MANAGER
-             and n.ready and not n.drained),
+            (
+                n
+                for n in nodes
+                if n.role is Role.WORKER and wanted(n) is Role.MANAGER and n.ready and not n.drained
+            ),
             key=lambda n: n.name,
         )
         # The new member is reachable; the others must still make a quorum of m + 1.
