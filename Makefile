@@ -35,6 +35,10 @@ demo: system-deps setup
 test: system-deps setup
 	$(PY) -m pytest -q
 
+# The tests that start no service (pure, property and in-process tests): seconds, no root.
+test-fast: setup
+	$(PY) -m pytest -q -m "not services"
+
 # ruff, the formatter, mypy --strict and the layer contracts (pyproject's [tool.importlinter]).
 lint: setup
 	$(VENV)/bin/ruff check .

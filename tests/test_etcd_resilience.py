@@ -336,7 +336,8 @@ async def test_an_outage_logs_one_warning_and_one_recovery(etcd_server: EtcdServ
     with capture_logs() as logs:
         async with await Etcd.connect([etcd_server.endpoint], timeout=1, retry_for=15) as e:
             lease = await e.lease(6)
-            async with collecting(e, "/outage/") as got:
+            _, rev = await e.get_prefix("/outage/")
+            async with collecting(e, "/outage/", rev + 1) as got:
                 await e.put("/outage/a", "1")
                 await wait_for(lambda: len(values(got)) == 1, 5, "the first event")
                 await asyncio.to_thread(etcd_server.stop)
