@@ -33,23 +33,21 @@ import structlog
 
 from reconciler import keys, log
 from reconciler.agent import policy
-from reconciler.agent.events import PassEvents
 from reconciler.agent.metrics import Metrics
 from reconciler.agent.passes import PassResult, Renderer, run_pass
-from reconciler.agent.report import Reporting
+from reconciler.agent.report import Reporter
 from reconciler.agent.workqueue import WorkQueue, jittered
 from reconciler.backoff import Backoff
 from reconciler.control import Control
 from reconciler.errors import SwarmkeeperError, TransientError
 from reconciler.models import NodeFacts, NodeName, Role
-from reconciler.status import NodeState, NodeStatus, utcnow
+from reconciler.status import NodeState, utcnow
 
 if TYPE_CHECKING:
     from reconciler.agent.services import ServiceRegistrar
     from reconciler.apply.engine import Engine
     from reconciler.etcd.client import Etcd, Lease
     from reconciler.notify.hub import Notifications
-    from reconciler.rollout.gate import Slot
     from reconciler.swarm.agent import SwarmLink
 
 
@@ -73,7 +71,7 @@ class AgentSettings:
     docker: str = ""  # unix:///var/run/docker.sock: manage swarm membership ("" = off)
 
 
-class Agent(Reporting):
+class Agent:
     def __init__(self, s: AgentSettings, etcd: Etcd, engine: Engine) -> None:
         from reconciler.source import GitSource
 
@@ -91,19 +89,17 @@ class Agent(Reporting):
         self.control = Control(self.prefix, s.node)  # desired revision, pause, rollout markers
         self.polled: str | None = None  # branch head, when nothing is published
         self.lease: Lease | None = None
-        self.last_status: NodeStatus | None = None
         self.last_pass_at = 0.0
         self.passes = 0
         self.stop_event = asyncio.Event()
         self.control_read = asyncio.Event()  # the first read of the control keys is done
         self._read_keys: set[str] = set()
         self.notifications: Notifications | None = None
-        self.pass_events = PassEvents(s.node)
         self.registrar: ServiceRegistrar | None = None
         self.swarm: SwarmLink | None = None  # with --docker: swarm membership
-        self._notify_cfg: tuple[object, ...] | None = None  # cluster.notify last configured
-        self._seen = (0, 0)  # git fetches and etcd requests already counted in metrics
-        self._unreleased: Slot | None = None  # a rollout slot whose release failed
+        self.reporter = Reporter(self, s.node, etcd=etcd, engine=engine, prefix=self.prefix,
+                                 source=self.source, renderer=self.renderer,
+                                 metrics=self.metrics, log=self.log)  # fmt: skip
 
     # -- state read from etcd ------------------------------------------------------------
 
@@ -149,7 +145,7 @@ class Agent(Reporting):
                 continue  # something is published: git is fetched only for missing commits
             try:
                 head = await asyncio.to_thread(self.source.branch_head)
-                self._sync_counters()
+                self.reporter.sync_counters()
             except SwarmkeeperError as e:
                 self.metrics.git_errors.inc()
                 self.log.warning("poll.failed", error=str(e))
@@ -208,7 +204,7 @@ class Agent(Reporting):
                     node=self.s.node, renderer=self.renderer, engine=self.engine,
                     desired=desired, failed_revision=self.control.failed_revision,
                     halted=self.control.halted, paused=self.control.paused,
-                    acquire=self._acquire, write_status=self._write_status,
+                    acquire=self.reporter.acquire, write_status=self.reporter.write_status,
                 )  # fmt: skip
             except Exception as e:
                 # the pass boundary: etcd gone mid-pass, systemd refusing a read, a corrupt
@@ -224,14 +220,14 @@ class Agent(Reporting):
                                    retry_in=retry_in, exc_info=e)  # fmt: skip
                 else:
                     self.log.warning("pass", outcome="error", error=str(e), retry_in=retry_in)
-                await self._report_error(desired, policy.describe(e), reaction.state)
+                await self.reporter.report_error(desired, policy.describe(e), reaction.state)
                 return None
             why = self.control.failed_here(desired)
             if res.result is None and why is not None and res.status.state is NodeState.CONVERGED:
                 # this node is where the rollout failed: keep saying so until a new publish
                 res = replace(res, status=replace(res.status, state=NodeState.DEGRADED,
                               error=f"{why} (rollout of {(desired or '')[:12]} halted)"))  # fmt: skip
-            outcome, written = await self._report(res)
+            outcome, written = await self.reporter.report(res)
             dt = time.perf_counter() - t0
             self.metrics.pass_seconds.observe(dt)
             self.metrics.passes.labels(outcome=outcome).inc()
@@ -275,7 +271,7 @@ class Agent(Reporting):
         return problems
 
     def health(self) -> dict[str, Any]:
-        st = self.last_status
+        st = self.reporter.last_status
         return {
             "ok": not self.stop_event.is_set(),
             "node": self.s.node,

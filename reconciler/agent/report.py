@@ -1,12 +1,12 @@
-"""The reporting half of the node agent: what a pass tells etcd, metrics and people.
+"""What a pass tells etcd, metrics and people: the agent's ``Reporter``.
 
-``Agent`` (agent.py) runs the tasks and the passes; this mixin holds what a pass hands
-back to the world: the node's status (written alone, or in the same etcd transaction as
-the rollout slot it is about), the slot's release (remembered when etcd was down, so it
-never blocks the rollout until the lease ends), the rollout's failed marker, metrics,
-notifications, swarm roles and service registrations. Split from agent.py only to keep
-each module readable; the two share one object (the attributes below are set by
-``Agent.__init__``).
+``Agent`` (agent.py) runs the tasks and the passes and owns one ``Reporter``, which hands a
+pass's end back to the world: the node's status (written alone, or in the same etcd
+transaction as the rollout slot it is about), the slot's release (remembered when etcd was
+down, so it never blocks the rollout until the lease ends), the rollout's failed marker,
+metrics, notifications, swarm roles and service registrations. It reads the parts that
+come and go with the agent's tasks (heartbeat lease, notification hub, registrar, swarm
+link) through the small ``Host`` protocol, so this module does not import the agent.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler import keys
 from reconciler.errors import SwarmkeeperError, TransientError
@@ -22,8 +22,6 @@ from reconciler.models import Role
 from reconciler.status import NodeState, NodeStatus, utcnow
 
 if TYPE_CHECKING:
-    from reconciler.agent.agent import AgentSettings
-    from reconciler.agent.events import PassEvents
     from reconciler.agent.metrics import Metrics
     from reconciler.agent.passes import PassResult, Renderer
     from reconciler.agent.services import ServiceRegistrar
@@ -35,35 +33,68 @@ if TYPE_CHECKING:
     from reconciler.swarm.agent import SwarmLink
 
 
-class Reporting:
-    s: AgentSettings
-    etcd: Etcd
-    engine: Engine
-    prefix: str
-    source: GitSource
-    renderer: Renderer
-    metrics: Metrics
-    log: Any
-    lease: Lease | None
-    last_status: NodeStatus | None
-    notifications: Notifications | None
-    pass_events: PassEvents
-    registrar: ServiceRegistrar | None
-    swarm: SwarmLink | None
-    _notify_cfg: tuple[object, ...] | None
-    _seen: tuple[int, int]
-    _unreleased: Slot | None
+class Host(Protocol):
+    """The agent's parts that its tasks set while it runs."""
 
-    def _gate(self, role: Role, max_unavailable: int = 1) -> RolloutGate:
+    @property
+    def lease(self) -> Lease | None: ...
+    @property
+    def notifications(self) -> Notifications | None: ...
+    @property
+    def registrar(self) -> ServiceRegistrar | None: ...
+    @property
+    def swarm(self) -> SwarmLink | None: ...
+
+
+class Reporter:
+    def __init__(
+        self,
+        host: Host,
+        node: str,
+        *,
+        etcd: Etcd,
+        engine: Engine,
+        prefix: str,
+        source: GitSource,
+        renderer: Renderer,
+        metrics: Metrics,
+        log: Any,
+    ) -> None:
+        from reconciler.agent.events import PassEvents
+
+        self.host = host
+        self.node = node
+        self.etcd = etcd
+        self.engine = engine
+        self.prefix = prefix
+        self.source = source
+        self.renderer = renderer
+        self.metrics = metrics
+        self.log = log
+        self.last_status: NodeStatus | None = None
+        self.pass_events = PassEvents(node)
+        self._notify_cfg: tuple[object, ...] | None = None  # cluster.notify last configured
+        self._seen = (0, 0)  # git fetches and etcd requests already counted in metrics
+        self._unreleased: Slot | None = None  # a rollout slot whose release failed
+
+    @property
+    def lease(self) -> Lease | None:
+        return self.host.lease
+
+    @property
+    def swarm(self) -> SwarmLink | None:
+        return self.host.swarm
+
+    def gate(self, role: Role, max_unavailable: int = 1) -> RolloutGate:
         """This node's rollout gate; its slots are bound to the heartbeat lease."""
         from reconciler.rollout.gate import RolloutGate
 
         if self.lease is None:
             raise TransientError("no heartbeat lease yet")
-        return RolloutGate(self.etcd, self.prefix, self.s.node, role, self.lease,
+        return RolloutGate(self.etcd, self.prefix, self.node, role, self.lease,
                            max_unavailable=max_unavailable)  # fmt: skip
 
-    async def _acquire(
+    async def acquire(
         self,
         revision: str,
         applied: str,
@@ -75,37 +106,37 @@ class Reporting:
         if self.lease is not None and not self.lease.alive:
             # a slot bound to a lease etcd may already have dropped would protect nothing
             raise TransientError("heartbeat lease unconfirmed")
-        gate = self._gate(role, max_unavailable)
-        applying = self._stamped(applying)
+        gate = self.gate(role, max_unavailable)
+        applying = self.stamped(applying)
         slot = await gate.acquire(revision, applied, applying=applying.to_json(),
-                                  waiting=self._stamped(waiting).to_json())  # fmt: skip
+                                  waiting=self.stamped(waiting).to_json())  # fmt: skip
         if slot is not None:
             self.last_status = applying
         return slot
 
-    def _stamped(self, st: NodeStatus) -> NodeStatus:
+    def stamped(self, st: NodeStatus) -> NodeStatus:
         from reconciler import __version__
 
         return replace(st, agent=__version__)
 
-    async def _write_status(self, st: NodeStatus) -> None:
-        st = self._stamped(st)
+    async def write_status(self, st: NodeStatus) -> None:
+        st = self.stamped(st)
         self.last_status = st
-        await self.etcd.put(keys.node_status(self.prefix, self.s.node), st.to_json())
+        await self.etcd.put(keys.node_status(self.prefix, self.node), st.to_json())
 
-    async def _report_error(
+    async def report_error(
         self, desired: str | None, error: str, state: NodeState = NodeState.DEGRADED
     ) -> None:
         """Best effort: tell operators a pass failed, keeping the last known facts."""
         last = self.last_status
         st = NodeStatus(
-            node=self.s.node, role=last.role if last else "", state=state,
+            node=self.node, role=last.role if last else "", state=state,
             revision=self.engine_revision(), desired=desired or "", error=error.splitlines()[0][:300],
             units=last.units if last else {}, updated_at=utcnow(),
             swarm=self.swarm.status if self.swarm else {},
         )  # fmt: skip
         with contextlib.suppress(SwarmkeeperError):
-            await self._write_status(st)
+            await self.write_status(st)
 
     def engine_revision(self) -> str:
         try:
@@ -113,19 +144,19 @@ class Reporting:
         except Exception:  # best effort: the inventory may be what broke the pass
             return ""
 
-    async def _report(self, res: PassResult) -> tuple[str, bool]:
+    async def report(self, res: PassResult) -> tuple[str, bool]:
         """Publish status (then release the slot), metrics, notifications, registrations.
         Returns the outcome label and whether etcd took the status."""
         from reconciler.apply.engine import Outcome
 
         if self.swarm is not None:
             res = replace(res, status=replace(res.status, swarm=self.swarm.status))
-            self._update_swarm(res.status.revision)
+            self.update_swarm(res.status.revision)
         st = res.status
         written = True
         if res.result is not None and res.halts_rollout:
             try:
-                await self._gate(Role(st.role or "worker")).mark_failed(
+                await self.gate(Role(st.role or "worker")).mark_failed(
                     res.result.revision, st.error
                 )
             except TransientError as e:
@@ -137,12 +168,12 @@ class Reporting:
         slot = res.slot if res.slot is not None and res.slot.key else self._unreleased
         try:
             if slot is not None:
-                doc = self._stamped(st)
-                await self._gate(Role(st.role or "worker")).release(slot, doc.to_json())
+                doc = self.stamped(st)
+                await self.gate(Role(st.role or "worker")).release(slot, doc.to_json())
                 self._unreleased = None
                 self.last_status = doc
             else:
-                await self._write_status(st)
+                await self.write_status(st)
         except TransientError as e:
             self._unreleased = slot
             self.metrics.etcd_errors.inc()
@@ -150,27 +181,27 @@ class Reporting:
             written = False
         if res.error_kind == "git":
             self.metrics.git_errors.inc()
-        self._sync_counters()
+        self.sync_counters()
         if res.result is not None:
             self.metrics.drift_repairs.inc(res.result.drift)
             if res.result.outcome is Outcome.CONVERGED:
                 self.metrics.set_applied(res.result.revision, time.time())
         elif st.state is NodeState.CONVERGED and st.revision:
             self.metrics.set_applied(st.revision, time.time())
-        self._notify(res)
-        if self.registrar is not None and st.revision:
+        self.notify(res)
+        if self.host.registrar is not None and st.revision:
             from reconciler.agent.services import registrations_of
             from reconciler.models import NodeSpec
 
             # unchanged registrations keep running; this only acts when the spec changed
             spec = self.renderer.cache.get(st.revision)
             if isinstance(spec, NodeSpec):
-                await self.registrar.update(registrations_of(spec), revision=st.revision)
+                await self.host.registrar.update(registrations_of(spec), revision=st.revision)
         if res.result is not None:
             return str(res.result.outcome), written
         return str(st.state), written
 
-    def _update_swarm(self, revision: str) -> None:
+    def update_swarm(self, revision: str) -> None:
         """Hand the applied revision's node roles to the membership task."""
         from reconciler.models import NodeSpec
 
@@ -179,15 +210,15 @@ class Reporting:
         if self.swarm is not None and roles is not None and isinstance(spec, NodeSpec):
             self.swarm.update(roles, spec.cluster.managers)
 
-    def _sync_counters(self) -> None:
+    def sync_counters(self) -> None:
         """Carry the source's and etcd client's own counters into the metrics."""
         fetches, requests = self.source.fetches, self.etcd.request_count
         self.metrics.git_fetches.inc(max(0, fetches - self._seen[0]))
         self.metrics.etcd_requests.inc(max(0, requests - self._seen[1]))
         self._seen = (fetches, requests)
 
-    def _notify(self, res: PassResult) -> None:
-        if self.notifications is None:
+    def notify(self, res: PassResult) -> None:
+        if self.host.notifications is None:
             return
         from reconciler.models import NodeSpec
 
@@ -197,9 +228,9 @@ class Reporting:
 
             # only when notify: changed, so a missing secret is warned about once
             self._notify_cfg = spec.cluster.notify
-            self.notifications.configure(from_config(spec.cluster.notify))
+            self.host.notifications.configure(from_config(spec.cluster.notify))
         if self.swarm is not None:
             # every node rejects the same bad commit: with a swarm, only its leader says so
             self.pass_events.announce_rejections = bool(self.swarm.status.get("leader"))
         for event in self.pass_events.events(res):
-            self.notifications.emit(event)
+            self.host.notifications.emit(event)

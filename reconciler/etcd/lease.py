@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import grpc.aio  # type: ignore[import-untyped]
 from aetcd import rpc
@@ -29,8 +29,17 @@ from reconciler.backoff import Backoff
 from reconciler.errors import EtcdUnavailable
 from reconciler.etcd.conn import RPC_ERRORS, Conn, Fault, classify, guard
 
-if TYPE_CHECKING:
-    from reconciler.etcd.client import Etcd
+
+class Client(Protocol):
+    """What leases need of ``client.Etcd``: a protocol, so this module does not import it."""
+
+    timeout: float
+    request_count: int
+
+    async def conn(self) -> Conn: ...
+    async def drop(self, conn: Conn, *, rotate: bool) -> None: ...
+    async def revoke_lease(self, lease: Lease) -> None: ...
+
 
 _RETRIED: tuple[type[BaseException], ...] = (*RPC_ERRORS, EtcdUnavailable)
 
@@ -38,7 +47,7 @@ _RETRIED: tuple[type[BaseException], ...] = (*RPC_ERRORS, EtcdUnavailable)
 class Lease:
     """A granted lease. Kept alive by its client until ``revoke()`` or the client closes."""
 
-    def __init__(self, etcd: Etcd, lease_id: int, ttl: int) -> None:
+    def __init__(self, etcd: Client, lease_id: int, ttl: int) -> None:
         self.id = lease_id
         self.ttl = ttl
         self._etcd = etcd
@@ -76,7 +85,7 @@ class Lease:
 class LeaseKeeper:
     """The one keepalive task of an ``Etcd`` client."""
 
-    def __init__(self, etcd: Etcd) -> None:
+    def __init__(self, etcd: Client) -> None:
         self._etcd = etcd
         self._leases: dict[int, Lease] = {}
         self._wake = asyncio.Event()

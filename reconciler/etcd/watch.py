@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import grpc.aio  # type: ignore[import-untyped]
 from aetcd import rpc
@@ -31,8 +31,20 @@ from reconciler.backoff import Backoff
 from reconciler.errors import EtcdUnavailable
 from reconciler.etcd.conn import RPC_ERRORS, Conn, Fault, classify, guard
 
-if TYPE_CHECKING:
-    from reconciler.etcd.client import Etcd
+
+class Client(Protocol):
+    """What watches need of ``client.Etcd``: a protocol, so this module does not import it."""
+
+    timeout: float
+    watch_refresh: float
+    request_count: int
+    watch_refreshes: int
+
+    @property
+    def closed(self) -> bool: ...
+    async def conn(self) -> Conn: ...
+    async def drop(self, conn: Conn, *, rotate: bool) -> None: ...
+    async def get_prefix(self, prefix: str) -> tuple[list[KV], int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +87,7 @@ _RETRIED: tuple[type[BaseException], ...] = (*RPC_ERRORS, _StreamBroken, EtcdUna
 
 
 async def watch_prefix(
-    etcd: Etcd, prefix: str, start_revision: int | None
+    etcd: Client, prefix: str, start_revision: int | None
 ) -> AsyncIterator[WatchEvent | Resynced]:
     logger = log.get("etcd.watch").bind(prefix=prefix)
     key = prefix.encode()

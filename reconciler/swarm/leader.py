@@ -13,22 +13,42 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from reconciler import log
 from reconciler.actuators.swarm import (
     Availability,
     LocalSwarm,
+    SwarmEngine,
     SwarmNode,
     manager_addresses,
 )
 from reconciler.errors import SwarmError
+from reconciler.etcd.client import Etcd
 from reconciler.models import Role
 from reconciler.swarm import records as rec
 from reconciler.swarm.plan import NodeView, Verb, leader_actions
 
-if TYPE_CHECKING:
-    from reconciler.swarm.membership import Membership
+
+class LeaderSettings(Protocol):
+    @property
+    def remove_grace(self) -> float: ...
+    @property
+    def role_wait(self) -> float: ...
+
+
+class Membership(Protocol):
+    """What the leader's work needs of ``membership.Membership`` (a protocol, so this module
+    does not import it)."""
+
+    @property
+    def etcd(self) -> Etcd: ...
+    @property
+    def engine(self) -> SwarmEngine: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def settings(self) -> LeaderSettings: ...
 
 
 @dataclass(frozen=True, slots=True)
