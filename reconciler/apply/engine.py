@@ -16,9 +16,9 @@ with its state and systemd's description of the failure. A run killed midway lea
 marker, so the next run still knows the adopted units are ours and that what it wrote was
 not yet restarted: the next plan finishes the job.
 
-The reading side (``observe``, ``plan``) lives in ``reconciler.apply.observe``, the executing
-side (actions, batching, the health gate) in ``reconciler.apply.execute``; this module holds the
-engine itself, the pending marker and the rollback.
+The engine is composed of an ``Observer`` (``observe``, ``plan``: ``reconciler.apply.observe``)
+and an ``Executor`` (actions, batching, the health gate: ``reconciler.apply.execute``); this
+module holds the engine itself, the pending marker and the rollback.
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from reconciler import log
-from reconciler.actuators import files
 from reconciler.actuators.inventory import InventoryStore
-from reconciler.apply.execute import Abort, Executing
-from reconciler.apply.observe import SystemdLike
+from reconciler.apply.execute import Abort, Executor
+from reconciler.apply.observe import Observer, SystemdLike
 from reconciler.apply.result import ActionResult, ApplyResult, Failure, Outcome
 from reconciler.errors import ActuatorError
 from reconciler.models import NodeSpec
@@ -43,7 +42,7 @@ from reconciler.plan import planner as P
 __all__ = ["ActionResult", "ApplyResult", "Engine", "Failure", "Outcome", "SystemdLike"]
 
 
-class Engine(Executing):
+class Engine:
     """Plans and applies NodeSpecs on one node; see the module docstring."""
 
     def __init__(
@@ -60,21 +59,30 @@ class Engine(Executing):
         self.store = InventoryStore(state_dir)
         self.root = Path(root) if root is not None else None
         self.unit_dir = Path(unit_dir) if unit_dir is not None else Path(systemd.unit_dir)
-        # Units without a readiness protocol (Type=simple...) are "active" from the fork on;
-        # the health gate wants them up this long, so ExecStart=/bin/false fails the gate
-        # instead of passing it. A unit's own ``settle`` wins; None here: the actuator's
-        # default (DEFAULT_SETTLE). Benches and tests set it to compare windows.
-        self.settle = settle
-        self.after_action = after_action  # tests use it to kill the process mid-apply
         self.log = log.get("swarmkeeper.apply")
-        self._root_str = str(self.root) if self.root is not None else ""
+        self.observer = Observer(systemd, self.store, root=self.root, unit_dir=self.unit_dir)
+        self.executor = Executor(self.observer, settle=settle, after_action=after_action,
+                                 log=self.log)  # fmt: skip
         self._lock = asyncio.Lock()  # one apply at a time, whoever calls
-        self._next_observe: tuple[str, ...] = ()  # units the next observe reads (see _verify)
-        # The inventory an apply saves once its gate passed, staged while the gate waits
-        # (serialise, write, fsync: ~4 ms off every change); see _stage_converged.
-        self._converged: NodeSpec | None = None
-        self._staging: asyncio.Task[files.Staged] | None = None
-        self._digests = files.Digests()  # observe re-hashes only files whose stat changed
+
+    @property
+    def settle(self) -> float | None:
+        """The health gate's settle window for units that set none (None: the actuator's)."""
+        return self.executor.settle
+
+    @settle.setter
+    def settle(self, value: float | None) -> None:
+        self.executor.settle = value
+
+    def inventory(self) -> applied.Inventory:
+        return self.observer.inventory()
+
+    async def plan(self, spec: NodeSpec, inv: applied.Inventory | None = None) -> P.Plan:
+        """Exactly the plan ``apply(spec)`` would execute now (see ``Observer.plan``)."""
+        return await self.observer.plan(spec, inv)
+
+    async def observe(self, spec: NodeSpec, inv: applied.Inventory) -> P.Observed:
+        return await self.observer.observe(spec, inv)
 
     # -- apply -----------------------------------------------------------------------------
 
@@ -92,7 +100,7 @@ class Engine(Executing):
     async def _apply(self, spec: NodeSpec) -> ApplyResult:
         t0 = time.perf_counter()
         inv = self.inventory()
-        observed, p = await self._observe_and_plan(spec, inv)
+        observed, p = await self.observer.observe_and_plan(spec, inv)
         resumed = inv.pending is not None
         if not p:
             if resumed:  # killed after its last action, before the inventory was saved
@@ -108,24 +116,24 @@ class Engine(Executing):
         marked = replace(inv, pending=await self._pending(spec, inv, observed, p))
         await asyncio.to_thread(self.store.save, marked)
         done: list[ActionResult] = []
-        self._next_observe = tuple(self._unit_names(spec, inv))
-        self._converged = spec  # the gate stages its inventory while it waits
+        self.executor.next_observe = tuple(self.observer.unit_names(spec, inv))
+        self.executor.converged = spec  # the gate stages its inventory while it waits
         try:
             try:
-                await self._execute(p, done)
+                await self.executor.execute(p, done)
             except Abort as e:
-                self._drop_staged()
+                self.executor.drop_staged()
                 return await self._rollback(
                     spec, marked, tuple(done), e.failure, e.error, t0, resumed
                 )
             except ActuatorError as e:  # systemd itself failed (connection lost, call rejected)
-                self._drop_staged()
+                self.executor.drop_staged()
                 return await self._rollback(spec, marked, tuple(done), None, str(e), t0, resumed)
-            staged = await self._stage_converged(spec)  # staged by the gate, or now
-            self._staging = None
+            staged = await self.executor.stage_converged(spec)  # staged by the gate, or now
+            self.executor.staging = None
             await asyncio.to_thread(self.store.commit, staged)
         finally:
-            self._drop_staged()  # cancelled or failed: no stray temp file
+            self.executor.drop_staged()  # cancelled or failed: no stray temp file
         return ApplyResult(
             Outcome.CONVERGED,
             spec.revision,
@@ -148,7 +156,9 @@ class Engine(Executing):
         def read() -> tuple[list[applied.AppliedUnit], list[applied.AppliedFile]]:
             units = [applied.AppliedUnit(n, (self.unit_dir / n).read_bytes()) for n in taken_units]
             files_ = [
-                applied.AppliedFile(f, self.file_path(f).read_bytes(), observed.files[f].mode)
+                applied.AppliedFile(
+                    f, self.observer.file_path(f).read_bytes(), observed.files[f].mode
+                )
                 for f in taken_files
             ]
             return units, files_
@@ -212,7 +222,9 @@ class Engine(Executing):
         undo: list[ActionResult] = []
         outcome = Outcome.ROLLED_BACK
         try:
-            rb = P.plan(target, await self.observe(target, marked), marked, root=self._root_str)
+            rb = P.plan(
+                target, await self.observe(target, marked), marked, root=self.observer.root_str
+            )
             # the planner sees the failed apply's changes as drift from the inventory: say why
             back = f"rollback to {marked.revision or 'nothing applied'}"
             rb = tuple(
@@ -221,7 +233,7 @@ class Engine(Executing):
                 else replace(a, reason=f"{back} ({a.reason.removeprefix('drift: ')})", drift=False)
                 for a in rb
             )
-            await self._execute((*rb, *self._give_back(marked.pending)), undo)
+            await self.executor.execute((*rb, *self._give_back(marked.pending)), undo)
         except (Abort, ActuatorError) as e:
             outcome = Outcome.FAILED
             error += f"; rollback failed: {e.error if isinstance(e, Abort) else e}"

@@ -1,7 +1,6 @@
 """How the apply engine executes a Plan: its actions in phase order, then the health gate.
 
-The executing side of ``reconciler.apply.engine.Engine`` (a base class on top of ``Observing``, so
-the engine stays one object). Independent writes run concurrently, enables and disables go
+The engine's ``Executor``, composed with the engine's ``Observer`` (whose paths it writes to). Independent writes run concurrently, enables and disables go
 in one call per batch, and every unit the plan started or restarted shares one health gate.
 A failed job, a refused call or a failed write raises ``Abort`` with the ``Failure`` the
 result reports; ``reconciler.apply.engine`` catches it and rolls back. While the gate waits, the
@@ -18,7 +17,7 @@ from typing import Any
 import structlog
 
 from reconciler.actuators import files
-from reconciler.apply.observe import Observing
+from reconciler.apply.observe import Observer
 from reconciler.apply.result import ActionResult, Failure
 from reconciler.errors import ActuatorError, SystemdError, UnitFailed
 from reconciler.models import NodeSpec
@@ -44,15 +43,32 @@ def _state_text(st: Any) -> str:
     return f"{st.active_state} ({st.result or st.sub_state})" if st is not None else "unknown"
 
 
-class Executing(Observing):
-    """The engine's acting side; ``reconciler.apply.engine.Engine`` sets these attributes."""
+class Executor:
+    """The engine's acting side: runs a plan's actions and the health gate."""
 
-    settle: float | None
-    after_action: Callable[[P.Action], None] | None
-    log: structlog.typing.FilteringBoundLogger
-    _next_observe: tuple[str, ...]
-    _converged: NodeSpec | None
-    _staging: asyncio.Task[files.Staged] | None
+    def __init__(
+        self,
+        observer: Observer,
+        *,
+        settle: float | None,
+        after_action: Callable[[P.Action], None] | None,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self.observer = observer
+        self.systemd = observer.systemd
+        self.store = observer.store
+        # Units without a readiness protocol (Type=simple...) are "active" from the fork
+        # on; the health gate wants them up this long, so ExecStart=/bin/false fails the
+        # gate instead of passing it. A unit's own ``settle`` wins; None here: the
+        # actuator's default (DEFAULT_SETTLE). Benches and tests set it to compare windows.
+        self.settle = settle
+        self.after_action = after_action  # tests use it to kill the process mid-apply
+        self.log = log
+        self.next_observe: tuple[str, ...] = ()  # units the next observe reads (see _verify)
+        # The inventory an apply saves once its gate passed, staged while the gate waits
+        # (serialise, write, fsync: ~4 ms off every change); see stage_converged.
+        self.converged: NodeSpec | None = None
+        self.staging: asyncio.Task[files.Staged] | None = None
 
     async def _job(self, unit: str, verb: str, call: Callable[[str], Any]) -> str:
         try:
@@ -94,11 +110,11 @@ class Executing(Observing):
         # the unit's own activation, so N restarted units cost one window, not N.
         warm = None
         window = max((self._window(g) for g in units), default=0.0)
-        if self._next_observe and window > 0:
+        if self.next_observe and window > 0:
             ends = asyncio.get_running_loop().time() + window  # the last unit just started
-            warm = asyncio.create_task(self._warm(self._next_observe, ends), name="warm-observe")
-        if self._converged is not None:
-            self._stage_converged(self._converged)
+            warm = asyncio.create_task(self._warm(self.next_observe, ends), name="warm-observe")
+        if self.converged is not None:
+            self.stage_converged(self.converged)
         try:
             async with asyncio.TaskGroup() as tg:
                 for gate in units:
@@ -117,23 +133,23 @@ class Executing(Observing):
                     warm.exception()
         return "healthy"
 
-    def _stage_converged(self, spec: NodeSpec) -> asyncio.Task[files.Staged]:
+    def stage_converged(self, spec: NodeSpec) -> asyncio.Task[files.Staged]:
         """Write the inventory of a converged apply, not yet in place (see _apply).
 
         The gate mostly waits (its settle window); the inventory's serialisation and fsync
         fit in there. Only ``commit`` (rename, fsync of the directory) waits for the gate:
         until then the inventory on disk still holds the pending marker.
         """
-        if self._staging is None:
+        if self.staging is None:
             inv = applied.from_spec(spec, updated_at=time.time())
-            self._staging = asyncio.create_task(
+            self.staging = asyncio.create_task(
                 asyncio.to_thread(self.store.stage, inv), name="stage-inventory"
             )
-        return self._staging
+        return self.staging
 
-    def _drop_staged(self) -> None:
+    def drop_staged(self) -> None:
         """Forget the converged inventory; a staged temp file is removed once written."""
-        task, self._staging, self._converged = self._staging, None, None
+        task, self.staging, self.converged = self.staging, None, None
         if task is not None:
             task.add_done_callback(_discard_staged)
 
@@ -169,13 +185,13 @@ class Executing(Observing):
             case P.WriteUnit():
                 return str(
                     await asyncio.to_thread(
-                        files.write_atomic, self.unit_dir / a.unit, a.content, 0o644
+                        files.write_atomic, self.observer.unit_dir / a.unit, a.content, 0o644
                     )
                 )
             case P.WriteFile():
                 return str(
                     await asyncio.to_thread(
-                        files.write_atomic, self.file_path(a.path), a.content, a.mode
+                        files.write_atomic, self.observer.file_path(a.path), a.content, a.mode
                     )
                 )
             case P.DaemonReload():
@@ -188,10 +204,10 @@ class Executing(Observing):
             case P.StartUnit():
                 return await self._job(a.unit, "start", sd.start)
             case P.DeleteUnit():
-                gone = await asyncio.to_thread(files.remove, self.unit_dir / a.unit)
+                gone = await asyncio.to_thread(files.remove, self.observer.unit_dir / a.unit)
                 return "removed" if gone else "absent"
             case P.DeleteFile():
-                gone = await asyncio.to_thread(files.remove, self.file_path(a.path))
+                gone = await asyncio.to_thread(files.remove, self.observer.file_path(a.path))
                 return "removed" if gone else "absent"
             case P.Verify():
                 return await self._verify(a.units)
@@ -200,7 +216,7 @@ class Executing(Observing):
                 return "done"
         raise AssertionError(f"unknown action {a!r}")
 
-    async def _execute(self, plan: P.Plan, done: list[ActionResult]) -> None:
+    async def execute(self, plan: P.Plan, done: list[ActionResult]) -> None:
         i = 0
         while i < len(plan):
             a = plan[i]

@@ -1,9 +1,8 @@
 """How the apply engine reads the node: the disk and systemd at once, then the plan.
 
-The reading side of ``reconciler.apply.engine.Engine``, a base class so the engine stays one object
-the agent reuses across passes (its digest cache and the statuses the health gate warmed
-carry over). ``observe`` hashes unit files and managed files in a thread (re-hashing only
-what changed) while systemd answers; ``_observe_and_plan`` reads NeedDaemonReload only when
+The engine's ``Observer``: one object the engine owns and the agent reuses across passes
+(its digest cache and the statuses the health gate warmed carry over). ``observe`` hashes unit files and managed files in a thread (re-hashing only
+what changed) while systemd answers; ``observe_and_plan`` reads NeedDaemonReload only when
 it can change the plan. ``SystemdLike`` is what the whole engine needs of
 ``reconciler.actuators.systemd.Systemd``.
 """
@@ -67,15 +66,18 @@ def _unit_states(statuses: dict[str, Any]) -> dict[str, P.UnitState]:
     }
 
 
-class Observing:
-    """The engine's reading side; ``reconciler.apply.engine.Engine`` sets these attributes."""
+class Observer:
+    """The engine's reading side: the node's units, files and inventory, and the plan."""
 
-    systemd: SystemdLike
-    store: InventoryStore
-    root: Path | None
-    unit_dir: Path
-    _root_str: str
-    _digests: files.Digests
+    def __init__(
+        self, systemd: SystemdLike, store: InventoryStore, *, root: Path | None, unit_dir: Path
+    ) -> None:
+        self.systemd = systemd
+        self.store = store
+        self.root = root
+        self.unit_dir = unit_dir
+        self.root_str = str(root) if root is not None else ""
+        self._digests = files.Digests()  # observe re-hashes only files whose stat changed
 
     def file_path(self, path: str) -> Path:
         return self.root / path.lstrip("/") if self.root is not None else Path(path)
@@ -106,11 +108,11 @@ class Observing:
         return unit_files, found
 
     @staticmethod
-    def _unit_names(spec: NodeSpec, inv: applied.Inventory) -> list[str]:
+    def unit_names(spec: NodeSpec, inv: applied.Inventory) -> list[str]:
         return list(dict.fromkeys([*spec.unit_names, *inv.managed_units()]))
 
     def _where(self, spec: NodeSpec, inv: applied.Inventory) -> tuple[list[str], list[str]]:
-        names = self._unit_names(spec, inv)
+        names = self.unit_names(spec, inv)
         paths = list(dict.fromkeys([*(f.path for f in spec.files), *inv.managed_files()]))
         return names, paths
 
@@ -126,7 +128,7 @@ class Observing:
             unit_files, found = await disk
         return P.Observed(unit_files=unit_files, files=found, units=_unit_states(statuses))
 
-    async def _observe_and_plan(
+    async def observe_and_plan(
         self, spec: NodeSpec, inv: applied.Inventory
     ) -> tuple[P.Observed, P.Plan]:
         """Observe and plan, reading NeedDaemonReload only when it can change the plan.
@@ -150,14 +152,14 @@ class Observing:
         writes = any(unit_files.get(u.name) != u.digest for u in spec.units)
         if not writes:
             observed = await self._with_need_reload(observed)
-        p = P.plan(spec, observed, inv, root=self._root_str)
+        p = P.plan(spec, observed, inv, root=self.root_str)
         if not writes or any(isinstance(a, P.DaemonReload) for a in p):
             return observed, p
         stale = await self._with_need_reload(observed)
         return (
             (observed, p)
             if stale == observed
-            else (stale, P.plan(spec, stale, inv, root=self._root_str))
+            else (stale, P.plan(spec, stale, inv, root=self.root_str))
         )
 
     async def _with_need_reload(self, observed: P.Observed) -> P.Observed:
@@ -174,4 +176,4 @@ class Observing:
     async def plan(self, spec: NodeSpec, inv: applied.Inventory | None = None) -> P.Plan:
         """Exactly the plan ``apply(spec)`` would execute now. ``inv``: the inventory the
         caller just read (a pass reads it anyway), so it is not read twice."""
-        return (await self._observe_and_plan(spec, inv if inv is not None else self.inventory()))[1]
+        return (await self.observe_and_plan(spec, inv if inv is not None else self.inventory()))[1]
