@@ -147,7 +147,7 @@ async def bench(um: UserManager, runs: int) -> None:
 
 async def _stalls(um: UserManager, bus_class: type[MessageBus], attempts: int) -> int:
     """Connects to the private socket that hang; systemd 252 stalls when Hello shares a
-    read with the SASL BEGIN line (field notes)."""
+    read with the SASL BEGIN line."""
     stalled = 0
     for _ in range(attempts):
         bus = bus_class(bus_address=um.private_address)

@@ -1,4 +1,4 @@
-"""The apply engine against a real systemd user manager: every acceptance bullet of issue 3.
+"""The apply engine against a real systemd user manager: every promise of docs/apply.md.
 
 Each test reads systemd's real state afterwards (InvocationID, MainPID, LoadState,
 UnitFileState, files on disk), never the engine's own account of what it did.

@@ -1,4 +1,4 @@
-"""The pure planner: one table row per decision of issue 3, and a model-based property test."""
+"""The pure planner: one table row per planner decision, and a model-based property test."""
 
 from __future__ import annotations
 

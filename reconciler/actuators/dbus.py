@@ -6,7 +6,7 @@ Three quirks live here so ``systemd.py`` can speak plain method calls:
 * systemd 252's private socket stalls when the first D-Bus message arrives in the same read as
   the SASL ``BEGIN`` line, and dbus-fast sends them back to back. ``SystemdBus`` waits until the
   kernel says the peer has consumed everything we sent (``TIOCOUTQ`` == 0) before the first
-  message, which cures the hang (see ../../shared/field-notes.md);
+  message, which cures the hang;
 * on the private socket there is no bus daemon: ``Hello()`` gets an error reply and signals come
   without ``AddMatch``; on a real bus, ``AddMatch`` is needed for every signal we want.
 """

@@ -1,6 +1,6 @@
 """Our etcd client: a thin wrapper over aetcd's gRPC stubs that fills aetcd 1.0's gaps.
 
-What it adds (see docs/etcd-keys.md and the field notes for why each matters):
+What it adds (see docs/etcd-keys.md for why each matters):
 - several endpoints: a failed call drops the connection and moves to the next endpoint;
 - TLS channels and keepalive pings (``reconciler.etcd.conn``);
 - re-authentication when the auth token expires (one reconnect + retry);

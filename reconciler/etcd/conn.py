@@ -22,7 +22,7 @@ from aetcd import rpc
 T = TypeVar("T")
 
 # Pings on an open stream every 6 s, dead after 3 s without an answer: a watch on a paused
-# server fails in ~9 s (field notes). etcd refuses pings more often than every 5 s
+# server fails in ~9 s (measured). etcd refuses pings more often than every 5 s
 # (--grpc-keepalive-min-time) and pings without an open call, hence these exact values.
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.keepalive_time_ms", 6000),

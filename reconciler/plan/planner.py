@@ -7,7 +7,7 @@ running). It returns a ``Plan``, a tuple of frozen actions in fixed phases::
 
     stop → write → daemon-reload → reload → restart → start → enable/disable → prune → verify
 
-Rules (issue 3): a new unit is written, started and enabled (when it has an [Install]
+Rules: a new unit is written, started and enabled (when it has an [Install]
 section and ``enable`` is not false); a changed unit is restarted, or reloaded
 (``on_change: reload``), or left alone (``ignore``); a changed managed file restarts (or
 reloads) exactly the units that read it (``reconciler.plan.unitfile``); a removed unit is stopped

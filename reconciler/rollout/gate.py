@@ -1,6 +1,6 @@
 """Safe rollout of a new revision across the cluster, coordinated in etcd with leases.
 
-Rules (issue "agent"): managers update strictly one at a time, and only while every other
+Rules: managers update strictly one at a time, and only while every other
 manager is alive and healthy, so etcd/swarm quorum is never at risk; workers update up to
 ``max_unavailable`` at once; a node whose apply rolled back marks the revision failed and
 the rollout halts (nodes not yet updated stay on their revision until a new revision is
