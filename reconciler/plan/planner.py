@@ -199,6 +199,20 @@ def _files(
     return changed
 
 
+Reasons = list[tuple[str, bool]]  # (why, drift) of each change that touches a unit
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    """One desired unit with what the disk, systemd and the inventory say about it."""
+
+    spec: UnitSpec
+    digest: str  # of the desired content (hashed once)
+    on_disk: str | None  # digest of the unit file on disk
+    applied: AppliedUnit | None
+    state: UnitState
+
+
 def _unit(
     d: _Draft,
     u: UnitSpec,
@@ -209,72 +223,99 @@ def _unit(
     triggered: bool,
 ) -> None:
     """Write, (re)start or reload, and enable/disable one desired unit."""
-    digest = u.digest  # a property that hashes: once per unit
-    obs_digest = observed.unit_files.get(u.name)
-    app = inv.unit(u.name)
-    st = observed.units.get(u.name, UnitState())
-    reasons: list[tuple[str, bool]] = []
-    if app is not None and app.digest != digest:
-        reasons.append(("unit changed", False))
-    elif obs_digest is None and app is not None:
-        reasons.append(("drift: unit file deleted by hand", True))
-    elif obs_digest is not None and obs_digest != digest:
-        reasons.append(
-            ("drift: unit file edited by hand", True) if app else ("unit file adopted", False)
-        )
-    if obs_digest == digest and (st.need_daemon_reload or app is None or app.digest != digest):
+    x = _Unit(u, u.digest, observed.unit_files.get(u.name), inv.unit(u.name),
+              observed.units.get(u.name, UnitState()))  # fmt: skip
+    file_reasons = _unit_file_reasons(x)
+    if x.on_disk == x.digest and (
+        x.state.need_daemon_reload or x.applied is None or x.applied.digest != x.digest
+    ):
         d.maybe_unloaded = True  # possibly written by a killed run that never reloaded
-    if obs_digest != digest:
-        why, drift = _drift(reasons) if reasons else ("new unit", False)
+    if x.on_disk != x.digest:
+        why, drift = _drift(file_reasons) if file_reasons else ("new unit", False)
         d.add(WriteUnit(u.name, u.content, why, drift))
+    reasons = file_reasons + _changed_file_reasons(u, changed, root)
+    if is_template(u.name) or x.state.load_state == "masked":
+        return  # templates are instantiated by others; a masked unit is the operator's call
+    if is_up(x.state):
+        if (action := _restart_or_reload(u, reasons)) is not None:
+            d.add(action)
+            d.verify.append(Gate(u.name, u.timeout, u.settle))
+    elif not triggered:
+        d.add(StartUnit(u.name, *_start_reason(x, reasons)))
+        d.verify.append(Gate(u.name, u.timeout, u.settle))
+    if (enablement := _enablement(x)) is not None:
+        d.add(enablement)
+
+
+def _unit_file_reasons(x: _Unit) -> Reasons:
+    """Why the unit file differs from what was applied or what is on disk."""
+    if x.applied is not None and x.applied.digest != x.digest:
+        return [("unit changed", False)]
+    if x.on_disk is None and x.applied is not None:
+        return [("drift: unit file deleted by hand", True)]
+    if x.on_disk is not None and x.on_disk != x.digest:
+        return [
+            ("drift: unit file edited by hand", True) if x.applied else ("unit file adopted", False)
+        ]
+    return []
+
+
+def _changed_file_reasons(
+    u: UnitSpec, changed: Mapping[str, tuple[str, bool]], root: str
+) -> Reasons:
+    """The changed managed files this unit reads (by path, or as its drop-in)."""
     refs = unitfile.referenced_paths(u.content) if changed else frozenset()
     if root and refs:
         refs |= {r[len(root) :] for r in refs if r.startswith(root + "/")}
-    for path in sorted(changed):
-        if path in refs or unitfile.dropin_unit(path) == u.name:
-            why, drift = changed[path]
-            reasons.append((f"{path} {why}", drift))
-    if is_template(u.name) or st.load_state == "masked":
-        return  # templates are instantiated by others; a masked unit is the operator's call
-    if is_up(st):
-        if reasons and u.on_change is not OnChange.IGNORE:
-            why, drift = _drift(reasons)
-            if u.on_change is OnChange.RELOAD and unitfile.can_reload(u.content):
-                d.add(ReloadUnit(u.name, why, drift))
-            elif u.on_change is OnChange.RELOAD:
-                d.add(RestartUnit(u.name, f"{why} (no ExecReload=: restart instead)", drift))
-            else:
-                d.add(RestartUnit(u.name, why, drift))
-            d.verify.append(Gate(u.name, u.timeout, u.settle))
-    elif not triggered:
-        if app is None and obs_digest is None:
-            why, drift = "new unit", False
-        elif reasons and not any(dr for _, dr in reasons):
-            why, drift = _drift(reasons)
-        elif app is None:
-            why, drift = "not running", False
-        elif st.active_state == "failed":
-            why, drift = "drift: unit failed", True
-        else:
-            why, drift = "drift: stopped by hand", True
-        d.add(StartUnit(u.name, why, drift))
-        d.verify.append(Gate(u.name, u.timeout, u.settle))
-    enabled = st.unit_file_state in ("enabled", "enabled-runtime")
+    return [
+        (f"{path} {changed[path][0]}", changed[path][1])
+        for path in sorted(changed)
+        if path in refs or unitfile.dropin_unit(path) == u.name
+    ]
+
+
+def _restart_or_reload(u: UnitSpec, reasons: Reasons) -> Action | None:
+    """What a running unit needs for its changes: its ``on_change``, or nothing."""
+    if not reasons or u.on_change is OnChange.IGNORE:
+        return None
+    why, drift = _drift(reasons)
+    if u.on_change is OnChange.RELOAD and unitfile.can_reload(u.content):
+        return ReloadUnit(u.name, why, drift)
+    if u.on_change is OnChange.RELOAD:
+        return RestartUnit(u.name, f"{why} (no ExecReload=: restart instead)", drift)
+    return RestartUnit(u.name, why, drift)
+
+
+def _start_reason(x: _Unit, reasons: Reasons) -> tuple[str, bool]:
+    """Why a unit that is not up gets started, and whether that repairs drift."""
+    if x.applied is None and x.on_disk is None:
+        return "new unit", False
+    if reasons and not any(dr for _, dr in reasons):
+        return _drift(reasons)
+    if x.applied is None:
+        return "not running", False
+    if x.state.active_state == "failed":
+        return "drift: unit failed", True
+    return "drift: stopped by hand", True
+
+
+def _enablement(x: _Unit) -> Action | None:
+    """Enable a unit that wants it, disable one that does not (or whose symlinks were ours)."""
+    u, app = x.spec, x.applied
+    enabled = x.state.unit_file_state in ("enabled", "enabled-runtime")
     if wants_enable(u) and not enabled:
         drift = app is not None and wants_enable(app)
         why = "has an [Install] section"
         if drift:
-            why = (
-                "drift: unit file deleted by hand"
-                if obs_digest is None
-                else "drift: disabled by hand"
-            )
-        d.add(EnableUnit(u.name, why, drift))
-    elif not wants_enable(u) and (
-        enabled or (obs_digest is None and app is not None and wants_enable(app))
+            deleted = x.on_disk is None
+            why = "drift: unit file deleted by hand" if deleted else "drift: disabled by hand"
+        return EnableUnit(u.name, why, drift)
+    if not wants_enable(u) and (
+        enabled or (x.on_disk is None and app is not None and wants_enable(app))
     ):  # a deleted file hides the state; its symlinks were ours
         why = "enable: false" if u.enable is False else "no [Install] section"
-        d.add(DisableUnit(u.name, why, app is not None and not wants_enable(app)))
+        return DisableUnit(u.name, why, app is not None and not wants_enable(app))
+    return None
 
 
 def _removed(d: _Draft, names: list[UnitName], observed: Observed) -> None:
