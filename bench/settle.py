@@ -55,8 +55,8 @@ async def exit_latency(sd: Systemd, name: str, runs: int) -> list[float]:
         await sd.start(name)
         st = await sd.wait_healthy(name, 10, settle=2.0)  # long: only the failure ends it
         assert st.failed, st
-        active = await sd._get(path, UNIT, "ActiveEnterTimestampMonotonic")
-        exited = await sd._get(path, SERVICE, "ExecMainExitTimestampMonotonic")
+        active = await sd.reader.get(path, UNIT, "ActiveEnterTimestampMonotonic")
+        exited = await sd.reader.get(path, SERVICE, "ExecMainExitTimestampMonotonic")
         out.append((int(exited) - int(active)) / 1e6)
     return out
 
