@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,11 +18,29 @@ from reconciler.swarm.plan import (
     Phase,
     Step,
     Verb,
-    apply_actions,
     leader_actions,
     local_action,
     quorum,
 )
+
+
+def apply_actions(nodes: Sequence[NodeView], actions: Sequence[NodeAction]) -> list[NodeView]:
+    """The node list after ``actions``: a model of what the leader's actions do."""
+    by_id = {n.id: n for n in nodes}
+    for a in actions:
+        n = by_id.get(a.node_id)
+        if n is None:
+            continue
+        if a.verb is Verb.PROMOTE:
+            by_id[a.node_id] = replace(n, role=Role.MANAGER, reachable=n.ready)
+        elif a.verb is Verb.DEMOTE:
+            by_id[a.node_id] = replace(n, role=Role.WORKER, reachable=False, leader=False)
+        elif a.verb is Verb.DRAIN:
+            by_id[a.node_id] = replace(n, drained=True)
+        elif a.verb is Verb.REMOVE:
+            del by_id[a.node_id]
+    return list(by_id.values())
+
 
 M, W = Role.MANAGER, Role.WORKER
 ABSENT = ClusterRecord(Phase.ABSENT)

@@ -252,23 +252,3 @@ def leader_actions(
         elif not n.ready and n.down_for >= grace:
             out.append(NodeAction(Verb.REMOVE, n.id, n.name))
     return tuple(out)
-
-
-def apply_actions(nodes: Sequence[NodeView], actions: Sequence[NodeAction]) -> list[NodeView]:
-    """The node list after ``actions`` (a model for tests and dry runs)."""
-    from dataclasses import replace
-
-    by_id = {n.id: n for n in nodes}
-    for a in actions:
-        n = by_id.get(a.node_id)
-        if n is None:
-            continue
-        if a.verb is Verb.PROMOTE:
-            by_id[a.node_id] = replace(n, role=Role.MANAGER, reachable=n.ready)
-        elif a.verb is Verb.DEMOTE:
-            by_id[a.node_id] = replace(n, role=Role.WORKER, reachable=False, leader=False)
-        elif a.verb is Verb.DRAIN:
-            by_id[a.node_id] = replace(n, drained=True)
-        elif a.verb is Verb.REMOVE:
-            del by_id[a.node_id]
-    return list(by_id.values())

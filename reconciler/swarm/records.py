@@ -32,7 +32,6 @@ swarm_cluster_key = keys.swarm_cluster
 swarm_managers_key = keys.swarm_managers
 swarm_tokens_key = keys.swarm_tokens
 swarm_node_key = keys.swarm_node
-swarm_drain_key = keys.swarm_drain
 swarm_drained_key = keys.swarm_drained
 
 
