@@ -66,7 +66,9 @@ def in_node(pid: int, *argv: str) -> str:
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     d = tmp_path_factory.mktemp("sandbox") / "cluster"
-    up = sk("sandbox", "up", "--managers", "3", "--workers", "1", "--dir", str(d), "--timeout", "400")
+    up = sk(
+        "sandbox", "up", "--managers", "3", "--workers", "1", "--dir", str(d), "--timeout", "400"
+    )
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         print(up.stdout)
