@@ -269,3 +269,12 @@ def test_down_after_an_up_that_stopped_at_its_first_step(tmp_path: Path) -> None
     r = _sk("down", "--dir", str(d))
     assert r.returncode == 0, r.stderr
     assert "nothing left behind" in r.stdout and not d.exists()
+
+
+def test_reboot_of_an_unknown_node_names_the_nodes(tmp_path: Path) -> None:
+    record = {"dir": str(tmp_path), "managers": 1, "workers": 1, "tag": "x", "nodes": {},
+              "etcd": []}  # fmt: skip
+    (tmp_path / "sandbox.json").write_text(json.dumps(record))
+    r = _sk("reboot", "manager-9", "--dir", str(tmp_path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "no node 'manager-9'; its nodes: manager-1, worker-1" in r.stderr

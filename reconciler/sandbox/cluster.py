@@ -21,6 +21,7 @@ from typing import Any
 
 from cloudconfig.generate import generate
 from cloudconfig.params import load_params
+from reconciler.errors import UsageError
 from reconciler.sandbox import forward, host, images, node, preflight, spec, watch
 from reconciler.sandbox.spec import Layout, NodeSpec
 
@@ -222,7 +223,11 @@ def reboot(directory: Path, name: str, timeout: float) -> Timer:
     """Crash a node (every process killed at once) and boot it again from the same disk."""
     rec = load_record(directory)
     lay = layout_of(rec)
-    n = lay.node(name)
+    try:
+        n = lay.node(name)
+    except KeyError:
+        names = ", ".join(x.name for x in lay.nodes)
+        raise UsageError(f"{directory} has no node {name!r}; its nodes: {names}") from None
     t = Timer(_say)
     since = time.monotonic()
     node.crash(f"{lay.cgroup_name}/{n.name}")
