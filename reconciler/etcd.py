@@ -197,10 +197,11 @@ class Etcd:
                                                       metadata=c.metadata), "get")
         return KV.from_pb(resp.kvs[0]) if resp.kvs else None
 
-    async def get_prefix(self, prefix: str) -> tuple[list[KV], int]:
-        """All keys under ``prefix`` (sorted by key) and the revision they were read at."""
+    async def get_prefix(self, prefix: str, *, keys_only: bool = False) -> tuple[list[KV], int]:
+        """All keys under ``prefix`` (sorted by key) and the revision they were read at;
+        with ``keys_only`` the values come back empty (listing big values costs nothing)."""
         k = _b(prefix)
-        req = rpc.RangeRequest(key=k, range_end=prefix_range_end(k))
+        req = rpc.RangeRequest(key=k, range_end=prefix_range_end(k), keys_only=keys_only)
         resp = await self._call(lambda c: c.kv.Range(req, timeout=self.timeout,
                                                       metadata=c.metadata), "get_prefix")
         return [KV.from_pb(kv) for kv in resp.kvs], resp.header.revision
@@ -251,6 +252,15 @@ class Etcd:
                                                     metadata=c.metadata), "snapshot")
         out = {kv.key: KV.from_pb(kv) for r in resp.responses for kv in r.response_range.kvs}
         return out, resp.header.revision
+
+    async def txn(
+        self, success: Sequence[rpc.RequestOp], compare: Sequence[rpc.Compare] = (),
+        what: str = "txn",
+    ) -> rpc.TxnResponse:
+        """A transaction of idempotent operations (retried like any call)."""
+        req = rpc.TxnRequest(compare=list(compare), success=list(success))
+        return await self._call(lambda c: c.kv.Txn(req, timeout=self.timeout,
+                                                    metadata=c.metadata), what)
 
     async def _txn_put(
         self, key: str, value: bytes | str, cmp: rpc.Compare, lease: Lease | None, what: str,
