@@ -121,7 +121,7 @@ def to_drop(listed: Sequence[KV], prefix: str, keep_new: str, keep: int) -> list
     """Pure: the commits whose artifacts go, given the keys under ``revisions/`` (oldest
     first by the creation of their ``meta``); ``keep_new`` is being published now. A prefix
     with no ``meta`` (a publish that died before its transaction) goes once it is older
-    than the oldest artifact kept."""
+    than the oldest artifact kept (or than the newest one, when none is kept)."""
     base = keys.revisions_prefix(prefix).encode()
     metas: dict[str, int] = {}
     first_seen: dict[str, int] = {}
@@ -134,9 +134,10 @@ def to_drop(listed: Sequence[KV], prefix: str, keep_new: str, keep: int) -> list
     n_drop = max(0, len(others) - max(0, keep - 1))
     drop = [sha for _, sha in others[:n_drop]]
     kept = [rev for rev, _ in others[n_drop:]]
-    oldest_kept = min(kept) if kept else None
+    # an in-flight publish is not cut short by the one whose transaction lands first
+    threshold = min(kept) if kept else max(metas.values(), default=0)
     for sha, rev in first_seen.items():
-        if sha not in metas and sha != keep_new and oldest_kept is not None and rev < oldest_kept:
+        if sha not in metas and sha != keep_new and rev < threshold:
             drop.append(sha)
     return sorted(drop)
 
