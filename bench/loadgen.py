@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import multiprocessing as mp
 import os
@@ -56,7 +57,7 @@ class Node:
     def __init__(self, name: str, kv: Any, watch: Any, lease: Any) -> None:
         self.name, self.kv, self.watch_stub, self.lease_stub = name, kv, watch, lease
         self.times: dict[str, tuple[float, float, float] | None] = {}  # event, read, done
-        self.errors = 0
+        self.errors: collections.Counter[str] = collections.Counter()
 
     async def run(
         self, a: argparse.Namespace, ready: asyncio.Event, stop: asyncio.Event,
@@ -87,8 +88,8 @@ class Node:
                         t_read = await self._read(rpc, rev, a.serializable)
                         await self._pass(rpc, rev, a.max_unavailable, lease_id, a.timeout)
                         self.times[rev] = (t_event, t_read, time.time())
-                    except Exception:  # counted and reported: a bench must finish its round
-                        self.errors += 1
+                    except Exception as e:  # counted and reported: a bench must finish its round
+                        self.errors[_why(e)] += 1
                         self.times[rev] = None
                     progress.set()
                 if stop.is_set():
@@ -207,7 +208,14 @@ async def _worker(
                 await asyncio.wait_for(progress.wait(), want_until - time.time())
             except TimeoutError:
                 break
-        conn.send(([n.times.get(rev) for n in nodes], sum(n.errors for n in nodes)))
+        conn.send(
+            (
+                [n.times.get(rev) for n in nodes],
+                sum((n.errors for n in nodes), collections.Counter()),
+            )
+        )
+        for n in nodes:
+            n.errors.clear()
     stop.set()
     for t in tasks:
         t.cancel()
@@ -216,17 +224,28 @@ async def _worker(
             await ch.close()
 
 
+def _why(e: BaseException) -> str:
+    details = getattr(e, "details", None)
+    return f"{type(e).__name__}: {details() if callable(details) else e}"[:120]
+
+
 def _cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _handled(client_url: str) -> float:
+def _handled(client_url: str) -> tuple[float, float]:
+    """(unary requests etcd handled, messages it received on streams) so far."""
     import urllib.request
 
+    unary = stream = 0.0
     with urllib.request.urlopen(f"{client_url}/metrics", timeout=5) as r:
-        return sum(float(ln.rsplit(" ", 1)[1]) for ln in r.read().decode().splitlines()
-                   if ln.startswith(("grpc_server_handled_total", "grpc_server_msg_received_total")))  # fmt: skip
+        for ln in r.read().decode().splitlines():
+            if ln.startswith("grpc_server_handled_total") and 'grpc_type="unary"' in ln:
+                unary += float(ln.rsplit(" ", 1)[1])
+            elif ln.startswith("grpc_server_msg_received_total") and "stream" in ln:
+                stream += float(ln.rsplit(" ", 1)[1])
+    return unary, stream
 
 
 def _q(xs: list[float], q: float) -> float:
@@ -251,6 +270,7 @@ def main() -> None:
     ap.add_argument("--max-unavailable", type=int, default=0, help="worker slots (0: one per node)")
     ap.add_argument("--serializable", action="store_true", help="serializable artifact reads")
     ap.add_argument("--no-leases", dest="leases", action="store_false")
+    ap.add_argument("--artifact-kib", type=int, default=0, help="pad the artifact to ~this size")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per revision, at most")
     a = ap.parse_args()
     a.max_unavailable = a.max_unavailable or a.nodes
@@ -266,7 +286,10 @@ def main() -> None:
         etcd = stack.enter_context(etcd_server(extra_args=["--quota-backend-bytes", str(4 << 30)]))
         proxies = [stack.enter_context(etcd_proxy([etcd.endpoint])) for _ in range(a.proxies)]
         endpoints = [p.endpoint for p in proxies] or [etcd.endpoint]
-        repo = make_state_repo(Path(tempfile.mkdtemp(prefix="sk-loadgen-")) / "repo", state(50))
+        files = state(50)
+        if a.artifact_kib:  # incompressible: the archive is about this big
+            files["files/blob.bin"] = os.urandom(a.artifact_kib * 1024)
+        repo = make_state_repo(Path(tempfile.mkdtemp(prefix="sk-loadgen-")) / "repo", files)
         names = [f"n-{i:05}" for i in range(a.nodes)]
         ctx = mp.get_context("spawn")
         pipes, procs = [], []
@@ -299,27 +322,32 @@ def main() -> None:
                 asyncio.run(_publish(etcd.endpoint, rev, art))
                 for p in pipes:
                     p.send((rev, t0 + a.timeout))
-                times, errors = [], 0
+                times: list[Any] = []
+                errors: collections.Counter[str] = collections.Counter()
                 for p in pipes:
                     got, err = p.recv()
                     times += got
-                    errors += err
+                    errors.update(err)
                 done = [t for t in times if t is not None]
                 ev = [t[0] - t0 for t in done]
                 rd = [t[1] - t0 for t in done]
                 fin = [t[2] - t0 for t in done]
+                h1 = _handled(etcd.client_url)
                 ecpu = (_cpu(etcd.pid or 0) - cpu0) * 1000
                 pcpu = (
                     sum(_cpu(p._proc.pid) for p in proxies if p._proc and p._proc.pid) - pcpu0
                 ) * 1000
-                print(f"rev {r + 1}: {len(done)}/{a.nodes} done, {errors} errors | event p50 "
+                print(f"rev {r + 1}: {len(done)}/{a.nodes} done, {sum(errors.values())} errors | event p50 "
                       f"{_q(ev, .5):.0f} p99 {_q(ev, .99):.0f} max {_q(ev, 1):.0f} ms | artifact read "
                       f"p50 {_q(rd, .5):.0f} max {_q(rd, 1):.0f} ms | final status p50 {_q(fin, .5):.0f} "
                       f"max {_q(fin, 1):.0f} ms | etcd CPU {ecpu:.0f} ms, proxies {pcpu:.0f} ms | "
-                      f"etcd requests {_handled(etcd.client_url) - h0:.0f} | load "
+                      f"etcd unary requests {h1[0] - h0[0]:.0f}, stream messages {h1[1] - h0[1]:.0f}"
+                      f" | load "
                       f"{os.getloadavg()[0]:.1f}")  # fmt: skip
+                for why, k in errors.most_common(3):
+                    print(f"    {k} x {why}")
                 time.sleep(1.0)
-            print(f"artifact: {len(art.payload)} bytes; mean event spread is the watch fan-out")
+            print(f"artifact: {len(art.payload)} bytes")
         finally:
             for p in pipes:
                 p.send("stop")
