@@ -86,7 +86,8 @@ class Node:
                     t_event = time.time()
                     try:
                         t_read = await self._read(rpc, rev, a.serializable)
-                        await self._pass(rpc, rev, a.max_unavailable, lease_id, a.timeout)
+                        if not a.reads_only:
+                            await self._pass(rpc, rev, a.max_unavailable, lease_id, a.timeout)
                         self.times[rev] = (t_event, t_read, time.time())
                     except Exception as e:  # counted and reported: a bench must finish its round
                         self.errors[_why(e)] += 1
@@ -270,6 +271,7 @@ def main() -> None:
     ap.add_argument("--max-unavailable", type=int, default=0, help="worker slots (0: one per node)")
     ap.add_argument("--serializable", action="store_true", help="serializable artifact reads")
     ap.add_argument("--no-leases", dest="leases", action="store_false")
+    ap.add_argument("--reads-only", action="store_true", help="no gate, slot or status writes")
     ap.add_argument("--artifact-kib", type=int, default=0, help="pad the artifact to ~this size")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per revision, at most")
     a = ap.parse_args()
@@ -306,7 +308,8 @@ def main() -> None:
                     raise SystemExit("a worker did not get its watches up in time")
             print(f"{a.nodes} nodes watching through {a.proxies} proxies "
                   f"(ready in {time.perf_counter() - t_ready:.1f} s); leases: {a.leases}; "
-                  f"slots: {a.max_unavailable}; serializable reads: {a.serializable}")  # fmt: skip
+                  f"slots: {a.max_unavailable}; serializable reads: {a.serializable}; "
+                  f"reads only: {a.reads_only}")  # fmt: skip
             time.sleep(2.0)
             idle0, t_idle = _cpu(etcd.pid or 0), time.time()
             time.sleep(5.0)

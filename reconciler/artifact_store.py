@@ -180,9 +180,17 @@ async def publish(
 
 
 async def read(etcd: Etcd, prefix: str, sha: str) -> Artifact | None:
-    """One range request: ``sha``'s artifact, or None when none was stored."""
+    """One range request: ``sha``'s artifact, or None when none was stored.
+
+    The read is serializable: an artifact never changes once written (its keys are named
+    by the commit and checked against it), so a grpc-proxy may answer it from its cache —
+    a thousand nodes reading one revision cost etcd a handful of reads, not a thousand. A
+    member that has not applied the publish yet answers "none": only then is the read
+    repeated, linearizable."""
     base = keys.revision_artifact(prefix, sha)
-    kvs, _ = await etcd.get_prefix(base)
+    kvs, _ = await etcd.get_prefix(base, serializable=True)
+    if not kvs:
+        kvs, _ = await etcd.get_prefix(base)
     return assemble(base, {kv.key: kv.value for kv in kvs})
 
 

@@ -197,11 +197,15 @@ class Etcd:
                                                       metadata=c.metadata), "get")
         return KV.from_pb(resp.kvs[0]) if resp.kvs else None
 
-    async def get_prefix(self, prefix: str, *, keys_only: bool = False) -> tuple[list[KV], int]:
+    async def get_prefix(
+        self, prefix: str, *, keys_only: bool = False, serializable: bool = False
+    ) -> tuple[list[KV], int]:
         """All keys under ``prefix`` (sorted by key) and the revision they were read at;
-        with ``keys_only`` the values come back empty (listing big values costs nothing)."""
+        with ``keys_only`` the values come back empty (listing big values costs nothing);
+        ``serializable`` may answer from a member's (or a grpc-proxy's cached) state."""
         k = _b(prefix)
-        req = rpc.RangeRequest(key=k, range_end=prefix_range_end(k), keys_only=keys_only)
+        req = rpc.RangeRequest(key=k, range_end=prefix_range_end(k), keys_only=keys_only,
+                               serializable=serializable)  # fmt: skip
         resp = await self._call(lambda c: c.kv.Range(req, timeout=self.timeout,
                                                       metadata=c.metadata), "get_prefix")
         return [KV.from_pb(kv) for kv in resp.kvs], resp.header.revision
