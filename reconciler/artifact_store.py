@@ -206,6 +206,8 @@ def assemble(base: str, values: dict[bytes, bytes]) -> Artifact | None:
         commit, sha256, size = str(meta["commit"]), str(meta["sha256"]), int(meta["size"])
     except (ValueError, KeyError, TypeError) as e:
         raise ArtifactMismatch(f"artifact meta is malformed: {e}") from None
+    if not 0 < n <= len(values) or size < 0:  # never trust a count to size a loop
+        raise ArtifactMismatch(f"artifact meta is malformed: {n} chunks, {size} bytes")
     if fmt != FORMAT:
         raise ArtifactMismatch(f"artifact format {fmt} is not {FORMAT}: upgrade this agent")
     parts = [values.get(b + f"chunks/{i:04}".encode()) for i in range(n)]

@@ -7,6 +7,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import json
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -208,3 +209,29 @@ def test_artifact_and_git_render_the_same_spec(
     assert from_artifact == from_git
     assert _outcome(from_artifact) == _outcome(from_git)
     assert repr(_outcome(from_artifact)) == repr(_outcome(from_git))
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=st.one_of(st.binary(max_size=600), st.binary(max_size=400).map(gzip.compress)))
+def test_unpack_never_fails_with_anything_but_a_mismatch(payload: bytes) -> None:
+    try:
+        got = unpack(payload)
+    except ArtifactMismatch as e:
+        assert str(e)  # says what is wrong
+        return
+    assert all(p.split("/")[0] in ("state", "units", "files") for p in [*got.files, *got.links])
+
+
+@settings(max_examples=200, deadline=None)
+@given(meta=st.one_of(st.binary(max_size=80), st.dictionaries(
+    st.sampled_from(["format", "commit", "sha256", "size", "chunks"]),
+    st.one_of(st.integers(-2, 3), st.just(10**12), st.text(max_size=4), st.none()), max_size=5,
+).map(lambda d: json.dumps(d).encode())))  # fmt: skip
+def test_assemble_never_fails_with_anything_but_a_mismatch(meta: bytes) -> None:
+    base = "/p/revisions/ab/"
+    try:
+        got = assemble(base, {b"/p/revisions/ab/meta": meta, b"/p/revisions/ab/commit": b"c"})
+    except ArtifactMismatch as e:
+        assert str(e).startswith("artifact")
+        return
+    assert got is None or json.loads(meta)["size"] == len(got.payload)
