@@ -84,11 +84,15 @@ def etcd_rpcs(client_url: str) -> float:
         return total
 
 
-def etcd_unary(client_url: str) -> float:
-    """Unary requests (Range, Txn, Put, ...) etcd has handled: no stream messages."""
+def etcd_unary(client_url: str) -> dict[str, float]:
+    """Unary requests etcd has handled, by method (Range, Txn, Put, ...): no stream messages."""
+    out: dict[str, float] = {}
     with urllib.request.urlopen(f"{client_url}/metrics", timeout=5) as r:
-        return sum(float(ln.rsplit(" ", 1)[1]) for ln in r.read().decode().splitlines()
-                   if ln.startswith("grpc_server_handled_total") and 'grpc_type="unary"' in ln)  # fmt: skip
+        for ln in r.read().decode().splitlines():
+            if ln.startswith("grpc_server_handled_total") and 'grpc_type="unary"' in ln:
+                method = ln.split('grpc_method="', 1)[1].split('"', 1)[0]
+                out[method] = out.get(method, 0.0) + float(ln.rsplit(" ", 1)[1])
+    return out
 
 
 BENCH_UNARY: list[int] = []  # unary requests the bench itself sent while publishing
@@ -300,7 +304,12 @@ def run_source(source: str, a: argparse.Namespace, base: Path) -> dict[str, floa
             out["etcd_rpcs"] = (etcd_rpcs(etcd.client_url) - rpc0) / a.revisions
             # unary requests etcd handled, less the bench's own: what the agents asked per
             # revision (their watch and keepalive streams are long-lived, not per revision)
-            out["agent_rpcs"] = (etcd_unary(etcd.client_url) - unary0 - sum(BENCH_UNARY)) / n
+            unary = etcd_unary(etcd.client_url)
+            by_method = {m: (v - unary0.get(m, 0.0)) / n for m, v in unary.items()}
+            out["agent_rpcs"] = sum(by_method.values()) - sum(BENCH_UNARY) / n
+            print(f"[{source}] unary requests per node per revision by method (the bench's own "
+                  f"{sum(BENCH_UNARY) / n:.2f} included): "
+                  + ", ".join(f"{m} {v:.2f}" for m, v in sorted(by_method.items()) if v))  # fmt: skip
             cpu_rev = (sum(proc_stats(p.pid, children=True)[0] for p in procs) - cpu0) / a.revisions
             own_rev = (sum(proc_stats(p.pid)[0] for p in procs) - own0) / a.revisions
             out["cpu"], out["cpu_own"] = cpu_rev / a.agents * 1000, own_rev / a.agents * 1000
