@@ -57,7 +57,7 @@ def build(repo: str | Path, sha: str) -> Artifact:
     from dulwich.repo import Repo
 
     try:
-        r = Repo(str(repo))
+        r = Repo.discover(str(repo))  # a work tree's subdirectory too, as git -C does
     except NotGitRepository:
         raise ArtifactUnavailable(f"{repo} is not a git repository") from None
     with r:
