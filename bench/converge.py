@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from reconciler.artifact import Artifact  # noqa: E402
 from reconciler.artifact_store import build, publish, read  # noqa: E402
-from reconciler.etcd import Etcd, Resynced  # noqa: E402
+from reconciler.etcd.client import Etcd, Resynced  # noqa: E402
 from tests.fixtures.etcd import etcd_server, free_ports  # noqa: E402
 from tests.fixtures.gitrepo import StateRepo, make_state_repo  # noqa: E402
 
@@ -300,7 +300,9 @@ def run_source(source: str, a: argparse.Namespace, base: Path) -> dict[str, floa
             out["p50"], out["p95"] = statistics.median(lat) * 1000, pct(lat, 0.95) * 1000
             out["load"] = (load + os.getloadavg()[0]) / 2
             out["git_procs"] = (len(count.read_text().splitlines()) - gits0) / n
-            out["fetches"] = (sum(metric(p, "swarmkeeper_git_fetches_total") for p in ports) - fetch0) / n
+            out["fetches"] = (
+                sum(metric(p, "swarmkeeper_git_fetches_total") for p in ports) - fetch0
+            ) / n
             out["etcd_rpcs"] = (etcd_rpcs(etcd.client_url) - rpc0) / a.revisions
             # unary requests etcd handled, less the bench's own: what the agents asked per
             # revision (their watch and keepalive streams are long-lived, not per revision)

@@ -255,7 +255,7 @@ def _q(xs: list[float], q: float) -> float:
 
 async def _publish(ep: str, rev: str, art: Any) -> None:
     from reconciler.artifact_store import publish
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
     async with await Etcd.connect([ep]) as e:
         await publish(e, P, rev, art)

@@ -38,7 +38,8 @@ from reconciler.desired.tree import TRACKED_DIRS
 from reconciler.errors import SourceError
 
 if TYPE_CHECKING:
-    from reconciler.etcd import KV, Etcd
+    from reconciler.etcd.client import Etcd
+    from reconciler.etcd.watch import KV
 
 CHUNK_BYTES = 1024 * 1024  # under etcd's default 1.5 MiB request limit, with room for keys
 INLINE_BYTES = 1024 * 1024  # up to this much archive travels in the publishing transaction

@@ -29,7 +29,7 @@ from reconciler.artifact import (
 from reconciler.artifact_store import ArtifactUnavailable, assemble, build, chunks_of, to_drop
 from reconciler.desired import RepoTree, render
 from reconciler.errors import InvalidDesiredState
-from reconciler.etcdwatch import KV
+from reconciler.etcd.watch import KV
 from reconciler.models import NodeFacts, NodeName, NodeSpec, Role
 from reconciler.source import read_commit
 from tests.fixtures.gitrepo import StateRepo, git, make_state_repo

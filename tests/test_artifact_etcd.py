@@ -14,13 +14,13 @@ import pytest
 
 from reconciler import keys
 from reconciler.actuators.dry import DrySystemd
-from reconciler.agent import Agent, AgentSettings
-from reconciler.apply import Engine
+from reconciler.agent.agent import Agent, AgentSettings
+from reconciler.agent.passes import Rejection, Renderer
+from reconciler.apply.engine import Engine
 from reconciler.artifact import pack, unpack
 from reconciler.artifact_store import build, meta_of, publish, publish_commit, read
-from reconciler.etcd import Etcd
+from reconciler.etcd.client import Etcd
 from reconciler.models import NodeFacts, NodeName, NodeSpec, Role
-from reconciler.reconcile import Rejection, Renderer
 from reconciler.source import GitSource
 from reconciler.status import NodeState
 from tests.fixtures.etcd import EtcdServer, etcd_proxy

@@ -20,7 +20,7 @@ from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 NAME = "publish"
 HELP = "validate a commit of the state repo and publish it as the desired revision"
@@ -28,10 +28,18 @@ HELP = "validate a commit of the state repo and publish it as the desired revisi
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("rev", metavar="REV", help="commit, branch or tag of the state repository")
-    p.add_argument("--repo", default=os.environ.get("SWARMKEEPER_REPO", "."),
-                   help="the state repository (default: current directory)")  # fmt: skip
-    p.add_argument("--keep-artifacts", type=int, default=5, metavar="K",
-                   help="revision artifacts kept in etcd, this one included (0: store none)")  # fmt: skip
+    p.add_argument(
+        "--repo",
+        default=os.environ.get("SWARMKEEPER_REPO", "."),
+        help="the state repository (default: current directory)",
+    )
+    p.add_argument(
+        "--keep-artifacts",
+        type=int,
+        default=5,
+        metavar="K",
+        help="revision artifacts kept in etcd, this one included (0: store none)",
+    )
     add_etcd_options(p, prefix_default=None)
 
 
