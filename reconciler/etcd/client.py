@@ -339,6 +339,54 @@ class Etcd:
         )
         return await self._txn_put(key, value, cmp, lease, "create_if_absent", also)
 
+    async def create_first_absent(
+        self,
+        candidates: Sequence[str],
+        value: bytes | str,
+        *,
+        lease: Lease | None = None,
+        also: Mapping[str, bytes | str] | None = None,
+    ) -> str | None:
+        """Create the first of ``candidates`` that does not exist, in ONE request (nested
+        transactions: try the first, else the second, ...); the key created, or None if all
+        exist. ``also`` is written with it, as in ``create_if_absent``."""
+        v, lid = _b(value), lease.id if lease else 0
+        extra = [rpc.RequestOp(request_put=rpc.PutRequest(key=_b(ak), value=_b(av)))
+                 for ak, av in (also or {}).items()]  # fmt: skip
+        req: rpc.TxnRequest | None = None
+        for key in reversed(candidates):
+            k = _b(key)
+            req = rpc.TxnRequest(
+                compare=[rpc.Compare(key=k, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL,
+                                     create_revision=0)],
+                success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v, lease=lid)),
+                         *extra],
+                failure=[rpc.RequestOp(request_txn=req)] if req is not None else [],
+            )  # fmt: skip
+        if req is None:
+            return None
+        attempts = 0
+
+        async def txn(c: Conn) -> rpc.TxnResponse:
+            nonlocal attempts
+            attempts += 1
+            return await c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata)
+
+        resp = await self._leased(lease, self._call(txn, "create_first_absent"))
+        for key in candidates:
+            if resp.succeeded:
+                return key
+            if not resp.responses:
+                break
+            resp = resp.responses[0].response_txn
+        if attempts > 1:  # an earlier attempt may have committed before its answer was lost
+            kvs, _ = await self.snapshot(keys=candidates)
+            for key in candidates:
+                kv = kvs.get(_b(key))
+                if kv is not None and kv.value == v and kv.lease == lid:
+                    return key
+        return None
+
     async def compare_and_put(
         self, key: str, value: bytes | str, *, mod_revision: int, lease: Lease | None = None
     ) -> bool:
