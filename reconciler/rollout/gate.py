@@ -14,7 +14,7 @@ Split in two:
 - ``decide(view)`` is pure: from a snapshot (this node, its peers' alive/status, the slot
   holders, halt/failed markers) it says what to do now. Table and hypothesis tests.
 - ``RolloutGate`` reads that snapshot from etcd, tries the slots ``decide`` offers with
-  ``create_if_absent``, and otherwise waits on a watch of the prefix (never a sleep) until
+  ``create_first_absent`` (up to eight per request), and otherwise waits on a watch of the prefix (never a sleep) until
   something changes. Release the slot only AFTER writing the node's new status, so the next
   manager sees this one converged.
 
