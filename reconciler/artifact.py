@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import io
 import tarfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -97,7 +98,7 @@ def unpack(payload: bytes) -> Contents:
     root: bytes | None = None
     total = 0
     try:
-        raw = gzip.decompress(payload)
+        raw = _gunzip(payload)
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
             for m in tf:
                 name = m.name
@@ -128,6 +129,16 @@ def unpack(payload: bytes) -> Contents:
     if root is None:
         raise ArtifactMismatch(f"archive lacks {ROOT_TREE}")
     return Contents(files, modes, links, root)
+
+
+def _gunzip(payload: bytes) -> bytes:
+    """Decompress with a bound: a forged archive must not inflate past what a tree may hold."""
+    d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
+    limit = MAX_CONTENT_BYTES + MAX_CONTENT_BYTES // 8  # content plus tar headers
+    raw = d.decompress(payload, limit)
+    if d.unconsumed_tail or not d.eof:
+        raise ArtifactMismatch(f"archive inflates past {limit} bytes, or is truncated")
+    return raw
 
 
 def verify(art: Artifact, revision: str) -> RepoTree:

@@ -90,7 +90,7 @@ MISMATCHES: list[tuple[str, Callable[[Artifact, Artifact], Artifact], str]] = [
     ("checksum off", lambda a, _: dataclasses.replace(a, sha256="0" * 64), "checksum"),
     ("payload truncated", lambda a, _: dataclasses.replace(
         a, payload=a.payload[:-9], sha256=hashlib.sha256(a.payload[:-9]).hexdigest()),
-     "unreadable"),
+     "truncated"),
 ]  # fmt: skip
 
 
@@ -127,6 +127,12 @@ def test_unpack_refuses_what_a_packer_never_writes(
 ) -> None:
     with pytest.raises(ArtifactMismatch, match=why):
         unpack(_tar(members))
+
+
+def test_an_archive_that_inflates_past_any_tree_is_refused_unread() -> None:
+    bomb = gzip.compress(b"\0" * (80 * 1024 * 1024))  # 80 KiB on the wire
+    with pytest.raises(ArtifactMismatch, match="inflates past"):
+        unpack(bomb)
 
 
 def test_assemble_and_retention_are_pure() -> None:
