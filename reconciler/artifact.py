@@ -124,7 +124,7 @@ def unpack(payload: bytes) -> Contents:
                 else:
                     files[name] = data
                     modes[name] = MODE_EXEC if m.mode & 0o111 else MODE_FILE
-    except (OSError, EOFError, tarfile.TarError) as e:
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
         raise ArtifactMismatch(f"archive is unreadable: {e}") from None
     if root is None:
         raise ArtifactMismatch(f"archive lacks {ROOT_TREE}")
