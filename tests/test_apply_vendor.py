@@ -1,0 +1,230 @@
+"""The engine on units nobody here wrote: vendor units, oneshots, conditions, rollbacks.
+
+Each test drives a real ``systemd --user`` manager whose vendor directory
+(``~/.local/share/systemd/user``, read by the user manager after ``~/.config/systemd/user``)
+plays the part of ``/usr/lib/systemd/system`` on a host, and asserts on what systemd reports
+afterwards (ActiveState, UnitFileState, InvocationID, MainPID's command line, files).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from reconciler.actuators.systemd import Scope, Systemd
+from reconciler.apply import Engine, Outcome
+from reconciler.models import UnitName, UnitSpec
+from tests.fixtures.systemd_user import UserManager
+from tests.specs import spec, unit
+
+
+@dataclass
+class Node:
+    um: UserManager
+    sd: Systemd
+    engine: Engine
+    state: Path
+    root: Path
+
+    @property
+    def vendor(self) -> Path:
+        d = self.um.home / ".local/share/systemd/user"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def show(self, unit: str, prop: str) -> str:
+        return self.um.systemctl("show", "-P", prop, unit).stdout.strip()
+
+    def cmdline(self, unit: str) -> str:
+        pid = self.show(unit, "MainPID")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+    async def fresh(self) -> tuple[Systemd, Engine]:
+        """A new connection and engine: what the next `swarmkeeper apply` process sees."""
+        sd = await Systemd.connect(
+            Scope.USER, address=self.um.private_address, unit_dir=self.um.unit_dir
+        )
+        return sd, Engine(sd, self.state, root=self.root)
+
+
+@pytest.fixture
+async def node(systemd_user: UserManager, tmp_path: Path) -> AsyncIterator[Node]:
+    sd = await Systemd.connect(
+        Scope.USER, address=systemd_user.private_address, unit_dir=systemd_user.unit_dir
+    )
+    try:
+        yield Node(
+            systemd_user,
+            sd,
+            Engine(sd, tmp_path / "state", root=tmp_path / "root"),
+            tmp_path / "state",
+            tmp_path / "root",
+        )
+    finally:
+        await sd.close()
+
+
+def raw(name: str, text: str) -> UnitSpec:
+    return UnitSpec(UnitName(name), text.encode())
+
+
+def socket_unit(name: str) -> str:
+    return (
+        f"[Unit]\nDescription=vendor {name}\n[Socket]\nListenStream=%t/{name}.sock\n"
+        "[Install]\nWantedBy=sockets.target\n"
+    )
+
+
+SOCKET_SERVICE = "[Service]\nExecStart=/bin/sleep infinity\n"
+VENDOR_SERVICE = (
+    "[Unit]\nDescription=vendor\n[Service]\nExecStart=/bin/sleep 111111\n"
+    "[Install]\nWantedBy=default.target\n"
+)
+
+
+async def test_rollback_gives_back_running_vendor_sockets_and_an_overridden_service(
+    node: Node,
+) -> None:
+    for s in ("va", "vb"):
+        (node.vendor / f"{s}.socket").write_text(socket_unit(s))
+        (node.vendor / f"{s}.service").write_text(SOCKET_SERVICE)
+    (node.vendor / "vs.service").write_text(VENDOR_SERVICE)
+    node.um.systemctl("daemon-reload", check=True)
+    node.um.systemctl("enable", "--now", "va.socket", "vb.socket", "vs.service", check=True)
+    before = node.show("vs.service", "InvocationID")
+    adopted = [
+        raw("va.socket", socket_unit("va")),
+        raw("vb.socket", socket_unit("vb")),
+        unit("vs.service", exec_start="/bin/sleep 222222"),  # overrides the vendor one
+    ]
+    result = await node.engine.apply(spec([*adopted, unit("bad.service", exec_start="/bin/false")]))
+    assert result.outcome is Outcome.ROLLED_BACK
+    for name in ("va.socket", "vb.socket", "vs.service"):
+        assert node.show(name, "ActiveState") == "active", name
+        assert node.show(name, "UnitFileState") == "enabled", name
+        assert not (node.um.unit_dir / name).exists(), name  # the vendor definition again
+        assert node.show(name, "NeedDaemonReload") == "no", name
+    assert "111111" in node.cmdline("vs.service")  # the vendor definition runs again
+    assert node.show("vs.service", "InvocationID") != before  # restarted back to it
+    assert not (node.um.unit_dir / "bad.service").exists()
+    assert await node.engine.plan(spec([])) == ()
+
+
+COUNTING = (
+    "[Unit]\nDescription=counts its runs\n[Service]\nType=oneshot\n"
+    "ExecStart=/bin/sh -c 'echo run >> {log}'\n[Install]\nWantedBy=default.target\n"
+)
+
+
+async def test_a_finished_oneshot_runs_once_across_fresh_processes(node: Node) -> None:
+    log = node.root / "runs.log"
+    node.root.mkdir(parents=True, exist_ok=True)
+    s = spec([raw("count.service", COUNTING.format(log=log)), unit("a.service")])
+    assert (await node.engine.apply(s)).outcome is Outcome.CONVERGED
+    assert log.read_text().count("run") == 1
+    for _ in range(3):  # three `swarmkeeper apply` runs on a converged node
+        sd, engine = await node.fresh()
+        try:
+            assert await engine.plan(s) == ()
+            result = await engine.apply(s)
+            assert result.outcome is Outcome.CONVERGED and result.actions == ()
+        finally:
+            await sd.close()
+    assert log.read_text().count("run") == 1
+    changed = spec(
+        [raw("count.service", COUNTING.format(log=log) + "# v2\n"), unit("a.service")], rev="r2"
+    )
+    assert (await node.engine.apply(changed)).outcome is Outcome.CONVERGED
+    assert log.read_text().count("run") == 2  # once per change
+    sd, engine = await node.fresh()
+    try:
+        assert await engine.plan(changed) == ()
+    finally:
+        await sd.close()
+
+
+CONDITION_FALSE = (
+    "[Unit]\nDescription=skipped here\nConditionPathExists=/nonexistent/swarmkeeper\n"
+    "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=default.target\n"
+)
+TIMER_CONDITION_FALSE = (
+    "[Unit]\nConditionPathExists=/nonexistent/swarmkeeper\n[Timer]\nOnCalendar=weekly\n"
+    "[Install]\nWantedBy=timers.target\n"
+)
+
+
+async def test_a_condition_skipped_start_is_neither_a_failure_nor_drift(node: Node) -> None:
+    units = [
+        raw("skip.service", CONDITION_FALSE),
+        raw("trim.timer", TIMER_CONDITION_FALSE),
+        raw("trim.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n"),
+        unit("a.service"),
+    ]
+    s = spec(units)
+    result = await node.engine.apply(s)
+    assert result.outcome is Outcome.CONVERGED, (result.error, result.failure)
+    assert node.show("skip.service", "ActiveState") == "inactive"
+    assert node.show("trim.timer", "ActiveState") == "inactive"
+    assert await node.engine.plan(s) == ()
+    sd, engine = await node.fresh()
+    try:
+        assert await engine.plan(s) == ()
+    finally:
+        await sd.close()
+
+
+async def test_a_failed_assert_is_a_failure(node: Node) -> None:
+    good = [unit("a.service")]
+    assert (await node.engine.apply(spec(good))).outcome is Outcome.CONVERGED
+    asserting = raw(
+        "asserts.service",
+        "[Unit]\nAssertPathExists=/nonexistent/swarmkeeper\n[Service]\nExecStart=/bin/sleep 1d\n",
+    )
+    result = await node.engine.apply(spec([*good, asserting], rev="r2"))
+    assert result.outcome is Outcome.ROLLED_BACK
+    assert result.failure is not None and result.failure.unit == "asserts.service"
+    assert "assert" in result.failure.state
+    assert not (node.um.unit_dir / "asserts.service").exists()
+
+
+async def test_a_desired_unit_overriding_a_running_vendor_unit_restarts_it(node: Node) -> None:
+    (node.vendor / "vs.service").write_text(VENDOR_SERVICE)
+    node.um.systemctl("daemon-reload", check=True)
+    node.um.systemctl("enable", "--now", "vs.service", check=True)
+    assert "111111" in node.cmdline("vs.service")
+    s = spec([unit("vs.service", exec_start="/bin/sleep 222222")])
+    p = await node.engine.plan(s)
+    assert any(a.VERB == "restart" and getattr(a, "unit", "") == "vs.service" for a in p), p
+    assert (await node.engine.apply(s)).outcome is Outcome.CONVERGED
+    assert "222222" in node.cmdline("vs.service")
+    assert await node.engine.plan(s) == ()
+
+
+WANTS_HELPER = (
+    "[Unit]\nWants=helper.service\n[Service]\nExecStart=/bin/sleep infinity\n"
+    "[Install]\nWantedBy=default.target\n"
+)
+
+
+async def test_deleting_unit_files_reloads_systemd(node: Node) -> None:
+    # a.service wants helper.service: systemd keeps helper loaded after its file is gone,
+    # pointing at the deleted file, until a daemon-reload
+    good = [raw("a.service", WANTS_HELPER)]
+    assert (await node.engine.apply(spec(good))).outcome is Outcome.CONVERGED
+    helper = unit("helper.service")
+    result = await node.engine.apply(
+        spec([*good, helper, unit("bad.service", exec_start="/bin/false")], rev="r2")
+    )
+    assert result.outcome is Outcome.ROLLED_BACK
+    assert not (node.um.unit_dir / "helper.service").exists()
+    assert node.show("helper.service", "NeedDaemonReload") == "no"
+    assert node.show("helper.service", "LoadState") == "not-found"
+    # a plain prune too
+    assert (await node.engine.apply(spec([*good, helper], rev="r3"))).outcome is Outcome.CONVERGED
+    assert node.show("helper.service", "LoadState") == "loaded"
+    assert (await node.engine.apply(spec(good, rev="r4"))).outcome is Outcome.CONVERGED
+    assert node.show("helper.service", "NeedDaemonReload") == "no"
+    assert node.show("helper.service", "LoadState") == "not-found"
