@@ -24,6 +24,7 @@ from reconciler.applyobserve import Observing
 from reconciler.applyresult import ActionResult, Failure
 from reconciler.errors import ActuatorError, SystemdError, UnitFailed
 from reconciler.models import NodeSpec
+from reconciler.unittypes import Ran
 
 
 class Abort(Exception):
@@ -51,8 +52,9 @@ class Executing(Observing):
     after_action: Callable[[P.Action], None] | None
     log: structlog.typing.FilteringBoundLogger
     _next_observe: tuple[str, ...]
-    _converged: NodeSpec | None
+    _converged: tuple[NodeSpec, applied.Inventory, dict[str, Ran]] | None
     _staging: asyncio.Task[files.Staged] | None
+    _gate_skipped: set[str]
 
     async def _job(self, unit: str, verb: str, call: Callable[[str], Any]) -> str:
         try:
@@ -88,6 +90,8 @@ class Executing(Observing):
         st = await self.systemd.wait_healthy(gate.unit, gate.timeout, settle=self._settle(gate))
         if not st.healthy:
             raise UnitFailed(gate.unit, _state_text(st), await self._describe(gate.unit))
+        if st.active_state == "inactive" and getattr(st, "skipped", False):
+            self._gate_skipped.add(gate.unit)  # the inventory remembers it (Ran.SKIPPED)
 
     async def _verify(self, units: tuple[P.Gate, ...]) -> str:
         # All units share one gate: their settle windows run concurrently, each counted from
@@ -98,7 +102,7 @@ class Executing(Observing):
             ends = asyncio.get_running_loop().time() + window  # the last unit just started
             warm = asyncio.create_task(self._warm(self._next_observe, ends), name="warm-observe")
         if self._converged is not None:
-            self._stage_converged(self._converged)
+            self._stage_converged()
         try:
             async with asyncio.TaskGroup() as tg:
                 for gate in units:
@@ -117,23 +121,31 @@ class Executing(Observing):
                     warm.exception()
         return "healthy"
 
-    def _stage_converged(self, spec: NodeSpec) -> asyncio.Task[files.Staged]:
+    def _stage_converged(self) -> asyncio.Task[files.Staged]:
         """Write the inventory of a converged apply, not yet in place (see _apply).
 
         The gate mostly waits (its settle window); the inventory's serialisation and fsync
         fit in there. Only ``commit`` (rename, fsync of the directory) waits for the gate:
-        until then the inventory on disk still holds the pending marker.
+        until then the inventory on disk still holds the pending marker. Staged before
+        the gate's verdict, it says every gated unit came up; ``_apply`` stages again in
+        the rare case that a condition skipped one.
         """
         if self._staging is None:
-            inv = applied.from_spec(spec, updated_at=time.time())
+            assert self._converged is not None
+            spec, before, ran = self._converged
+            ran = {**ran, **dict.fromkeys(self._gate_skipped, Ran.SKIPPED)}
+            inv = applied.from_spec(spec, updated_at=time.time(), ran=ran, before=before)
             self._staging = asyncio.create_task(
                 asyncio.to_thread(self.store.stage, inv), name="stage-inventory"
             )
         return self._staging
 
-    def _drop_staged(self) -> None:
-        """Forget the converged inventory; a staged temp file is removed once written."""
-        task, self._staging, self._converged = self._staging, None, None
+    def _drop_staged(self, *, keep_target: bool = False) -> None:
+        """Forget the staged inventory (and, unless ``keep_target``, what it was for); a
+        staged temp file is removed once written."""
+        task, self._staging = self._staging, None
+        if not keep_target:
+            self._converged = None
         if task is not None:
             task.add_done_callback(_discard_staged)
 
@@ -195,6 +207,8 @@ class Executing(Observing):
                 return "removed" if gone else "absent"
             case P.Verify():
                 return await self._verify(a.units)
+            case P.AdoptUnit() | P.AdoptFile():
+                return "recorded"  # in the pending marker, saved before the first action
             case P.EnableUnit() | P.DisableUnit():  # batched by _execute; kept for completeness
                 await (sd.enable if isinstance(a, P.EnableUnit) else sd.disable)([a.unit])
                 return "done"
@@ -233,7 +247,12 @@ class Executing(Observing):
                     batch.append(plan[i])
                     i += 1
                 names = [b.unit for b in batch if isinstance(b, P.EnableUnit | P.DisableUnit)]
-                await (self.systemd.enable if kind is P.EnableUnit else self.systemd.disable)(names)
+                if kind is P.DisableRemoved:  # the plan's daemon-reload follows the deletes
+                    await self.systemd.disable(names, reload=False)
+                else:
+                    await (self.systemd.enable if kind is P.EnableUnit else self.systemd.disable)(
+                        names
+                    )
                 dt = time.perf_counter() - t0
                 for b in batch:
                     done.append(ActionResult(b, "done", dt))

@@ -36,7 +36,7 @@ class SystemdLike(Protocol):
     async def restart(self, name: str) -> str: ...
     async def reload(self, name: str) -> str: ...
     async def enable(self, names: Sequence[str]) -> None: ...
-    async def disable(self, names: Sequence[str]) -> None: ...
+    async def disable(self, names: Sequence[str], *, reload: bool = True) -> None: ...
     async def reset_failed(self, name: str) -> None: ...
     async def wait_healthy(
         self,
@@ -48,6 +48,7 @@ class SystemdLike(Protocol):
     async def describe_failure(self, name: str, lines: int = 20) -> str: ...
     async def warm(self, names: Sequence[str], ends: float) -> None: ...
     async def need_daemon_reload(self, names: Sequence[str]) -> dict[str, bool]: ...
+    async def fragment_paths(self, names: Sequence[str]) -> dict[str, str]: ...
 
 
 def _unit_states(statuses: dict[str, Any]) -> dict[str, P.UnitState]:
@@ -62,6 +63,7 @@ def _unit_states(statuses: dict[str, Any]) -> dict[str, P.UnitState]:
             st.service_type,
             st.remain_after_exit,
             getattr(st, "need_daemon_reload", False),
+            getattr(st, "skipped", False),
         )
         for n, st in statuses.items()
     }
@@ -147,6 +149,7 @@ class Observing:
         finally:
             unit_files, found = await disk
         observed = P.Observed(unit_files=unit_files, files=found, units=_unit_states(statuses))
+        observed = await self._with_vendor(spec, inv, observed)
         writes = any(unit_files.get(u.name) != u.digest for u in spec.units)
         if not writes:
             observed = await self._with_need_reload(observed)
@@ -159,6 +162,37 @@ class Observing:
             if stale == observed
             else (stale, P.plan(spec, stale, inv, root=self._root_str))
         )
+
+    async def _with_vendor(
+        self, spec: NodeSpec, inv: applied.Inventory, observed: P.Observed
+    ) -> P.Observed:
+        """Add the digest of vendor definitions the spec is about to override (adoption).
+
+        Only desired units that are not ours, have no file in the unit directory and that
+        systemd loads anyway: none on a converged node, so no call there.
+        """
+        managed = set(inv.managed_units())
+        names = [
+            n
+            for n in spec.unit_names
+            if n not in managed
+            and n not in observed.unit_files
+            and observed.units.get(n, P.UnitState()).load_state not in ("not-found", "masked")
+        ]
+        if not names:
+            return observed
+        paths = await self.systemd.fragment_paths(names)
+
+        def digests() -> dict[str, str]:
+            out = {}
+            for n, p in paths.items():
+                try:
+                    out[n] = files.digest(Path(p)) or "" if p else ""
+                except OSError:
+                    out[n] = ""
+            return out
+
+        return replace(observed, vendor=await asyncio.to_thread(digests))
 
     async def _with_need_reload(self, observed: P.Observed) -> P.Observed:
         loaded = [n for n, st in observed.units.items() if st.load_state != "not-found"]

@@ -24,15 +24,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from reconciler import unitfile
+from reconciler import planadopt, unitfile, unittypes
 from reconciler.applied import EMPTY, AppliedUnit, Inventory
 from reconciler.models import NodeSpec, OnChange, UnitName, UnitSpec
 from reconciler.plantypes import (
     PHASES,
     Action,
+    AdoptFile,
+    AdoptUnit,
     DaemonReload,
     DeleteFile,
     DeleteUnit,
+    DisableRemoved,
     DisableUnit,
     EnableUnit,
     FileState,
@@ -52,15 +55,19 @@ from reconciler.plantypes import (
     target,
     to_json,
 )
+from reconciler.unittypes import RUNNING, Change, Kind, Ran, is_template
 
 # The vocabulary is re-exported: callers use P.Plan, P.Gate, P.describe... (plan as P).
 __all__ = [
     "PHASES",
     "RUNNING",
     "Action",
+    "AdoptFile",
+    "AdoptUnit",
     "DaemonReload",
     "DeleteFile",
     "DeleteUnit",
+    "DisableRemoved",
     "DisableUnit",
     "EnableUnit",
     "FileState",
@@ -80,36 +87,38 @@ __all__ = [
     "drift_count",
     "is_template",
     "is_up",
+    "kind",
     "plan",
+    "run_records",
     "target",
     "to_json",
     "wants_enable",
 ]
 
-RUNNING = frozenset({"active", "activating", "reloading"})
-
-
 # ---------------------------------------------------------------- the planner
-
-
-def is_template(name: str) -> bool:
-    return name.partition(".")[0].endswith("@")
 
 
 def wants_enable(u: UnitSpec | AppliedUnit) -> bool:
     return u.enable is not False and unitfile.has_install(u.content)
 
 
-def is_up(st: UnitState) -> bool:
-    """Running, or a plain oneshot that already ran to success (its converged state)."""
-    if st.active_state in RUNNING:
-        return True
-    return (
-        st.service_type == "oneshot"
-        and not st.remain_after_exit
-        and st.active_state == "inactive"
-        and st.result == "success"
-        and bool(st.invocation_id)
+def kind(name: str, st: UnitState, content: bytes | None = None) -> Kind:
+    """The unit's row of ``unittypes.RULES``: systemd's Type= once loaded, else the file's."""
+    stype, remain = st.service_type, st.remain_after_exit
+    if not stype and content is not None and name.endswith(".service"):
+        stype, remain = unitfile.service_type(content)
+    return unittypes.kind_of(name, stype, remain)
+
+
+def is_up(st: UnitState, ran: Ran = Ran.UNKNOWN, name: str = "x.service") -> bool:
+    """Converged for its kind (see ``unittypes.is_up``); ``ran`` is the inventory's record."""
+    return unittypes.is_up(
+        kind(name, st),
+        st.active_state,
+        st.result,
+        invocation_id=st.invocation_id,
+        skipped=st.skipped,
+        ran=ran,
     )
 
 
@@ -146,9 +155,13 @@ def plan(
     for u in spec.units:
         _unit(d, u, observed, inv, changed, root.rstrip("/"), u.name in triggered)
     desired = set(spec.unit_names)
-    _removed(d, [n for n in inv.managed_units() if n not in desired], observed)
+    _removed(d, [n for n in inv.managed_units() if n not in desired], observed, inv)
 
-    if any(isinstance(a, WriteUnit) for a in d.by_phase[Phase.WRITE]) or d.reload_due:
+    if (
+        d.reload_due
+        or any(isinstance(a, WriteUnit | DeleteUnit) for a in d.by_phase[Phase.WRITE])
+        or any(isinstance(a, DisableRemoved) for a in d.by_phase[Phase.STOP])
+    ):
         d.add(DaemonReload("unit files changed"))
     elif d.maybe_unloaded and (
         inv.pending is not None
@@ -166,10 +179,13 @@ def _files(
 ) -> dict[str, tuple[str, bool]]:
     """Write/prune managed files; returns path -> (why, drift) for content that changed."""
     changed: dict[str, tuple[str, bool]] = {}
+    managed = set(inv.managed_files())
     for f in spec.files:
         digest = f.digest  # a property that hashes: once per file
         obs = observed.files.get(f.path)
         app = inv.file(f.path)
+        if obs is not None and f.path not in managed:
+            d.add(planadopt.adopt_file(f.path, obs.digest, obs.mode))
         if app is not None and app.digest != digest:
             why, drift = "changed", False
         elif obs is None:
@@ -193,6 +209,14 @@ def _files(
     desired = {f.path for f in spec.files}
     for p in inv.managed_files():
         if p not in desired:
+            orig = inv.original_file(p)
+            if orig is not None and orig.content is not None:
+                changed[p] = ("given back", False)
+                obs = observed.files.get(p)
+                if obs is None or obs.digest != orig.digest or obs.mode != orig.mode:
+                    why = f"no longer desired: give back the original ({orig.describe()})"
+                    d.add(WriteFile(p, orig.content, orig.mode, why))
+                continue
             changed[p] = ("removed", False)
             if p in observed.files:
                 d.add(DeleteFile(p, "no longer desired"))
@@ -208,12 +232,15 @@ def _unit(
     root: str,
     triggered: bool,
 ) -> None:
-    """Write, (re)start or reload, and enable/disable one desired unit."""
+    """Adopt, write, (re)start or reload, and enable/disable one desired unit."""
     digest = u.digest  # a property that hashes: once per unit
     obs_digest = observed.unit_files.get(u.name)
     app = inv.unit(u.name)
     st = observed.units.get(u.name, UnitState())
     reasons: list[tuple[str, bool]] = []
+    ours = app is not None or u.name in inv.managed_units()
+    if not ours and (obs_digest is not None or st.load_state != "not-found"):
+        d.add(planadopt.adopt_unit(u.name, st, obs_digest, observed.vendor.get(u.name)))
     if app is not None and app.digest != digest:
         reasons.append(("unit changed", False))
     elif obs_digest is None and app is not None:
@@ -222,6 +249,8 @@ def _unit(
         reasons.append(
             ("drift: unit file edited by hand", True) if app else ("unit file adopted", False)
         )
+    elif obs_digest is None and not ours and observed.vendor.get(u.name, digest) != digest:
+        reasons.append(("overrides the vendor definition", False))
     if obs_digest == digest and (st.need_daemon_reload or app is None or app.digest != digest):
         d.maybe_unloaded = True  # possibly written by a killed run that never reloaded
     if obs_digest != digest:
@@ -234,12 +263,19 @@ def _unit(
         if path in refs or unitfile.dropin_unit(path) == u.name:
             why, drift = changed[path]
             reasons.append((f"{path} {why}", drift))
-    if is_template(u.name) or st.load_state == "masked":
+    k = kind(u.name, st, u.content)
+    rule = unittypes.RULES[k]
+    if not rule.started or st.load_state == "masked":
         return  # templates are instantiated by others; a masked unit is the operator's call
-    if is_up(st):
-        if reasons and u.on_change is not OnChange.IGNORE:
+    ran = app.ran if app is not None else Ran.UNKNOWN
+    if unittypes.is_up(
+        k, st.active_state, st.result, invocation_id=st.invocation_id, skipped=st.skipped, ran=ran
+    ):
+        if reasons and u.on_change is not OnChange.IGNORE and rule.change is not Change.NOTHING:
             why, drift = _drift(reasons)
-            if u.on_change is OnChange.RELOAD and unitfile.can_reload(u.content):
+            if rule.change is Change.START:
+                d.add(StartUnit(u.name, why, drift))
+            elif u.on_change is OnChange.RELOAD and unitfile.can_reload(u.content):
                 d.add(ReloadUnit(u.name, why, drift))
             elif u.on_change is OnChange.RELOAD:
                 d.add(RestartUnit(u.name, f"{why} (no ExecReload=: restart instead)", drift))
@@ -247,7 +283,7 @@ def _unit(
                 d.add(RestartUnit(u.name, why, drift))
             d.verify.append(Gate(u.name, u.timeout, u.settle))
     elif not triggered:
-        if app is None and obs_digest is None:
+        if app is None and obs_digest is None and st.load_state == "not-found":
             why, drift = "new unit", False
         elif reasons and not any(dr for _, dr in reasons):
             why, drift = _drift(reasons)
@@ -259,6 +295,12 @@ def _unit(
             why, drift = "drift: stopped by hand", True
         d.add(StartUnit(u.name, why, drift))
         d.verify.append(Gate(u.name, u.timeout, u.settle))
+    _enable(d, u, st, app, obs_digest)
+
+
+def _enable(
+    d: _Draft, u: UnitSpec, st: UnitState, app: AppliedUnit | None, obs_digest: str | None
+) -> None:
     enabled = st.unit_file_state in ("enabled", "enabled-runtime")
     if wants_enable(u) and not enabled:
         drift = app is not None and wants_enable(app)
@@ -277,16 +319,63 @@ def _unit(
         d.add(DisableUnit(u.name, why, app is not None and not wants_enable(app)))
 
 
-def _removed(d: _Draft, names: list[UnitName], observed: Observed) -> None:
-    """Stop (reverse role order), disable and delete units no longer desired."""
+def _removed(d: _Draft, names: list[UnitName], observed: Observed, inv: Inventory) -> None:
+    """Stop (reverse role order), disable and delete units no longer desired; a unit that
+    existed before we adopted it is given back instead (``planadopt.give_back``)."""
+    stops: list[Action] = []
+    disables: list[Action] = []
     for name in reversed(names):
         st = observed.units.get(name, UnitState())
+        orig = inv.original_unit(name)
+        if orig is not None:
+            app = inv.unit(name)
+            for a in planadopt.give_back(
+                name, orig, st, observed.unit_files.get(name), app.ran if app else Ran.UNKNOWN
+            ):
+                if isinstance(a, Gate):
+                    d.verify.append(a)
+                else:
+                    d.add(a)
+            continue
         if st.active_state in RUNNING or st.active_state == "failed":
-            d.add(StopUnit(name, "no longer desired", reset_failed=st.active_state == "failed"))
+            stops.append(
+                StopUnit(name, "no longer desired", reset_failed=st.active_state == "failed")
+            )
         if st.unit_file_state in ("enabled", "enabled-runtime"):
-            d.add(DisableUnit(name, "no longer desired"))
+            disables.append(DisableRemoved(name, "no longer desired"))
         if name in observed.unit_files:
             d.add(DeleteUnit(name, "no longer desired"))
+        elif st.need_daemon_reload:
+            d.reload_due = True  # deleted by an apply killed before its daemon-reload
+    d.by_phase[Phase.STOP] += stops + disables
+
+
+def run_records(
+    spec: NodeSpec, observed: Observed, inv: Inventory, gated: frozenset[str]
+) -> dict[str, Ran]:
+    """What the inventory of a converged apply records of each unit's start (``Ran``).
+
+    ``gated``: units this apply started and the gate passed (the engine marks those a
+    condition skipped). A unit a timer, socket or path activates gets no record: it is
+    not ours to run, so a collected oneshot of a timer never counts as up.
+    """
+    triggered = {t for u in spec.units if (t := unitfile.triggers(u.name, u.content))}
+    out: dict[str, Ran] = {}
+    for u in spec.units:
+        st = observed.units.get(u.name, UnitState())
+        app = inv.unit(u.name)
+        if u.name in triggered or is_template(u.name):
+            out[u.name] = Ran.UNKNOWN
+        elif u.name in gated:
+            out[u.name] = Ran.UP
+        elif st.skipped and st.active_state == "inactive":
+            out[u.name] = Ran.SKIPPED
+        elif app is not None:
+            out[u.name] = app.ran
+        else:
+            up = is_up(st, Ran.UNKNOWN, u.name)
+            out[u.name] = Ran.UP if up else Ran.UNKNOWN
+    return out
 
 
 def drift_count(p: Plan) -> int:

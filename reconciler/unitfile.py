@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 # Keys whose arguments may name a file the unit reads when it (re)starts or reloads.
-EXEC_KEYS = frozenset(
-    {"ExecStart", "ExecStartPre", "ExecStartPost", "ExecCondition", "ExecReload"}
-)
+EXEC_KEYS = frozenset({"ExecStart", "ExecStartPre", "ExecStartPost", "ExecCondition", "ExecReload"})
 # systemd's special executable prefixes ("@", "-", ":", "+", "!", "!!").
 _EXEC_PREFIX = "@-:+!"
 
@@ -91,6 +89,43 @@ def _add(out: list[Directive], section: str, line: str, no: int) -> None:
     if not sep or not key or not section:
         return
     out.append(Directive(section, key, value.strip(), no))
+
+
+def syntax_problems(content: bytes | str) -> list[tuple[int, str]]:
+    """``(line, message)`` for each line systemd would not read as the author meant.
+
+    systemd refuses a broken section header (the unit does not load) and ignores, with a
+    warning, a line without ``=`` and an assignment before the first section: a silently
+    ignored line is a mistake, so all three are reported, in systemd's words plus the fix.
+    """
+    out: list[tuple[int, str]] = []
+    section = False
+    continued = False
+    for no, raw in enumerate(_text(content).splitlines(), start=1):
+        line = raw.strip()
+        if continued:
+            if not line.startswith(("#", ";")):
+                continued = line.endswith("\\")
+            continue
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            if not line.endswith("]") or len(line) < 3:
+                out.append((no, f"Invalid section header '{line}': write it as [Section]"))
+            section = True
+            continue
+        continued = line.endswith("\\")
+        if "=" not in line:
+            out.append((no, f"Missing '=' in '{line}' (systemd ignores the line): write Key=value"))
+        elif not section:
+            out.append(
+                (
+                    no,
+                    "Assignment outside of section (systemd ignores it): put it under [Unit], "
+                    "[Service] or another section",
+                )
+            )
+    return out
 
 
 @lru_cache(maxsize=4096)  # the planner asks again every pass for the same unit bytes
@@ -166,3 +201,13 @@ def dropin_unit(path: str) -> str | None:
     if path.endswith(".conf") and parent.endswith(".d") and "." in parent[:-2]:
         return parent[:-2]
     return None
+
+
+@lru_cache(maxsize=4096)
+def service_type(content: bytes | str) -> tuple[str, bool]:
+    """``Type=`` and ``RemainAfterExit=`` of a service file, as systemd would default them."""
+    f = parse(content)
+    types = f.values("Service", "Type")
+    remain = f.values("Service", "RemainAfterExit")
+    stype = types[-1] if types else ("simple" if f.values("Service", "ExecStart") else "oneshot")
+    return stype, bool(remain) and remain[-1].lower() in ("yes", "true", "1", "on")

@@ -76,6 +76,9 @@ def test_continuations_comments_and_empty_lines_are_fine() -> None:
 def test_a_bare_template_may_be_listed() -> None:
     roles = b"units: [a.service, b.service, x@.service, x@one.service]\n"
     probs = _problems(
-        {"state/roles/manager.yaml": roles, "units/x@.service": b"[Service]\nExecStart=/bin/echo %i\n"}
+        {
+            "state/roles/manager.yaml": roles,
+            "units/x@.service": b"[Service]\nExecStart=/bin/echo %i\n",
+        }
     )
     assert probs == []

@@ -92,6 +92,7 @@ class Systemd(SystemdReader):
         self._generation = 0
         self._unit_generation: dict[str, int] = {}
         self._refs: set[str] = set()
+        self._skipped: set[str] = set()  # unit paths whose last start a condition skipped
         self._lost: SystemdError | None = None
         self._closing = False
         self._monitor: asyncio.Task[None] | None = None
@@ -143,6 +144,8 @@ class Systemd(SystemdReader):
             _id, job, _unit, result = msg.body
             self._jobs.removed(job, result)
         elif msg.member == "PropertiesChanged" and msg.path:
+            if msg.body[0] == UNIT:
+                self._condition(msg.path, msg.body[1])
             self._changed(msg.path)
             for event in self._watchers.get(msg.path, ()):
                 event.set()
@@ -155,6 +158,20 @@ class Systemd(SystemdReader):
         elif msg.member in ("Reloading", "UnitFilesChanged"):
             self._generation += 1
             self._cache.clear()
+
+    def _condition(self, path: str, changed: dict[str, Any]) -> None:
+        # A start whose Condition*= is false leaves the unit inactive with Result=success,
+        # like one stopped by hand; only ConditionResult tells them apart, and on the
+        # private socket (no Ref) systemd unloads the unit right after the job, so the
+        # value is kept from the signal it sends before that. Only a real check
+        # (a timestamp) counts: a freshly loaded unit reports "no" too.
+        ts = changed.get("ConditionTimestampMonotonic")
+        result = changed.get("ConditionResult")
+        if ts is not None and result is not None and ts.value:
+            if result.value:
+                self._skipped.discard(path)
+            else:
+                self._skipped.add(path)
 
     def _changed(self, path: str) -> None:
         self._unit_generation[path] = self._unit_generation.get(path, 0) + 1

@@ -25,6 +25,7 @@ from reconciler.actuators.dbus import CallFailed, Endpoint, Scope, call
 from reconciler.actuators.describe import describe_from_properties, journal_tail
 from reconciler.actuators.unitstatus import UnitStatus, not_found, settled, unit_path
 from reconciler.errors import SystemdError
+from reconciler.unittypes import needs_settle
 
 MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
@@ -32,7 +33,6 @@ UNIT = "org.freedesktop.systemd1.Unit"
 SERVICE = "org.freedesktop.systemd1.Service"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 
-_NO_READINESS = frozenset({"simple", "exec", "forking", "idle"})
 _WARM_CHUNK = 3  # units whose properties warm() reads at a time...
 _WARM_DEPTH = 2  # ...with this many chunks in flight
 _LOADED = "loaded"
@@ -42,7 +42,9 @@ _UNIT_PROPS = ("UnitFileState", "InvocationID")
 _SERVICE_PROPS = ("MainPID", "Result", "Type", "RemainAfterExit")
 
 
-def _from_cache(row: list[Any], cached: tuple[Any, ...], need_reload: bool) -> UnitStatus:
+def _from_cache(
+    row: list[Any], cached: tuple[Any, ...], need_reload: bool, skipped: bool
+) -> UnitStatus:
     name, _desc, load, active, sub = row[:5]
     file_state, invocation = cached[:2]
     main_pid, result, stype, rae = cached[2:] if len(cached) > 2 else (0, "", "", False)
@@ -58,6 +60,7 @@ def _from_cache(row: list[Any], cached: tuple[Any, ...], need_reload: bool) -> U
         stype,
         bool(rae),
         need_reload,
+        skipped,
     )
 
 
@@ -75,6 +78,7 @@ class SystemdReader:
     _generation: int
     _unit_generation: dict[str, int]
     _refs: set[str]
+    _skipped: set[str]
     _lost: SystemdError | None
 
     def _generation_of(self, path: str) -> tuple[int, int]:
@@ -125,7 +129,7 @@ class SystemdReader:
         if load == "not-found" or not path:
             return UnitStatus(name, load, active, sub, "", "", 0, "", "", False)
         cached = self._cache.get(path)
-        return None if cached is None else _from_cache(row, cached, False)
+        return None if cached is None else _from_cache(row, cached, False, path in self._skipped)
 
     async def _status_row(self, row: list[Any], need_reload: bool = True) -> tuple[UnitStatus, int]:
         name, _desc, load, active, sub, _following, path, job_id = row[:8]
@@ -150,7 +154,8 @@ class SystemdReader:
                 self._cache[path] = cached
         else:
             fetched = [await reload_read[0]] if reload_read else []
-        return _from_cache(row, cached, bool(fetched[0]) if reload_read else False), job_id
+        need = bool(fetched[0]) if reload_read else False
+        return _from_cache(row, cached, need, path in self._skipped), job_id
 
     async def _ref(self, path: str) -> None:
         """Keep the unit loaded while we are connected (systemd tracks our bus name).
@@ -197,6 +202,21 @@ class SystemdReader:
                 return bool(await self._get(unit_path(name), UNIT, "NeedDaemonReload"))
             except CallFailed:
                 return False  # unloaded meanwhile: nothing loaded to be stale
+
+        return dict(zip(names, await asyncio.gather(*map(one, names)), strict=True))
+
+    async def fragment_paths(self, names: Sequence[str]) -> dict[str, str]:
+        """The file each unit was loaded from (``FragmentPath``; "" when none or unloaded).
+
+        Only units the engine is about to adopt are asked: a vendor unit in another unit
+        directory, whose definition decides whether our copy changes what runs.
+        """
+
+        async def one(name: str) -> str:
+            try:
+                return str(await self._get(unit_path(name), UNIT, "FragmentPath"))
+            except CallFailed:
+                return ""
 
         return dict(zip(names, await asyncio.gather(*map(one, names)), strict=True))
 
@@ -292,7 +312,7 @@ class SystemdReader:
 
     async def _settle_left(self, st: UnitStatus, path: str, settle: float) -> float:
         """Seconds until an active unit without readiness protocol has been up ``settle``."""
-        if st.active_state != "active" or st.service_type not in _NO_READINESS:
+        if st.active_state != "active" or not needs_settle(st.name, st.service_type):
             return 0.0
         usec = await self._get(path, UNIT, "ActiveEnterTimestampMonotonic")
         # systemd and time.monotonic() both read CLOCK_MONOTONIC

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import pydantic
 
+from reconciler import unitfile
 from reconciler.desired.schema import (
     MAX_FILE_BYTES,
     ClusterFile,
@@ -53,6 +54,7 @@ class _Checker:
     def __init__(self, tree: RepoTree) -> None:
         self.tree = tree
         self.problems: list[Problem] = []
+        self.checked: set[str] = set()  # unit files already checked (listed by several roles)
 
     def add(self, path: str, line: int, message: str) -> None:
         self.problems.append(Problem(path, line, message))
@@ -96,6 +98,9 @@ class _Checker:
             real, why = self.tree.resolve(cand)
             if real is not None:
                 data = self.tree.files[real]
+                if cand in self.checked:
+                    return
+                self.checked.add(cand)
                 if len(data) > MAX_FILE_BYTES:
                     self.add(cand, 0, f"unit file is larger than {MAX_FILE_BYTES} bytes")
                 else:
@@ -103,6 +108,9 @@ class _Checker:
                         data.decode("utf-8")
                     except UnicodeDecodeError:
                         self.add(cand, 0, "unit file is not UTF-8 text")
+                    else:
+                        for no, why in unitfile.syntax_problems(data):
+                            self.add(cand, no, why)
                 return
             if "does not exist" not in why:
                 self.add(path, line, f"unit {name}: {why}")
@@ -121,12 +129,6 @@ class _Checker:
                 )
                 continue
             seen[u.name] = line
-            if "@." in u.name:
-                self.add(
-                    path,
-                    line,
-                    f"{u.name} is a template: list an instance like {u.name.replace('@.', '@name.')}",
-                )
             self.unit_file(path, line, u.name)
 
     def files(self, path: str, pos: Positions, entries: list[FileEntry]) -> None:
