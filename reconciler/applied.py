@@ -43,7 +43,7 @@ class Original:
     masked: bool = False
 
     def describe(self) -> str:
-        what = "vendor definition" if self.vendor else ("own file" if self.content else "file")
+        what = "vendor definition" if self.vendor else "own file"
         flags = [f for f, on in (("active", self.active), ("enabled", self.enabled),
                                  ("masked", self.masked)) if on]  # fmt: skip
         return ", ".join([what, *flags])

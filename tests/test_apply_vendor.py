@@ -8,15 +8,17 @@ afterwards (ActiveState, UnitFileState, InvocationID, MainPID's command line, fi
 
 from __future__ import annotations
 
+import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from reconciler import plan as P
 from reconciler.actuators.systemd import Scope, Systemd
 from reconciler.apply import Engine, Outcome
-from reconciler.models import UnitName, UnitSpec
+from reconciler.models import FileSpec, UnitName, UnitSpec
 from tests.fixtures.systemd_user import UserManager
 from tests.specs import spec, unit
 
@@ -228,3 +230,68 @@ async def test_deleting_unit_files_reloads_systemd(node: Node) -> None:
     assert (await node.engine.apply(spec(good, rev="r4"))).outcome is Outcome.CONVERGED
     assert node.show("helper.service", "NeedDaemonReload") == "no"
     assert node.show("helper.service", "LoadState") == "not-found"
+
+
+THEIRS = (
+    "[Unit]\nDescription=theirs\n[Service]\nExecStart=/bin/sleep 333333\n"
+    "[Install]\nWantedBy=default.target\n"
+)
+
+
+async def test_adoption_is_planned_recorded_and_a_prune_gives_the_originals_back(
+    node: Node,
+) -> None:
+    (node.um.unit_dir / "own.service").write_text(THEIRS)
+    (node.vendor / "vs.service").write_text(VENDOR_SERVICE)
+    (node.vendor / "idle.service").write_text(VENDOR_SERVICE.replace("111111", "444444"))
+    (node.root / "etc").mkdir(parents=True)
+    (node.root / "etc/motd").write_text("their motd\n")
+    (node.root / "etc/motd").chmod(0o640)
+    node.um.systemctl("daemon-reload", check=True)
+    node.um.systemctl("enable", "--now", "own.service", "vs.service", check=True)
+    s = spec(
+        [
+            unit("own.service", exec_start="/bin/sleep 555555"),
+            unit("vs.service", exec_start="/bin/sleep 222222"),
+            unit("idle.service", exec_start="/bin/sleep 666666"),  # vendor, not running
+            unit("a.service"),
+        ],
+        [FileSpec("/etc/motd", b"ours\n")],
+    )
+    p = await node.engine.plan(s)
+    assert [P.describe(a) for a in p if a.PHASE is P.Phase.ADOPT] == [
+        "adopt /etc/motd: was unmanaged: mode 0640",
+        "adopt own.service: was unmanaged: own file, active, enabled",
+        "adopt vs.service: was unmanaged: vendor definition, active, enabled",
+        "adopt idle.service: was unmanaged: vendor definition",
+    ]
+    result = await node.engine.apply(s)
+    assert result.outcome is Outcome.CONVERGED, result.error
+    assert [P.describe(r.action) for r in result.actions][:4] == [P.describe(a) for a in p][:4]
+    assert "555555" in node.cmdline("own.service") and "222222" in node.cmdline("vs.service")
+    inv = node.engine.inventory()
+    own = inv.unit("own.service")
+    assert own is not None and own.original is not None
+    assert own.original.content == THEIRS.encode() and own.original.active
+    vs = inv.unit("vs.service")
+    assert vs is not None and vs.original is not None and vs.original.vendor
+    assert await node.engine.plan(s) == ()
+    # a later revision drops them: each one is given back as it was
+    result = await node.engine.apply(spec([unit("a.service")], rev="r2"))
+    assert result.outcome is Outcome.CONVERGED, result.error
+    assert (node.um.unit_dir / "own.service").read_text() == THEIRS
+    assert not (node.um.unit_dir / "vs.service").exists()
+    assert not (node.um.unit_dir / "idle.service").exists()
+    assert "333333" in node.cmdline("own.service") and "111111" in node.cmdline("vs.service")
+    for name in ("own.service", "vs.service"):
+        assert node.show(name, "ActiveState") == "active", name
+        assert node.show(name, "UnitFileState") == "enabled", name
+        assert node.show(name, "NeedDaemonReload") == "no", name
+    assert node.show("idle.service", "ActiveState") == "inactive"
+    assert node.show("idle.service", "UnitFileState") == "disabled"
+    assert "444444" in node.show("idle.service", "ExecStart")
+    assert (node.root / "etc/motd").read_text() == "their motd\n"
+    assert stat.S_IMODE((node.root / "etc/motd").stat().st_mode) == 0o640
+    inv = node.engine.inventory()
+    assert [u.name for u in inv.units] == ["a.service"] and inv.files == ()
+    assert await node.engine.plan(spec([unit("a.service")], rev="r2")) == ()
