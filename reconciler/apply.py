@@ -113,7 +113,7 @@ class Engine(Executing):
         marked = replace(inv, pending=await self._pending(spec, inv, observed, p))
         await asyncio.to_thread(self.store.save, marked)
         done: list[ActionResult] = []
-        self._next_observe = tuple(self._unit_names(spec, inv))
+        self._next_observe = tuple(self._systemd_names(self._unit_names(spec, inv)))
         gated = frozenset(g.unit for a in p if isinstance(a, P.Verify) for g in a.units)
         # the gate stages its inventory while it waits
         self._converged = (spec, marked, P.run_records(spec, observed, marked, gated))

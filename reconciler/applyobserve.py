@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler import applied
+from reconciler import applied, unitfile
 from reconciler import plan as P
 from reconciler.actuators import files
 from reconciler.actuators.inventory import InventoryStore
@@ -111,6 +111,11 @@ class Observing:
     def _unit_names(spec: NodeSpec, inv: applied.Inventory) -> list[str]:
         return list(dict.fromkeys([*spec.unit_names, *inv.managed_units()]))
 
+    @staticmethod
+    def _systemd_names(names: Sequence[str]) -> list[str]:
+        """What systemd is asked about: the units, and for a drop-in the unit it configures."""
+        return list(dict.fromkeys(unitfile.dropin_parent(n) or n for n in names))
+
     def _where(self, spec: NodeSpec, inv: applied.Inventory) -> tuple[list[str], list[str]]:
         names = self._unit_names(spec, inv)
         paths = list(dict.fromkeys([*(f.path for f in spec.files), *inv.managed_files()]))
@@ -123,7 +128,7 @@ class Observing:
             asyncio.to_thread(self._read_disk, names, paths), name="observe-disk"
         )
         try:
-            statuses = await self.systemd.status(names)
+            statuses = await self.systemd.status(self._systemd_names(names))
         finally:
             unit_files, found = await disk
         return P.Observed(unit_files=unit_files, files=found, units=_unit_states(statuses))
@@ -145,7 +150,7 @@ class Observing:
             asyncio.to_thread(self._read_disk, names, paths), name="observe-disk"
         )
         try:
-            statuses = await self.systemd.status(names, need_reload=False)
+            statuses = await self.systemd.status(self._systemd_names(names), need_reload=False)
         finally:
             unit_files, found = await disk
         observed = P.Observed(unit_files=unit_files, files=found, units=_unit_states(statuses))

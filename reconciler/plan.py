@@ -134,6 +134,16 @@ class _Draft:
     verify: list[Gate] = field(default_factory=list)
     reload_due: bool = False  # a drop-in was written
     maybe_unloaded: bool = False  # a unit file may be on disk but not loaded (killed run)
+    # unit -> (the drop-in entry that decides on_change and the gate, why): drop-ins of
+    # the unit that changed, were added or removed
+    dropins: dict[str, tuple[UnitSpec | AppliedUnit, list[tuple[str, bool]]]] = field(
+        default_factory=dict
+    )
+
+    def dropin_changed(
+        self, parent: str, entry: UnitSpec | AppliedUnit, why: str, drift: bool
+    ) -> None:
+        self.dropins.setdefault(parent, (entry, []))[1].append((why, drift))
 
     def add(self, a: Action) -> None:
         self.by_phase[a.PHASE].append(a)
@@ -152,10 +162,15 @@ def plan(
     changed = _files(d, spec, observed, inv)
     # a service a desired timer/socket/path activates is started by that unit, not by us
     triggered = {t for u in spec.units if (t := unitfile.triggers(u.name, u.content))}
-    for u in spec.units:
-        _unit(d, u, observed, inv, changed, root.rstrip("/"), u.name in triggered)
     desired = set(spec.unit_names)
-    _removed(d, [n for n in inv.managed_units() if n not in desired], observed, inv)
+    removed = [n for n in inv.managed_units() if n not in desired]
+    # drop-ins first: what they change is a reason for their unit's restart
+    _removed(d, [n for n in removed if unitfile.dropin_parent(n)], observed, inv)
+    for u in sorted(spec.units, key=lambda u: unitfile.dropin_parent(u.name) is None):
+        _unit(d, u, observed, inv, changed, root.rstrip("/"), u.name in triggered)
+    _removed(d, [n for n in removed if not unitfile.dropin_parent(n)], observed, inv)
+    for parent, (entry, why) in d.dropins.items():  # units we do not ship (vendor units)
+        _restart_for_dropins(d, parent, entry, why, observed)
 
     if (
         d.reload_due
@@ -263,6 +278,17 @@ def _unit(
         if path in refs or unitfile.dropin_unit(path) == u.name:
             why, drift = changed[path]
             reasons.append((f"{path} {why}", drift))
+    parent = unitfile.dropin_parent(u.name)
+    if parent is not None:
+        if not reasons and obs_digest != digest:
+            reasons.append(("added", False))
+        elif not reasons and app is None and inv.pending and u.name in inv.pending.units:
+            reasons.append(("added", False))  # written by a killed run: restart its unit
+        for why, drift in reasons:
+            d.dropin_changed(parent, u, f"{u.name} {why.removeprefix('drift: ')}", drift)
+        return
+    if u.name in d.dropins:
+        reasons += d.dropins.pop(u.name)[1]
     k = kind(u.name, st, u.content)
     rule = unittypes.RULES[k]
     if not rule.started or st.load_state == "masked":
@@ -327,6 +353,10 @@ def _removed(d: _Draft, names: list[UnitName], observed: Observed, inv: Inventor
     for name in reversed(names):
         st = observed.units.get(name, UnitState())
         orig = inv.original_unit(name)
+        parent = unitfile.dropin_parent(name)
+        entry = inv.unit(name)
+        if parent is not None and entry is not None:
+            d.dropin_changed(parent, entry, f"{name} removed", False)
         if orig is not None:
             app = inv.unit(name)
             for a in planadopt.give_back(
@@ -348,6 +378,23 @@ def _removed(d: _Draft, names: list[UnitName], observed: Observed, inv: Inventor
         elif st.need_daemon_reload:
             d.reload_due = True  # deleted by an apply killed before its daemon-reload
     d.by_phase[Phase.STOP] += stops + disables
+
+
+def _restart_for_dropins(
+    d: _Draft,
+    unit: str,
+    entry: UnitSpec | AppliedUnit,
+    reasons: list[tuple[str, bool]],
+    observed: Observed,
+) -> None:
+    """Restart (or reload) a unit we do not ship whose drop-ins changed, if it runs."""
+    st = observed.units.get(unit, UnitState())
+    if entry.on_change is OnChange.IGNORE or st.active_state not in RUNNING:
+        return  # a unit that does not run picks its drop-ins up when it starts
+    why, drift = _drift(reasons)
+    verb = ReloadUnit if entry.on_change is OnChange.RELOAD else RestartUnit
+    d.add(verb(unit, why, drift))
+    d.verify.append(Gate(unit, entry.timeout, entry.settle))
 
 
 def run_records(

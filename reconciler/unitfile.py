@@ -195,6 +195,13 @@ def referenced_paths(content: bytes | str) -> frozenset[str]:
     return frozenset(paths)
 
 
+def dropin_parent(name: str) -> str | None:
+    """The unit a first-class drop-in configures (``x.service.d/10-a.conf`` -> ``x.service``);
+    None for a unit name."""
+    unit, sep, conf = name.partition(".d/")
+    return unit if sep and conf.endswith(".conf") else None
+
+
 def dropin_unit(path: str) -> str | None:
     """The unit a drop-in file belongs to (``.../x.service.d/10-a.conf`` -> ``x.service``)."""
     parent = posixpath.basename(posixpath.dirname(path))

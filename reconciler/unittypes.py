@@ -38,6 +38,7 @@ class Kind(StrEnum):
     TARGET = "target"
     MOUNT = "mount"
     TEMPLATE = "template x@.service (any type)"
+    DROPIN = "drop-in x.service.d/name.conf"
     OTHER = "slice, swap, automount, scope"
 
 
@@ -155,6 +156,16 @@ RULES: dict[Kind, Rule] = {
         Change.NOTHING,
         "written only; instances listed as units are restarted with their own change",
     ),
+    Kind.DROPIN: Rule(
+        "its unit's: the unit is gated when the change restarts it",
+        False,
+        False,
+        False,
+        "only its file (edited or deleted by hand)",
+        Change.RESTART,
+        "daemon-reload, then restart (or on_change) of its unit if that runs; removed: the"
+        " unit without it (vendor behaviour), restarted",
+    ),
     Kind.OTHER: Rule(
         "active", False, False, True, "inactive or failed", Change.RESTART, "restart (or on_change)"
     ),
@@ -191,6 +202,8 @@ def service_kind(service_type: str, remain_after_exit: bool) -> Kind:
 
 def kind_of(name: str, service_type: str = "", remain_after_exit: bool = False) -> Kind:
     """The row of ``RULES`` for unit ``name`` (an instance ``x@i.service`` is a service)."""
+    if ".d/" in name:
+        return Kind.DROPIN
     if is_template(name):
         return Kind.TEMPLATE
     suffix = name.rpartition(".")[2]

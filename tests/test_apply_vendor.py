@@ -295,3 +295,53 @@ async def test_adoption_is_planned_recorded_and_a_prune_gives_the_originals_back
     inv = node.engine.inventory()
     assert [u.name for u in inv.units] == ["a.service"] and inv.files == ()
     assert await node.engine.plan(spec([unit("a.service")], rev="r2")) == ()
+
+
+def environ(node: Node, unit: str) -> list[str]:
+    pid = node.show(unit, "MainPID")
+    return Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+
+
+def flags(value: str) -> UnitSpec:
+    return raw("vd.service.d/10-flags.conf", f"[Service]\nEnvironment=FLAGS={value}\n")
+
+
+async def test_a_drop_in_configures_a_running_vendor_unit_and_its_removal_restores_it(
+    node: Node,
+) -> None:
+    (node.vendor / "vd.service").write_text(VENDOR_SERVICE)
+    node.um.systemctl("daemon-reload", check=True)
+    node.um.systemctl("enable", "--now", "vd.service", check=True)
+    assert not any(e.startswith("FLAGS=") for e in environ(node, "vd.service"))
+    base = [unit("a.service")]
+    result = await node.engine.apply(spec([*base, flags("one")]))
+    assert result.outcome is Outcome.CONVERGED, result.error
+    assert "FLAGS=one" in environ(node, "vd.service")
+    assert (node.um.unit_dir / "vd.service.d/10-flags.conf").exists()
+    assert not (node.um.unit_dir / "vd.service").exists()  # the unit itself stays theirs
+    assert await node.engine.plan(spec([*base, flags("one")])) == ()
+    before = node.show("vd.service", "InvocationID")
+    s2 = spec([*base, flags("two")], rev="r2")
+    assert [P.describe(a) for a in await node.engine.plan(s2)] == [
+        "write vd.service.d/10-flags.conf: unit changed",
+        "daemon-reload: unit files changed",
+        "restart vd.service: vd.service.d/10-flags.conf unit changed",
+        "verify vd.service: health gate for started and restarted units",
+    ]
+    assert (await node.engine.apply(s2)).outcome is Outcome.CONVERGED
+    assert "FLAGS=two" in environ(node, "vd.service")
+    assert node.show("vd.service", "InvocationID") != before
+    # a failing revision that changes the drop-in: rolled back to "two", running
+    bad = spec([*base, flags("three"), unit("bad.service", exec_start="/bin/false")], rev="r3")
+    assert (await node.engine.apply(bad)).outcome is Outcome.ROLLED_BACK
+    assert "FLAGS=two" in environ(node, "vd.service")
+    # removed: the vendor behaviour again
+    result = await node.engine.apply(spec(base, rev="r4"))
+    assert result.outcome is Outcome.CONVERGED, result.error
+    assert not (node.um.unit_dir / "vd.service.d/10-flags.conf").exists()
+    assert not any(e.startswith("FLAGS=") for e in environ(node, "vd.service"))
+    assert node.show("vd.service", "ActiveState") == "active"
+    assert node.show("vd.service", "UnitFileState") == "enabled"
+    assert node.show("vd.service", "NeedDaemonReload") == "no"
+    assert node.show("vd.service", "DropInPaths") == ""
+    assert await node.engine.plan(spec(base, rev="r4")) == ()
