@@ -124,11 +124,13 @@ class Engine(Executing):
             except Abort as e:
                 self._drop_staged()
                 return await self._rollback(
-                    spec, marked, tuple(done), e.failure, e.error, t0, resumed
+                    spec, marked, tuple(done), e.failure, e.error, t0, resumed, observed
                 )
             except ActuatorError as e:  # systemd itself failed (connection lost, call rejected)
                 self._drop_staged()
-                return await self._rollback(spec, marked, tuple(done), None, str(e), t0, resumed)
+                return await self._rollback(
+                    spec, marked, tuple(done), None, str(e), t0, resumed, observed
+                )
             if self._gate_skipped and self._staging is not None:
                 self._drop_staged(keep_target=True)  # staged before the gate knew
             staged = await self._stage_converged()  # staged by the gate, or now
@@ -199,23 +201,36 @@ class Engine(Executing):
         error: str,
         t0: float,
         resumed: bool,
+        before: P.Observed,
     ) -> ApplyResult:
-        """Back to the inventory's last good state; the pending marker keeps adopted units ours."""
+        """Back to the inventory's last good state; the pending marker keeps adopted units ours.
+
+        ``before``: the node as the failed apply found it; what ran then runs again (a
+        service the failed apply stopped with its socket is not otherwise started)."""
         self.log.warning("rolling back", revision=spec.revision, to=marked.revision, error=error)
         target = applied.to_spec(marked, like=spec)
         undo: list[ActionResult] = []
         outcome = Outcome.ROLLED_BACK
         try:
-            rb = P.plan(target, await self.observe(target, marked), marked, root=self._root_str)
-            # the planner sees the failed apply's changes as drift from the inventory: say why
+            running = frozenset(n for n, st in before.units.items() if st.active_state in P.RUNNING)
             back = f"rollback to {marked.revision or 'nothing applied'}"
-            rb = tuple(
-                a
-                if isinstance(a, P.DaemonReload | P.Verify)
-                else replace(a, reason=f"{back} ({a.reason.removeprefix('drift: ')})", drift=False)
-                for a in rb
-            )
-            await self._execute(rb, undo)
+            # Twice at most: a stop the first pass makes can stop units that require the
+            # stopped one (systemd propagates it); the second pass starts them again.
+            for _ in range(2):
+                now = await self.observe(target, marked)
+                rb = P.plan(target, now, marked, root=self._root_str, running_before=running)
+                if not rb:
+                    break
+                # the planner sees the failed apply's changes as drift from the inventory
+                rb = tuple(
+                    a
+                    if isinstance(a, P.DaemonReload | P.Verify)
+                    else replace(
+                        a, reason=f"{back} ({a.reason.removeprefix('drift: ')})", drift=False
+                    )
+                    for a in rb
+                )
+                await self._execute(rb, undo)
         except (Abort, ActuatorError) as e:
             outcome = Outcome.FAILED
             error += f"; rollback failed: {e.error if isinstance(e, Abort) else e}"

@@ -17,14 +17,14 @@ from typing import Any
 
 import structlog
 
-from reconciler import applied
+from reconciler import applied, unittypes
 from reconciler import plan as P
 from reconciler.actuators import files
 from reconciler.applyobserve import Observing
 from reconciler.applyresult import ActionResult, Failure
 from reconciler.errors import ActuatorError, SystemdError, UnitFailed
 from reconciler.models import NodeSpec
-from reconciler.unittypes import Ran
+from reconciler.unittypes import Kind, Ran
 
 
 class Abort(Exception):
@@ -55,6 +55,7 @@ class Executing(Observing):
     _converged: tuple[NodeSpec, applied.Inventory, dict[str, Ran]] | None
     _staging: asyncio.Task[files.Staged] | None
     _gate_skipped: set[str]
+    _job_mark: int  # job_serial when the plan began
 
     async def _job(self, unit: str, verb: str, call: Callable[[str], Any]) -> str:
         try:
@@ -198,6 +199,8 @@ class Executing(Observing):
             case P.RestartUnit():
                 return await self._job(a.unit, "restart", sd.restart)
             case P.StartUnit():
+                if await self._ran_already(a.unit):
+                    return "done (already started as a dependency)"
                 return await self._job(a.unit, "start", sd.start)
             case P.DeleteUnit():
                 gone = await asyncio.to_thread(files.remove, self.unit_dir / a.unit)
@@ -214,7 +217,20 @@ class Executing(Observing):
                 return "done"
         raise AssertionError(f"unknown action {a!r}")
 
+    async def _ran_already(self, unit: str) -> bool:
+        """A plain oneshot a unit started before it pulled in: starting it again would run
+        it twice in one apply (each change runs it once)."""
+        if self.systemd.job_done_since(unit, self._job_mark) != "done":
+            return False
+        st = (await self.systemd.status([unit], need_reload=False)).get(unit)
+        return (
+            st is not None
+            and st.active_state != "failed"
+            and unittypes.kind_of(unit, st.service_type, st.remain_after_exit) is Kind.ONESHOT
+        )
+
     async def _execute(self, plan: P.Plan, done: list[ActionResult]) -> None:
+        self._job_mark = self.systemd.job_serial
         i = 0
         while i < len(plan):
             a = plan[i]

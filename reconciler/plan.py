@@ -22,11 +22,11 @@ and executed by ``reconciler.apply``. The vocabulary (``Observed``, the actions,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
-from reconciler import planadopt, unitfile, unittypes
+from reconciler import planrecords, unitfile, unittypes
 from reconciler.applied import EMPTY, AppliedUnit, Inventory
-from reconciler.models import NodeSpec, OnChange, UnitName, UnitSpec
+from reconciler.models import NodeSpec, OnChange, UnitSpec
+from reconciler.planrecords import run_records
 from reconciler.plantypes import (
     PHASES,
     Action,
@@ -54,6 +54,13 @@ from reconciler.plantypes import (
     describe,
     target,
     to_json,
+)
+from reconciler.planunits import (
+    Draft,
+    drift_reasons,
+    removed,
+    restart_for_dropins,
+    socket_services,
 )
 from reconciler.unittypes import RUNNING, Change, Kind, Ran, is_template
 
@@ -122,55 +129,44 @@ def is_up(st: UnitState, ran: Ran = Ran.UNKNOWN, name: str = "x.service") -> boo
     )
 
 
-def _drift(reasons: list[tuple[str, bool]]) -> tuple[str, bool]:
-    return "; ".join(r for r, _ in reasons), any(d for _, d in reasons)
-
-
-@dataclass(slots=True)
-class _Draft:
-    """The plan under construction: actions per phase plus what the last phases need."""
-
-    by_phase: dict[Phase, list[Action]] = field(default_factory=lambda: {p: [] for p in PHASES})
-    verify: list[Gate] = field(default_factory=list)
-    reload_due: bool = False  # a drop-in was written
-    maybe_unloaded: bool = False  # a unit file may be on disk but not loaded (killed run)
-    # unit -> (the drop-in entry that decides on_change and the gate, why): drop-ins of
-    # the unit that changed, were added or removed
-    dropins: dict[str, tuple[UnitSpec | AppliedUnit, list[tuple[str, bool]]]] = field(
-        default_factory=dict
-    )
-
-    def dropin_changed(
-        self, parent: str, entry: UnitSpec | AppliedUnit, why: str, drift: bool
-    ) -> None:
-        self.dropins.setdefault(parent, (entry, []))[1].append((why, drift))
-
-    def add(self, a: Action) -> None:
-        self.by_phase[a.PHASE].append(a)
-
-
 def plan(
-    spec: NodeSpec, observed: Observed, inventory: Inventory | None = None, *, root: str = ""
+    spec: NodeSpec,
+    observed: Observed,
+    inventory: Inventory | None = None,
+    *,
+    root: str = "",
+    running_before: frozenset[str] = frozenset(),
 ) -> Plan:
     """The actions that converge the node on ``spec``; empty when nothing differs.
 
     ``root`` is the ``--root`` prefix of a sandbox: a unit there reads ``<root>/etc/x`` for
     the managed file ``/etc/x``, and both spellings count as a reference.
+    ``running_before`` (a rollback): units that ran before the failed apply; each is
+    started again if it does not run now, also one a socket or timer activates.
     """
     inv = inventory or EMPTY
-    d = _Draft()
+    d = Draft()
     changed = _files(d, spec, observed, inv)
     # a service a desired timer/socket/path activates is started by that unit, not by us
     triggered = {t for u in spec.units if (t := unitfile.triggers(u.name, u.content))}
     desired = set(spec.unit_names)
-    removed = [n for n in inv.managed_units() if n not in desired]
+    gone = [n for n in inv.managed_units() if n not in desired]
     # drop-ins first: what they change is a reason for their unit's restart
-    _removed(d, [n for n in removed if unitfile.dropin_parent(n)], observed, inv)
+    removed(d, [n for n in gone if unitfile.dropin_parent(n)], observed, inv)
     for u in sorted(spec.units, key=lambda u: unitfile.dropin_parent(u.name) is None):
         _unit(d, u, observed, inv, changed, root.rstrip("/"), u.name in triggered)
-    _removed(d, [n for n in removed if not unitfile.dropin_parent(n)], observed, inv)
-    for parent, (entry, why) in d.dropins.items():  # units we do not ship (vendor units)
-        _restart_for_dropins(d, parent, entry, why, observed)
+    removed(d, [n for n in gone if not unitfile.dropin_parent(n)], observed, inv)
+    for parent, (dropin, why) in d.dropins.items():  # units we do not ship (vendor units)
+        restart_for_dropins(d, parent, dropin, why, observed)
+    socket_services(d, spec, observed)
+    for name in running_before:  # a rollback: what ran before the failed apply runs again
+        if name in desired and name not in d.planned() and not is_template(name):
+            st = observed.units.get(name, UnitState())
+            if st.active_state not in RUNNING:
+                entry = spec.unit(name)
+                assert entry is not None
+                d.add(StartUnit(name, "ran before the failed apply"))
+                d.verify.append(Gate(name, entry.timeout, entry.settle))
 
     if (
         d.reload_due
@@ -190,7 +186,7 @@ def plan(
 
 
 def _files(
-    d: _Draft, spec: NodeSpec, observed: Observed, inv: Inventory
+    d: Draft, spec: NodeSpec, observed: Observed, inv: Inventory
 ) -> dict[str, tuple[str, bool]]:
     """Write/prune managed files; returns path -> (why, drift) for content that changed."""
     changed: dict[str, tuple[str, bool]] = {}
@@ -200,7 +196,7 @@ def _files(
         obs = observed.files.get(f.path)
         app = inv.file(f.path)
         if obs is not None and f.path not in managed:
-            d.add(planadopt.adopt_file(f.path, obs.digest, obs.mode))
+            d.add(planrecords.adopt_file(f.path, obs.digest, obs.mode))
         if app is not None and app.digest != digest:
             why, drift = "changed", False
         elif obs is None:
@@ -239,7 +235,7 @@ def _files(
 
 
 def _unit(
-    d: _Draft,
+    d: Draft,
     u: UnitSpec,
     observed: Observed,
     inv: Inventory,
@@ -255,7 +251,7 @@ def _unit(
     reasons: list[tuple[str, bool]] = []
     ours = app is not None or u.name in inv.managed_units()
     if not ours and (obs_digest is not None or st.load_state != "not-found"):
-        d.add(planadopt.adopt_unit(u.name, st, obs_digest, observed.vendor.get(u.name)))
+        d.add(planrecords.adopt_unit(u.name, st, obs_digest, observed.vendor.get(u.name)))
     if app is not None and app.digest != digest:
         reasons.append(("unit changed", False))
     elif obs_digest is None and app is not None:
@@ -269,7 +265,7 @@ def _unit(
     if obs_digest == digest and (st.need_daemon_reload or app is None or app.digest != digest):
         d.maybe_unloaded = True  # possibly written by a killed run that never reloaded
     if obs_digest != digest:
-        why, drift = _drift(reasons) if reasons else ("new unit", False)
+        why, drift = drift_reasons(reasons) if reasons else ("new unit", False)
         d.add(WriteUnit(u.name, u.content, why, drift))
     refs = unitfile.referenced_paths(u.content) if changed else frozenset()
     if root and refs:
@@ -298,10 +294,8 @@ def _unit(
         k, st.active_state, st.result, invocation_id=st.invocation_id, skipped=st.skipped, ran=ran
     ):
         if reasons and u.on_change is not OnChange.IGNORE and rule.change is not Change.NOTHING:
-            why, drift = _drift(reasons)
-            if rule.change is Change.START:
-                d.add(StartUnit(u.name, why, drift))
-            elif u.on_change is OnChange.RELOAD and unitfile.can_reload(u.content):
+            why, drift = drift_reasons(reasons)
+            if u.on_change is OnChange.RELOAD and unitfile.can_reload(u.content):
                 d.add(ReloadUnit(u.name, why, drift))
             elif u.on_change is OnChange.RELOAD:
                 d.add(RestartUnit(u.name, f"{why} (no ExecReload=: restart instead)", drift))
@@ -312,7 +306,7 @@ def _unit(
         if app is None and obs_digest is None and st.load_state == "not-found":
             why, drift = "new unit", False
         elif reasons and not any(dr for _, dr in reasons):
-            why, drift = _drift(reasons)
+            why, drift = drift_reasons(reasons)
         elif app is None:
             why, drift = "not running", False
         elif st.active_state == "failed":
@@ -325,7 +319,7 @@ def _unit(
 
 
 def _enable(
-    d: _Draft, u: UnitSpec, st: UnitState, app: AppliedUnit | None, obs_digest: str | None
+    d: Draft, u: UnitSpec, st: UnitState, app: AppliedUnit | None, obs_digest: str | None
 ) -> None:
     enabled = st.unit_file_state in ("enabled", "enabled-runtime")
     if wants_enable(u) and not enabled:
@@ -343,86 +337,6 @@ def _enable(
     ):  # a deleted file hides the state; its symlinks were ours
         why = "enable: false" if u.enable is False else "no [Install] section"
         d.add(DisableUnit(u.name, why, app is not None and not wants_enable(app)))
-
-
-def _removed(d: _Draft, names: list[UnitName], observed: Observed, inv: Inventory) -> None:
-    """Stop (reverse role order), disable and delete units no longer desired; a unit that
-    existed before we adopted it is given back instead (``planadopt.give_back``)."""
-    stops: list[Action] = []
-    disables: list[Action] = []
-    for name in reversed(names):
-        st = observed.units.get(name, UnitState())
-        orig = inv.original_unit(name)
-        parent = unitfile.dropin_parent(name)
-        entry = inv.unit(name)
-        if parent is not None and entry is not None:
-            d.dropin_changed(parent, entry, f"{name} removed", False)
-        if orig is not None:
-            app = inv.unit(name)
-            for a in planadopt.give_back(
-                name, orig, st, observed.unit_files.get(name), app.ran if app else Ran.UNKNOWN
-            ):
-                if isinstance(a, Gate):
-                    d.verify.append(a)
-                else:
-                    d.add(a)
-            continue
-        if st.active_state in RUNNING or st.active_state == "failed":
-            stops.append(
-                StopUnit(name, "no longer desired", reset_failed=st.active_state == "failed")
-            )
-        if st.unit_file_state in ("enabled", "enabled-runtime"):
-            disables.append(DisableRemoved(name, "no longer desired"))
-        if name in observed.unit_files:
-            d.add(DeleteUnit(name, "no longer desired"))
-        elif st.need_daemon_reload:
-            d.reload_due = True  # deleted by an apply killed before its daemon-reload
-    d.by_phase[Phase.STOP] += stops + disables
-
-
-def _restart_for_dropins(
-    d: _Draft,
-    unit: str,
-    entry: UnitSpec | AppliedUnit,
-    reasons: list[tuple[str, bool]],
-    observed: Observed,
-) -> None:
-    """Restart (or reload) a unit we do not ship whose drop-ins changed, if it runs."""
-    st = observed.units.get(unit, UnitState())
-    if entry.on_change is OnChange.IGNORE or st.active_state not in RUNNING:
-        return  # a unit that does not run picks its drop-ins up when it starts
-    why, drift = _drift(reasons)
-    verb = ReloadUnit if entry.on_change is OnChange.RELOAD else RestartUnit
-    d.add(verb(unit, why, drift))
-    d.verify.append(Gate(unit, entry.timeout, entry.settle))
-
-
-def run_records(
-    spec: NodeSpec, observed: Observed, inv: Inventory, gated: frozenset[str]
-) -> dict[str, Ran]:
-    """What the inventory of a converged apply records of each unit's start (``Ran``).
-
-    ``gated``: units this apply started and the gate passed (the engine marks those a
-    condition skipped). A unit a timer, socket or path activates gets no record: it is
-    not ours to run, so a collected oneshot of a timer never counts as up.
-    """
-    triggered = {t for u in spec.units if (t := unitfile.triggers(u.name, u.content))}
-    out: dict[str, Ran] = {}
-    for u in spec.units:
-        st = observed.units.get(u.name, UnitState())
-        app = inv.unit(u.name)
-        if u.name in triggered or is_template(u.name):
-            out[u.name] = Ran.UNKNOWN
-        elif u.name in gated:
-            out[u.name] = Ran.UP
-        elif st.skipped and st.active_state == "inactive":
-            out[u.name] = Ran.SKIPPED
-        elif app is not None:
-            out[u.name] = app.ran
-        else:
-            up = is_up(st, Ran.UNKNOWN, u.name)
-            out[u.name] = Ran.UP if up else Ran.UNKNOWN
-    return out
 
 
 def drift_count(p: Plan) -> int:

@@ -54,7 +54,6 @@ class Change(StrEnum):
     """What a content change of a running unit does (before ``on_change``)."""
 
     RESTART = "restart"  # or reload/ignore, as on_change says
-    START = "start"  # a start pulls in new dependencies; nothing to stop
     NOTHING = "nothing"
 
 
@@ -135,8 +134,9 @@ RULES: dict[Kind, Rule] = {
         False,
         True,
         "inactive",
-        Change.START,
-        "start (pulls in new dependencies; stopping a target would stop others)",
+        Change.NOTHING,
+        "nothing: it has no process, and starting it again would start every unit it wants"
+        " that is stopped; new dependencies apply when it next starts",
     ),
     Kind.MOUNT: Rule(
         "active (mounted)",

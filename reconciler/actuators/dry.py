@@ -111,6 +111,11 @@ class DrySystemd:
     async def need_daemon_reload(self, names: Sequence[str]) -> dict[str, bool]:
         return dict.fromkeys(names, False)
 
+    job_serial = 0  # jobs end at once here: nothing is ever pulled in
+
+    def job_done_since(self, name: str, serial: int) -> str | None:
+        return None
+
     async def fragment_paths(self, names: Sequence[str]) -> dict[str, str]:
         return dict.fromkeys(names, "")
 

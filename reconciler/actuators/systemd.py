@@ -93,6 +93,10 @@ class Systemd(SystemdReader):
         self._unit_generation: dict[str, int] = {}
         self._refs: set[str] = set()
         self._skipped: set[str] = set()  # unit paths whose last start a condition skipped
+        # JobRemoved signals seen, and each unit's last one: whoever started the job (a
+        # unit's dependency pulls in a oneshot: the engine must not run it a second time)
+        self.job_serial = 0
+        self._last_job: dict[str, tuple[int, str]] = {}
         self._lost: SystemdError | None = None
         self._closing = False
         self._monitor: asyncio.Task[None] | None = None
@@ -141,8 +145,10 @@ class Systemd(SystemdReader):
         if msg.message_type is not MessageType.SIGNAL:
             return
         if msg.member == "JobRemoved" and msg.interface == MANAGER:
-            _id, job, _unit, result = msg.body
+            _id, job, unit, result = msg.body
             self._jobs.removed(job, result)
+            self.job_serial += 1
+            self._last_job[unit] = (self.job_serial, result)
         elif msg.member == "PropertiesChanged" and msg.path:
             if msg.body[0] == UNIT:
                 self._condition(msg.path, msg.body[1])
@@ -205,6 +211,12 @@ class Systemd(SystemdReader):
                 await self._ref(path)
         (job,) = await self._call(member, "ss", [name, "replace"])
         return await self._jobs.wait(job, self.job_check_interval, self._job_exists)
+
+    def job_done_since(self, name: str, serial: int) -> str | None:
+        """The result of the last job of ``name`` that ended after ``job_serial`` was
+        ``serial``, whoever started it; None when none did."""
+        last = self._last_job.get(name)
+        return last[1] if last is not None and last[0] > serial else None
 
     async def _job_exists(self, job: str) -> bool:
         try:

@@ -1,4 +1,4 @@
-"""Adoption and giving back: the planner's rules for units and files swarmkeeper found. Pure.
+"""What the plan records and gives back: adoption, giving back, run records. Pure.
 
 A desired unit or file that already exists unmanaged (someone's file in the unit directory,
 a vendor unit systemd loads from another directory, a file placed by hand) is *adopted*:
@@ -10,12 +10,17 @@ When the name stops being desired (a rollback of the apply that adopted it, or a
 later) it is *given back* instead of deleted: its content or the vendor definition again
 (our copy removed), and the unit's running and enabled state as they were. A unit whose
 definition we changed is restarted back to the original; one that did not run is stopped.
+
+``run_records`` is what a converged apply's inventory says of each unit's start (``Ran``):
+the record a later process needs to tell a collected oneshot or a condition-skipped unit
+from one stopped by hand.
 """
 
 from __future__ import annotations
 
-from reconciler import unittypes
-from reconciler.applied import Original
+from reconciler import unitfile, unittypes
+from reconciler.applied import Inventory, Original
+from reconciler.models import NodeSpec
 from reconciler.plantypes import (
     Action,
     AdoptFile,
@@ -24,13 +29,14 @@ from reconciler.plantypes import (
     DisableUnit,
     EnableUnit,
     Gate,
+    Observed,
     RestartUnit,
     StartUnit,
     StopUnit,
     UnitState,
     WriteUnit,
 )
-from reconciler.unittypes import RUNNING, Ran
+from reconciler.unittypes import RUNNING, Change, Ran, is_template
 
 ENABLED = ("enabled", "enabled-runtime")
 GIVE_BACK_TIMEOUT = 30.0  # the gate for a unit given back: its own entry is gone
@@ -85,8 +91,9 @@ def give_back(
         definition = None
     redefined = definition != ours
     up = _up(name, st, ran)
+    rule = unittypes.RULES[unittypes.kind_of(name, st.service_type, st.remain_after_exit)]
     if orig.active and not orig.masked:
-        if redefined and st.active_state in RUNNING:
+        if redefined and st.active_state in RUNNING and rule.change is not Change.NOTHING:
             out += [RestartUnit(name, why), Gate(name, GIVE_BACK_TIMEOUT)]
         elif not up:
             out += [StartUnit(name, why), Gate(name, GIVE_BACK_TIMEOUT)]
@@ -96,4 +103,32 @@ def give_back(
         out.append(EnableUnit(name, why))  # re-links to the definition given back
     elif not orig.enabled and st.unit_file_state in ENABLED:
         out.append(DisableUnit(name, why))
+    return out
+
+
+def run_records(
+    spec: NodeSpec, observed: Observed, inv: Inventory, gated: frozenset[str]
+) -> dict[str, Ran]:
+    """What the inventory of a converged apply records of each unit's start (``Ran``).
+
+    ``gated``: units this apply started and the gate passed (the engine marks those a
+    condition skipped). A unit a timer, socket or path activates gets no record: it is
+    not ours to run, so a collected oneshot of a timer never counts as up.
+    """
+    triggered = {t for u in spec.units if (t := unitfile.triggers(u.name, u.content))}
+    out: dict[str, Ran] = {}
+    for u in spec.units:
+        st = observed.units.get(u.name, UnitState())
+        app = inv.unit(u.name)
+        if u.name in triggered or is_template(u.name):
+            out[u.name] = Ran.UNKNOWN
+        elif u.name in gated:
+            out[u.name] = Ran.UP
+        elif st.skipped and st.active_state == "inactive":
+            out[u.name] = Ran.SKIPPED
+        elif app is not None:
+            out[u.name] = app.ran
+        else:
+            up = _up(u.name, st)
+            out[u.name] = Ran.UP if up else Ran.UNKNOWN
     return out
