@@ -175,7 +175,7 @@ class Executing(Observing):
         sd = self.systemd
         match a:
             case P.StopUnit():
-                result = await sd.stop(a.unit)
+                result = await sd.stop(a.unit, alone=a.alone)
                 if a.reset_failed:
                     await sd.reset_failed(a.unit)
                 return result
@@ -218,16 +218,16 @@ class Executing(Observing):
         raise AssertionError(f"unknown action {a!r}")
 
     async def _ran_already(self, unit: str) -> bool:
-        """A plain oneshot a unit started before it pulled in: starting it again would run
-        it twice in one apply (each change runs it once)."""
+        """Started since the plan began, pulled in by another unit's start: starting it
+        again would run a plain oneshot twice in one apply, and a target's start runs
+        every finished oneshot it wants again."""
         if self.systemd.job_done_since(unit, self._job_mark) != "done":
             return False
         st = (await self.systemd.status([unit], need_reload=False)).get(unit)
-        return (
-            st is not None
-            and st.active_state != "failed"
-            and unittypes.kind_of(unit, st.service_type, st.remain_after_exit) is Kind.ONESHOT
-        )
+        if st is None or st.active_state == "failed":
+            return False
+        kind = unittypes.kind_of(unit, st.service_type, st.remain_after_exit)
+        return st.active_state in unittypes.RUNNING or kind is Kind.ONESHOT
 
     async def _execute(self, plan: P.Plan, done: list[ActionResult]) -> None:
         self._job_mark = self.systemd.job_serial

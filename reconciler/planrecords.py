@@ -88,7 +88,7 @@ def give_back(
             definition = orig.digest
     elif ours is not None:
         out.append(DeleteUnit(name, why))  # the vendor definition (or none) again
-        definition = None
+        definition = orig.digest or None  # a byte-identical copy changes nothing that runs
     redefined = definition != ours
     up = _up(name, st, ran)
     rule = unittypes.RULES[unittypes.kind_of(name, st.service_type, st.remain_after_exit)]
@@ -98,7 +98,7 @@ def give_back(
         elif not up:
             out += [StartUnit(name, why), Gate(name, GIVE_BACK_TIMEOUT)]
     elif st.active_state in RUNNING:
-        out.append(StopUnit(name, why))
+        out.append(StopUnit(name, why, alone=True))
     if orig.enabled and (redefined or st.unit_file_state not in ENABLED):
         out.append(EnableUnit(name, why))  # re-links to the definition given back
     elif not orig.enabled and st.unit_file_state in ENABLED:

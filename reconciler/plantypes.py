@@ -111,6 +111,9 @@ class StopUnit:
     reason: str
     drift: bool = False
     reset_failed: bool = False  # a failed unit stays loaded until its failure is reset
+    # Stop only this unit (systemd: ignore-dependencies): what requires it keeps running.
+    # For a unit given back as not running, and a service stopped for its socket's restart.
+    alone: bool = False
 
 
 @dataclass(frozen=True, slots=True)

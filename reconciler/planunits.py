@@ -148,7 +148,7 @@ def socket_services(d: Draft, spec: NodeSpec, observed: Observed) -> None:
         d.by_phase[Phase.STOP] = [
             a for a in d.by_phase[Phase.STOP] if getattr(a, "unit", None) != svc
         ]
-        d.add(StopUnit(svc, why))
+        d.add(StopUnit(svc, why, alone=True))
         d.add(StartUnit(svc, f"{sock} started"))
         entry = spec.unit(svc)
         if all(g.unit != svc for g in d.verify):

@@ -81,7 +81,7 @@ class DrySystemd:
         self._record(f"reload {name}")
         return "done"
 
-    async def stop(self, name: str) -> str:
+    async def stop(self, name: str, *, alone: bool = False) -> str:
         self._record(f"stop {name}")
         self._units[name] = DryStatus(name, "loaded")
         return "done"

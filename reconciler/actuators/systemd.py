@@ -202,14 +202,14 @@ class Systemd(SystemdReader):
         self.mutating_calls += 1
         await self._call("Reload")
 
-    async def _run_job(self, member: str, name: str) -> str:
+    async def _run_job(self, member: str, name: str, mode: str = "replace") -> str:
         self.mutating_calls += 1
         if member != "StopUnit" and not self.endpoint.peer_to_peer:
             # keep the unit's result and InvocationID readable after a oneshot finished
             path = unit_path(name)
             if path not in self._refs:
                 await self._ref(path)
-        (job,) = await self._call(member, "ss", [name, "replace"])
+        (job,) = await self._call(member, "ss", [name, mode])
         return await self._jobs.wait(job, self.job_check_interval, self._job_exists)
 
     def job_done_since(self, name: str, serial: int) -> str | None:
@@ -230,10 +230,15 @@ class Systemd(SystemdReader):
         (|invalid, e.g. ReloadUnit of an inactive unit). D-Bus errors raise SystemdError."""
         return await self._run_job("StartUnit", name)
 
-    async def stop(self, name: str) -> str:
-        """StopUnit; a unit systemd does not know is already stopped (``done``)."""
+    async def stop(self, name: str, *, alone: bool = False) -> str:
+        """StopUnit; a unit systemd does not know is already stopped (``done``).
+
+        ``alone``: mode ``ignore-dependencies``, so units that require this one keep
+        running (giving back a unit that did not run while its dependents did)."""
         try:
-            return await self._run_job("StopUnit", name)
+            return await self._run_job(
+                "StopUnit", name, "ignore-dependencies" if alone else "replace"
+            )
         except CallFailed as e:
             if e.name == _NO_SUCH_UNIT:
                 return "done"
