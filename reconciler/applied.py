@@ -43,6 +43,8 @@ class Original:
     masked: bool = False
 
     def describe(self) -> str:
+        if self.masked and not self.vendor:
+            return "masked"  # a link to /dev/null: neither content nor state of its own
         what = "vendor definition" if self.vendor else "own file"
         flags = [f for f, on in (("active", self.active), ("enabled", self.enabled),
                                  ("masked", self.masked)) if on]  # fmt: skip

@@ -210,6 +210,9 @@ class Executing(Observing):
                 return "removed" if gone else "absent"
             case P.Verify():
                 return await self._verify(a.units)
+            case P.MaskUnit():
+                await sd.mask([a.unit])
+                return "done"
             case P.AdoptUnit() | P.AdoptFile():
                 return "recorded"  # in the pending marker, saved before the first action
             case P.EnableUnit() | P.DisableUnit():  # batched by _execute; kept for completeness

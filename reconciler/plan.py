@@ -40,6 +40,7 @@ from reconciler.plantypes import (
     EnableUnit,
     FileState,
     Gate,
+    MaskUnit,
     Observed,
     Phase,
     Plan,
@@ -79,6 +80,7 @@ __all__ = [
     "EnableUnit",
     "FileState",
     "Gate",
+    "MaskUnit",
     "Observed",
     "Phase",
     "Plan",
@@ -287,8 +289,11 @@ def _unit(
         reasons += d.dropins.pop(u.name)[1]
     k = kind(u.name, st, u.content)
     rule = unittypes.RULES[k]
-    if not rule.started or st.load_state == "masked":
-        return  # templates are instantiated by others; a masked unit is the operator's call
+    # A mask in the unit directory is the file we just replaced: the unit is ours to run.
+    # One elsewhere (a runtime mask in /run) still wins over our file: the operator's call.
+    masked = st.load_state == "masked" and (obs_digest is None or obs_digest == digest)
+    if not rule.started or masked:
+        return  # templates are instantiated by others
     ran = app.ran if app is not None else Ran.UNKNOWN
     if unittypes.is_up(
         k, st.active_state, st.result, invocation_id=st.invocation_id, skipped=st.skipped, ran=ran

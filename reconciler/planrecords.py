@@ -29,6 +29,7 @@ from reconciler.plantypes import (
     DisableUnit,
     EnableUnit,
     Gate,
+    MaskUnit,
     Observed,
     RestartUnit,
     StartUnit,
@@ -99,7 +100,9 @@ def give_back(
             out += [StartUnit(name, why), Gate(name, GIVE_BACK_TIMEOUT)]
     elif st.active_state in RUNNING:
         out.append(StopUnit(name, why, alone=True))
-    if orig.enabled and (redefined or st.unit_file_state not in ENABLED):
+    if orig.masked and orig.content is None and not orig.vendor:
+        out.append(MaskUnit(name, why))  # its mask again (it neither ran nor was enabled)
+    elif orig.enabled and (redefined or st.unit_file_state not in ENABLED):
         out.append(EnableUnit(name, why))  # re-links to the definition given back
     elif not orig.enabled and st.unit_file_state in ENABLED:
         out.append(DisableUnit(name, why))

@@ -186,6 +186,14 @@ class DisableUnit(UnitAction):
 
 
 @dataclass(frozen=True, slots=True)
+class MaskUnit(UnitAction):
+    """Mask a unit (a link to /dev/null in the unit directory): giving back a mask."""
+
+    PHASE: ClassVar[Phase] = Phase.ENABLE
+    VERB: ClassVar[str] = "mask"
+
+
+@dataclass(frozen=True, slots=True)
 class DisableRemoved(DisableUnit):
     """Disable a unit that goes away, while its file still exists (systemd needs it)."""
 
@@ -240,6 +248,7 @@ Action = (
     | StartUnit
     | EnableUnit
     | DisableUnit
+    | MaskUnit
     | DeleteUnit
     | DeleteFile
     | Verify

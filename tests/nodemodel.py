@@ -98,6 +98,8 @@ class Node:
                 case P.Verify(units=units):
                     for n, *_ in units:
                         assert self.active.get(n) == "active", f"{n} not healthy"
+                case P.MaskUnit(unit=n):
+                    self.unit_files.pop(n, None)
                 case P.AdoptUnit() | P.AdoptFile():
                     pass  # recorded in the pending marker; nothing on the node changes
         stale = set(self.loaded) - set(self.unit_files)

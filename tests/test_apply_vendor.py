@@ -345,3 +345,22 @@ async def test_a_drop_in_configures_a_running_vendor_unit_and_its_removal_restor
     assert node.show("vd.service", "NeedDaemonReload") == "no"
     assert node.show("vd.service", "DropInPaths") == ""
     assert await node.engine.plan(spec(base, rev="r4")) == ()
+
+
+async def test_a_masked_unit_adopted_runs_and_a_prune_masks_it_again(node: Node) -> None:
+    (node.vendor / "mk.service").write_text(VENDOR_SERVICE)
+    node.um.systemctl("daemon-reload", check=True)
+    node.um.systemctl("mask", "mk.service", check=True)
+    assert node.show("mk.service", "LoadState") == "masked"
+    s = spec([unit("mk.service", exec_start="/bin/sleep 777777"), unit("a.service")])
+    p = await node.engine.plan(s)
+    assert P.describe(p[0]) == "adopt mk.service: was unmanaged: masked"
+    assert (await node.engine.apply(s)).outcome is Outcome.CONVERGED
+    assert "777777" in node.cmdline("mk.service")
+    assert await node.engine.plan(s) == ()
+    result = await node.engine.apply(spec([unit("a.service")], rev="r2"))
+    assert result.outcome is Outcome.CONVERGED, result.error
+    assert node.show("mk.service", "LoadState") == "masked"
+    assert node.show("mk.service", "ActiveState") == "inactive"
+    assert (node.um.unit_dir / "mk.service").resolve() == Path("/dev/null")
+    assert await node.engine.plan(spec([unit("a.service")], rev="r2")) == ()

@@ -111,6 +111,10 @@ class DrySystemd:
     async def need_daemon_reload(self, names: Sequence[str]) -> dict[str, bool]:
         return dict.fromkeys(names, False)
 
+    async def mask(self, names: Sequence[str]) -> None:
+        for n in names:
+            self._record(f"mask {n}")
+
     job_serial = 0  # jobs end at once here: nothing is ever pulled in
 
     def job_done_since(self, name: str, serial: int) -> str | None:

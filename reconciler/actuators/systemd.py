@@ -275,6 +275,14 @@ class Systemd(SystemdReader):
         if reload:
             await self._reload_after_install(changes)
 
+    async def mask(self, names: Sequence[str]) -> None:
+        """MaskUnitFiles (persistent, force: replaces a file of that name), then a reload."""
+        if not names:
+            return
+        self.mutating_calls += 1
+        (changes,) = await self._call("MaskUnitFiles", "asbb", [list(names), False, True])
+        await self._reload_after_install(changes)
+
     async def _reload_after_install(self, changes: list[Any]) -> None:
         # Like `systemctl enable`: the manager caches UnitFileState and dependencies until a
         # reload, so without one the next status() would still say "disabled" and a no-op
