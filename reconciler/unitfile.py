@@ -91,43 +91,6 @@ def _add(out: list[Directive], section: str, line: str, no: int) -> None:
     out.append(Directive(section, key, value.strip(), no))
 
 
-def syntax_problems(content: bytes | str) -> list[tuple[int, str]]:
-    """``(line, message)`` for each line systemd would not read as the author meant.
-
-    systemd refuses a broken section header (the unit does not load) and ignores, with a
-    warning, a line without ``=`` and an assignment before the first section: a silently
-    ignored line is a mistake, so all three are reported, in systemd's words plus the fix.
-    """
-    out: list[tuple[int, str]] = []
-    section = False
-    continued = False
-    for no, raw in enumerate(_text(content).splitlines(), start=1):
-        line = raw.strip()
-        if continued:
-            if not line.startswith(("#", ";")):
-                continued = line.endswith("\\")
-            continue
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            if not line.endswith("]") or len(line) < 3:
-                out.append((no, f"Invalid section header '{line}': write it as [Section]"))
-            section = True
-            continue
-        continued = line.endswith("\\")
-        if "=" not in line:
-            out.append((no, f"Missing '=' in '{line}' (systemd ignores the line): write Key=value"))
-        elif not section:
-            out.append(
-                (
-                    no,
-                    "Assignment outside of section (systemd ignores it): put it under [Unit], "
-                    "[Service] or another section",
-                )
-            )
-    return out
-
-
 @lru_cache(maxsize=4096)  # the planner asks again every pass for the same unit bytes
 def has_install(content: bytes | str) -> bool:
     """True when the unit has an ``[Install]`` section with at least one directive."""

@@ -13,8 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reconciler.desired import RepoTree, validate_tree
+from reconciler.desired.validate import syntax_problems
 from tests.test_validate import GOOD
 
 ANALYZE = shutil.which("systemd-analyze")
@@ -82,3 +85,37 @@ def test_a_bare_template_may_be_listed() -> None:
         }
     )
     assert probs == []
+
+
+_KEY = st.sampled_from(["Description", "ExecStart", "Type", "WantedBy", "X-Note", "After"])
+_VALUE = st.text(alphabet="abc019/ .=-\x1e\x85\u2028", max_size=12).map(str.strip)
+_LINE = st.one_of(
+    st.tuples(_KEY, _VALUE).map(lambda kv: f"{kv[0]}={kv[1]}"),
+    st.just(""),
+    st.tuples(st.sampled_from("#;"), _VALUE).map("".join),
+)
+_SECTION = st.sampled_from(["Unit", "Service", "Socket", "Install", "X-Custom"])
+
+
+@st.composite
+def _units(draw: st.DrawFn) -> list[str]:
+    lines: list[str] = []
+    for section in draw(st.lists(_SECTION, min_size=1, max_size=4)):
+        lines.append(f"[{section}]")
+        lines += draw(st.lists(_LINE, max_size=6))
+    return lines
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=_units(),
+    bad=st.sampled_from(["Restart", "[Service", "no equals sign"]),
+    at=st.integers(1, 30),
+)
+def test_well_formed_units_pass_and_one_bad_line_is_named(
+    lines: list[str], bad: str, at: int
+) -> None:
+    assert syntax_problems("\n".join(lines)) == []
+    where = min(at, len(lines))  # after the first section header: never "outside"
+    broken = [*lines[:where], bad, *lines[where:]]
+    assert [no for no, _ in syntax_problems("\n".join(broken))] == [where + 1]
