@@ -12,6 +12,7 @@ as systemd does). Nothing here touches the disk.
 from __future__ import annotations
 
 import posixpath
+import re
 import shlex
 from dataclasses import dataclass
 from functools import lru_cache
@@ -44,6 +45,9 @@ class UnitFile:
         return tuple(seen)
 
 
+_LINES = re.compile(r"\r\n|[\r\n\0]")
+
+
 def _text(content: bytes | str) -> str:
     if isinstance(content, bytes):
         return content.decode("utf-8", errors="replace")
@@ -56,7 +60,8 @@ def parse(content: bytes | str) -> UnitFile:
     section = ""
     pending: list[str] = []  # pieces of a continued directive
     start = 0
-    for no, raw in enumerate(_text(content).splitlines(), start=1):
+    # systemd ends a line at \n, \r, \r\n or NUL only (str.splitlines knows more)
+    for no, raw in enumerate(_LINES.split(_text(content)), start=1):
         line = raw.strip()
         if pending:
             if line.startswith(("#", ";")):
