@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import plan as P
 from reconciler.actuators.systemd import Scope, Systemd
-from reconciler.apply import Engine, Outcome
+from reconciler.apply.engine import Engine, Outcome
 from reconciler.models import FileSpec, UnitName, UnitSpec
+from reconciler.plan import planner as P
 from tests.fixtures.systemd_user import UserManager
 from tests.specs import spec, unit
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.actuators.inventory import CorruptInventory, InventoryStore
-from reconciler.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Original, Pending
 from reconciler.models import OnChange, Revision, UnitName
-from reconciler.unittypes import Ran
+from reconciler.plan.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Original, Pending
+from reconciler.plan.unittypes import Ran
 
 INV = Inventory(
     revision=Revision("abc123"),

@@ -1,4 +1,4 @@
-"""The pure planner: one table row per decision of issue 3, and a model-based property test."""
+"""The pure planner: one table row per planner decision, and a model-based property test."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import applied, unittypes
-from reconciler import plan as P
 from reconciler.models import (
     FileSpec,
     NodeSpec,
@@ -19,7 +17,9 @@ from reconciler.models import (
     UnitName,
     UnitSpec,
 )
-from reconciler.unittypes import Kind, Ran
+from reconciler.plan import applied, unittypes
+from reconciler.plan import planner as P
+from reconciler.plan.unittypes import Kind, Ran
 from tests.nodemodel import Node
 from tests.specs import ENV, spec, unit
 

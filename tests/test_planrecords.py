@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler import applied
-from reconciler import plan as P
-from reconciler.applied import Original
 from reconciler.models import OnChange, Revision, UnitName, UnitSpec, sha256
-from reconciler.planrecords import give_back
-from reconciler.unittypes import Ran
+from reconciler.plan import applied
+from reconciler.plan import planner as P
+from reconciler.plan.applied import Original
+from reconciler.plan.records import give_back
+from reconciler.plan.unittypes import Ran
 from tests.specs import spec, unit
 
 RUNNING = P.UnitState("loaded", "active", "running", "enabled", "i1", "success", "simple")

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.actuators.files import Staged, stage
-from reconciler.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Original, Pending
 from reconciler.errors import ActuatorError, NodeBusy
 from reconciler.models import OnChange, Revision, UnitName
-from reconciler.unittypes import Ran
+from reconciler.plan.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Original, Pending
+from reconciler.plan.unittypes import Ran
 
 FILENAME = "inventory.json"
 VERSION = 1
