@@ -1,7 +1,7 @@
 """The engine over a corpus nobody here wrote: Debian's installed unit files, made harmless.
 
 ``tests/fixtures/corpus.py`` collects the unit files this machine's packages installed (at
-least 40; 205 on the development machine) and keeps of each what the engine's rules read.
+least 40; 199 on the development machine) and keeps of each what the engine's rules read.
 Over the whole corpus, on a real systemd user manager:
 
 * applied as desired units: converged; a second apply plans nothing; a third, fresh
