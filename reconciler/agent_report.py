@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from reconciler.agent import AgentSettings
     from reconciler.agent_swarm import SwarmLink
     from reconciler.apply import Engine
+    from reconciler.control import Control
     from reconciler.etcd import Etcd, Lease
     from reconciler.metrics import Metrics
     from reconciler.notify import Notifications
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 class Reporting:
     s: AgentSettings
     etcd: Etcd
+    control: Control
     engine: Engine
     prefix: str
     source: GitSource
@@ -78,7 +80,8 @@ class Reporting:
         gate = self._gate(role, max_unavailable)
         applying = self._stamped(applying)
         slot = await gate.acquire(revision, applied, applying=applying.to_json(),
-                                  waiting=self._stamped(waiting).to_json())  # fmt: skip
+                                  waiting=self._stamped(waiting).to_json(),
+                                  published=self.control.desired is not None)  # fmt: skip
         if slot is not None:
             self.last_status = applying
         return slot

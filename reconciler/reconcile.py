@@ -204,7 +204,8 @@ async def _run_pass(
     target = choose_target(desired, applied, rejected=rejection is not None,
                            failed_revision=failed_revision, halted=halted)  # fmt: skip
     if target.revision is None:
-        state = NodeState.REJECTED if rejection else NodeState.CONVERGED
+        # nothing applied and nothing acceptable to apply: not "converged" on anything
+        state = NodeState.REJECTED if rejection else NodeState.IDLE
         st = _with(base, state=state, error=rejection.summary if rejection else target.held,
                    problems=rejection.problems if rejection else ())  # fmt: skip
         return PassResult(st, rejection=rejection)

@@ -41,7 +41,10 @@ if TYPE_CHECKING:
 
 # A peer manager in one of these states is running a known-good revision: safe to proceed.
 # APPLYING and DEGRADED are not (mid-change or broken); a dead one (no alive key) is not.
-HEALTHY_STATES = frozenset({NodeState.CONVERGED, NodeState.PAUSED, NodeState.REJECTED})
+# IDLE has applied nothing yet: it changes nothing, so it puts nothing at risk either.
+HEALTHY_STATES = frozenset(
+    {NodeState.CONVERGED, NodeState.PAUSED, NodeState.REJECTED, NodeState.IDLE}
+)
 
 
 class Verdict(StrEnum):
@@ -219,20 +222,22 @@ class RolloutGate:
 
     async def acquire(
         self, revision: str, applied: str, *, applying: str | None = None,
-        waiting: str | None = None,
+        waiting: str | None = None, published: bool = True,
     ) -> Slot | None:
         """Wait until this node may apply ``revision``. None when it must not: the rollout
         is halted (``self.last`` says why; ask again when etcd changes) or the desired
         revision moved on (or vanished) while waiting, so the caller re-plans instead.
 
         ``applying``: the status to publish once allowed (with the slot, atomically);
-        ``waiting``: the status to publish if, and only when, it has to wait first."""
+        ``waiting``: the status to publish if, and only when, it has to wait first.
+        ``published=False``: ``revision`` is the branch head an agent follows while nothing
+        is published; it stays the rollout's revision as long as nothing gets published."""
         kvs, rev = await self._read()
         watch = None
         try:
             while True:
                 desired = kvs.get(keys.desired_revision(self.prefix).encode(), b"").decode()
-                if desired.strip() != revision:
+                if desired.strip() != (revision if published else ""):
                     return None
                 view = view_from_kvs(
                     self.prefix, kvs, node=self.node, role=self.role, applied=applied,

@@ -25,8 +25,11 @@ HELP = "validate a commit of the state repo and publish it as the desired revisi
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("rev", metavar="REV", help="commit, branch or tag of the state repository")
-    p.add_argument("--repo", default=os.environ.get("SWARMKEEPER_REPO", "."),
-                   help="the state repository (default: current directory)")
+    p.add_argument(
+        "--repo",
+        default=os.environ.get("SWARMKEEPER_REPO", "."),
+        help="the state repository (default: current directory)",
+    )
     add_etcd_options(p, prefix_default=None)
 
 
@@ -61,4 +64,3 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     return run_with_etcd(args, body)
-
