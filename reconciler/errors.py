@@ -11,6 +11,8 @@ The tree (catch the branch that matches how you will react)::
     │   ├── LeaseNotFound     a write named an expired lease: grant a new one, retry
     │   ├── NodeBusy          another process is applying on this node (its apply.lock)
     │   └── SourceError       git fetch/read failed (remote unreachable, missing commit)
+    │       └── UnknownRevision   the revision is not in the repository: for an agent the
+    │                             mirror may lag (retried); an operator mistyped it (exit 1)
     ├── ActuatorError         touching the node failed: the pass rolls back and reports
     │   ├── SystemdError      a D-Bus call or job failed
     │   ├── UnitFailed        the health gate saw a unit fail to become active
@@ -75,6 +77,10 @@ class LeaseNotFound(TransientError):
 
 class SourceError(TransientError):
     """The git source could not be fetched or read."""
+
+
+class UnknownRevision(SourceError):
+    """The repository has no such revision (an agent's mirror may lag; an operator mistyped)."""
 
 
 class ActuatorError(SwarmkeeperError):

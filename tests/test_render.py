@@ -39,8 +39,10 @@ def test_role_from_facts_when_no_node_file() -> None:
 def test_missing_role_is_an_error() -> None:
     with pytest.raises(InvalidDesiredState) as e:
         render(RepoTree(files=GOOD), facts("other"))
+    # there is no state/nodes/other.yaml: the error names the directory, not a missing file
     assert str(e.value.problems[0]) == (
-        "state/nodes/other.yaml: node has no role: set 'role:' there or pass --role"
+        "state/nodes/: no other.yaml (node files: node-1): create state/nodes/other.yaml "
+        "with 'role:', or pass --role"
     )
 
 

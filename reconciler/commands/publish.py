@@ -14,6 +14,7 @@ import os
 from typing import TYPE_CHECKING
 
 from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd, short
+from reconciler.commands._output import print_json, wants_json
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
@@ -35,10 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler import keys
+    from reconciler.commands._common import open_repo
     from reconciler.desired import load_state
-    from reconciler.source import read_tree
 
-    tree = read_tree(args.repo, args.rev)
+    tree = open_repo(args.repo, args.rev)
     rev = tree.revision
     if len(rev) != 40:
         raise UsageError(f"{args.rev!r} did not resolve to a commit (got {rev!r})")
@@ -57,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
         before = await etcd.get(key)
         await etcd.put(key, rev)
         old = before.value.decode() if before else ""
-        if old == rev:
+        if wants_json(args):
+            print_json("Publish", {"prefix": prefix, "revision": rev, "previous": old,
+                                   "changed": old != rev})  # fmt: skip
+        elif old == rev:
             print(f"{short(rev)} was already the desired revision of {prefix}")
         else:
             print(f"published {rev} to {prefix} (was {short(old) if old else 'none'})")

@@ -11,11 +11,11 @@ read the new ones, and a node that read a stale one re-reads it and retries.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
 from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd
+from reconciler.commands._output import print_json
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
@@ -97,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
             from reconciler.swarmrecords import read
 
             d = describe(await read(etcd, prefix))
-            print(json.dumps(d, indent=2, sort_keys=True) if args.json else format_status(d))
+            if args.json:
+                print_json("SwarmStatus", d, indent=2)
+            else:
+                print(format_status(d))
             return 0
 
         return run_with_etcd(args, show)
