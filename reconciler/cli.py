@@ -126,7 +126,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return ExitCode.ERROR
     from reconciler import log
 
-    log.configure(args.log_level, colors=use_color(args.color, sys.stderr))
+    as_json = True if getattr(args, "json_logs", False) else None  # the agent's --json
+    log.configure(args.log_level, json=as_json, colors=use_color(args.color, sys.stderr))
     name = f"swarmkeeper {args.command}"
     try:
         _resolve(args)
