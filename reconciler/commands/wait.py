@@ -146,8 +146,9 @@ def wait_for(args: argparse.Namespace, revision: str | None, timeout: float) -> 
                 else:
                     state.pop(item.kv.key, None)
         finally:
-            if pending is not None:
+            if pending is not None:  # the generator must stop running before it can close
                 pending.cancel()
+                await asyncio.wait({pending})
             await watch.aclose()  # type: ignore[attr-defined]
 
     def finish(snap: dict[str, Any], target: str, prog: Progress, elapsed: float,
