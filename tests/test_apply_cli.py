@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.clihelp import check_schema
 from tests.fixtures.gitrepo import MINIMAL_STATE, StateRepo, make_state_repo
 from tests.fixtures.systemd_user import UserManager
 
@@ -50,7 +51,7 @@ def test_apply_converges_then_plan_and_apply_are_no_ops(systemd_user: UserManage
     assert "start a.service: new unit" in first.stdout and "start b.service: new unit" in first.stdout
     applied = swarmkeeper(systemd_user, tmp_path, "apply", "--repo", str(repo.work), "--rev", rev, "--json")
     assert applied.returncode == 0, applied.stderr
-    doc = json.loads(applied.stdout)
+    doc = check_schema(applied.stdout, "ApplyResult")
     assert doc["outcome"] == "converged" and doc["revision"] == rev
     assert {a["action"] for a in doc["actions"]} >= {"write", "daemon-reload", "start", "enable", "verify"}
     assert active(systemd_user, "a.service") == active(systemd_user, "b.service") == "active"
@@ -58,7 +59,7 @@ def test_apply_converges_then_plan_and_apply_are_no_ops(systemd_user: UserManage
     assert "SWARMKEEPER_NODE=n1" in env
     again = swarmkeeper(systemd_user, tmp_path, "plan", "--repo", str(repo.work), "--rev", rev, "--json")
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["actions"] == []
+    assert check_schema(again.stdout, "Plan")["actions"] == []
     noop = swarmkeeper(systemd_user, tmp_path, "apply", "--repo", str(repo.work), "--rev", rev, "--json")
     assert noop.returncode == 0 and json.loads(noop.stdout)["actions"] == []
 

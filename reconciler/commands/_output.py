@@ -94,8 +94,8 @@ def document(kind: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_json(kind: str, body: dict[str, Any], *, indent: int | None = None) -> None:
-    print(json.dumps(document(kind, body), indent=indent, sort_keys=indent is not None),
-          flush=True)  # fmt: skip
+    # apiVersion and kind stay first, so `head -c` or a human sees what the document is
+    print(json.dumps(document(kind, dict(sorted(body.items()))), indent=indent), flush=True)
 
 
 def wants_json(args: Any) -> bool:

@@ -10,7 +10,6 @@ The prefix defaults to the one the commit's ``cluster.yaml`` declares.
 from __future__ import annotations
 
 import argparse
-import os
 from typing import TYPE_CHECKING
 
 from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd, short
@@ -28,9 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("rev", metavar="REV", help="commit, branch or tag of the state repository")
     p.add_argument(
         "--repo",
-        default=os.environ.get("SWARMKEEPER_REPO", "."),
-        help="the state repository (default: current directory)",
+        help="the state repository: a git work tree, a bare repo or a URL "
+        "(default: $SWARMKEEPER_REPO, the context's repo, or .)",
     )
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(_source_options=True)
     add_etcd_options(p, prefix_default=None)
 
 
