@@ -65,6 +65,7 @@ class Engine(Executing):
         # default (DEFAULT_SETTLE). Benches and tests set it to compare windows.
         self.settle = settle
         self.after_action = after_action  # tests use it to kill the process mid-apply
+        self.on_progress: Callable[[str], None] | None = None  # the agent's status progress
         self.log = log.get("swarmkeeper.apply")
         self._root_str = str(self.root) if self.root is not None else ""
         self._lock = asyncio.Lock()  # one apply at a time, whoever calls
@@ -104,6 +105,8 @@ class Engine(Executing):
                 duration=time.perf_counter() - t0,
                 resumed=resumed,
             )
+        self.log.info("apply.start", revision=spec.revision[:12], actions=len(p),
+                      units=sorted({u for a in p for u in _units_of(a)}))  # fmt: skip
         marked = replace(inv, pending=await self._pending(spec, inv, observed, p))
         await asyncio.to_thread(self.store.save, marked)
         done: list[ActionResult] = []
@@ -239,3 +242,10 @@ class Engine(Executing):
             duration=time.perf_counter() - t0,
             resumed=resumed,
         )
+
+
+def _units_of(a: P.Action) -> tuple[str, ...]:
+    if isinstance(a, P.Verify):
+        return tuple(g.unit for g in a.units)
+    unit = getattr(a, "unit", None)
+    return (unit,) if isinstance(unit, str) else ()

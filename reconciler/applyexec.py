@@ -40,8 +40,25 @@ def _discard_staged(task: asyncio.Task[files.Staged]) -> None:
         task.result().discard()
 
 
+def step_text(a: P.Action, batch: int = 1) -> str:
+    """``restart web.service``, ``write 3 files``, ``verify 2 unit(s)``: a step in words."""
+    if isinstance(a, P.Verify):
+        return f"verify {len(a.units)} unit(s)"
+    if batch > 1:
+        noun = "files" if isinstance(a, P.WriteUnit | P.WriteFile) else "units"
+        return f"{a.VERB} {batch} {noun}"
+    target = getattr(a, "unit", None) or getattr(a, "path", None) or ""
+    return f"{a.VERB} {target}".rstrip()
+
+
 def _state_text(st: Any) -> str:
-    return f"{st.active_state} ({st.result or st.sub_state})" if st is not None else "unknown"
+    """``failed (resources: systemd could not set it up …)``: systemd's Result in words."""
+    from reconciler.actuators.describe import result_text
+
+    if st is None:
+        return "unknown"
+    why = result_text(st.result) if st.result and st.result != "success" else st.sub_state
+    return f"{st.active_state} ({why})"
 
 
 class Executing(Observing):
@@ -49,6 +66,7 @@ class Executing(Observing):
 
     settle: float | None
     after_action: Callable[[P.Action], None] | None
+    on_progress: Callable[[str], None] | None  # "3/8 restart web.service", as each step starts
     log: structlog.typing.FilteringBoundLogger
     _next_observe: tuple[str, ...]
     _converged: NodeSpec | None
@@ -200,11 +218,28 @@ class Executing(Observing):
                 return "done"
         raise AssertionError(f"unknown action {a!r}")
 
+    def _step(self, i: int, n: int, a: P.Action, batch: int = 1) -> None:
+        """Say which step starts: a log line for unit jobs and gates, the progress hook."""
+        text = f"{i + 1}/{n} {step_text(a, batch)}"
+        if isinstance(a, P.StartUnit | P.RestartUnit | P.ReloadUnit | P.StopUnit):
+            self.log.info("unit", step=f"{i + 1}/{n}", action=a.VERB, unit=a.unit)
+        elif isinstance(a, P.Verify):
+            self.log.info("gate.wait", step=f"{i + 1}/{n}", units=[g.unit for g in a.units],
+                          timeout=max((g.timeout for g in a.units), default=0))  # fmt: skip
+        if self.on_progress is not None:
+            self.on_progress(text)
+
     async def _execute(self, plan: P.Plan, done: list[ActionResult]) -> None:
         i = 0
         while i < len(plan):
             a = plan[i]
             t0 = time.perf_counter()
+            kind = type(a)
+            run = 1  # how many actions of this kind follow (one batch for writes, enables)
+            while i + run < len(plan) and type(plan[i + run]) is kind:
+                run += 1
+            batched = isinstance(a, P.WriteUnit | P.WriteFile | P.EnableUnit | P.DisableUnit)
+            self._step(i, len(plan), a, run if batched else 1)
             if isinstance(a, P.WriteUnit | P.WriteFile):
                 # independent files: their fsyncs overlap (50 writes 720 ms -> see bench)
                 batch = []
@@ -227,7 +262,6 @@ class Executing(Observing):
                 continue
             if isinstance(a, P.EnableUnit | P.DisableUnit):
                 # one EnableUnitFiles/DisableUnitFiles call (and at most one reload) per batch
-                kind = type(a)
                 batch = []
                 while i < len(plan) and type(plan[i]) is kind:
                     batch.append(plan[i])

@@ -254,7 +254,13 @@ async def _run_pass(
     else:
         await write_status(applying)
     t0 = time.perf_counter()
-    result = await engine.apply(spec)
+    progress = StatusProgress(applying, write_status)
+    engine.on_progress = progress
+    try:
+        result = await engine.apply(spec)
+    finally:
+        engine.on_progress = None
+        await progress.close()  # a late progress write must never follow the final status
     timings["apply"] = time.perf_counter() - t0
     logger.info("applied", outcome=str(result.outcome), actions=len(result.actions),
                 drift=result.drift, seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
@@ -265,13 +271,50 @@ async def _run_pass(
                           slot=slot)  # fmt: skip
     err = result.error or str(result.outcome)
     if result.failure is not None:
+        # the table shows the first line; the rest is systemd's account and the failed
+        # invocation's journal lines, so `status --json` answers "why" without ssh
         err = f"{result.failure.unit} {result.failure.state}: rolled back"
+        if result.failure.detail:
+            err += "\n" + result.failure.detail
     st = _with(base, state=NodeState.DEGRADED, revision=result.applied or "", error=err,
                units=units)  # fmt: skip
     # a failed new revision is not retried (the rollout halts); a failed repair of the
     # current one is, with backoff, since the cause may be outside (a port, a disk)
     return PassResult(st, retry=not new_revision, result=result, rejection=rejection,
                       new_revision=new_revision, slot=slot, error_kind="systemd")  # fmt: skip
+
+
+class StatusProgress:
+    """Publishes ``progress`` in the node's status as an apply moves through its steps.
+
+    The engine calls it synchronously at each step; one write is in flight at a time and
+    only the newest step is written after it (a fast apply writes two or three times, not
+    once per action). Status is informative: a failed write never fails the apply."""
+
+    def __init__(self, applying: NodeStatus, write: WriteStatus) -> None:
+        self.applying = applying
+        self.write = write
+        self.latest = ""
+        self.sent = ""
+        self.task: asyncio.Task[None] | None = None
+
+    def __call__(self, text: str) -> None:
+        self.latest = text
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._flush(), name="status-progress")
+
+    async def _flush(self) -> None:
+        while self.sent != self.latest:
+            text = self.latest
+            try:
+                await self.write(_with(self.applying, progress=text))
+            except SwarmkeeperError as e:
+                log.get("swarmkeeper.pass").warning("progress.unwritten", error=str(e))
+            self.sent = text
+
+    async def close(self) -> None:
+        if self.task is not None:
+            await asyncio.wait({self.task})
 
 
 async def _units(engine: Engine, spec: NodeSpec) -> dict[str, str]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from reconciler import keys
+from reconciler import keys, log
 from reconciler.models import Role
 from reconciler.status import NodeState, NodeStatus, utcnow
 
@@ -271,6 +271,8 @@ class RolloutGate:
                 # Wait for the next change under the prefix (a slot freed, a peer converged,
                 # a lost race's winner appearing), then decide again.
                 if watch is None:
+                    log.get("swarmkeeper.rollout").info(
+                        "rollout.wait", revision=revision[:12], reason=d.reason)
                     await self._say(waiting)
                     watch = self.etcd.watch_prefix(self.prefix + "/", start_revision=rev + 1)
                 item = await anext(watch)
