@@ -233,8 +233,9 @@ def format_table(snap: dict[str, Any], paint: Painter | None = None) -> str:
         lines.append(f"(no node has reported under {snap['prefix']}/nodes/)")
     else:
         states = [Shown(r["state"]) for r in snap["nodes"]]
+        behind = desired and any(r["revision"] != desired for r in snap["nodes"])
         lines.append(count_line(desired, states)
-                     + ("   (* = not on the desired revision)" if desired else ""))  # fmt: skip
+                     + ("   (* = not on the desired revision)" if behind else ""))  # fmt: skip
     return "\n".join(lines)
 
 
