@@ -124,6 +124,10 @@ def test_status_exit_codes_and_counts(live: LiveNode) -> None:
     r = cli("status", ep=ep)
     assert r.returncode == 0, r.stdout
     assert r.stdout.splitlines()[-1].startswith("2 converged  (2/2 converged")
+    # colour only when asked for off a terminal; NO_COLOR does not stop an explicit always
+    assert "\x1b[" not in r.stdout
+    coloured = cli("status", "--color", "always", ep=ep, env={"NO_COLOR": "1"}).stdout
+    assert "\x1b[32mconverged\x1b[0m" in coloured
 
 
 def test_failed_marker_shows_only_for_its_revision(live: LiveNode) -> None:
@@ -194,3 +198,31 @@ def test_wait_times_out_naming_the_nodes_behind(live: LiveNode) -> None:
     assert r.stderr.splitlines()[-1] == "timed out after 2s waiting for aaaaaaaa; behind: w1 (dead)"
     r = cli("wait", "--revision", "cafe", ep=live.ep)
     assert r.returncode == 1 and "not the desired revision" in r.stderr
+
+
+def test_watch_redraws_every_second_without_changes(live: LiveNode) -> None:
+    live.put(keys.desired_revision(P), A)
+    live.alive("m1")
+    live.report("m1", NodeState.CONVERGED, A, A)
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMKEEPER_")}
+    env.update(PYTHONPATH=str(ROOT), SWARMKEEPER_ETCD=live.ep,
+               SWARMKEEPER_CONFIG="/nonexistent/swarmkeeper.yaml")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "status", "--watch"],
+                            stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    ages = []
+    try:
+        assert proc.stdout is not None
+        t = time.monotonic()
+        while len(ages) < 4:
+            line = proc.stdout.readline()
+            if line.startswith("m1 "):
+                ages.append(line.split()[7])  # REPORTED: "3s" of "3s ago"
+        took = time.monotonic() - t
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    # nothing changed in etcd, yet four frames came about a second apart and the age counted
+    assert 2.0 <= took <= 8.0, took
+    assert int(ages[-1].rstrip("s")) > int(ages[0].rstrip("s")), ages

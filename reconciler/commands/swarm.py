@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      f"{DEFAULT_DOCKER})")
     rot.add_argument("--only", choices=["worker", "manager"],
                      help="rotate only this role's token (default: both)")
+    rot.add_argument("--json", action="store_true", help="print one JSON document")
     add_etcd_options(rot)
     stat = sub.add_parser("status", help="the swarm as etcd records it (never the tokens)")
     stat.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -110,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     async def body(etcd: Etcd) -> int:
         await rotate_tokens(etcd, prefix, args.docker, worker=worker, manager=manager)
         which = "worker and manager" if worker and manager else args.only
+        if args.json:  # never the tokens themselves: they are secrets
+            print_json("TokenRotation", {"prefix": prefix, "rotated": [
+                r for r, on in (("worker", worker), ("manager", manager)) if on]})  # fmt: skip
+            return 0
         print(f"rotated the {which} join token(s); published under {prefix}/swarm/tokens")
         return 0
 
