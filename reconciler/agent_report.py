@@ -40,6 +40,7 @@ class Reporting:
     s: AgentSettings
     etcd: Etcd
     control: Control
+    polled: str | None
     engine: Engine
     prefix: str
     source: GitSource
@@ -78,10 +79,13 @@ class Reporting:
             # a slot bound to a lease etcd may already have dropped would protect nothing
             raise TransientError("heartbeat lease unconfirmed")
         gate = self._gate(role, max_unavailable)
+        # nothing published and this is the branch head the agent polled: the gate lets the
+        # followed revision through for as long as nothing gets published
+        following = self.control.desired is None and revision == self.polled
         applying = self._stamped(applying)
         slot = await gate.acquire(revision, applied, applying=applying.to_json(),
                                   waiting=self._stamped(waiting).to_json(),
-                                  published=self.control.desired is not None)  # fmt: skip
+                                  published=not following)  # fmt: skip
         if slot is not None:
             self.last_status = applying
         return slot
