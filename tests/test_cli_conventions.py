@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler import keys
 from reconciler.commands._context import parse
@@ -260,3 +262,21 @@ def test_json_documents_are_single_objects() -> None:
     r = cli("render", "--repo", ".", "--node", "manager-1", "--json")
     doc = json.loads(r.stdout)
     assert list(doc)[:2] == ["apiVersion", "kind"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(
+                        st.sampled_from(["contexts", "current-context", "lab", "etcd", "prefix",
+                                         "ca", "zzz"]), c, max_size=3), max_leaves=8))  # fmt: skip
+def test_any_config_file_parses_or_names_its_problems(doc: object) -> None:
+    import yaml
+
+    try:
+        cfg = parse("config.yaml", yaml.safe_dump(doc).encode())
+    except InvalidDesiredState as e:
+        assert e.problems and all(str(p).startswith("config.yaml") for p in e.problems)
+        return
+    for name, ctx in cfg.contexts.items():
+        assert set(ctx) <= {"etcd", "prefix", "ca", "cert", "key", "user", "repo"}, name
+        assert all(isinstance(v, str) and v for v in ctx.values())

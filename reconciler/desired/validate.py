@@ -201,11 +201,9 @@ def load_state(tree: RepoTree) -> State:
     c = _Checker(tree)
     _check_layout(c)
     if tree.resolve("state/cluster.yaml")[0] is None and "state/cluster.yaml" not in tree.links:
-        c.add(
-            "state/cluster.yaml",
-            0,
-            "missing: every state repo needs one (see docs/state-format.md)",
-        )
+        # a problem names a file that exists (or its directory), never the missing one
+        c.add("state/", 0, "cluster.yaml is missing: every state repo needs one "
+              "(see docs/state-format.md, or `swarmkeeper init`)")  # fmt: skip
     cluster, cpos = c.model("state/cluster.yaml", ClusterFile)
     if cluster is not None:
         for k in sorted(set(cluster.vars) & RESERVED_VARS):
@@ -225,7 +223,8 @@ def load_state(tree: RepoTree) -> State:
     for role in ROLES:
         path = f"state/roles/{role}.yaml"
         if tree.resolve(path)[0] is None and path not in tree.links:
-            c.add(path, 0, f"missing: the {role} role must be defined (an empty file is fine)")
+            c.add("state/roles/", 0, f"{role}.yaml is missing: the {role} role must be "
+                  f"defined (create {path}; an empty file is fine)")  # fmt: skip
             continue
         rf, rpos = c.model(path, RoleFile)
         if rf is not None:
