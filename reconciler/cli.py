@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="GitOps for the hosts of a Docker Swarm cluster: render, plan and apply "
         "the desired systemd units of a node, and run the agent that keeps it converged.",
         epilog="exit status: 0 ok, 1 bad input, 2 plan: changes pending, 3 status/wait: not "
-        "converged, 4 unavailable (etcd, git or systemd did not answer), 5 wait: timed out",
+        "converged, 4 unavailable (etcd or the git remote did not answer), 5 wait: timed out",
     )
     parser.add_argument("--version", action="version", version=f"swarmkeeper {__version__}")
     _add_globals(parser, top=True)
