@@ -226,3 +226,15 @@ def test_watch_redraws_every_second_without_changes(live: LiveNode) -> None:
     # nothing changed in etcd, yet four frames came about a second apart and the age counted
     assert 2.0 <= took <= 8.0, took
     assert int(ages[-1].rstrip("s")) > int(ages[0].rstrip("s")), ages
+
+
+def test_rollout_status_wait_is_wait(live: LiveNode) -> None:
+    live.put(keys.desired_revision(P), A)
+    live.alive("m1")
+    live.report("m1", NodeState.CONVERGED, A, A)
+    r = cli("rollout", "status", "--wait", "--timeout", "5s", ep=live.ep)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().startswith("aaaaaaaa: all 1 node(s) converged in ")
+    live.report("m1", NodeState.CONVERGED, B, B)
+    r = cli("rollout", "status", "--wait", "--timeout", "1s", ep=live.ep)
+    assert r.returncode == 5 and "behind: m1 (behind)" in r.stderr
