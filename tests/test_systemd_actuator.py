@@ -727,7 +727,7 @@ def test_journal_args_select_one_invocation(invocation: str, user: bool, tail: l
 
     args = journal_args("web.service", invocation, 7, user=user)
     assert (args[0] == "--user") is user
-    assert args[-len(tail):] == tail and args[args.index("-n") + 1] == "7"
+    assert args[-len(tail) :] == tail and args[args.index("-n") + 1] == "7"
 
 
 @pytest.mark.parametrize(

@@ -316,4 +316,3 @@ class SystemdReader:
             invocation=invocation_hex(props.get("InvocationID")),
         )  # fmt: skip
         return f"{text}\n\n{journal}"
-

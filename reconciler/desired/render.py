@@ -68,7 +68,9 @@ def role_of(state: State, facts: NodeFacts) -> Role:
         raise InvalidDesiredState([Problem("state/nodes/", 0,
             f"no {facts.name}.yaml (node files: {known}): create {path} with 'role:', "
             "or pass --role")])  # fmt: skip
-    raise InvalidDesiredState([Problem(path, 0, "node has no role: set 'role:' there or pass --role")])
+    raise InvalidDesiredState(
+        [Problem(path, 0, "node has no role: set 'role:' there or pass --role")]
+    )
 
 
 def render_state(state: State, facts: NodeFacts) -> NodeSpec:
