@@ -128,29 +128,52 @@ def _main(argv: Sequence[str] | None) -> int:
 
     as_json = True if getattr(args, "json_logs", False) else None  # the agent's --json
     log.configure(args.log_level, json=as_json, colors=use_color(args.color, sys.stderr))
-    name = f"swarmkeeper {args.command}"
     try:
-        _resolve(args)
-        code: int = args._run(args)
-        return code
-    except InvalidDesiredState as e:
+        try:
+            _resolve(args)
+            code: int = args._run(args)
+            return code
+        except BaseExceptionGroup as eg:
+            # a task group (status --watch, wait) wraps what its body raised: judge the
+            # one error inside as if it had been raised alone
+            leaves = _leaves(eg)
+            if leaves and all(isinstance(x, BrokenPipeError) for x in leaves):
+                raise BrokenPipeError from None
+            if len(leaves) != 1:
+                raise
+            raise leaves[0] from None
+    except (SwarmkeeperError, KeyboardInterrupt) as e:
+        return _report(args, e)
+    finally:
+        sys.stdout.flush()  # a broken pipe surfaces here, inside main's handler
+
+
+def _leaves(eg: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in eg.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
+
+
+def _report(args: argparse.Namespace, e: BaseException) -> int:
+    """The message and exit status of an error raised on purpose."""
+    name = f"swarmkeeper {args.command}"
+    if isinstance(e, KeyboardInterrupt):
+        return 130
+    if isinstance(e, InvalidDesiredState):
         for p in e.problems:
             print(p, file=sys.stderr)
         print(f"{len(e.problems)} problem(s) found", file=sys.stderr)
         _error_json(args, ExitCode.ERROR, f"{len(e.problems)} problem(s) found", e.problems)
         return ExitCode.ERROR
-    except TransientError as e:
+    if isinstance(e, TransientError):
         print(f"{name}: unavailable: {e}", file=sys.stderr)
         _error_json(args, ExitCode.UNAVAILABLE, str(e))
         return ExitCode.UNAVAILABLE
-    except SwarmkeeperError as e:  # UsageError, EtcdError, an actuator's refusal
-        print(f"{name}: {e}", file=sys.stderr)
-        _error_json(args, ExitCode.ERROR, str(e))
-        return ExitCode.ERROR
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        sys.stdout.flush()  # a broken pipe surfaces here, inside main's handler
+    # UsageError, EtcdError, an actuator's refusal
+    print(f"{name}: {e}", file=sys.stderr)
+    _error_json(args, ExitCode.ERROR, str(e))
+    return ExitCode.ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover
