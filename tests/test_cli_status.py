@@ -240,7 +240,7 @@ def test_rollout_status_wait_is_wait(live: LiveNode) -> None:
     assert r.returncode == 5 and "behind: m1 (behind)" in r.stderr
 
 
-@pytest.mark.parametrize("args", ["status --watch | head -1", "status --watch --json | head -c 5",
+@pytest.mark.parametrize("args", ["status --watch | head -1", "status --json | head -c 5",
                                   "status | head -1", "wait --timeout 2s 2>&1 | head -1"])  # fmt: skip
 def test_broken_pipes_end_quietly(live: LiveNode, args: str) -> None:
     import os
