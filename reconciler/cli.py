@@ -112,9 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     except BrokenPipeError:
         # the reader went away (`status | head -1`): nothing left to say to anyone; point
-        # stdout at /dev/null so the interpreter's final flush does not complain either
+        # stdout (and stderr) at /dev/null so the interpreter's final flush does not complain
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        for stream in (sys.stdout, sys.stderr):  # either may be the pipe (`2>&1 | head`)
+            os.dup2(devnull, stream.fileno())
         return ExitCode.BROKEN_PIPE
 
 
