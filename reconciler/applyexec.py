@@ -51,6 +51,21 @@ def step_text(a: P.Action, batch: int = 1) -> str:
     return f"{a.VERB} {target}".rstrip()
 
 
+def _batch_len(plan: P.Plan, i: int) -> int:
+    """How many actions ``_execute`` runs as one batch from ``plan[i]`` (1: not batched)."""
+    a = plan[i]
+    if isinstance(a, P.WriteUnit | P.WriteFile):
+        kinds: tuple[type, ...] = (P.WriteUnit, P.WriteFile)  # the writes share one batch
+    elif isinstance(a, P.EnableUnit | P.DisableUnit):
+        kinds = (type(a),)
+    else:
+        return 1
+    n = 1
+    while i + n < len(plan) and type(plan[i + n]) in kinds:
+        n += 1
+    return n
+
+
 def _state_text(st: Any) -> str:
     """``failed (resources: systemd could not set it up …)``: systemd's Result in words."""
     from reconciler.actuators.describe import result_text
@@ -235,11 +250,7 @@ class Executing(Observing):
             a = plan[i]
             t0 = time.perf_counter()
             kind = type(a)
-            run = 1  # how many actions of this kind follow (one batch for writes, enables)
-            while i + run < len(plan) and type(plan[i + run]) is kind:
-                run += 1
-            batched = isinstance(a, P.WriteUnit | P.WriteFile | P.EnableUnit | P.DisableUnit)
-            self._step(i, len(plan), a, run if batched else 1)
+            self._step(i, len(plan), a, _batch_len(plan, i))
             if isinstance(a, P.WriteUnit | P.WriteFile):
                 # independent files: their fsyncs overlap (50 writes 720 ms -> see bench)
                 batch = []

@@ -142,3 +142,30 @@ def test_apply_logs_and_publishes_progress(etcd_server: EtcdServer, node: tuple)
 async def _put(ep: str, key: str, value: str) -> None:
     async with await Etcd.connect([ep]) as e:
         await e.put(key, value)
+
+
+def _plan() -> tuple[object, ...]:
+    from reconciler import plan as Pl
+
+    return (
+        Pl.StopUnit("old.service", "gone"),
+        Pl.WriteUnit("a.service", b"x", "new"),
+        Pl.WriteFile("/etc/a", b"x", 0o644, "new"),
+        Pl.DaemonReload("units changed"),
+        Pl.RestartUnit("web.service", "changed"),
+        Pl.EnableUnit("a.service", "new"),
+        Pl.EnableUnit("web.service", "new"),
+        Pl.Verify((Pl.Gate("a.service", 10), Pl.Gate("web.service", 10)), "gate"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("i", "text"),
+    [(0, "stop old.service"), (1, "write 2 files"), (3, "daemon-reload"),
+     (4, "restart web.service"), (5, "enable 2 units"), (7, "verify 2 unit(s)")],
+)  # fmt: skip
+def test_step_text(i: int, text: str) -> None:
+    from reconciler.applyexec import _batch_len, step_text
+
+    plan = _plan()
+    assert step_text(plan[i], _batch_len(plan, i)) == text  # type: ignore[arg-type]
