@@ -145,7 +145,7 @@ async def _put(ep: str, key: str, value: str) -> None:
 
 
 def _plan() -> tuple[object, ...]:
-    from reconciler import plan as Pl
+    from reconciler.plan import actions as Pl
 
     return (
         Pl.StopUnit("old.service", "gone"),
@@ -165,7 +165,7 @@ def _plan() -> tuple[object, ...]:
      (4, "restart web.service"), (5, "enable 2 units"), (7, "verify 2 unit(s)")],
 )  # fmt: skip
 def test_step_text(i: int, text: str) -> None:
-    from reconciler.applyexec import _batch_len, step_text
+    from reconciler.apply.execute import _batch_len, step_text
 
     plan = _plan()
     assert step_text(plan[i], _batch_len(plan, i)) == text  # type: ignore[arg-type]

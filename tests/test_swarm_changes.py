@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from reconciler import swarmrecords as rec
 from reconciler.actuators.swarm import LocalState, SwarmEngine, TokenRefused
 from reconciler.commands.drain import drain
-from reconciler.membership import Membership
 from reconciler.models import Role
-from reconciler.swarmplan import ClusterRecord, LocalView, Phase, Step, local_action
+from reconciler.swarm import records as rec
+from reconciler.swarm.membership import Membership
+from reconciler.swarm.plan import ClusterRecord, LocalView, Phase, Step, local_action
 from tests.clihelp import check_schema, cli
 from tests.fixtures.dockernet import DockerLab
 from tests.fixtures.etcd import EtcdServer

@@ -16,7 +16,7 @@ from reconciler.commands._etcd import add_etcd_options, operator, prefix_of, run
 from reconciler.commands._output import print_json, wants_json
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 NAME = "drain"
 HELP = "drain a node and make it leave the swarm (undo with --undo)"

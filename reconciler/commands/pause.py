@@ -16,7 +16,7 @@ from reconciler.commands._output import print_json, wants_json
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 NAME = "pause"
 HELP = "pause a node: its agent applies nothing until `swarmkeeper resume NODE`"

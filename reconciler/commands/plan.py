@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler import config
-    from reconciler import plan as P
+    from reconciler.plan import planner as P
 
     cfg = config.load(args)
     spec = _node.load_spec(cfg)

@@ -17,7 +17,7 @@ from reconciler.commands._output import print_json, wants_json
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 NAME = "publish"
 HELP = "validate a commit of the state repo and publish it as the desired revision"

@@ -14,7 +14,7 @@ from reconciler.commands._output import print_json, wants_json
 from reconciler.commands.pause import pause_key
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 NAME = "resume"
 HELP = "resume a paused node"

@@ -27,7 +27,7 @@ from reconciler.commands._output import print_json, wants_json
 from reconciler.commands.wait import parse_duration
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 NAME = "rollout"
 HELP = "rollout status | halt | resume"

@@ -35,7 +35,7 @@ from reconciler.commands._view import (
 )
 
 if TYPE_CHECKING:
-    from reconciler.etcd import KV, Etcd
+    from reconciler.etcd.client import KV, Etcd
 
 NAME = "status"
 HELP = "show every node's state, applied vs desired revision, heartbeat and error"
@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         show(await snapshot(etcd, prefix, kvs))
         if not args.watch:
             return exit_code(last)
-        from reconciler.etcd import Resynced, WatchEvent
+        from reconciler.etcd.client import Resynced, WatchEvent
 
         state = {kv.key: kv for kv in kvs}
         queue: asyncio.Queue[WatchEvent | Resynced] = asyncio.Queue()

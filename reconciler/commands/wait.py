@@ -26,7 +26,7 @@ from reconciler.commands._output import ExitCode, print_json, wants_json
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 NAME = "wait"
 HELP = "block until every node converged on a revision (exit 0), or it failed (3) or timed out (5)"
@@ -118,7 +118,7 @@ def wait_for(args: argparse.Namespace, revision: str | None, timeout: float) -> 
         desired_kv = state.get(keys.desired_revision(prefix).encode())
         desired = desired_kv.value.decode().strip() if desired_kv else ""
         target = _resolve(revision, desired)
-        from reconciler.etcd import Resynced
+        from reconciler.etcd.client import Resynced
 
         watch = etcd.watch_prefix(prefix + "/", start_revision=rev + 1)
         pending: asyncio.Task[Any] | None = None
