@@ -22,7 +22,14 @@ from types import ModuleType
 from reconciler import __version__
 from reconciler import commands as commands_pkg
 from reconciler.commands._output import ColorMode, ExitCode, print_json, use_color, wants_json
-from reconciler.errors import InvalidDesiredState, Problem, SwarmkeeperError, TransientError
+from reconciler.errors import (
+    InvalidDesiredState,
+    NodeBusy,
+    NodeFault,
+    Problem,
+    SwarmkeeperError,
+    TransientError,
+)
 
 
 def _command_modules() -> list[ModuleType]:
@@ -69,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="GitOps for the hosts of a Docker Swarm cluster: render, plan and apply "
         "the desired systemd units of a node, and run the agent that keeps it converged.",
         epilog="exit status: 0 ok, 1 bad input, 2 plan: changes pending, 3 status/wait: not "
-        "converged, 4 unavailable (etcd or the git remote did not answer), 5 wait: timed out",
+        "converged, 4 unavailable (etcd or the git remote did not answer, or another apply holds "
+        "the node: retry later), 5 wait: timed out",
     )
     parser.add_argument("--version", action="version", version=f"swarmkeeper {__version__}")
     _add_globals(parser, top=True)
@@ -167,7 +175,9 @@ def _report(args: argparse.Namespace, e: BaseException) -> int:
         print(f"{len(e.problems)} problem(s) found", file=sys.stderr)
         _error_json(args, ExitCode.ERROR, f"{len(e.problems)} problem(s) found", e.problems)
         return ExitCode.ERROR
-    if isinstance(e, TransientError):
+    # an outage, or another apply holding the node: retrying later helps. A node fault
+    # (disk full, permission) does not go away by waiting: it is an error like the rest
+    if isinstance(e, TransientError) and (isinstance(e, NodeBusy) or not isinstance(e, NodeFault)):
         print(f"{name}: unavailable: {e}", file=sys.stderr)
         _error_json(args, ExitCode.UNAVAILABLE, str(e))
         return ExitCode.UNAVAILABLE

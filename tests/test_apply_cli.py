@@ -208,7 +208,7 @@ def test_a_second_apply_on_the_node_is_refused_while_one_runs(
     rev = repo.commit({}, "first")
     with InventoryStore(tmp_path / "state").exclusive():  # stands for an apply in flight
         busy = swarmkeeper(systemd_user, tmp_path, "apply", "--repo", str(repo.work), "--rev", rev)
-        assert busy.returncode == 1
+        assert busy.returncode == 4  # busy, not wrong: retrying later helps
         assert (
             f"another swarmkeeper apply is running on this node (pid {os.getpid()}" in busy.stderr
         )

@@ -27,7 +27,7 @@ class ExitCode(IntEnum):
     ERROR = 1  # bad input: invalid state tree, unknown revision, wrong flag value
     PENDING = 2  # plan: changes pending (argparse also exits 2 on an unknown flag)
     NOT_CONVERGED = 3  # status/wait: some node is behind, halted, degraded, rejected or dead
-    UNAVAILABLE = 4  # an outage: etcd or the git remote did not answer; retrying may help
+    UNAVAILABLE = 4  # etcd or the git remote did not answer, or another apply holds the node
     TIMEOUT = 5  # wait: the deadline passed before every node converged
     BROKEN_PIPE = 141  # the reader went away (`| head`): 128 + SIGPIPE, as a shell reports
 
