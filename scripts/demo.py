@@ -64,10 +64,10 @@ def wait_converged(etcd: str, rev: str, nodes: int, timeout: float = 180) -> flo
 
 def main() -> None:
     banner("validate this repository's state/")
-    print(sk("validate"))
+    print(sk("validate", "--repo", "."))
     for node, role in (("manager-1", "manager"), ("worker-7", "worker")):
         banner(f"render --node {node} --role {role}")
-        print(sk("render", "--node", node, "--role", role, "--address", "10.0.0.11"))
+        print(sk("render", "--repo", ".", "--node", node, "--role", role, "--address", "10.0.0.11"))
 
     managers = os.environ.get("SANDBOX_MANAGERS", "3")
     workers = os.environ.get("SANDBOX_WORKERS", "2")

@@ -13,10 +13,10 @@ fetch it from their git remote, so push first. The prefix defaults to the one th
 from __future__ import annotations
 
 import argparse
-import os
 from typing import TYPE_CHECKING
 
 from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd, short
+from reconciler.commands._output import print_json, wants_json
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
@@ -30,8 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("rev", metavar="REV", help="commit, branch or tag of the state repository")
     p.add_argument(
         "--repo",
-        default=os.environ.get("SWARMKEEPER_REPO", "."),
-        help="the state repository (default: current directory)",
+        help="the state repository: a git work tree, a bare repo or a URL "
+        "(default: $SWARMKEEPER_REPO, the context's repo, or .)",
     )
     p.add_argument(
         "--keep-artifacts",
@@ -40,17 +40,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="revision artifacts kept in etcd, this one included (0: store none)",
     )
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(_source_options=True)
     add_etcd_options(p, prefix_default=None)
 
 
 def run(args: argparse.Namespace) -> int:
     from reconciler import keys
+    from reconciler.commands._common import open_repo
     from reconciler.desired import load_state
-    from reconciler.source import read_tree
 
     if args.keep_artifacts < 0:
         raise UsageError(f"--keep-artifacts must be >= 0, not {args.keep_artifacts}")
-    tree = read_tree(args.repo, args.rev)
+    tree = open_repo(args.repo, args.rev)
     rev = tree.revision
     if len(rev) != 40:
         raise UsageError(f"{args.rev!r} did not resolve to a commit (got {rev!r})")
@@ -71,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
         before = await etcd.get(key)
         _, note = await publish_commit(etcd, prefix, args.repo, rev, keep=args.keep_artifacts)
         old = before.value.decode() if before else ""
-        if old == rev:
+        if wants_json(args):
+            print_json("Publish", {"prefix": prefix, "revision": rev, "previous": old,
+                                   "changed": old != rev, "artifact": note})  # fmt: skip
+        elif old == rev:
             print(f"{short(rev)} was already the desired revision of {prefix} ({note})")
         else:
             print(f"published {rev} to {prefix} (was {short(old) if old else 'none'}; {note})")
