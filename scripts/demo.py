@@ -28,13 +28,13 @@ REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def sk(*args: str, check: bool = True, stream: bool = False) -> str:
+def sk(*args: str, check: bool = True, stream: bool = False, ok: tuple[int, ...] = (0,)) -> str:
     argv = [sys.executable, "-m", "reconciler", *args]
     if stream:  # progress goes to the terminal as it happens
         subprocess.run(argv, cwd=REPO, env=ENV, check=check)
         return ""
     out = subprocess.run(argv, cwd=REPO, env=ENV, text=True, capture_output=True, check=False)
-    if check and out.returncode != 0:
+    if check and out.returncode not in ok:
         raise SystemExit(f"swarmkeeper {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
     return out.stdout.rstrip()
 
@@ -51,10 +51,11 @@ def show(argv: list[str]) -> None:
 def wait_converged(etcd: str, rev: str, nodes: int, timeout: float = 180) -> float:
     start, last = time.monotonic(), None
     while time.monotonic() - start < timeout:
-        snap = json.loads(sk("status", "--etcd", etcd, "--json") or '{"nodes": []}')
+        # status exits 3 while some node is not converged
+        snap = json.loads(sk("status", "--etcd", etcd, "--json", ok=(0, 3)) or '{"nodes": []}')
         rows = [(r["node"], r["state"], r["revision"]) for r in snap["nodes"]]
         if rows != last:
-            print(sk("status", "--etcd", etcd), flush=True)
+            print(sk("status", "--etcd", etcd, ok=(0, 3)), flush=True)
             last = rows
         if len(rows) == nodes and all(s == "converged" and v == rev for _, s, v in rows):
             return time.monotonic() - start
