@@ -82,7 +82,7 @@ class Agent(Reporting):
         self.facts = NodeFacts(NodeName(s.node), s.role, s.address, s.etcd)
         self.source = GitSource(s.repo, s.branch, s.state_dir / "git")
         self.renderer = Renderer(self.source, self.facts, allowed_signers=s.allowed_signers,
-                                 gnupg_home=s.gnupg_home)  # fmt: skip
+                                 gnupg_home=s.gnupg_home, prefix=self.prefix)  # fmt: skip
         self.queue = WorkQueue()
         self.metrics = Metrics()
         self.log = log.get("swarmkeeper.agent").bind(node=s.node)
@@ -231,19 +231,32 @@ class Agent(Reporting):
 
     # -- publish (webhook) ---------------------------------------------------------------
 
-    async def publish(self, rev: str) -> list[str]:
-        """Validate ``rev`` and make it the desired revision; returns problems if invalid."""
-        from reconciler.desired import validate_tree
+    async def publish(self, after: str, delivery: str) -> list[str]:
+        """The webhook's push: ``after`` must be the branch head in the remote; then the one
+        publish path. Returns the commit's problems if invalid; raises PublishRefused."""
+        from reconciler.desired import load_state
+        from reconciler.errors import InvalidDesiredState
+        from reconciler.publishing import PublishRefused, publish_revision
+        from reconciler.source import is_ancestor
 
         try:
-            sha = await asyncio.to_thread(self.source.ensure_commit, rev)
-            tree = await asyncio.to_thread(self.source.tree, sha)
-        except SwarmkeeperError as e:
-            return [f"{rev}: {e}"]
-        problems = [str(p) for p in validate_tree(tree)]
-        if not problems:
-            await self.etcd.put(keys.desired_revision(self.prefix), sha)
-        return problems
+            head = await asyncio.to_thread(self.source.branch_head)
+            if head != after:
+                raise PublishRefused(
+                    f"{after[:12]} is not the head of {self.s.branch} in the remote "
+                    f"(the head is {head[:12]}): refusing it"
+                )
+            tree = await asyncio.to_thread(self.source.tree, head)
+            state = await asyncio.to_thread(load_state, tree)
+        except InvalidDesiredState as e:
+            return [str(p) for p in e.problems]
+        except TransientError as e:
+            return [f"{after}: {e}"]
+        await publish_revision(
+            self.etcd, self.prefix, state, actor=f"webhook@{self.s.node}", delivery=delivery,
+            ancestry=lambda old, new: is_ancestor(self.source.dir, old, new),
+        )  # fmt: skip
+        return []
 
     def health(self) -> dict[str, Any]:
         st = self.last_status
@@ -321,17 +334,12 @@ class Agent(Reporting):
         return getattr(st.get(unit), "active_state", "") == "active"
 
     async def _serve(self) -> Any:
-        from aiohttp import web
-
-        from reconciler.http import make_app
+        from reconciler.http import make_app, serve
 
         app = make_app(self.metrics, self.health, webhook_secret=self.s.webhook_secret,
                        branch=self.s.branch, publish=self.publish)  # fmt: skip
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
         host, _, port = self.s.listen.rpartition(":")
-        await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
-        return runner
+        return await serve(app, host or "127.0.0.1", int(port))
 
     async def _shutdown(self, runner: Any) -> None:
         from reconciler.notify import Event, EventKind

@@ -10,6 +10,8 @@ The tree (catch the branch that matches how you will react)::
     │   ├── EtcdUnavailable   no etcd endpoint answered
     │   ├── LeaseNotFound     a write named an expired lease: grant a new one, retry
     │   ├── NodeBusy          another process is applying on this node (its apply.lock)
+    │   ├── NodeFault         the node cannot carry out the plan (ENOSPC, EIO, EACCES, a
+    │   │                     busy lock): degraded, retried, the rollout is not halted
     │   └── SourceError       git fetch/read failed (remote unreachable, missing commit)
     ├── ActuatorError         touching the node failed: the pass rolls back and reports
     │   ├── SystemdError      a D-Bus call or job failed
@@ -62,6 +64,14 @@ class EtcdUnavailable(TransientError):
 
 class NodeBusy(TransientError):
     """Another process is applying on this node right now (``<state_dir>/apply.lock``)."""
+
+
+class NodeFault(TransientError):
+    """The node cannot carry out the plan right now: ENOSPC, EIO, EACCES, a busy lock.
+
+    Not the revision's fault: the node reports ``degraded``, backs off and retries, and the
+    rollout is not halted (no ``rollout/failed``).
+    """
 
 
 class EtcdError(SwarmkeeperError):

@@ -29,12 +29,26 @@ def _node(node: str) -> str:
 
 # -- desired state -------------------------------------------------------------------
 
+
 def desired_revision(prefix: str) -> str:
     """The commit every node should run (a full sha, plain text)."""
     return f"{norm(prefix)}/desired/revision"
 
 
+def desired_rollback(prefix: str, at: str) -> str:
+    """One ``publish --allow-rollback`` that moved the desired revision backwards (JSON)."""
+    return f"{norm(prefix)}/desired/rollbacks/{at}"
+
+
+def webhook_delivery(prefix: str, delivery: str) -> str:
+    """A push-webhook delivery id already handled; on a lease, so old ids expire."""
+    if not delivery or "/" in delivery or len(delivery) > 200:
+        raise ValueError(f"invalid delivery id {delivery[:40]!r}")
+    return f"{norm(prefix)}/webhook/deliveries/{delivery}"
+
+
 # -- nodes ---------------------------------------------------------------------------
+
 
 def nodes_prefix(prefix: str) -> str:
     return f"{norm(prefix)}/nodes/"
@@ -61,13 +75,14 @@ def split_node_key(prefix: str, key: str | bytes) -> tuple[str, str] | None:
     base = nodes_prefix(prefix)
     if not k.startswith(base):
         return None
-    node, sep, leaf = k[len(base):].partition("/")
+    node, sep, leaf = k[len(base) :].partition("/")
     if not node or not sep or not leaf or "/" in leaf:
         return None
     return node, leaf
 
 
 # -- rollout -------------------------------------------------------------------------
+
 
 def rollout_prefix(prefix: str) -> str:
     return f"{norm(prefix)}/rollout/"
@@ -90,7 +105,7 @@ def split_slot_key(prefix: str, key: str | bytes) -> tuple[Role, int] | None:
     base = rollout_slots_prefix(prefix)
     if not k.startswith(base):
         return None
-    role, _, idx = k[len(base):].partition("/")
+    role, _, idx = k[len(base) :].partition("/")
     try:
         return Role(role), int(idx)
     except ValueError:
@@ -108,6 +123,7 @@ def rollout_halted(prefix: str) -> str:
 
 
 # -- swarm membership ----------------------------------------------------------------
+
 
 def swarm_prefix(prefix: str) -> str:
     return f"{norm(prefix)}/swarm/"
@@ -148,6 +164,7 @@ def swarm_drained(prefix: str, node: str) -> str:
 
 
 # -- service registration ------------------------------------------------------------
+
 
 def services_prefix(prefix: str, name: str | None = None) -> str:
     base = f"{norm(prefix)}/services/"

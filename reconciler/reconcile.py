@@ -120,9 +120,11 @@ class Renderer:
         *,
         allowed_signers: Path | None = None,
         gnupg_home: Path | None = None,
+        prefix: str = "",
     ) -> None:
         self.source = source
         self.facts = facts
+        self.prefix = prefix  # the etcd prefix in use: a commit for another one is rejected
         self.allowed_signers = allowed_signers
         self.gnupg_home = gnupg_home
         self.cache = SpecCache()
@@ -143,15 +145,18 @@ class Renderer:
 
     def _render(self, revision: str) -> NodeSpec | Rejection:
         from reconciler.desired import load_state, render_state
+        from reconciler.publishing import prefix_mismatch
 
         sha = self.source.ensure_commit(revision)
-        tree = self.source.tree(sha)  # SourceError (retried) if git does not have it
         if self.verifying:
             why = self.source.verify(sha, self.allowed_signers, self.gnupg_home)
             if why is not None:
                 return Rejection(revision, (why,))
         try:
+            tree = self.source.tree(sha)  # SourceError (retried) if git does not have it
             state = load_state(tree)
+            if self.prefix and prefix_mismatch(state, self.prefix):
+                return Rejection(revision, (prefix_mismatch(state, self.prefix),))
             spec = render_state(state, self.facts)
         except InvalidDesiredState as e:
             return Rejection(revision, tuple(str(p) for p in e.problems))

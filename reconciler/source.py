@@ -16,11 +16,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from reconciler.desired.tree import TRACKED_DIRS, RepoTree
-from reconciler.errors import SourceError, UsageError
+from reconciler.desired.tree import MAX_TREE_BYTES, MAX_TREE_FILES, TRACKED_DIRS, RepoTree
+from reconciler.errors import InvalidDesiredState, Problem, SourceError, UsageError
 from reconciler.models import WORKTREE, Revision
-
-MAX_TREE_BYTES = 64 * 1024 * 1024  # a state repo is small; refuse to load a huge one
 
 
 def read_tree(repo: str | Path, rev: str | None = None) -> RepoTree:
@@ -75,11 +73,26 @@ def read_commit(repo: Path, rev: str) -> RepoTree:
                 links[m.name] = m.linkname
             elif m.isfile():
                 total += m.size
-                if total > MAX_TREE_BYTES:
-                    raise SourceError(f"{sha[:12]}: state/units/files exceed {MAX_TREE_BYTES} bytes")
+                if total > MAX_TREE_BYTES or len(files) >= MAX_TREE_FILES:
+                    # the commit itself is too big: retrying cannot help, so it is rejected
+                    why = f"{MAX_TREE_BYTES} bytes or {MAX_TREE_FILES} files"
+                    raise InvalidDesiredState(
+                        [Problem(m.name.split("/", 1)[0], 0, f"state/units/files exceed {why}")]
+                    )
                 f = tf.extractfile(m)
                 files[m.name] = f.read() if f is not None else b""
     return RepoTree(files=files, links=links, revision=Revision(sha))
+
+
+def is_ancestor(repo: str | Path, old: str, new: str) -> bool | None:
+    """True when ``new`` descends from (or is) ``old``; None when ``old`` is not in ``repo``."""
+    out = _run_git("-C", str(repo), "merge-base", "--is-ancestor", old, new)
+    if out.returncode in (0, 1):
+        return out.returncode == 0
+    known = _run_git("-C", str(repo), "cat-file", "-e", f"{new}^{{commit}}")
+    if known.returncode != 0:
+        raise SourceError(f"revision {new[:12]} not found in {repo}")
+    return None
 
 
 def is_full_sha(rev: str) -> bool:

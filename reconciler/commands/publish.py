@@ -2,9 +2,11 @@
 
 Resolves REV in the state repository (``--repo``, default the current directory) to a full
 commit sha, validates that commit's tree exactly as every agent will (a bad commit exits 1
-listing every ``path:line:`` problem and publishes nothing), then writes it to
-``<prefix>/desired/revision``. Agents fetch the commit from their git remote, so push first.
-The prefix defaults to the one the commit's ``cluster.yaml`` declares.
+listing every ``path:line:`` problem and publishes nothing), then hands it to the one
+publish path (``reconciler.publishing``): the commit's ``cluster.yaml`` prefix must be the
+``--prefix`` in use, and it must descend from the current desired revision unless
+``--allow-rollback`` (which is recorded in etcd). Agents fetch the commit from their git
+remote, so push first.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd, short
+from reconciler.commands._etcd import (
+    add_etcd_options,
+    operator,
+    prefix_of,
+    run_with_etcd,
+    short,
+)
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
@@ -25,40 +33,40 @@ HELP = "validate a commit of the state repo and publish it as the desired revisi
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("rev", metavar="REV", help="commit, branch or tag of the state repository")
-    p.add_argument("--repo", default=os.environ.get("SWARMKEEPER_REPO", "."),
-                   help="the state repository (default: current directory)")
+    p.add_argument(
+        "--repo",
+        default=os.environ.get("SWARMKEEPER_REPO", "."),
+        help="the state repository (default: current directory)",
+    )
+    p.add_argument("--allow-rollback", action="store_true",
+                   help="allow a commit that does not descend from the desired revision "
+                   "(recorded in etcd: who, when, from, to)")  # fmt: skip
     add_etcd_options(p, prefix_default=None)
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler import keys
     from reconciler.desired import load_state
-    from reconciler.source import read_tree
+    from reconciler.publishing import publish_revision
+    from reconciler.source import is_ancestor, read_tree
 
     tree = read_tree(args.repo, args.rev)
     rev = tree.revision
     if len(rev) != 40:
         raise UsageError(f"{args.rev!r} did not resolve to a commit (got {rev!r})")
     state = load_state(tree)  # raises InvalidDesiredState with every problem
-    if args.prefix is None:
-        args.prefix = state.cluster.prefix
-    prefix = prefix_of(args)
-    if keys.norm(state.cluster.prefix) != prefix:
-        raise UsageError(
-            f"commit {short(rev)} belongs to prefix {state.cluster.prefix} "
-            f"(state/cluster.yaml), not {prefix}: refusing to publish it to another cluster"
-        )
+    prefix = prefix_of(args)  # the etcd prefix in use, never guessed from the commit
 
     async def body(etcd: Etcd) -> int:
-        key = keys.desired_revision(prefix)
-        before = await etcd.get(key)
-        await etcd.put(key, rev)
-        old = before.value.decode() if before else ""
-        if old == rev:
+        done = await publish_revision(
+            etcd, prefix, state, actor=operator(), allow_rollback=args.allow_rollback,
+            ancestry=lambda old, new: is_ancestor(args.repo, old, new),
+        )  # fmt: skip
+        if not done.changed:
             print(f"{short(rev)} was already the desired revision of {prefix}")
         else:
-            print(f"published {rev} to {prefix} (was {short(old) if old else 'none'})")
+            was = short(done.previous) if done.previous else "none"
+            back = " (a rollback, recorded)" if done.rollback else ""
+            print(f"published {rev} to {prefix} (was {was}){back}")
         return 0
 
     return run_with_etcd(args, body)
-

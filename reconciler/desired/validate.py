@@ -22,7 +22,7 @@ from reconciler.desired.schema import (
     RoleFile,
     UnitEntry,
 )
-from reconciler.desired.tree import RepoTree
+from reconciler.desired.tree import MAX_TREE_BYTES, MAX_TREE_FILES, RepoTree
 from reconciler.desired.yamlpos import Path_, Positions, load_yaml, pydantic_problems
 from reconciler.errors import InvalidDesiredState, Problem
 
@@ -181,9 +181,31 @@ def _check_layout(c: _Checker) -> None:
         )
 
 
+def _check_size(c: _Checker) -> None:
+    """Bound what render and the node will hold, whoever built the tree."""
+    count = len(c.tree.files) + len(c.tree.links)
+    total = sum(len(b) for b in c.tree.files.values())
+    if count > MAX_TREE_FILES or total > MAX_TREE_BYTES:
+        c.add("state", 0, f"state/units/files hold {count} files and {total} bytes: at most "
+              f"{MAX_TREE_FILES} files and {MAX_TREE_BYTES} bytes")  # fmt: skip
+
+
+def _check_role_size(c: _Checker, path: str, rf: RoleFile) -> None:
+    """One source may be listed under many paths: bound what a node renders, too."""
+    total = 0
+    for f in rf.files:
+        data = f.content.encode() if f.content is not None else c.tree.read(f.source or "")
+        total += len(data or b"")
+    if total > MAX_TREE_BYTES:
+        c.add(path, 0, f"files: renders {total} bytes, at most {MAX_TREE_BYTES}: split them")
+
+
 def load_state(tree: RepoTree) -> State:
     """Validate the whole tree; raise ``InvalidDesiredState`` with every problem found."""
     c = _Checker(tree)
+    _check_size(c)
+    if c.problems:
+        raise InvalidDesiredState(c.problems)
     _check_layout(c)
     if tree.resolve("state/cluster.yaml")[0] is None and "state/cluster.yaml" not in tree.links:
         c.add(
@@ -216,6 +238,7 @@ def load_state(tree: RepoTree) -> State:
         if rf is not None:
             c.units(path, rpos, "units", rf.units)
             c.files(path, rpos, rf.files)
+            _check_role_size(c, path, rf)
             roles[role] = rf
 
     nodes: dict[str, NodeFile] = {}

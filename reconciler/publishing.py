@@ -1,0 +1,121 @@
+"""Moving the desired revision: the one code path of ``swarmkeeper publish`` and the webhook.
+
+``publish_revision`` is the only writer of ``<prefix>/desired/revision``. Before it writes it
+checks, in this order, what every caller must get the same way:
+
+1. the commit's ``state/cluster.yaml`` prefix is the etcd prefix in use (a commit for one
+   cluster is never published to another one, and an agent rejects it the same way);
+2. the desired revision only moves forward: the commit must descend from the current one,
+   unless the operator says ``allow_rollback``, which is recorded under
+   ``<prefix>/desired/rollbacks/<when>`` (who, when, from, to) in the same transaction;
+3. the write is a compare-and-put on the revision it read, so two publishers racing cannot
+   silently overwrite each other.
+
+A webhook delivery id is claimed (on a lease, so ids expire) in the same step, right before
+the write: a replayed delivery is refused even when its commit would still be a descendant.
+Validation (``load_state``) happens before, in the caller, on the same tree the agents read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from reconciler import keys
+from reconciler.errors import SwarmkeeperError
+from reconciler.status import utcnow
+
+if TYPE_CHECKING:
+    from reconciler.desired.validate import State
+    from reconciler.etcd import Etcd
+
+# (current desired sha, new sha) -> new descends from current; None: current is unknown
+Ancestry = Callable[[str, str], bool | None]
+DELIVERY_TTL = 7 * 24 * 3600  # GitHub redelivers for days; an older replay is not a descendant
+
+
+class PublishRefused(SwarmkeeperError):
+    """The commit may not become the desired revision (wrong cluster, a rollback, a replay)."""
+
+    def __init__(self, message: str, *, replay: bool = False) -> None:
+        super().__init__(message)
+        self.replay = replay
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    revision: str
+    previous: str  # "" when nothing was published before
+    rollback: bool = False  # moved backwards, with allow_rollback
+
+    @property
+    def changed(self) -> bool:
+        return self.previous != self.revision
+
+
+def prefix_mismatch(state: State, prefix: str) -> str:
+    """Why ``state`` does not belong under the etcd ``prefix`` in use; "" when it does."""
+    declared = keys.norm(state.cluster.prefix)
+    if declared == keys.norm(prefix):
+        return ""
+    return (
+        f"state/cluster.yaml: prefix is {declared}, but the etcd prefix in use is "
+        f"{keys.norm(prefix)}: use --prefix {declared} or change prefix: in cluster.yaml"
+    )
+
+
+async def publish_revision(
+    etcd: Etcd,
+    prefix: str,
+    state: State,
+    *,
+    ancestry: Ancestry,
+    actor: str,
+    allow_rollback: bool = False,
+    delivery: str = "",
+) -> Published:
+    """Make the (validated) ``state``'s commit the desired revision; see the module doc."""
+    rev = str(state.tree.revision)
+    why = prefix_mismatch(state, prefix)
+    if why:
+        raise PublishRefused(why)
+    key = keys.desired_revision(prefix)
+    current = await etcd.get(key)
+    old = current.value.decode(errors="replace") if current else ""
+    rollback = False
+    if old and old != rev:
+        forward = ancestry(old, rev)
+        if not forward:
+            if not allow_rollback:
+                what = "does not descend from" if forward is False else "cannot be compared with"
+                raise PublishRefused(
+                    f"{rev[:12]} {what} the desired revision {old[:12]}"
+                    + ("" if forward is False else " (it is not in this repository: fetch)")
+                    + ": the desired revision only moves forward; pass --allow-rollback "
+                    "to go back on purpose"
+                )
+            rollback = True
+    if delivery:
+        lease = await etcd.lease(DELIVERY_TTL, keep_alive=False)
+        claim = json.dumps({"revision": rev, "at": utcnow()})
+        if not await etcd.create_if_absent(
+            keys.webhook_delivery(prefix, delivery), claim, lease=lease
+        ):
+            raise PublishRefused(f"delivery {delivery} was already handled", replay=True)
+    if old == rev:
+        return Published(rev, old)
+    also: dict[str, str] = {}
+    if rollback:
+        at = utcnow()
+        record = {"by": actor, "at": at, "from": old, "to": rev}
+        also[keys.desired_rollback(prefix, at)] = json.dumps(record)
+    written = await etcd.compare_and_put(
+        key, rev, mod_revision=current.mod_revision if current else 0, also=also
+    )
+    if not written:
+        raise PublishRefused(
+            f"the desired revision of {keys.norm(prefix)} changed while publishing: run again"
+        )
+    return Published(rev, old, rollback)
