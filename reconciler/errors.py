@@ -9,9 +9,9 @@ The tree (catch the branch that matches how you will react)::
     ├── TransientError        the world is briefly unavailable: retried with backoff
     │   ├── EtcdUnavailable   no etcd endpoint answered
     │   ├── LeaseNotFound     a write named an expired lease: grant a new one, retry
-    │   ├── NodeBusy          another process is applying on this node (its apply.lock)
     │   ├── NodeFault         the node cannot carry out the plan (ENOSPC, EIO, EACCES, a
-    │   │                     busy lock): degraded, retried, the rollout is not halted
+    │   │   │                 busy lock): degraded, retried, the rollout is not halted
+    │   │   └── NodeBusy      another process is applying on this node (its apply.lock)
     │   └── SourceError       git fetch/read failed (remote unreachable, missing commit)
     ├── ActuatorError         touching the node failed: the pass rolls back and reports
     │   ├── SystemdError      a D-Bus call or job failed
@@ -62,16 +62,16 @@ class EtcdUnavailable(TransientError):
     """No etcd endpoint answered in time."""
 
 
-class NodeBusy(TransientError):
-    """Another process is applying on this node right now (``<state_dir>/apply.lock``)."""
-
-
 class NodeFault(TransientError):
     """The node cannot carry out the plan right now: ENOSPC, EIO, EACCES, a busy lock.
 
     Not the revision's fault: the node reports ``degraded``, backs off and retries, and the
     rollout is not halted (no ``rollout/failed``).
     """
+
+
+class NodeBusy(NodeFault):
+    """Another process is applying on this node right now (``<state_dir>/apply.lock``)."""
 
 
 class EtcdError(SwarmkeeperError):

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import log
 from reconciler.apply import Outcome
-from reconciler.errors import InvalidDesiredState, SourceError, SwarmkeeperError, TransientError
+from reconciler.errors import (
+    InvalidDesiredState,
+    NodeFault,
+    SourceError,
+    SwarmkeeperError,
+    TransientError,
+)
 from reconciler.models import NodeFacts, NodeSpec, Role
 from reconciler.status import NodeState, NodeStatus, utcnow
 
@@ -85,7 +91,7 @@ class PassResult:
     result: ApplyResult | None = None
     rejection: Rejection | None = None
     new_revision: bool = False  # this pass moved (or tried to move) to another revision
-    error_kind: str = ""  # "git" | "etcd" | "systemd" for metrics
+    error_kind: str = ""  # "git" | "etcd" | "systemd" | "node" for metrics
     slot: Slot | None = None  # held rollout slot: release after the final status is written
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
 
@@ -258,7 +264,14 @@ async def _run_pass(
     else:
         await write_status(applying)
     t0 = time.perf_counter()
-    result = await engine.apply(spec)
+    try:
+        result = await engine.apply(spec)
+    except NodeFault as e:
+        # the node, not the revision: no rollback, no rollout/failed; the slot is released
+        # with this status and the agent backs off and comes again
+        st = _with(base, state=NodeState.DEGRADED, error=f"node: {e}")
+        return PassResult(st, retry=True, rejection=rejection, new_revision=new_revision,
+                          slot=slot, error_kind="node")  # fmt: skip
     timings["apply"] = time.perf_counter() - t0
     logger.info("applied", outcome=str(result.outcome), actions=len(result.actions),
                 drift=result.drift, seconds=round(time.perf_counter() - t0, 3))  # fmt: skip

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from reconciler.actuators.files import Staged, stage
+from reconciler.actuators.files import Staged, node_fault, stage
 from reconciler.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Pending
-from reconciler.errors import ActuatorError, NodeBusy
+from reconciler.errors import ActuatorError, NodeBusy, SwarmkeeperError
 from reconciler.models import OnChange, Revision, UnitName
 
 FILENAME = "inventory.json"
@@ -224,10 +224,14 @@ class InventoryStore:
         try:
             return stage(self.path, dumps(inv), 0o600)
         except OSError as e:
-            raise ActuatorError(f"{self.path}: cannot save the inventory: {e}") from e
+            raise self._unsaved(e) from e
 
     def commit(self, staged: Staged) -> None:
         try:
             staged.commit()
         except OSError as e:
-            raise ActuatorError(f"{self.path}: cannot save the inventory: {e}") from e
+            raise self._unsaved(e) from e
+
+    def _unsaved(self, e: OSError) -> SwarmkeeperError:
+        what = f"{self.path}: cannot save the inventory"
+        return node_fault(e, what) or ActuatorError(f"{what}: {e}")

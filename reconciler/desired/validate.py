@@ -131,7 +131,8 @@ class _Checker:
 
     def files(self, path: str, pos: Positions, entries: list[FileEntry]) -> None:
         seen: dict[str, int] = {}
-        for i, f in enumerate(entries):
+        # a file above another one in the list is found when the lower one comes first, too
+        for i, f in sorted(enumerate(entries), key=lambda e: e[1].path.count("/")):
             line = pos.line(("files", i))
             if f.path == ENV_PATH:
                 self.add(
@@ -144,6 +145,12 @@ class _Checker:
                     f"file {f.path} listed twice (first at line {seen[f.path]}): remove one",
                 )
             seen[f.path] = line
+            if f.path in _parents(ENV_PATH):
+                self.add(path, line, f"{f.path} is a directory of {ENV_PATH}: pick another path")
+            for parent in _parents(f.path):
+                if parent == ENV_PATH or parent in seen:
+                    self.add(path, line, f"file {f.path} lies under the file {parent}: one "
+                             "path cannot be both a file and a directory")  # fmt: skip
             if f.source is not None:
                 real, why = self.tree.resolve(f.source)
                 if real is None:
@@ -155,6 +162,12 @@ class _Checker:
                     self.add(path, pos.line(("files", i, "source")), f"source {why}: {fix}")
                 elif len(self.tree.files[real]) > MAX_FILE_BYTES:
                     self.add(f.source, 0, f"file is larger than {MAX_FILE_BYTES} bytes")
+
+
+def _parents(p: str) -> list[str]:
+    """``/a/b/c`` -> ``/a``, ``/a/b``."""
+    parts = p.split("/")[1:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def template_of(name: str) -> str:
