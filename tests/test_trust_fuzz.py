@@ -31,7 +31,9 @@ UNIT = b"[Service]\nExecStart=/bin/true\n"
 ODD_TEXT = st.text(
     alphabet=st.sampled_from(["a", "b", ".", "/", "\x00", "é", "-", "@", " ", "\n"]), max_size=12
 )
-NAME = st.text(alphabet=st.sampled_from(["a", "b", "é", "-", ".", "_", "1"]), min_size=1, max_size=8)
+NAME = st.text(
+    alphabet=st.sampled_from(["a", "b", "é", "-", ".", "_", "1"]), min_size=1, max_size=8
+)
 GOOD_COMPONENT = st.one_of(
     NAME, NAME, NAME,
     st.integers(235, 241).map(lambda n: "x" * n),  # at the limit
@@ -96,7 +98,9 @@ def trees(draw: st.DrawFn) -> dict[str, bytes]:
         out[where] += (key % draw(BIG_INT)).encode()
     if draw(st.integers(0, 8)) == 5:  # deep nesting
         depth = draw(st.integers(1, 200))
-        out["state/nodes/node-1.yaml"] = ("labels: {a: " + "[" * depth + "]" * depth + "}\n").encode()
+        out["state/nodes/node-1.yaml"] = (
+            "labels: {a: " + "[" * depth + "]" * depth + "}\n"
+        ).encode()
     return out
 
 

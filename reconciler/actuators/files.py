@@ -35,8 +35,11 @@ NODE_ERRNOS = frozenset(
 def node_fault(e: OSError, what: str) -> NodeFault | None:
     """A ``NodeFault`` for an OSError the node is to blame for, else None."""
     if e.errno in NODE_ERRNOS:
-        return NodeFault(f"{what}: {e.strerror or e} (errno {errno.errorcode.get(e.errno or 0, e.errno)})")
+        return NodeFault(
+            f"{what}: {e.strerror or e} (errno {errno.errorcode.get(e.errno or 0, e.errno)})"
+        )
     return None
+
 
 # A file changed this shortly before we hashed it may change again within the same
 # timestamp tick, unseen; 2 s covers filesystems with one-second timestamps.
