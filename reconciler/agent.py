@@ -25,7 +25,7 @@ import contextlib
 import json
 import signal
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ from reconciler import keys, log
 from reconciler.agent_report import Reporting
 from reconciler.control import Control
 from reconciler.errors import SwarmkeeperError, TransientError
+from reconciler.filespolicy import FilesPolicy
 from reconciler.metrics import Metrics
 from reconciler.models import NodeFacts, NodeName, Role
 from reconciler.pass_events import PassEvents
@@ -69,6 +70,7 @@ class AgentSettings:
     gnupg_home: Path | None = None
     webhook_secret: bytes | None = None
     docker: str = ""  # unix:///var/run/docker.sock: manage swarm membership ("" = off)
+    files_policy: FilesPolicy = field(default_factory=FilesPolicy)  # the node's, not git's
 
 
 class Agent(Reporting):
@@ -82,7 +84,8 @@ class Agent(Reporting):
         self.facts = NodeFacts(NodeName(s.node), s.role, s.address, s.etcd)
         self.source = GitSource(s.repo, s.branch, s.state_dir / "git")
         self.renderer = Renderer(self.source, self.facts, allowed_signers=s.allowed_signers,
-                                 gnupg_home=s.gnupg_home, prefix=self.prefix)  # fmt: skip
+                                 gnupg_home=s.gnupg_home, prefix=self.prefix,
+                                 files_policy=s.files_policy)  # fmt: skip
         self.queue = WorkQueue()
         self.metrics = Metrics()
         self.log = log.get("swarmkeeper.agent").bind(node=s.node)
@@ -281,6 +284,9 @@ class Agent(Reporting):
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop_event.set)
+        from reconciler.nodeid import ensure_sole_agent
+
+        await ensure_sole_agent(self.etcd, self.prefix, self.s.node)
         runner = None
         try:
             async with asyncio.TaskGroup() as tg:

@@ -35,6 +35,7 @@ from reconciler.status import NodeState, NodeStatus, utcnow
 
 if TYPE_CHECKING:
     from reconciler.apply import ApplyResult, Engine
+    from reconciler.filespolicy import FilesPolicy
     from reconciler.rollout import Slot
     from reconciler.source import GitSource
 
@@ -127,7 +128,11 @@ class Renderer:
         allowed_signers: Path | None = None,
         gnupg_home: Path | None = None,
         prefix: str = "",
+        files_policy: FilesPolicy | None = None,
     ) -> None:
+        from reconciler.filespolicy import FilesPolicy
+
+        self.files_policy = files_policy or FilesPolicy()  # the node's, never the commit's
         self.source = source
         self.facts = facts
         self.prefix = prefix  # the etcd prefix in use: a commit for another one is rejected
@@ -150,6 +155,7 @@ class Renderer:
         return out
 
     def _render(self, revision: str) -> NodeSpec | Rejection:
+        from reconciler import filespolicy
         from reconciler.desired import load_state, render_state
         from reconciler.publishing import prefix_mismatch
 
@@ -164,6 +170,10 @@ class Renderer:
             if self.prefix and prefix_mismatch(state, self.prefix):
                 return Rejection(revision, (prefix_mismatch(state, self.prefix),))
             spec = render_state(state, self.facts)
+            refused = filespolicy.check(self.files_policy, spec.files,
+                                   state.file_lines.get(spec.role.value, {}), spec.env_path)  # fmt: skip
+            if refused:
+                raise InvalidDesiredState(refused)
         except InvalidDesiredState as e:
             return Rejection(revision, tuple(str(p) for p in e.problems))
         # swarm membership: once state/nodes lists nodes, that list is the membership (a node

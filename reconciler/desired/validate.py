@@ -9,7 +9,7 @@ exist, nodes only remove units their role has, nothing is listed twice) live her
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import pydantic
@@ -47,6 +47,8 @@ class State:
     cluster: ClusterFile
     roles: dict[str, RoleFile]
     nodes: dict[str, NodeFile]
+    # role -> file path -> (state file, line) of its entry, for node-side policy problems
+    file_lines: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)
 
 
 class _Checker:
@@ -236,6 +238,7 @@ def load_state(tree: RepoTree) -> State:
             )
 
     roles: dict[str, RoleFile] = {}
+    file_lines: dict[str, dict[str, tuple[str, int]]] = {}
     for name in tree.listdir("state/roles"):
         role = name.rsplit(".", 1)[0]
         if role not in ROLES:
@@ -253,6 +256,7 @@ def load_state(tree: RepoTree) -> State:
             c.files(path, rpos, rf.files)
             _check_role_size(c, path, rf)
             roles[role] = rf
+            file_lines[role] = {f.path: (path, rpos.line(("files", i))) for i, f in enumerate(rf.files)}
 
     nodes: dict[str, NodeFile] = {}
     for name in tree.listdir("state/nodes"):
@@ -274,7 +278,7 @@ def load_state(tree: RepoTree) -> State:
     if c.problems:
         raise InvalidDesiredState(c.problems)
     assert cluster is not None  # no problems means cluster.yaml was valid
-    return State(tree=tree, cluster=cluster, roles=roles, nodes=nodes)
+    return State(tree=tree, cluster=cluster, roles=roles, nodes=nodes, file_lines=file_lines)
 
 
 def _check_node(
