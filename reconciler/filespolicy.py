@@ -38,9 +38,7 @@ class FilesPolicy:
     allowed_modes: frozenset[ModeBit] = frozenset()
 
     def allows_path(self, path: str) -> bool:
-        return any(
-            path.startswith(a) if a.endswith("/") else path == a for a in self.allowed_paths
-        )
+        return any(path.startswith(a) if a.endswith("/") else path == a for a in self.allowed_paths)
 
     def refused_bits(self, mode: int) -> list[ModeBit]:
         return [b for b, bit in _BITS.items() if mode & bit and b not in self.allowed_modes]

@@ -51,7 +51,7 @@ def node_manager() -> Iterator[UserManager]:
         shutil.rmtree(short, ignore_errors=True)
 
 
-def test_a_commit_for_another_prefix_or_outside_the_files_policy_is_rejected(
+def test_a_hostile_commit_is_rejected_and_the_agent_lives(
     etcd_server: EtcdServer, make_cluster: Callable[..., Cluster]
 ) -> None:
     c = make_cluster(etcd_server.endpoint, {"p1": "worker"},
@@ -59,6 +59,13 @@ def test_a_commit_for_another_prefix_or_outside_the_files_policy_is_rejected(
     good = c.publish_head()
     cluster_yaml = "name: t\nmanagers: 1\n"
     cases = [
+        # commits that once passed validation and then killed every agent in a loop
+        ({"state/roles/worker.yaml": 'units: [a.service]\nfiles:\n  - {path: "/opt/app/a\\0b", content: x}\n'},
+         "state/roles/worker.yaml:3: files.0.path: '/opt/app/a\\x00b' contains a NUL byte"),
+        ({"state/roles/worker.yaml": "units: [a.service]\nfiles:\n  - {path: /opt/app/" + "x" * 300 + ", content: x}\n"},
+         "state/roles/worker.yaml:3: files.0.path: path component"),
+        ({"state/cluster.yaml": cluster_yaml + "rollout: {max_unavailable: " + "9" * 5000 + "}\n"},
+         "state/cluster.yaml:3: integer is too long"),
         ({"state/cluster.yaml": cluster_yaml + "prefix: /lab\n"},
          "state/cluster.yaml: prefix is /lab, but the etcd prefix in use is /swarmkeeper"),
         ({"state/roles/worker.yaml": "units: [a.service]\nfiles:\n  - {path: /etc/shadow, content: x}\n"},
@@ -76,6 +83,7 @@ def test_a_commit_for_another_prefix_or_outside_the_files_policy_is_rejected(
         assert st["revision"] == good
         problems = [str(p) for p in st["problems"]]  # type: ignore[attr-defined]
         assert any(p.startswith(expected) for p in problems), problems
+    assert c.agents["p1"].alive()  # rejected, never crashed
     root = c.agents["p1"].root
     assert not (root / "etc/shadow").exists() and not (root / "opt/app/x").exists()
     # inside the policy, the same node applies it

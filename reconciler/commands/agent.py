@@ -73,11 +73,15 @@ def _check_trust_files(args: argparse.Namespace) -> None:
         try:
             data = Path(args.allowed_signers).read_text()
         except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"--allowed-signers {args.allowed_signers}: cannot read it: {e}") from None
+            raise UsageError(
+                f"--allowed-signers {args.allowed_signers}: cannot read it: {e}"
+            ) from None
         if not any(ln.strip() and not ln.lstrip().startswith("#") for ln in data.splitlines()):
             raise UsageError(f"--allowed-signers {args.allowed_signers}: lists no signer")
     if args.gnupg_home and not Path(args.gnupg_home).is_dir():
-        raise UsageError(f"--gnupg-home {args.gnupg_home}: not a directory (a keyring the agent owns)")
+        raise UsageError(
+            f"--gnupg-home {args.gnupg_home}: not a directory (a keyring the agent owns)"
+        )
 
 
 async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, repo: str) -> int:

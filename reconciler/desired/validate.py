@@ -256,7 +256,9 @@ def load_state(tree: RepoTree) -> State:
             c.files(path, rpos, rf.files)
             _check_role_size(c, path, rf)
             roles[role] = rf
-            file_lines[role] = {f.path: (path, rpos.line(("files", i))) for i, f in enumerate(rf.files)}
+            file_lines[role] = {
+                f.path: (path, rpos.line(("files", i))) for i, f in enumerate(rf.files)
+            }
 
     nodes: dict[str, NodeFile] = {}
     for name in tree.listdir("state/nodes"):
