@@ -160,18 +160,22 @@ class Renderer:
         from reconciler.publishing import prefix_mismatch
 
         sha = self.source.ensure_commit(revision)
+        try:
+            tree = self.source.tree(sha)  # SourceError (retried) if git does not have it
+        except InvalidDesiredState as e:  # the commit itself is too big
+            return Rejection(revision, tuple(str(p) for p in e.problems))
         if self.verifying:
             why = self.source.verify(sha, self.allowed_signers, self.gnupg_home)
             if why is not None:
                 return Rejection(revision, (why,))
         try:
-            tree = self.source.tree(sha)  # SourceError (retried) if git does not have it
             state = load_state(tree)
-            if self.prefix and prefix_mismatch(state, self.prefix):
-                return Rejection(revision, (prefix_mismatch(state, self.prefix),))
+            other_cluster = prefix_mismatch(state, self.prefix) if self.prefix else ""
+            if other_cluster:
+                return Rejection(revision, (other_cluster,))
             spec = render_state(state, self.facts)
-            refused = filespolicy.check(self.files_policy, spec.files,
-                                   state.file_lines.get(spec.role.value, {}), spec.env_path)  # fmt: skip
+            lines = state.file_lines.get(spec.role.value, {})
+            refused = filespolicy.check(self.files_policy, spec.files, lines, spec.env_path)
             if refused:
                 raise InvalidDesiredState(refused)
         except InvalidDesiredState as e:

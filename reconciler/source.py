@@ -234,6 +234,8 @@ class GitSource:
         (``gnupg_home``), never the user's ``~/.gnupg``; anything else is refused.
         """
         raw = self._git("-C", str(self.dir), "cat-file", "commit", rev, check=False)
+        if raw.returncode != 0:  # not fetched (yet): not a verdict on the commit
+            raise SourceError(f"revision {rev[:12]} is not in {self.url}")
         kind = signature_kind(raw.stdout)
         if kind is None:
             return f"commit {rev[:12]} is not signed"
