@@ -54,8 +54,7 @@ def node_manager() -> Iterator[UserManager]:
 def test_a_hostile_commit_is_rejected_and_the_agent_lives(
     etcd_server: EtcdServer, make_cluster: Callable[..., Cluster]
 ) -> None:
-    c = make_cluster(etcd_server.endpoint, {"p1": "worker"},
-                     extra=["--files-allow-paths", "/opt/app/,/etc/motd"])  # fmt: skip
+    c = make_cluster(etcd_server.endpoint, {"p1": "worker"})  # the default files policy
     good = c.publish_head()
     cluster_yaml = "name: t\nmanagers: 1\n"
     cases = [
