@@ -237,7 +237,6 @@ class Agent(Reporting):
     async def publish(self, after: str, delivery: str) -> list[str]:
         """The webhook's push: ``after`` must be the branch head in the remote; then the one
         publish path. Returns the commit's problems if invalid; raises PublishRefused."""
-        from reconciler.desired import load_state
         from reconciler.errors import InvalidDesiredState
         from reconciler.publishing import PublishRefused, publish_revision
         from reconciler.source import is_ancestor
@@ -250,15 +249,12 @@ class Agent(Reporting):
                     f"(the head is {head[:12]}): refusing it"
                 )
             tree = await asyncio.to_thread(self.source.tree, head)
-            state = await asyncio.to_thread(load_state, tree)
+            await publish_revision(
+                self.etcd, self.prefix, tree, actor=f"webhook@{self.s.node}", delivery=delivery,
+                ancestry=lambda old, new: is_ancestor(self.source.dir, old, new),
+            )  # fmt: skip
         except InvalidDesiredState as e:
             return [str(p) for p in e.problems]
-        except TransientError as e:
-            return [f"{after}: {e}"]
-        await publish_revision(
-            self.etcd, self.prefix, state, actor=f"webhook@{self.s.node}", delivery=delivery,
-            ancestry=lambda old, new: is_ancestor(self.source.dir, old, new),
-        )  # fmt: skip
         return []
 
     def health(self) -> dict[str, Any]:

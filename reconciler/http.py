@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from reconciler.errors import TransientError
 from reconciler.metrics import Metrics
 from reconciler.publishing import PublishRefused
 
@@ -107,6 +108,8 @@ def make_app(
                 return web.json_response(
                     {"refused": after, "error": str(e)}, status=409 if e.replay else 422
                 )
+            except TransientError as e:  # etcd or git away: the sender retries later
+                return web.json_response({"error": str(e)}, status=503)
             if problems:
                 return web.json_response({"rejected": after, "problems": problems}, status=422)
             return web.json_response({"published": after, "at": time.time()})

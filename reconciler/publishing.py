@@ -11,13 +11,15 @@ checks, in this order, what every caller must get the same way:
 3. the write is a compare-and-put on the revision it read, so two publishers racing cannot
    silently overwrite each other.
 
-A webhook delivery id is claimed (on a lease, so ids expire) in the same step, right before
-the write: a replayed delivery is refused even when its commit would still be a descendant.
-Validation (``load_state``) happens before, in the caller, on the same tree the agents read.
+Before all of that the tree is validated exactly as every agent will (``load_state``: a bad
+commit raises ``InvalidDesiredState`` with every problem). A webhook delivery id is claimed
+(on a lease, so ids expire) right before the write: a replayed delivery is refused even when
+its commit would still be a descendant.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from reconciler.errors import SwarmkeeperError
 from reconciler.status import utcnow
 
 if TYPE_CHECKING:
+    from reconciler.desired.tree import RepoTree
     from reconciler.desired.validate import State
     from reconciler.etcd import Etcd
 
@@ -69,15 +72,18 @@ def prefix_mismatch(state: State, prefix: str) -> str:
 async def publish_revision(
     etcd: Etcd,
     prefix: str,
-    state: State,
+    tree: RepoTree,
     *,
     ancestry: Ancestry,
     actor: str,
     allow_rollback: bool = False,
     delivery: str = "",
 ) -> Published:
-    """Make the (validated) ``state``'s commit the desired revision; see the module doc."""
-    rev = str(state.tree.revision)
+    """Validate ``tree`` and make its commit the desired revision; see the module doc."""
+    from reconciler.desired import load_state
+
+    state = await asyncio.to_thread(load_state, tree)  # InvalidDesiredState: every problem
+    rev = str(tree.revision)
     why = prefix_mismatch(state, prefix)
     if why:
         raise PublishRefused(why)

@@ -256,3 +256,21 @@ async def test_slow_clients_are_dropped_and_connections_limited() -> None:
             assert r.status == 200
     finally:
         await runner.cleanup()
+
+
+async def test_an_outage_behind_the_webhook_is_a_503_to_retry() -> None:
+    from reconciler.errors import EtcdUnavailable
+
+    async def down(rev: str, delivery: str) -> list[str]:
+        raise EtcdUnavailable("no etcd endpoint answered")
+
+    app = make_app(Metrics(), lambda: {"ok": True}, webhook_secret=SECRET, publish=down)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        body = push()
+        url = f"http://127.0.0.1:{server.port}/hooks/git"
+        async with aiohttp.ClientSession() as s, s.post(url, data=body, headers=github(body)) as r:
+            assert r.status == 503 and "no etcd endpoint" in (await r.json())["error"]
+    finally:
+        await server.close()

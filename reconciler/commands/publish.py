@@ -53,12 +53,12 @@ def run(args: argparse.Namespace) -> int:
     rev = tree.revision
     if len(rev) != 40:
         raise UsageError(f"{args.rev!r} did not resolve to a commit (got {rev!r})")
-    state = load_state(tree)  # raises InvalidDesiredState with every problem
+    load_state(tree)  # every problem before etcd is even asked (publish_revision checks too)
     prefix = prefix_of(args)  # the etcd prefix in use, never guessed from the commit
 
     async def body(etcd: Etcd) -> int:
         done = await publish_revision(
-            etcd, prefix, state, actor=operator(), allow_rollback=args.allow_rollback,
+            etcd, prefix, tree, actor=operator(), allow_rollback=args.allow_rollback,
             ancestry=lambda old, new: is_ancestor(args.repo, old, new),
         )  # fmt: skip
         if not done.changed:
