@@ -158,6 +158,31 @@ def test_a_full_disk_degrades_the_node_only_and_it_converges_once_space_is_freed
         agent.stop()
 
 
+def test_a_busy_apply_lock_is_a_node_fault_not_a_failed_rollout(
+    etcd_server: EtcdServer, make_cluster: Callable[..., Cluster]
+) -> None:
+    import fcntl
+
+    c = make_cluster(etcd_server.endpoint, {"b1": "worker"})
+    good = c.publish_head()
+    lock = c.agents["b1"].state_dir / "apply.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as an operator's `swarmkeeper apply` would
+        os.pwrite(fd, b"4242\n", 0)
+        rev = c.repo.commit({"units/a.service": SLEEP + "Environment=BUSY=1\n"}, "while busy")
+        publish(c.endpoints, rev)
+        c.wait(
+            lambda s: s["state"] == "degraded" and "pid 4242" in str(s["error"]), "busy reported"
+        )
+        assert c.status()["b1"]["revision"] == good
+        assert _get(c.endpoints, f"{PREFIX}/rollout/failed") == ""
+    finally:
+        os.close(fd)  # the "operator" is done: the next retry goes through
+    c.converged_on(rev, timeout=60)
+    assert _get(c.endpoints, f"{PREFIX}/rollout/failed") == ""
+
+
 def test_a_second_agent_for_the_same_node_refuses_to_start(
     etcd_server: EtcdServer, node_manager: UserManager, tmp_path: Path
 ) -> None:
