@@ -14,7 +14,8 @@ Named tasks in one TaskGroup:
 - ``http``, ``notify``, ``services``: /healthz + /metrics + webhook; notifications;
   health-checked service registration.
 
-SIGTERM/SIGINT cancel the tasks (a pass in flight is abandoned between actions; the
+Before any task starts, the agent makes sure no live agent already runs this node
+(``reconciler.nodeid``). SIGTERM/SIGINT cancel the tasks (a pass in flight is abandoned between actions; the
 engine's pending marker makes the next run finish it), revoke the lease, and exit 0.
 """
 
