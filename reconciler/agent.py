@@ -15,8 +15,9 @@ Named tasks in one TaskGroup:
   health-checked service registration.
 
 Before any task starts, the agent makes sure no live agent already runs this node
-(``reconciler.nodeid``). SIGTERM/SIGINT cancel the tasks (a pass in flight is abandoned between actions; the
-engine's pending marker makes the next run finish it), revoke the lease, and exit 0.
+(``reconciler.nodeid``). SIGTERM/SIGINT cancel the tasks (a pass in flight is abandoned
+between actions; the engine's pending marker makes the next run finish it), revoke the
+lease, and exit 0.
 """
 
 from __future__ import annotations
