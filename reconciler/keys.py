@@ -139,10 +139,6 @@ def swarm_node(prefix: str, node: str) -> str:
     return f"{norm(prefix)}/swarm/nodes/{_node(node)}"
 
 
-def swarm_nodes_prefix(prefix: str) -> str:
-    return f"{norm(prefix)}/swarm/nodes/"
-
-
 def swarm_managers(prefix: str) -> str:
     """JSON list of reachable managers' ``ip:2377``, leader first (written by the leader)."""
     return f"{norm(prefix)}/swarm/managers"

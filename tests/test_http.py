@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from reconciler.http import make_app
-from reconciler.metrics import Metrics
+from reconciler.agent.http import make_app
+from reconciler.agent.metrics import Metrics
 from reconciler.publishing import PublishRefused
 
 SECRET = b"s3cret"
@@ -230,7 +230,7 @@ async def _slow_client(port: int, every: float) -> float:
 
 
 async def test_slow_clients_are_dropped_and_connections_limited() -> None:
-    from reconciler.http import serve
+    from reconciler.agent.http import serve
 
     app = make_app(Metrics(), lambda: {"ok": True}, webhook_secret=SECRET, publish=Publisher(),
                    body_timeout=1.0)  # fmt: skip

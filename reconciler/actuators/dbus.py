@@ -6,7 +6,7 @@ Three quirks live here so ``systemd.py`` can speak plain method calls:
 * systemd 252's private socket stalls when the first D-Bus message arrives in the same read as
   the SASL ``BEGIN`` line, and dbus-fast sends them back to back. ``SystemdBus`` waits until the
   kernel says the peer has consumed everything we sent (``TIOCOUTQ`` == 0) before the first
-  message, which cures the hang (see ../../shared/field-notes.md);
+  message, which cures the hang;
 * on the private socket there is no bus daemon: ``Hello()`` gets an error reply and signals come
   without ``AddMatch``; on a real bus, ``AddMatch`` is needed for every signal we want.
 """
@@ -89,8 +89,9 @@ def resolve_endpoint(
     env = os.environ if environ is None else environ
     if scope is Scope.SYSTEM:
         addr = address or f"unix:path={SYSTEM_BUS_SOCKET}"
-        return Endpoint(addr, _socket_path(addr).endswith("/systemd/private"),
-                        unit_dir or SYSTEM_UNIT_DIR)
+        return Endpoint(
+            addr, _socket_path(addr).endswith("/systemd/private"), unit_dir or SYSTEM_UNIT_DIR
+        )
     if unit_dir is None:
         if home is not None:
             unit_dir = Path(home) / ".config/systemd/user"
@@ -101,7 +102,11 @@ def resolve_endpoint(
         else:
             raise SystemdError("user scope: cannot find the unit dir (no HOME, no XDG_CONFIG_HOME)")
     if address is None:
-        rt = runtime_dir or env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid() if uid is None else uid}"
+        rt = (
+            runtime_dir
+            or env.get("XDG_RUNTIME_DIR")
+            or f"/run/user/{os.getuid() if uid is None else uid}"
+        )
         bus = Path(rt) / "bus"
         address = f"unix:path={bus}" if _is_socket(bus) else f"unix:path={rt}/systemd/private"
     return Endpoint(address, _socket_path(address).endswith("/systemd/private"), unit_dir)
@@ -189,7 +194,9 @@ async def open_bus(endpoint: Endpoint, timeout: float = CONNECT_TIMEOUT) -> Mess
         raise
     except TimeoutError:
         # connect() closed the socket itself when the timeout cancelled it
-        raise SystemdError(f"connecting to {endpoint.address} timed out after {timeout:g}s") from None
+        raise SystemdError(
+            f"connecting to {endpoint.address} timed out after {timeout:g}s"
+        ) from None
     except Exception as e:  # dbus-fast raises OSError, AuthError, DBusError, ...
         raise SystemdError(f"cannot connect to {endpoint.address}: {e}") from None
     return bus
@@ -218,8 +225,14 @@ async def call(
     """One method call; error replies raise CallFailed, a lost connection SystemdError."""
     if not bus.connected:
         raise SystemdError(f"{member}: D-Bus connection closed")
-    msg = Message(destination=destination, path=path, interface=interface, member=member,
-                  signature=signature, body=body or [])
+    msg = Message(
+        destination=destination,
+        path=path,
+        interface=interface,
+        member=member,
+        signature=signature,
+        body=body or [],
+    )
     try:
         reply = await bus.call(msg)
     except Exception as e:  # EOFError/OSError/... when the connection went away
@@ -233,5 +246,12 @@ async def call(
 
 
 async def add_match(bus: MessageBus, rule: str) -> None:
-    await call(bus, destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-               interface="org.freedesktop.DBus", member="AddMatch", signature="s", body=[rule])
+    await call(
+        bus,
+        destination="org.freedesktop.DBus",
+        path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus",
+        member="AddMatch",
+        signature="s",
+        body=[rule],
+    )

@@ -1,4 +1,4 @@
-"""``swarmkeeper agent``: run the node agent until SIGTERM (see reconciler/agent.py)."""
+"""``swarmkeeper agent``: run the node agent until SIGTERM (see reconciler/agent/agent.py)."""
 
 from __future__ import annotations
 
@@ -87,8 +87,8 @@ def _check_trust_files(args: argparse.Namespace) -> None:
 async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, repo: str) -> int:
     from pathlib import Path
 
-    from reconciler.agent import Agent, AgentSettings
-    from reconciler.apply import Engine
+    from reconciler.agent.agent import Agent, AgentSettings
+    from reconciler.apply.engine import Engine
     from reconciler.commands._etcd import open_etcd
     from reconciler.config import Config
 

@@ -25,7 +25,7 @@ from reconciler.commands._etcd import (
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 NAME = "publish"
 HELP = "validate a commit of the state repo and publish it as the desired revision"
@@ -38,9 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("SWARMKEEPER_REPO", "."),
         help="the state repository (default: current directory)",
     )
-    p.add_argument("--allow-rollback", action="store_true",
-                   help="allow a commit that does not descend from the desired revision "
-                   "(recorded in etcd: who, when, from, to)")  # fmt: skip
+    p.add_argument(
+        "--allow-rollback",
+        action="store_true",
+        help="allow a commit that does not descend from the desired revision "
+        "(recorded in etcd: who, when, from, to)",
+    )
     add_etcd_options(p, prefix_default=None)
 
 
