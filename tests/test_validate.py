@@ -146,6 +146,8 @@ CASES: list[tuple[str, dict[str, bytes | None], list[str]]] = [
      ["state/roles/manager.yaml:2: files: List should have at most 1000 items after validation, not 1001"]),
     ("NUL in a path", {M: U + b'files:\n  - {path: "/etc/a\\0b", content: x}\n'},
      ["state/roles/manager.yaml:3: files.0.path: '/etc/a\\x00b' contains a NUL byte: remove it"]),
+    ("newline in a path", {M: U + b'files:\n  - {path: "/etc/a\\nb", content: x}\n'},
+     ["state/roles/manager.yaml:3: files.0.path: '/etc/a\\nb' contains a control character (a newline, a tab...): remove it"]),
     ("path component past NAME_MAX", {M: U + b"files:\n  - {path: /etc/" + b"x" * 242 + b", content: x}\n"},
      [f"state/roles/manager.yaml:3: files.0.path: path component {'x' * 40!r}... is 242 bytes long: at most 241 (its temp file must fit in 255)"]),
     ("component long in bytes", {M: U + "files:\n  - {{path: /etc/{}, content: x}}\n".format("é" * 121).encode()},

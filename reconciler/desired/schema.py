@@ -90,6 +90,8 @@ def check_unit_name(name: str) -> str:
 def check_abs_path(p: str) -> str:
     if "\x00" in p:
         raise ValueError(f"{p!r} contains a NUL byte: remove it")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in p):
+        raise ValueError(f"{p!r} contains a control character (a newline, a tab...): remove it")
     size = len(p.encode())
     if size > MAX_PATH_BYTES:
         raise ValueError(f"path {p[:40]!r}... is {size} bytes long: at most {MAX_PATH_BYTES}")

@@ -57,7 +57,9 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def add(self, path: str, line: int, message: str) -> None:
-        self.problems.append(Problem(path, line, message))
+        # a name may hold any character; a problem stays on one line
+        one_line = message.replace("\r", "\\r").replace("\n", "\\n")
+        self.problems.append(Problem(path, line, one_line))
 
     def read(self, path: str) -> bytes | None:
         real, why = self.tree.resolve(path)
