@@ -73,16 +73,29 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 Settle = Annotated[float, BeforeValidator(parse_settle)]
 
 
+_DROPIN_RE = re.compile(r"^[A-Za-z0-9:_.\\-]+\.conf$")
+
+
 def check_unit_name(name: str) -> str:
-    if len(name.encode()) > MAX_NAME_BYTES:
-        raise ValueError(
-            f"unit name {name[:40]!r}... is {len(name.encode())} bytes long: at most "
-            f"{MAX_NAME_BYTES} (its temp file must fit in {NAME_MAX})"
-        )
+    for part in name.split("/"):  # a unit, or a drop-in's directory and file
+        if len(part.encode()) > MAX_NAME_BYTES:
+            raise ValueError(
+                f"unit name {part[:40]!r}... is {len(part.encode())} bytes long: at most "
+                f"{MAX_NAME_BYTES} (its temp file must fit in {NAME_MAX})"
+            )
+    unit, sep, conf = name.partition(".d/")
+    if sep:  # a drop-in: units/<unit>.d/<name>.conf
+        if not _UNIT_RE.match(unit) or not _DROPIN_RE.match(conf) or ".." in conf:
+            raise ValueError(
+                f"{name!r} is not a valid drop-in: write <unit>.d/<name>.conf, e.g. "
+                "docker.service.d/10-flags.conf"
+            )
+        return name
     if not _UNIT_RE.match(name) or ".." in name:
         raise ValueError(
             f"{name!r} is not a valid systemd unit name: use letters, digits and ':_.-@', "
-            f"no '/', ending in .{', .'.join(UNIT_SUFFIXES[:3])} or another unit suffix"
+            f"no '/', ending in .{', .'.join(UNIT_SUFFIXES[:3])} or another unit suffix "
+            "(or a drop-in <unit>.d/<name>.conf)"
         )
     return name
 
