@@ -47,6 +47,19 @@ def webhook_delivery(prefix: str, delivery: str) -> str:
     return f"{norm(prefix)}/webhook/deliveries/{delivery}"
 
 
+def revisions_prefix(prefix: str) -> str:
+    """Where revision artifacts live, one sub-prefix per commit."""
+    return f"{norm(prefix)}/revisions/"
+
+
+def revision_artifact(prefix: str, sha: str) -> str:
+    """One commit's artifact: ``meta`` (JSON), ``commit`` (raw object), ``chunks/NNNN``.
+    Nodes read all of it with one range request over this prefix."""
+    if not sha or any(c not in "0123456789abcdef" for c in sha):
+        raise ValueError(f"invalid commit sha {sha!r}")
+    return f"{norm(prefix)}/revisions/{sha}/"
+
+
 # -- nodes ---------------------------------------------------------------------------
 
 

@@ -8,8 +8,10 @@ checks, in this order, what every caller must get the same way:
 2. the desired revision only moves forward: the commit must descend from the current one,
    unless the operator says ``allow_rollback``, which is recorded under
    ``<prefix>/desired/rollbacks/<when>`` (who, when, from, to) in the same transaction;
-3. the write is a compare-and-put on the revision it read, so two publishers racing cannot
-   silently overwrite each other.
+3. the write is one transaction that compares the revision it read (two publishers racing
+   cannot silently overwrite each other), stores the commit's revision artifact
+   (``reconciler.artifact_store``: nodes render from it without git) and moves
+   ``desired/revision``.
 
 Before all of that the tree is validated exactly as every agent will (``load_state``: a bad
 commit raises ``InvalidDesiredState`` with every problem). A webhook delivery id is claimed
@@ -23,9 +25,13 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aetcd import rpc
+
 from reconciler import keys
+from reconciler.artifact_store import DEFAULT_KEEP, publish_commit
 from reconciler.errors import SwarmkeeperError
 from reconciler.status import utcnow
 
@@ -52,6 +58,7 @@ class Published:
     revision: str
     previous: str  # "" when nothing was published before
     rollback: bool = False  # moved backwards, with allow_rollback
+    artifact: str = ""  # what happened to the revision artifact, in words
 
     @property
     def changed(self) -> bool:
@@ -76,6 +83,8 @@ async def publish_revision(
     *,
     ancestry: Ancestry,
     actor: str,
+    repo: str | Path,
+    keep: int = DEFAULT_KEEP,
     allow_rollback: bool = False,
     delivery: str = "",
 ) -> Published:
@@ -110,18 +119,20 @@ async def publish_revision(
             keys.webhook_delivery(prefix, delivery), claim, lease=lease
         ):
             raise PublishRefused(f"delivery {delivery} was already handled", replay=True)
-    if old == rev:
-        return Published(rev, old)
     also: dict[str, str] = {}
     if rollback:
         at = utcnow()
         record = {"by": actor, "at": at, "from": old, "to": rev}
         also[keys.desired_rollback(prefix, at)] = json.dumps(record)
-    written = await etcd.compare_and_put(
-        key, rev, mod_revision=current.mod_revision if current else 0, also=also
+    unchanged = rpc.Compare(key=key.encode(), target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
+                            mod_revision=current.mod_revision if current else 0)  # fmt: skip
+    written, note = await publish_commit(
+        etcd, prefix, repo, rev, keep=keep, compare=[unchanged], also=also
     )
     if not written:
-        raise PublishRefused(
-            f"the desired revision of {keys.norm(prefix)} changed while publishing: run again"
-        )
-    return Published(rev, old, rollback)
+        now = await etcd.get(key)
+        if now is None or now.value.decode(errors="replace") != rev:  # not a lost answer
+            raise PublishRefused(
+                f"the desired revision of {keys.norm(prefix)} changed while publishing: run again"
+            )
+    return Published(rev, old, rollback, note)

@@ -49,6 +49,7 @@ from reconciler.status import NodeState, utcnow
 if TYPE_CHECKING:
     from reconciler.agent.services import ServiceRegistrar
     from reconciler.apply.engine import Engine
+    from reconciler.artifact import Artifact
     from reconciler.etcd.client import Etcd, Lease
     from reconciler.notify.hub import Notifications
     from reconciler.swarm.agent import SwarmLink
@@ -73,6 +74,7 @@ class AgentSettings:
     webhook_secret: bytes | None = None
     docker: str = ""  # unix:///var/run/docker.sock: manage swarm membership ("" = off)
     files_policy: FilesPolicy = field(default_factory=FilesPolicy)  # the node's, not git's
+    source: str = "auto"  # "auto": render from etcd's revision artifacts, git if none; "git"
 
 
 class Agent:
@@ -85,11 +87,13 @@ class Agent:
         self.prefix = keys.norm(s.prefix)
         self.facts = NodeFacts(NodeName(s.node), s.role, s.address, s.etcd)
         self.source = GitSource(s.repo, s.branch, s.state_dir / "git")
-        self.renderer = Renderer(self.source, self.facts, allowed_signers=s.allowed_signers,
-                                 gnupg_home=s.gnupg_home, prefix=self.prefix,
-                                 files_policy=s.files_policy)  # fmt: skip
         self.queue = WorkQueue()
         self.metrics = Metrics()
+        self.renderer = Renderer(self.source, self.facts, allowed_signers=s.allowed_signers,
+                                 gnupg_home=s.gnupg_home, prefix=self.prefix,
+                                 files_policy=s.files_policy,
+                                 artifacts=self._artifact if s.source == "auto" else None,
+                                 on_render=lambda src: self.metrics.renders.labels(src).inc())  # fmt: skip
         self.log = log.get("swarmkeeper.agent").bind(node=s.node)
         self.control = Control(self.prefix, s.node)  # desired revision, pause, rollout markers
         self.polled: str | None = None  # branch head, when nothing is published
@@ -195,6 +199,11 @@ class Agent:
             reasons = await self.queue.get()
             await self.reconcile(reasons)
 
+    async def _artifact(self, revision: str) -> Artifact | None:
+        from reconciler.artifact_store import read
+
+        return await read(self.etcd, self.prefix, revision)
+
     # -- one pass ------------------------------------------------------------------------
 
     async def reconcile(self, reasons: frozenset[str]) -> PassResult | None:
@@ -278,6 +287,7 @@ class Agent:
             tree = await asyncio.to_thread(self.source.tree, head)
             await publish_revision(
                 self.etcd, self.prefix, tree, actor=f"webhook@{self.s.node}", delivery=delivery,
+                repo=self.source.dir,  # the artifact is built from the agent's own mirror
                 ancestry=lambda old, new: is_ancestor(self.source.dir, old, new),
             )  # fmt: skip
         except InvalidDesiredState as e:

@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="etcd user (password from $SWARMKEEPER_ETCD_PASSWORD)")  # fmt: skip
     g.add_argument("--docker", default=env("SWARMKEEPER_DOCKER", ""), metavar="unix:///PATH",
                    help="manage Docker Swarm membership through this engine socket (default: off)")  # fmt: skip
+    g.add_argument("--source", choices=["auto", "git"], default=env("SWARMKEEPER_SOURCE", "auto"),
+                   help="auto: render from the revision artifacts in etcd, git when a revision has "
+                        "none (default); git: always fetch with git")  # fmt: skip
     g.add_argument("--actuator", choices=["systemd", "dry"], default=env("SWARMKEEPER_ACTUATOR", "systemd"),
                    help="dry: record actions instead of running units (benchmarks)")  # fmt: skip
 
@@ -101,6 +104,7 @@ async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, rep
         allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
         gnupg_home=Path(args.gnupg_home) if args.gnupg_home else None,
         webhook_secret=secret, docker=args.docker, files_policy=cfg.files_policy,
+        source=args.source,
     )  # fmt: skip
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     if args.actuator == "dry":

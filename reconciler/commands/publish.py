@@ -5,8 +5,11 @@ commit sha, validates that commit's tree exactly as every agent will (a bad comm
 listing every ``path:line:`` problem and publishes nothing), then hands it to the one
 publish path (``reconciler.publishing``): the commit's ``cluster.yaml`` prefix must be the
 ``--prefix`` in use, and it must descend from the current desired revision unless
-``--allow-rollback`` (which is recorded in etcd). Agents fetch the commit from their git
-remote, so push first.
+``--allow-rollback`` (which is recorded in etcd). The same transaction stores the commit's
+artifact (its state/, units/ and files/ plus the raw commit object:
+``<prefix>/revisions/<sha>/``), which agents render from without git. A commit that cannot
+travel as an artifact is still published and agents fetch it from their git remote, so
+push first.
 """
 
 from __future__ import annotations
@@ -44,6 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="allow a commit that does not descend from the desired revision "
         "(recorded in etcd: who, when, from, to)",
     )
+    p.add_argument(
+        "--keep-artifacts",
+        type=int,
+        default=5,
+        metavar="K",
+        help="revision artifacts kept in etcd, this one included (0: store none)",
+    )
     add_etcd_options(p, prefix_default=None)
 
 
@@ -52,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.publishing import publish_revision
     from reconciler.source import is_ancestor, read_tree
 
+    if args.keep_artifacts < 0:
+        raise UsageError(f"--keep-artifacts must be >= 0, not {args.keep_artifacts}")
     tree = read_tree(args.repo, args.rev)
     rev = tree.revision
     if len(rev) != 40:
@@ -62,14 +74,15 @@ def run(args: argparse.Namespace) -> int:
     async def body(etcd: Etcd) -> int:
         done = await publish_revision(
             etcd, prefix, tree, actor=operator(), allow_rollback=args.allow_rollback,
+            repo=args.repo, keep=args.keep_artifacts,
             ancestry=lambda old, new: is_ancestor(args.repo, old, new),
         )  # fmt: skip
         if not done.changed:
-            print(f"{short(rev)} was already the desired revision of {prefix}")
+            print(f"{short(rev)} was already the desired revision of {prefix} ({done.artifact})")
         else:
             was = short(done.previous) if done.previous else "none"
-            back = " (a rollback, recorded)" if done.rollback else ""
-            print(f"published {rev} to {prefix} (was {was}){back}")
+            back = ", a rollback, recorded" if done.rollback else ""
+            print(f"published {rev} to {prefix} (was {was}{back}; {done.artifact})")
         return 0
 
     return run_with_etcd(args, body)
