@@ -17,7 +17,7 @@ import tarfile
 from pathlib import Path
 
 from reconciler.desired.tree import MAX_TREE_BYTES, MAX_TREE_FILES, TRACKED_DIRS, RepoTree
-from reconciler.errors import InvalidDesiredState, Problem, SourceError, UsageError
+from reconciler.errors import InvalidDesiredState, Problem, SourceError, UnknownRevision, UsageError
 from reconciler.models import WORKTREE, Revision
 
 
@@ -54,13 +54,13 @@ def read_commit(repo: Path, rev: str) -> RepoTree:
         if out.returncode != 0:
             if not (repo / "HEAD").exists() and not (repo / ".git").exists():
                 raise UsageError(f"{repo} is not a git repository")
-            raise SourceError(f"revision {rev!r} not found in {repo}")
+            raise UnknownRevision(f"revision {rev!r} not found in {repo}")
         sha = out.stdout.decode().strip()
     arc = _run_git("-C", str(repo), "archive", "--format=tar", f"{sha}^{{commit}}")
     if arc.returncode != 0:
         err = arc.stderr.decode(errors="replace").strip()
         if "not a valid object name" in err or "not a tree object" in err:
-            raise SourceError(f"revision {rev!r} not found in {repo}")
+            raise UnknownRevision(f"revision {rev!r} not found in {repo}")
         raise SourceError(f"git archive {sha[:12]}: {err}")
     files: dict[str, bytes] = {}
     links: dict[str, str] = {}
@@ -202,7 +202,7 @@ class GitSource:
             "-C", str(self.dir), "rev-parse", "--verify", "-q", f"{rev}^{{commit}}", check=False
         )
         if out.returncode != 0:
-            raise SourceError(f"revision {rev!r} is not in {self.url}")
+            raise UnknownRevision(f"revision {rev!r} is not in {self.url}")
         return out.stdout.strip()
 
     def ensure_commit(self, rev: str) -> str:

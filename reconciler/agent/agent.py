@@ -110,6 +110,10 @@ class Agent:
                                  source=self.source, renderer=self.renderer,
                                  metrics=self.metrics, log=self.log)  # fmt: skip
 
+    def follows(self, revision: str) -> bool:
+        """Nothing is published and ``revision`` is the branch head this agent polled."""
+        return self.control.desired is None and revision == self.polled
+
     # -- state read from etcd ------------------------------------------------------------
 
     async def _watch(self, key: str) -> None:

@@ -304,7 +304,8 @@ async def _steps(
     target = choose_target(desired, applied, rejected=rejection is not None,
                            failed_revision=failed_revision, halted=halted)  # fmt: skip
     if target.revision is None:
-        state = NodeState.REJECTED if rejection else NodeState.CONVERGED
+        # nothing applied and nothing acceptable to apply: not "converged" on anything
+        state = NodeState.REJECTED if rejection else NodeState.IDLE
         st = _with(base, state=state, error=rejection.summary if rejection else target.held,
                    problems=rejection.problems if rejection else ())  # fmt: skip
         return PassResult(st, rejection=rejection)
@@ -352,12 +353,17 @@ async def _steps(
 
     # apply: whatever escapes it still releases the slot (with the report), never halts; a
     # NodeFault (full disk, EIO, EACCES, a busy lock) is the node's, not the revision's
+    progress = StatusProgress(applying, write_status)
+    engine.on_progress = progress
     try:
         with clock.step("apply"):
             result = await engine.apply(spec)
     except Exception as e:
         why = f"node: {describe(e)}" if isinstance(e, NodeFault) else describe(e)
         return replace(_failed(base, e, why), slot=slot, new_revision=new_revision)
+    finally:
+        engine.on_progress = None
+        await progress.close()  # a late progress write must never follow the final status
     logger.info("applied", outcome=str(result.outcome), actions=len(result.actions),
                 drift=result.drift, seconds=clock.timings["apply"])  # fmt: skip
     units = await _units(engine, spec)
@@ -368,7 +374,11 @@ async def _steps(
                           slot=slot)  # fmt: skip
     err = result.error or str(result.outcome)
     if result.failure is not None:
+        # the table shows the first line; the rest is systemd's account and the failed
+        # invocation's journal lines, so `status --json` answers "why" without ssh
         err = f"{result.failure.unit} {result.failure.state}: rolled back"
+        if result.failure.detail:
+            err += "\n" + result.failure.detail
     st = _with(base, state=reaction.state, revision=result.applied or "", error=err,
                units=units)  # fmt: skip
     return PassResult(st, requeue=reaction.requeue, result=result, rejection=rejection,
@@ -381,6 +391,39 @@ def _failed(base: NodeStatus, e: BaseException, error: str) -> PassResult:
     r = for_error(e)
     return PassResult(_with(base, state=r.state, error=error), requeue=r.requeue,
                       error_kind=r.error_kind)  # fmt: skip
+
+
+class StatusProgress:
+    """Publishes ``progress`` in the node's status as an apply moves through its steps.
+
+    The engine calls it synchronously at each step; one write is in flight at a time and
+    only the newest step is written after it (a fast apply writes two or three times, not
+    once per action). Status is informative: a failed write never fails the apply."""
+
+    def __init__(self, applying: NodeStatus, write: WriteStatus) -> None:
+        self.applying = applying
+        self.write = write
+        self.latest = ""
+        self.sent = ""
+        self.task: asyncio.Task[None] | None = None
+
+    def __call__(self, text: str) -> None:
+        self.latest = text
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._flush(), name="status-progress")
+
+    async def _flush(self) -> None:
+        while self.sent != self.latest:
+            text = self.latest
+            try:
+                await self.write(_with(self.applying, progress=text))
+            except SwarmkeeperError as e:
+                log.get("swarmkeeper.pass").warning("progress.unwritten", error=str(e))
+            self.sent = text
+
+    async def close(self) -> None:
+        if self.task is not None:
+            await asyncio.wait({self.task})
 
 
 async def _units(engine: Engine, spec: NodeSpec) -> dict[str, str]:

@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     config.add_options(p)
     config.add_agent_options(p)
     g = p.add_argument_group("agent behaviour")
+    g.add_argument("--json", dest="json_logs", action="store_true",
+                   help="log JSON lines even on a terminal (the default elsewhere)")  # fmt: skip
     env = os.environ.get
     g.add_argument("--resync-interval", type=float, default=float(env("SWARMKEEPER_RESYNC_INTERVAL", "300")),
                    help="seconds between drift-repair passes when nothing changes (default 300, jittered)")  # fmt: skip

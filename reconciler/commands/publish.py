@@ -15,7 +15,7 @@ push first.
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 from typing import TYPE_CHECKING
 
 from reconciler.commands._etcd import (
@@ -25,6 +25,7 @@ from reconciler.commands._etcd import (
     run_with_etcd,
     short,
 )
+from reconciler.commands._output import print_json, wants_json
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
@@ -38,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("rev", metavar="REV", help="commit, branch or tag of the state repository")
     p.add_argument(
         "--repo",
-        default=os.environ.get("SWARMKEEPER_REPO", "."),
-        help="the state repository (default: current directory)",
+        help="the state repository: a git work tree, a bare repo or a URL "
+        "(default: $SWARMKEEPER_REPO, the context's repo, or .)",
     )
     p.add_argument(
         "--allow-rollback",
@@ -54,35 +55,67 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="revision artifacts kept in etcd, this one included (0: store none)",
     )
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(_source_options=True)
     add_etcd_options(p, prefix_default=None)
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.commands._common import open_repo
     from reconciler.desired import load_state
-    from reconciler.publishing import publish_revision
-    from reconciler.source import is_ancestor, read_tree
 
     if args.keep_artifacts < 0:
         raise UsageError(f"--keep-artifacts must be >= 0, not {args.keep_artifacts}")
-    tree = read_tree(args.repo, args.rev)
+    tree = open_repo(args.repo, args.rev)
     rev = tree.revision
     if len(rev) != 40:
         raise UsageError(f"{args.rev!r} did not resolve to a commit (got {rev!r})")
     load_state(tree)  # every problem before etcd is even asked (publish_revision checks too)
     prefix = prefix_of(args)  # the etcd prefix in use, never guessed from the commit
 
-    async def body(etcd: Etcd) -> int:
-        done = await publish_revision(
-            etcd, prefix, tree, actor=operator(), allow_rollback=args.allow_rollback,
-            repo=args.repo, keep=args.keep_artifacts,
-            ancestry=lambda old, new: is_ancestor(args.repo, old, new),
-        )  # fmt: skip
-        if not done.changed:
-            print(f"{short(rev)} was already the desired revision of {prefix} ({done.artifact})")
-        else:
-            was = short(done.previous) if done.previous else "none"
-            back = ", a rollback, recorded" if done.rollback else ""
-            print(f"published {rev} to {prefix} (was {was}{back}; {done.artifact})")
-        return 0
+    with contextlib.ExitStack() as stack:
+        local = _local_repo(args.repo, rev, stack)
 
-    return run_with_etcd(args, body)
+        async def body(etcd: Etcd) -> int:
+            from reconciler.publishing import publish_revision
+            from reconciler.source import is_ancestor
+
+            done = await publish_revision(
+                etcd, prefix, tree, actor=operator(), allow_rollback=args.allow_rollback,
+                repo=local, keep=args.keep_artifacts,
+                ancestry=lambda old, new: is_ancestor(local, old, new),
+            )  # fmt: skip
+            if wants_json(args):
+                print_json("Publish", {"prefix": prefix, "revision": rev,
+                                       "previous": done.previous, "changed": done.changed,
+                                       "rollback": done.rollback, "artifact": done.artifact})  # fmt: skip
+            elif not done.changed:
+                print(
+                    f"{short(rev)} was already the desired revision of {prefix} ({done.artifact})"
+                )
+            else:
+                was = short(done.previous) if done.previous else "none"
+                back = ", a rollback, recorded" if done.rollback else ""
+                print(f"published {rev} to {prefix} (was {was}{back}; {done.artifact})")
+            return 0
+
+        return run_with_etcd(args, body)
+
+
+def _local_repo(repo: str, rev: str, stack: contextlib.ExitStack) -> str:
+    """A local repository holding ``rev``: ``repo`` itself, or for a URL a temporary mirror
+    (the ancestry check and the artifact both need one)."""
+    from reconciler.commands._node import is_url
+
+    if not is_url(repo):
+        return repo
+    import tempfile
+    from pathlib import Path
+
+    from reconciler.source import GitSource
+
+    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="swarmkeeper-repo-"))
+    src = GitSource(repo, "main", Path(tmp) / "git")
+    src.ensure()
+    src.ensure_commit(rev)
+    return str(src.dir)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pydantic
 
@@ -55,6 +55,7 @@ class _Checker:
     def __init__(self, tree: RepoTree) -> None:
         self.tree = tree
         self.problems: list[Problem] = []
+        self.partial: set[str] = set()  # files read without their failing keys
         self.checked: set[str] = set()  # unit files already checked (listed by several roles)
 
     def add(self, path: str, line: int, message: str) -> None:
@@ -90,7 +91,21 @@ class _Checker:
             return model.model_validate(value), pos
         except pydantic.ValidationError as e:
             self.problems.extend(pydantic_problems(path, e, pos, model))
-            return None, pos
+            return self._partial(path, model, value, e), pos
+
+    def _partial(
+        self, path: str, model: type[M], value: dict[Any, Any], err: pydantic.ValidationError
+    ) -> M | None:
+        """The file without its top-level keys that failed, so the checks of the rest still
+        run (a bad ``files:`` mode must not hide a missing unit file). ``partial`` remembers
+        the path: a partial model is checked but never used to render."""
+        bad = {e["loc"][0] for e in err.errors(include_url=False) if e["loc"]}
+        rest = {k: v for k, v in value.items() if k not in bad}
+        self.partial.add(path)
+        try:
+            return model.model_validate(rest)
+        except pydantic.ValidationError:
+            return None  # the rest cannot stand alone (a required key failed)
 
     def unit_file(self, path: str, line: int, name: str) -> None:
         """A listed unit must have a file under units/ (templates serve their instances)."""
@@ -270,11 +285,9 @@ def load_state(tree: RepoTree) -> State:
         raise InvalidDesiredState(c.problems)
     _check_layout(c)
     if tree.resolve("state/cluster.yaml")[0] is None and "state/cluster.yaml" not in tree.links:
-        c.add(
-            "state/cluster.yaml",
-            0,
-            "missing: every state repo needs one (see docs/state-format.md)",
-        )
+        # a problem names a file that exists (or its directory), never the missing one
+        c.add("state/", 0, "cluster.yaml is missing: every state repo needs one "
+              "(see docs/state-format.md, or `swarmkeeper init`)")  # fmt: skip
     cluster, cpos = c.model("state/cluster.yaml", ClusterFile)
     if cluster is not None:
         for k in sorted(set(cluster.vars) & RESERVED_VARS):
@@ -295,17 +308,19 @@ def load_state(tree: RepoTree) -> State:
     for role in ROLES:
         path = f"state/roles/{role}.yaml"
         if tree.resolve(path)[0] is None and path not in tree.links:
-            c.add(path, 0, f"missing: the {role} role must be defined (an empty file is fine)")
+            c.add("state/roles/", 0, f"{role}.yaml is missing: the {role} role must be "
+                  f"defined (create {path}; an empty file is fine)")  # fmt: skip
             continue
         rf, rpos = c.model(path, RoleFile)
         if rf is not None:
             c.units(path, rpos, "units", rf.units)
             c.files(path, rpos, rf.files)
             _check_role_size(c, path, rf)
-            roles[role] = rf
             file_lines[role] = {
                 f.path: (path, rpos.line(("files", i))) for i, f in enumerate(rf.files)
             }
+            if path not in c.partial:  # node checks against a half-read role are noise
+                roles[role] = rf
 
     nodes: dict[str, NodeFile] = {}
     for name in tree.listdir("state/nodes"):

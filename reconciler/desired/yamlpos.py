@@ -38,6 +38,8 @@ class Positions:
 
     lines: dict[Path_, int] = field(default_factory=dict)
     yaml11_bools: dict[Path_, str] = field(default_factory=dict)  # path -> the word written
+    # numbers as written (``0644`` reads as 420 in YAML 1.1): hints must quote the source text
+    numbers: dict[Path_, str] = field(default_factory=dict)
 
     def line(self, path: Path_) -> int:
         """The line of ``path``, or of its nearest ancestor that has one (1 at worst)."""
@@ -76,6 +78,8 @@ class _Build:
                 return None
             if node.tag == _BOOL_TAG and str(node.value).lower() not in ("true", "false"):
                 self.pos.yaml11_bools[at] = str(node.value)
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                self.pos.numbers[at] = str(node.value)
             return v
         if id(node) in self.active:
             self.problems.append(
@@ -289,7 +293,10 @@ def pydantic_problems(
             elif (
                 typ == "string_type" and isinstance(got, int | float) and not isinstance(got, bool)
             ):
-                msg += f': quote it, e.g. "{got}"'
+                written = pos.numbers.get(loc, str(got))
+                if written != str(got):
+                    msg += f" (YAML 1.1 reads {written} as {got})"
+                msg += f': quote it, e.g. {loc[-1]}: "{written}"'
         elif typ in ("literal_error", "enum"):
             expected = e.get("ctx", {}).get("expected", "")
             msg = f"{where}: {_kind(e.get('input'))} is not allowed; use one of {expected}"
