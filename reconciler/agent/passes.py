@@ -15,10 +15,10 @@ node stays on (and keeps repairing drift against) its last good revision.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +44,10 @@ if TYPE_CHECKING:
     from reconciler.filespolicy import FilesPolicy
     from reconciler.rollout.gate import Slot
     from reconciler.source import GitSource
+
+# a quick apply writes no progress at all; a long one shows its step within a second
+PROGRESS_DELAY = 0.5
+PROGRESS_INTERVAL = 0.5
 
 # (revision, applied, role, max_unavailable, applying status, waiting status) -> slot, or
 # None to re-plan; publishes the applying status once allowed, the waiting one if it waits
@@ -111,7 +115,7 @@ class _Clock:
 
     timings: dict[str, float] = field(default_factory=dict)
 
-    @contextmanager
+    @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
         t = time.perf_counter()
         try:
@@ -394,27 +398,47 @@ def _failed(base: NodeStatus, e: BaseException, error: str) -> PassResult:
 
 
 class StatusProgress:
-    """Publishes ``progress`` in the node's status as an apply moves through its steps.
+    """Publishes ``progress`` in the node's status while a long apply moves through its steps.
 
-    The engine calls it synchronously at each step; one write is in flight at a time and
-    only the newest step is written after it (a fast apply writes two or three times, not
-    once per action). Status is informative: a failed write never fails the apply."""
+    The engine calls it synchronously at each step. Nothing is written before the apply has
+    run ``delay`` seconds, then at most one write per ``interval``, always the newest step: a
+    quick apply (the common case) costs no etcd request beyond its final status, a long one
+    shows where it is within a second. ``close`` waits for a write in flight, so a progress
+    write never lands after the final status. Status is informative: a failed write never
+    fails the apply."""
 
-    def __init__(self, applying: NodeStatus, write: WriteStatus) -> None:
+    def __init__(
+        self,
+        applying: NodeStatus,
+        write: WriteStatus,
+        *,
+        delay: float = PROGRESS_DELAY,
+        interval: float = PROGRESS_INTERVAL,
+    ) -> None:
         self.applying = applying
         self.write = write
+        self.delay = delay
+        self.interval = interval
         self.latest = ""
         self.sent = ""
+        self.closed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
     def __call__(self, text: str) -> None:
         self.latest = text
-        if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._flush(), name="status-progress")
+        if self.task is None and not self.closed.is_set():
+            self.task = asyncio.create_task(self._run(), name="status-progress")
 
-    async def _flush(self) -> None:
-        while self.sent != self.latest:
+    async def _run(self) -> None:
+        pause = self.delay
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closed.wait(), pause)
+                return  # closed: the final status follows
+            pause = self.interval
             text = self.latest
+            if text == self.sent:
+                continue
             try:
                 await self.write(_with(self.applying, progress=text))
             except SwarmkeeperError as e:
@@ -422,6 +446,7 @@ class StatusProgress:
             self.sent = text
 
     async def close(self) -> None:
+        self.closed.set()
         if self.task is not None:
             await asyncio.wait({self.task})
 
