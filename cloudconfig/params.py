@@ -125,6 +125,18 @@ class AgentParams(StrictModel):
     runtime: Literal["docker", "podman"] = "docker"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     extra_volumes: list[str] = Field(default_factory=list)
+    # the node's files policy (docs/state-format.md); None: the agent's default
+    files_allow_paths: list[str] | None = None
+    files_allow_modes: list[Literal["setuid", "setgid", "world-writable"]] = Field(
+        default_factory=list
+    )
+
+    @field_validator("files_allow_paths")
+    @classmethod
+    def _allow_paths(cls, v: list[str] | None) -> list[str] | None:
+        from reconciler.filespolicy import parse_paths
+
+        return None if v is None else list(parse_paths(v))
 
     @field_validator("extra_volumes")
     @classmethod

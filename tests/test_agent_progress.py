@@ -35,7 +35,8 @@ P = "/swarmkeeper"
 SLOW = "[Service]\nExecStartPre=/bin/sleep 1\nExecStart=/bin/sleep infinity\n"
 STATE: dict[str, str | bytes | None] = {
     "state/cluster.yaml": "name: t\nmanagers: 1\n",
-    "state/roles/manager.yaml": "units: [a.service, b.service]\n",
+    # b's settle keeps the health gate open long enough for a progress write to show it
+    "state/roles/manager.yaml": "units: [a.service, {name: b.service, settle: 1.5}]\n",
     "state/roles/worker.yaml": "units: [a.service]\n",
     "state/nodes/n1.yaml": "role: manager\n",
     "units/a.service": SLOW,

@@ -397,6 +397,18 @@ def test_extra_volumes_and_a_slack_file_elsewhere_are_mounted(tmp_path: Path) ->
     ]
 
 
+def test_the_files_policy_goes_to_the_agent_config_not_git(tmp_path: Path) -> None:
+    params = PARAMS.replace(
+        f"  image: {IMAGE}",
+        f"  image: {IMAGE}\n  files_allow_paths: [/opt/, /etc/app.conf]\n  files_allow_modes: [setgid]",
+    )
+    out = generate(tmp_path, params, "--format", "ignition")
+    _, files = role_view("worker.ign", out["worker.ign"])
+    base = yaml.safe_load(files["/etc/swarmkeeper/agent.base.yaml"][0])
+    assert base["files_allow_paths"] == ["/opt/", "/etc/app.conf"]
+    assert base["files_allow_modes"] == ["setgid"]
+
+
 def test_file_source_is_read_relative_to_the_params_file(tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\n\x00binary\n")
     params = PARAMS + "  - {path: /etc/ssl/corp-ca.pem, source: ca.pem}\n"

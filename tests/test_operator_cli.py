@@ -232,10 +232,61 @@ def test_publish_validates_first(etcd_server: EtcdServer, state_repo: StateRepo)
     r = cli(ep, "publish", good[:10], "--repo", str(state_repo.work))
     assert r.returncode == 0 and "already the desired revision" in r.stdout
     r = cli(ep, "publish", good, "--repo", str(state_repo.work), "--prefix", "/elsewhere")
-    assert r.returncode == 1 and "refusing to publish" in r.stderr
+    assert r.returncode == 1
+    assert "prefix is /swarmkeeper, but the etcd prefix in use is /elsewhere" in r.stderr
     assert asyncio.run(etcd_get(ep, "/elsewhere/desired/revision")) is None
     r = cli(ep, "publish", "no-such-rev", "--repo", str(state_repo.work))
     assert r.returncode == 1 and "not found" in r.stderr
+
+
+def test_publish_only_moves_forward_and_records_a_rollback(
+    etcd_server: EtcdServer, state_repo: StateRepo
+) -> None:
+    from tests.fixtures.gitrepo import git
+
+    ep, repo = etcd_server.endpoint, str(state_repo.work)
+    c1 = state_repo.commit({"units/b.service": "[Service]\nExecStart=/bin/true\n"}, "c1")
+    assert cli(ep, "publish", c1, "--repo", repo).returncode == 0
+    c2 = state_repo.commit({"units/b.service": "[Service]\nExecStart=/bin/false\n"}, "c2")
+    assert cli(ep, "publish", c2, "--repo", repo).returncode == 0
+    # back to an ancestor: refused unless asked for, and the refusal says how
+    r = cli(ep, "publish", c1, "--repo", repo)
+    assert r.returncode == 1
+    assert f"{c1[:12]} does not descend from the desired revision {c2[:12]}" in r.stderr
+    assert "--allow-rollback" in r.stderr
+    assert asyncio.run(etcd_get(ep, keys.desired_revision(P))) == c2.encode()
+    # a sibling (a commit on another branch) is not a descendant either
+    git(state_repo.work, "checkout", "-q", "-b", "side", c1)
+    side = state_repo.commit({"units/b.service": "[Service]\nExecStart=/bin/echo\n"}, "side")
+    git(state_repo.work, "checkout", "-q", "main")
+    assert cli(ep, "publish", side, "--repo", repo).returncode == 1
+    # on purpose: published, and who, when, from and to are recorded in etcd
+    r = cli(ep, "publish", c1, "--repo", repo, "--allow-rollback")
+    assert r.returncode == 0 and "a rollback, recorded" in r.stdout, r.stderr
+    assert asyncio.run(etcd_get(ep, keys.desired_revision(P))) == c1.encode()
+
+    async def rollbacks() -> list[dict[str, str]]:
+        async with await Etcd.connect([ep]) as e:
+            kvs, _ = await e.get_prefix(f"{P}/desired/rollbacks/")
+            return [json.loads(kv.value) for kv in kvs]
+
+    (record,) = asyncio.run(rollbacks())
+    assert record["from"] == c2 and record["to"] == c1 and "@" in record["by"] and record["at"]
+    # forward again needs nothing
+    assert cli(ep, "publish", c2, "--repo", repo).returncode == 0
+
+
+def test_publish_uses_the_prefix_in_use_not_the_commits(
+    etcd_server: EtcdServer, state_repo: StateRepo
+) -> None:
+    ep, repo = etcd_server.endpoint, str(state_repo.work)
+    lab = state_repo.commit({"state/cluster.yaml": "name: test\nmanagers: 1\nprefix: /lab\n"})
+    r = cli(ep, "publish", lab, "--repo", repo)
+    assert r.returncode == 1
+    assert "prefix is /lab, but the etcd prefix in use is /swarmkeeper" in r.stderr
+    assert asyncio.run(etcd_get(ep, "/lab/desired/revision")) is None
+    assert cli(ep, "publish", lab, "--repo", repo, "--prefix", "/lab").returncode == 0
+    assert asyncio.run(etcd_get(ep, "/lab/desired/revision")) == lab.encode()
 
 
 def test_commands_fail_cleanly_without_etcd() -> None:

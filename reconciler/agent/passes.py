@@ -15,10 +15,10 @@ node stays on (and keeps repairing drift against) its last good revision.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +27,13 @@ from reconciler import log
 from reconciler.agent.policy import NO_REQUEUE, Requeue, describe, for_apply, for_error
 from reconciler.apply.result import Outcome
 from reconciler.artifact import ArtifactMismatch
-from reconciler.errors import InvalidDesiredState, SourceError, SwarmkeeperError, TransientError
+from reconciler.errors import (
+    InvalidDesiredState,
+    NodeFault,
+    SourceError,
+    SwarmkeeperError,
+    TransientError,
+)
 from reconciler.models import NodeFacts, NodeSpec, Role
 from reconciler.source import is_full_sha
 from reconciler.status import NodeState, NodeStatus, utcnow
@@ -35,8 +41,13 @@ from reconciler.status import NodeState, NodeStatus, utcnow
 if TYPE_CHECKING:
     from reconciler.apply.engine import ApplyResult, Engine
     from reconciler.artifact import Artifact
+    from reconciler.filespolicy import FilesPolicy
     from reconciler.rollout.gate import Slot
     from reconciler.source import GitSource
+
+# a quick apply writes no progress at all; a long one shows its step within a second
+PROGRESS_DELAY = 0.5
+PROGRESS_INTERVAL = 0.5
 
 # (revision, applied, role, max_unavailable, applying status, waiting status) -> slot, or
 # None to re-plan; publishes the applying status once allowed, the waiting one if it waits
@@ -104,7 +115,7 @@ class _Clock:
 
     timings: dict[str, float] = field(default_factory=dict)
 
-    @contextmanager
+    @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
         t = time.perf_counter()
         try:
@@ -148,11 +159,17 @@ class Renderer:
         *,
         allowed_signers: Path | None = None,
         gnupg_home: Path | None = None,
+        prefix: str = "",
+        files_policy: FilesPolicy | None = None,
         artifacts: FetchArtifact | None = None,
         on_render: Callable[[str], None] | None = None,
     ) -> None:
+        from reconciler.filespolicy import FilesPolicy
+
+        self.files_policy = files_policy or FilesPolicy()  # the node's, never the commit's
         self.source = source
         self.facts = facts
+        self.prefix = prefix  # the etcd prefix in use: a commit for another one is rejected
         self.allowed_signers = allowed_signers
         self.gnupg_home = gnupg_home
         self.artifacts = artifacts
@@ -182,7 +199,9 @@ class Renderer:
         return out
 
     def _render(self, revision: str, art: Artifact | None = None) -> NodeSpec | Rejection:
+        from reconciler import filespolicy
         from reconciler.desired import load_state, render_state
+        from reconciler.publishing import prefix_mismatch
 
         if art is not None:
             from reconciler.artifact import verify
@@ -200,7 +219,10 @@ class Renderer:
             )
         else:
             sha = self.source.ensure_commit(revision)
-            tree = self.source.tree(sha)  # SourceError (retried) if git does not have it
+            try:
+                tree = self.source.tree(sha)  # SourceError (retried) if git does not have it
+            except InvalidDesiredState as e:  # the commit itself is too big
+                return Rejection(revision, tuple(str(p) for p in e.problems))
             why = (
                 self.source.verify(sha, self.allowed_signers, self.gnupg_home)
                 if self.verifying
@@ -212,7 +234,14 @@ class Renderer:
             return Rejection(revision, (why,))
         try:
             state = load_state(tree)
+            other_cluster = prefix_mismatch(state, self.prefix) if self.prefix else ""
+            if other_cluster:
+                return Rejection(revision, (other_cluster,))
             spec = render_state(state, self.facts)
+            lines = state.file_lines.get(spec.role.value, {})
+            refused = filespolicy.check(self.files_policy, spec.files, lines, spec.env_path)
+            if refused:
+                raise InvalidDesiredState(refused)
         except InvalidDesiredState as e:
             return Rejection(revision, tuple(str(p) for p in e.problems))
         # swarm membership: once state/nodes lists nodes, that list is the membership (a node
@@ -326,14 +355,16 @@ async def _steps(
     else:
         await write_status(applying)
 
-    # apply: whatever escapes it still releases the slot (with the report), never halts
+    # apply: whatever escapes it still releases the slot (with the report), never halts; a
+    # NodeFault (full disk, EIO, EACCES, a busy lock) is the node's, not the revision's
     progress = StatusProgress(applying, write_status)
     engine.on_progress = progress
     try:
         with clock.step("apply"):
             result = await engine.apply(spec)
     except Exception as e:
-        return replace(_failed(base, e, describe(e)), slot=slot, new_revision=new_revision)
+        why = f"node: {describe(e)}" if isinstance(e, NodeFault) else describe(e)
+        return replace(_failed(base, e, why), slot=slot, new_revision=new_revision)
     finally:
         engine.on_progress = None
         await progress.close()  # a late progress write must never follow the final status
@@ -367,27 +398,47 @@ def _failed(base: NodeStatus, e: BaseException, error: str) -> PassResult:
 
 
 class StatusProgress:
-    """Publishes ``progress`` in the node's status as an apply moves through its steps.
+    """Publishes ``progress`` in the node's status while a long apply moves through its steps.
 
-    The engine calls it synchronously at each step; one write is in flight at a time and
-    only the newest step is written after it (a fast apply writes two or three times, not
-    once per action). Status is informative: a failed write never fails the apply."""
+    The engine calls it synchronously at each step. Nothing is written before the apply has
+    run ``delay`` seconds, then at most one write per ``interval``, always the newest step: a
+    quick apply (the common case) costs no etcd request beyond its final status, a long one
+    shows where it is within a second. ``close`` waits for a write in flight, so a progress
+    write never lands after the final status. Status is informative: a failed write never
+    fails the apply."""
 
-    def __init__(self, applying: NodeStatus, write: WriteStatus) -> None:
+    def __init__(
+        self,
+        applying: NodeStatus,
+        write: WriteStatus,
+        *,
+        delay: float = PROGRESS_DELAY,
+        interval: float = PROGRESS_INTERVAL,
+    ) -> None:
         self.applying = applying
         self.write = write
+        self.delay = delay
+        self.interval = interval
         self.latest = ""
         self.sent = ""
+        self.closed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
     def __call__(self, text: str) -> None:
         self.latest = text
-        if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._flush(), name="status-progress")
+        if self.task is None and not self.closed.is_set():
+            self.task = asyncio.create_task(self._run(), name="status-progress")
 
-    async def _flush(self) -> None:
-        while self.sent != self.latest:
+    async def _run(self) -> None:
+        pause = self.delay
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closed.wait(), pause)
+                return  # closed: the final status follows
+            pause = self.interval
             text = self.latest
+            if text == self.sent:
+                continue
             try:
                 await self.write(_with(self.applying, progress=text))
             except SwarmkeeperError as e:
@@ -395,6 +446,7 @@ class StatusProgress:
             self.sent = text
 
     async def close(self) -> None:
+        self.closed.set()
         if self.task is not None:
             await asyncio.wait({self.task})
 

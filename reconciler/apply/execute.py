@@ -218,7 +218,13 @@ class Executor:
     async def _one(self, a: P.Action) -> str:
         try:
             return await self._one_unguarded(a)
-        except OSError as e:  # a write or delete failed (disk full, read-only, permissions)
+        except OSError as e:
+            # a full disk, an I/O error, permissions: the node's fault, not the revision's.
+            # No rollback (it would hit the same wall): the pending marker stays, and the
+            # next pass, once the node can, finishes the job as after a crash.
+            fault = files.node_fault(e, P.describe(a))
+            if fault is not None:
+                raise fault from e
             raise Abort(None, f"{P.describe(a)}: {e}") from e
 
     async def _one_unguarded(self, a: P.Action) -> str:
