@@ -33,7 +33,7 @@ packages=(systemd systemd-sysv dbus docker.io etcd-server etcd-client git python
 # Units the packages enable whose start a node's booter decides, not the image.
 disabled_units=(docker.service docker.socket containerd.service etcd.service)
 # Bump when the build steps change in a way the package list does not show.
-recipe=2
+recipe=3
 
 force=0
 case ${1:-} in
@@ -127,6 +127,8 @@ for m in dev/pts dev sys proc; do umount "$root/$m"; done
 
 rm -f "$root/usr/sbin/policy-rc.d"
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+# debootstrap copied the build host's name; a node's name comes from whoever boots it.
+rm -f "$root/etc/hostname"
 # nspawn gives each boot its own machine id; an empty file marks the image as "not booted yet".
 : >"$root/etc/machine-id"
 echo "$stamp" >"$root/.complete"
