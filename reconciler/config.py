@@ -37,6 +37,7 @@ class Config:
     role: Role | None = None  # None: from state/nodes/<node>.yaml
     address: str = "127.0.0.1"
     scope: str = "system"
+    bus_address: str | None = None  # None: candidate_endpoints' choice for the scope
     state_dir: Path = SYSTEM_STATE_DIR
     unit_dir: Path | None = None  # None: the scope's own (Systemd.unit_dir)
     root: Path | None = None  # prefix for managed file paths (tests, sandboxes)
@@ -93,6 +94,13 @@ def _scope(v: object) -> str:
     return str(v)
 
 
+def _bus_address(v: object) -> str:
+    text = _str(v).strip()
+    if ":" not in text.split(",", 1)[0] or text.startswith(":"):
+        raise ValueError(f"{v!r} is not a D-Bus address (e.g. unix:path=/run/systemd/private)")
+    return text
+
+
 def _seconds(v: object) -> float:
     text = str(v).strip()
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -133,6 +141,7 @@ PARSERS: dict[str, Callable[[Any], object]] = {
     "role": _role,
     "address": _address,
     "scope": _scope,
+    "bus_address": _bus_address,
     "state_dir": _path,
     "unit_dir": _path,
     "root": _path,
@@ -157,6 +166,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--role", help="manager or worker (default: from state/nodes/<node>.yaml)")
     g.add_argument("--address", metavar="IP", help="this node's private address (default 127.0.0.1)")
     g.add_argument("--scope", help="systemd manager to drive: system or user (default system)")
+    g.add_argument("--bus-address", metavar="ADDRESS", help="D-Bus address of the systemd manager (default: for root with --scope system, systemd's private socket /run/systemd/private when it exists, else the system bus)")
     g.add_argument("--state-dir", metavar="DIR", help="inventory and caches (default /var/lib/swarmkeeper, or ~/.local/state/swarmkeeper for --scope user)")
     g.add_argument("--unit-dir", metavar="DIR", help="where unit files go (default: the scope's own)")
     g.add_argument("--root", metavar="DIR", help="prefix for managed file paths, for tests and sandboxes")

@@ -87,7 +87,7 @@ async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, rep
     else:
         from reconciler.actuators.systemd import Scope, Systemd
 
-        sd = await Systemd.connect(Scope(cfg.scope), unit_dir=cfg.unit_dir)
+        sd = await Systemd.connect(Scope(cfg.scope), address=cfg.bus_address, unit_dir=cfg.unit_dir)
 
     def path(v: str | None) -> Path | None:
         return Path(v) if v else None
