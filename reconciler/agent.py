@@ -69,6 +69,8 @@ class AgentSettings:
     gnupg_home: Path | None = None
     webhook_secret: bytes | None = None
     docker: str = ""  # unix:///var/run/docker.sock: manage swarm membership ("" = off)
+    self_unit: str = ""  # the unit this agent runs as (reconciler.selfunit); "" = unknown
+    self_restart_grace: float = 60.0  # seconds to wait for systemd to stop us after asking
 
 
 class Agent(Reporting):
@@ -93,6 +95,7 @@ class Agent(Reporting):
         self.last_pass_at = 0.0
         self.passes = 0
         self.stop_event = asyncio.Event()
+        self.restarting = False  # our own unit's restart is queued: no more passes
         self.control_read = asyncio.Event()  # the first read of the control keys is done
         self._read_keys: set[str] = set()
         self.notifications: Notifications | None = None
@@ -102,6 +105,7 @@ class Agent(Reporting):
         self._notify_cfg: tuple[object, ...] | None = None  # cluster.notify last configured
         self._seen = (0, 0)  # git fetches and etcd requests already counted in metrics
         self._unreleased: Slot | None = None  # a rollout slot whose release failed
+        self.restart_due = ""  # why our own unit must restart (selfunit); "" = it need not
 
     # -- state read from etcd ------------------------------------------------------------
 
@@ -180,6 +184,40 @@ class Agent(Reporting):
         while True:
             reasons = await self.queue.get()
             await self.reconcile(reasons)
+            if self.restart_due:
+                await self._restart_self()
+
+    async def _restart_self(self) -> None:
+        """Have systemd restart our own unit, now that the pass is done and reported.
+
+        The job stops this process (SIGTERM: ``run`` shuts down cleanly) and starts the new
+        definition. Until then no pass starts. If the job cannot be queued, the next pass
+        tries again; if it never stops us (``--self-unit`` names another unit), we carry on.
+        """
+        from reconciler.selfunit import QueuesRestart
+
+        sd = self.engine.systemd
+        unit, why = self.s.self_unit, self.restart_due
+        if not isinstance(sd, QueuesRestart):
+            self.restart_due = ""
+            return
+        try:
+            job = await sd.queue_restart(unit)
+        except SwarmkeeperError as e:
+            delay = self.queue.requeue_after_failure("self-restart")
+            self.log.warning("agent.restart-self", unit=unit, reason=why, error=str(e),
+                             retry_in=round(delay, 1))  # fmt: skip
+            return
+        self.log.info("agent.restart-self", unit=unit, reason=why, job=job)
+        self.restarting = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop_event.wait(), self.s.self_restart_grace)
+            return
+        self.restarting = False
+        self.restart_due = ""
+        self.log.error("agent.restart-self", unit=unit, reason=why,
+                       error=f"systemd did not stop this process within {self.s.self_restart_grace:g}s: "
+                             "is --self-unit the unit this agent runs as?")  # fmt: skip
 
     # -- one pass ------------------------------------------------------------------------
 
@@ -196,6 +234,7 @@ class Agent(Reporting):
                     desired=desired, failed_revision=self.control.failed_revision,
                     halted=self.control.halted, paused=self.control.paused,
                     acquire=self._acquire, write_status=self._write_status,
+                    self_unit=self.s.self_unit,
                 )  # fmt: skip
             except SwarmkeeperError as e:
                 # etcd gone mid-pass, systemd refusing a read, a corrupt inventory: the node
@@ -213,6 +252,8 @@ class Agent(Reporting):
                 res.status = replace(res.status, state=NodeState.DEGRADED,
                                      error=f"{why} (rollout of {(desired or '')[:12]} halted)")  # fmt: skip
             outcome = await self._report(res)
+            if res.restart_self:
+                self.restart_due = res.restart_self
             dt = time.perf_counter() - t0
             self.metrics.pass_seconds.observe(dt)
             self.metrics.passes.labels(outcome=outcome).inc()
@@ -254,6 +295,7 @@ class Agent(Reporting):
             "revision": st.revision if st else "",
             "desired": self.control.desired or self.polled or "",
             "passes": self.passes,
+            "restarting": self.restarting,
             "last_pass_age": round(time.time() - self.last_pass_at, 1)
             if self.last_pass_at
             else None,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler import log
+from reconciler import log, selfunit
 from reconciler.apply import Outcome
 from reconciler.errors import InvalidDesiredState, SourceError, SwarmkeeperError, TransientError
 from reconciler.models import NodeFacts, NodeSpec, Role
@@ -87,6 +87,7 @@ class PassResult:
     new_revision: bool = False  # this pass moved (or tried to move) to another revision
     error_kind: str = ""  # "git" | "etcd" | "systemd" for metrics
     slot: Slot | None = None  # held rollout slot: release after the final status is written
+    restart_self: str = ""  # why the agent's own unit must restart now the pass is done
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
 
 
@@ -182,8 +183,13 @@ async def _run_pass(
     acquire: AcquireSlot,
     write_status: WriteStatus,
     timings: dict[str, float],
+    self_unit: str = "",
 ) -> PassResult:
-    """One pass. ``acquire`` waits for a rollout slot; ``write_status`` publishes status."""
+    """One pass. ``acquire`` waits for a rollout slot; ``write_status`` publishes status.
+
+    ``self_unit`` is the agent's own unit: the engine never restarts it (``selfunit``); a
+    converged pass that changed it says so in ``restart_self``.
+    """
     logger = log.get("swarmkeeper.pass")
     inv = engine.inventory()
     applied = inv.revision or None
@@ -229,6 +235,7 @@ async def _run_pass(
     t = time.perf_counter()
     plan = await engine.plan(spec, inv)
     timings["plan"] = time.perf_counter() - t
+    restart_self = selfunit.restart_due(plan, self_unit)
     if not plan and inv.pending is None:
         units = await _units(engine, spec)
         return PassResult(_with(base, units=units), rejection=rejection)
@@ -253,7 +260,7 @@ async def _run_pass(
     else:
         await write_status(applying)
     t0 = time.perf_counter()
-    result = await engine.apply(spec)
+    result = await engine.apply(selfunit.defer(spec, self_unit))
     timings["apply"] = time.perf_counter() - t0
     logger.info("applied", outcome=str(result.outcome), actions=len(result.actions),
                 drift=result.drift, seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
@@ -261,7 +268,7 @@ async def _run_pass(
     if result.outcome is Outcome.CONVERGED:
         st = _with(base, revision=spec.revision, units=units)
         return PassResult(st, result=result, rejection=rejection, new_revision=new_revision,
-                          slot=slot)  # fmt: skip
+                          slot=slot, restart_self=restart_self)  # fmt: skip
     err = result.error or str(result.outcome)
     if result.failure is not None:
         err = f"{result.failure.unit} {result.failure.state}: rolled back"

@@ -225,6 +225,16 @@ class Systemd(SystemdReader):
     async def restart(self, name: str) -> str:
         return await self._run_job("RestartUnit", name)
 
+    async def queue_restart(self, name: str) -> str:
+        """RestartUnit without waiting for the job: returns its path once systemd queued it.
+
+        For the agent's own unit (``reconciler.selfunit``): the job stops the caller, so
+        waiting for its ``JobRemoved`` would never end.
+        """
+        self.mutating_calls += 1
+        (job,) = await self._call("RestartUnit", "ss", [name, "replace"])
+        return str(job)
+
     async def reload(self, name: str) -> str:
         """ReloadUnit (ExecReload=): the main process keeps running. Fails if inactive."""
         return await self._run_job("ReloadUnit", name)

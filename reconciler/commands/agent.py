@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="etcd user (password from $SWARMKEEPER_ETCD_PASSWORD)")  # fmt: skip
     g.add_argument("--docker", default=env("SWARMKEEPER_DOCKER", ""), metavar="unix:///PATH",
                    help="manage Docker Swarm membership through this engine socket (default: off)")  # fmt: skip
+    g.add_argument("--self-unit", default=env("SWARMKEEPER_SELF_UNIT"), metavar="NAME",
+                   help="the unit this agent runs as; a revision that changes it restarts it after the pass "
+                        "(default: read from the agent's cgroup when systemd runs it directly; 'none': never)")  # fmt: skip
     g.add_argument("--actuator", choices=["systemd", "dry"], default=env("SWARMKEEPER_ACTUATOR", "systemd"),
                    help="dry: record actions instead of running units (benchmarks)")  # fmt: skip
 
@@ -77,7 +80,7 @@ async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, rep
         heartbeat_ttl=args.heartbeat_ttl,
         allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
         gnupg_home=Path(args.gnupg_home) if args.gnupg_home else None,
-        webhook_secret=secret, docker=args.docker,
+        webhook_secret=secret, docker=args.docker, self_unit=_self_unit(args.self_unit),
     )  # fmt: skip
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     if args.actuator == "dry":
@@ -100,3 +103,21 @@ async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, rep
     finally:
         await etcd.close()
         await sd.close()  # type: ignore[attr-defined]
+
+
+def _self_unit(option: str | None) -> str:
+    from reconciler import selfunit
+    from reconciler.desired.schema import check_unit_name
+    from reconciler.errors import UsageError
+
+    if option == "none":
+        return ""
+    if not option:
+        return selfunit.detect()
+    try:
+        check_unit_name(option)
+    except ValueError as e:
+        raise UsageError(f"--self-unit: {e}") from None
+    if not option.endswith(".service") or "@." in option:
+        raise UsageError(f"--self-unit: {option!r} is not a service (e.g. swarmkeeper-agent.service)")
+    return option
