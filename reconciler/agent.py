@@ -210,9 +210,9 @@ class Agent(Reporting):
             return
         self.log.info("agent.restart-self", unit=unit, reason=why, job=job)
         self.restarting = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop_event.wait(), self.s.self_restart_grace)
-            return
+        # Sleep, to be cancelled by the shutdown systemd's SIGTERM starts; waiting for the
+        # stop event inside wait_for instead could swallow that cancellation (Python 3.11).
+        await asyncio.sleep(self.s.self_restart_grace)
         self.restarting = False
         self.restart_due = ""
         self.log.error("agent.restart-self", unit=unit, reason=why,
