@@ -55,6 +55,7 @@ COMMON_FILES = {
     "/etc/motd",
 }
 AGENT_VOLUMES = [
+    "/run/systemd/private:/run/systemd/private",
     "/run/dbus/system_bus_socket:/run/dbus/system_bus_socket",
     "/var/run/docker.sock:/var/run/docker.sock",
     "/etc/systemd/system:/etc/systemd/system",
@@ -210,7 +211,8 @@ def test_agent_unit_runs_the_image_with_the_host_sockets_and_dirs(
     assert option_values(opts, "-e") == ["SLACK_WEBHOOK_URL_FILE=/etc/swarmkeeper/slack-url"]
     assert "--rm" in opts
     # --root /host: the files roles place anywhere land on the host, through the /:/host mount
-    assert args == ["--log-level", "info", "agent", "--config", "/etc/swarmkeeper/agent.yaml", "--root", "/host"]
+    assert args == ["--log-level", "info", "agent", "--config", "/etc/swarmkeeper/agent.yaml", "--root", "/host",
+                    "--self-unit", "swarmkeeper-agent.service"]  # fmt: skip
 
 
 def test_cloud_config_sets_etcd_lock_and_ssh_keys(tmp_path: Path) -> None:
