@@ -150,7 +150,6 @@ def test_rollback_leaves_a_pre_existing_running_unit_running(pid1_node: Node) ->
     pid1_node.path(f"{UNIT_DIR}/pre.service").write_text(pre)
     pid1_node.systemctl("daemon-reload", check=True)
     pid1_node.systemctl("enable", "--now", "pre.service", check=True)
-    before = ids(pid1_node, "pre.service")
     repo = repo_in(pid1_node, state())
     good = repo.commit({}, "good")
     apply_json(pid1_node, good)
@@ -311,12 +310,20 @@ WantedBy=multi-user.target
 """
 
 
-def agent_state(etcd: str, gen: str, a_extra: str = "") -> dict[str, str | bytes | None]:
+def agent_state(
+    etcd: str, gen: str, a_extra: str = "", dropin: str = ""
+) -> dict[str, str | bytes | None]:
+    files = (
+        f"files:\n  - {{path: {AGENT_DROPIN}, content: {json.dumps(dropin)}}}\n" if dropin else ""
+    )
     return state(**{
-        "state/roles/manager.yaml": "units:\n  - a.service\n  - swarmkeeper-agent.service\n",
+        "state/roles/manager.yaml": "units:\n  - a.service\n  - swarmkeeper-agent.service\n" + files,
         "units/a.service": SLEEP.replace("[Service]\n", f"[Service]\n{a_extra}"),
         "units/swarmkeeper-agent.service": agent_unit(etcd, gen),
     })  # fmt: skip
+
+
+AGENT_DROPIN = f"{UNIT_DIR}/swarmkeeper-agent.service.d/10-test.conf"
 
 
 def etcdctl(etcd: EtcdServer, *args: str) -> str:
@@ -347,44 +354,62 @@ def converged_on(etcd: EtcdServer, rev: str) -> Callable[[], bool]:
 def test_agent_updates_itself_without_a_reboot(pid1_node: Node, etcd_server: EtcdServer) -> None:
     """The agent runs as a system unit; a revision changes that unit (an Environment= line):
     after its pass the agent has systemd restart it (new pid, new InvocationID, the new
-    environment), and the new agent carries on: the next revision converges too."""
+    environment); a revision published while it restarts is applied by the new agent; a
+    drop-in for the agent's unit restarts it the same way."""
     node, etcd = pid1_node, etcd_server.endpoint
+    agent = "swarmkeeper-agent.service"
     repo = repo_in(node, agent_state(etcd, "1"))
     r1 = repo.commit({}, "r1")
     # installed at first boot (Ignition's job in production), then adopted by the state repo
-    node.path(f"{UNIT_DIR}/swarmkeeper-agent.service").write_text(agent_unit(etcd, "1"))
+    node.path(f"{UNIT_DIR}/{agent}").write_text(agent_unit(etcd, "1"))
     node.systemctl("daemon-reload", check=True)
-    node.systemctl("start", "swarmkeeper-agent.service", check=True)
+    node.systemctl("start", agent, check=True)
     etcdctl(etcd_server, "put", "/sk/desired/revision", r1)
     wait_for(f"converged on {r1[:12]}", converged_on(etcd_server, r1), node)
-    first = node.show("swarmkeeper-agent.service", "InvocationID", "MainPID")
+    first = node.show(agent, "InvocationID", "MainPID")
     a_id = ids(node, "a.service")
 
+    def replaced(before: dict[str, str]) -> Callable[[], bool]:
+        def check() -> bool:
+            now = node.show(agent, "InvocationID", "MainPID", "ActiveState")
+            return (now["ActiveState"] == "active" and now["InvocationID"] != before["InvocationID"]
+                    and now["MainPID"] not in ("0", before["MainPID"]))  # fmt: skip
+
+        return check
+
+    def environ(props: dict[str, str]) -> list[str]:
+        return node.run("cat", f"/proc/{props['MainPID']}/environ", check=True).stdout.split("\0")
+
+    t0 = time.monotonic()
     r2 = repo.commit(agent_state(etcd, "2"), "agent: GEN=2")
     etcdctl(etcd_server, "put", "/sk/desired/revision", r2)
-
-    def replaced() -> bool:
-        now = node.show("swarmkeeper-agent.service", "InvocationID", "MainPID", "ActiveState")
-        return (now["ActiveState"] == "active" and now["InvocationID"] != first["InvocationID"]
-                and now["MainPID"] not in ("0", first["MainPID"]))  # fmt: skip
-
-    wait_for("the agent's unit restarted", replaced, node)
+    # the old agent writes this status, then queues its restart: publish the next revision
+    # right away, so it arrives while the agent restarts
     wait_for(f"converged on {r2[:12]}", converged_on(etcd_server, r2), node)
-    second = node.show("swarmkeeper-agent.service", "InvocationID", "MainPID", "NRestarts")
-    environ = node.run("cat", f"/proc/{second['MainPID']}/environ", check=True).stdout.split("\0")
-    assert "GEN=2" in environ  # the new definition runs
-    assert second["NRestarts"] == "0"  # a restart job, not a crash and Restart=on-failure
-    assert ids(node, "a.service") == a_id  # nothing else was restarted
-    log = node.path("/var/log/agent.log").read_text()
-    assert log.count('"agent.restart-self"') == 1, log[-3000:]
-    assert node.path(f"{UNIT_DIR}/swarmkeeper-agent.service").read_text() == agent_unit(etcd, "2")
-
-    # the new agent carries on: the next revision (a change to a) converges, by it alone
     r3 = repo.commit(agent_state(etcd, "2", a_extra="Environment=Y=3\n"), "a: Y=3")
     etcdctl(etcd_server, "put", "/sk/desired/revision", r3)
+    wait_for("the agent's unit restarted", replaced(first), node)
     wait_for(f"converged on {r3[:12]}", converged_on(etcd_server, r3), node)
-    assert ids(node, "a.service") != a_id
-    assert (
-        node.show("swarmkeeper-agent.service", "InvocationID")["InvocationID"]
-        == second["InvocationID"]
-    )
+    print(f"publish of the agent change -> new agent converged on the next revision: "
+          f"{time.monotonic() - t0:.2f}s")  # fmt: skip
+    second = node.show(agent, "InvocationID", "MainPID", "NRestarts")
+    assert "GEN=2" in environ(second)  # the new definition runs
+    assert second["NRestarts"] == "0"  # a restart job, not a crash and Restart=on-failure
+    assert node.path(f"{UNIT_DIR}/{agent}").read_text() == agent_unit(etcd, "2")
+    assert ids(node, "a.service") != a_id  # r3 reached a, by one of the two agents
+    log = node.path("/var/log/agent.log").read_text()
+    assert log.count('"agent.restart-self"') == 1, log[-3000:]
+
+    # a drop-in for the agent's unit: written, loaded, and the agent restarted with it
+    r4 = repo.commit(agent_state(etcd, "2", "Environment=Y=3\n", "[Service]\nEnvironment=GEN=4\n"))
+    a_id = ids(node, "a.service")
+    etcdctl(etcd_server, "put", "/sk/desired/revision", r4)
+    wait_for("the agent's unit restarted again", replaced(second), node)
+    wait_for(f"converged on {r4[:12]}", converged_on(etcd_server, r4), node)
+    third = node.show(agent, "InvocationID", "MainPID", "DropInPaths")
+    assert third["DropInPaths"] == AGENT_DROPIN
+    assert "GEN=4" in environ(third)
+    assert ids(node, "a.service") == a_id  # only the agent's unit was due a restart
+    log = node.path("/var/log/agent.log").read_text()
+    assert log.count('"agent.restart-self"') == 2, log[-3000:]
+    assert node.show(agent, "InvocationID") == {"InvocationID": third["InvocationID"]}
