@@ -22,7 +22,19 @@ def _mounts() -> str:
 def test_boots_systemd_as_pid1_and_cleans_up(tmp_path: Path) -> None:
     root = node_root()
     t0 = time.monotonic()
-    with pid1_node(tmp_path, "n1", units=("basic.target", "systemd-journald.service")) as node:
+
+    def before_boot(root: Path) -> None:  # e.g. Ignition's files stage, in the sandbox
+        unit = root / "etc/systemd/system/early.service"
+        unit.write_text(
+            "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"
+        )
+        (root / "etc/systemd/system/multi-user.target.wants").mkdir(parents=True, exist_ok=True)
+        (root / "etc/systemd/system/multi-user.target.wants/early.service").symlink_to(
+            "/etc/systemd/system/early.service"
+        )
+
+    units = ("basic.target", "systemd-journald.service", "early.service")
+    with pid1_node(tmp_path, "n1", units=units, before_boot=before_boot) as node:
         boot = time.monotonic() - t0
         # PID 1 inside is systemd, and the host sees it as the leader
         assert node.run("cat", "/proc/1/comm", check=True).stdout.strip() == "systemd"
