@@ -413,3 +413,37 @@ def test_agent_updates_itself_without_a_reboot(pid1_node: Node, etcd_server: Etc
     log = node.path("/var/log/agent.log").read_text()
     assert log.count('"agent.restart-self"') == 2, log[-3000:]
     assert node.show(agent, "InvocationID") == {"InvocationID": third["InvocationID"]}
+
+
+def test_agent_does_not_restart_itself_for_a_revision_that_rolls_back(
+    pid1_node: Node, etcd_server: EtcdServer
+) -> None:
+    """A revision that changes the agent's unit and brings a failing unit rolls back whole:
+    the agent's unit file is restored and the agent that ran it keeps running."""
+    node, etcd = pid1_node, etcd_server.endpoint
+    agent = "swarmkeeper-agent.service"
+    repo = repo_in(node, agent_state(etcd, "1"))
+    r1 = repo.commit({}, "r1")
+    node.path(f"{UNIT_DIR}/{agent}").write_text(agent_unit(etcd, "1"))
+    node.systemctl("daemon-reload", check=True)
+    node.systemctl("start", agent, check=True)
+    etcdctl(etcd_server, "put", "/sk/desired/revision", r1)
+    wait_for(f"converged on {r1[:12]}", converged_on(etcd_server, r1), node)
+    first = node.show(agent, "InvocationID", "MainPID")
+    bad = agent_state(etcd, "2")
+    bad["state/roles/manager.yaml"] = (
+        "units:\n  - a.service\n  - swarmkeeper-agent.service\n  - bad.service\n"
+    )
+    bad["units/bad.service"] = "[Service]\nExecStart=/bin/false\n"
+    r2 = repo.commit(bad, "agent: GEN=2, and a unit that fails")
+    etcdctl(etcd_server, "put", "/sk/desired/revision", r2)
+    wait_for(
+        "degraded after the rollback",
+        lambda: (s := status(etcd_server)).get("state") == "degraded" and s.get("revision") == r1,
+        node,
+    )
+    assert "bad.service" in status(etcd_server)["error"]
+    assert node.show(agent, "InvocationID", "MainPID") == first
+    assert node.path(f"{UNIT_DIR}/{agent}").read_text() == agent_unit(etcd, "1")
+    assert node.show(agent, "NeedDaemonReload")["NeedDaemonReload"] == "no"
+    assert '"agent.restart-self"' not in node.path("/var/log/agent.log").read_text()
