@@ -56,6 +56,14 @@ def pid1_node(tmp_path: Path) -> Iterator[Node]:
 
 
 @pytest.fixture
+def pid1_node_factory(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    """Boot more PID-1 nodes by name (keyword arguments as ``tests.fixtures.nspawn.pid1_node``);
+    all are torn down after the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda name, **kw: stack.enter_context(_pid1_node(tmp_path, name, **kw))
+
+
+@pytest.fixture
 def systemd_user_factory(tmp_path: Path) -> Iterator[Callable[[str], UserManager]]:
     """Start more independent user managers by name (one per simulated node)."""
     with contextlib.ExitStack() as stack:

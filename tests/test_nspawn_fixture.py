@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.nspawn import node_root, pid1_node
+from tests.fixtures.nspawn import Node, node_root, pid1_node
 
 pytestmark = pytest.mark.slow
 
@@ -63,14 +64,15 @@ def test_boots_systemd_as_pid1_and_cleans_up(tmp_path: Path) -> None:
     assert not (tmp_path / "n1").exists()
 
 
-def test_two_nodes_do_not_share_cgroups(tmp_path: Path) -> None:
+def test_two_nodes_do_not_share_cgroups(pid1_node_factory: Callable[..., Node]) -> None:
     """Stopping a unit on one node leaves the same-named unit on the other running."""
-    with pid1_node(tmp_path, "a") as a, pid1_node(tmp_path, "b") as b:
-        for n in (a, b):
-            n.run("systemd-run", "--unit=sleeper.service", "sleep", "600", check=True)
-        a.systemctl("stop", "sleeper.service", check=True)
-        assert b.systemctl("is-active", "sleeper.service").stdout.strip() == "active"
-        assert a.systemctl("is-active", "sleeper.service").stdout.strip() != "active"
+    a, b = pid1_node_factory("a"), pid1_node_factory("b", binds=())
+    for n in (a, b):
+        n.run("systemd-run", "--unit=sleeper.service", "sleep", "600", check=True)
+    a.systemctl("stop", "sleeper.service", check=True)
+    assert b.systemctl("is-active", "sleeper.service").stdout.strip() == "active"
+    assert a.systemctl("is-active", "sleeper.service").stdout.strip() != "active"
+    assert a.cgroups != b.cgroups
 
 
 def test_own_network_namespace(tmp_path: Path) -> None:

@@ -591,7 +591,8 @@ def test_resolve_endpoint_table(tmp_path: Path) -> None:
     env = {"HOME": "/home/core", "XDG_RUNTIME_DIR": str(with_bus)}
     cases: list[tuple[dict[str, Any], Endpoint]] = [
         (
-            {"scope": Scope.SYSTEM, "environ": env, "uid": 1000},  # root: tests/test_system_scope.py
+            # as root the private socket would come first: tests/test_system_scope.py
+            {"scope": Scope.SYSTEM, "environ": env, "uid": 1000},
             Endpoint("unix:path=/run/dbus/system_bus_socket", False, Path("/etc/systemd/system")),
         ),
         (

@@ -119,5 +119,7 @@ def _self_unit(option: str | None) -> str:
     except ValueError as e:
         raise UsageError(f"--self-unit: {e}") from None
     if not option.endswith(".service") or "@." in option:
-        raise UsageError(f"--self-unit: {option!r} is not a service (e.g. swarmkeeper-agent.service)")
+        raise UsageError(
+            f"--self-unit: {option!r} is not a service (e.g. swarmkeeper-agent.service)"
+        )
     return option
