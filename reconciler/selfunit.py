@@ -60,13 +60,20 @@ def detect(cgroup_file: Path = Path("/proc/self/cgroup")) -> str:
         return ""
 
 
+def _ours(name: str, unit: str) -> bool:
+    """``name`` is ``unit`` or a drop-in entry of it (``unit.d/10-x.conf``)."""
+    return name == unit or name.startswith(unit + ".d/")
+
+
 def defer(spec: NodeSpec, unit: str) -> NodeSpec:
-    """``spec`` with ``unit`` never restarted or reloaded by the engine (``ignore``)."""
-    u = spec.unit(unit) if unit else None
-    if u is None or u.on_change is OnChange.IGNORE:
+    """``spec`` with ``unit`` never restarted or reloaded by the engine: its entry and the
+    entries of its drop-ins (whose ``on_change`` acts on it) become ``ignore``."""
+    if not unit or not any(
+        _ours(x.name, unit) and x.on_change is not OnChange.IGNORE for x in spec.units
+    ):
         return spec
     units = tuple(
-        replace(x, on_change=OnChange.IGNORE) if x.name == unit else x for x in spec.units
+        replace(x, on_change=OnChange.IGNORE) if _ours(x.name, unit) else x for x in spec.units
     )
     return replace(spec, units=units)
 

@@ -13,7 +13,7 @@ from reconciler import applied, selfunit
 from reconciler import plan as P
 from reconciler.commands.agent import _self_unit
 from reconciler.errors import UsageError
-from reconciler.models import FileSpec, OnChange
+from reconciler.models import FileSpec, OnChange, UnitName, UnitSpec
 from tests.nodemodel import Node
 from tests.specs import ENV, spec, unit
 
@@ -67,6 +67,19 @@ def test_defer_ignores_only_the_agents_unit() -> None:
     assert selfunit.defer(s, "other.service") is s
     ignored = spec([unit(AGENT, on_change=OnChange.IGNORE)])
     assert selfunit.defer(ignored, AGENT) is ignored
+
+
+def test_defer_covers_drop_in_entries_of_the_agents_unit() -> None:
+    """A drop-in listed as a unit entry (``<unit>.d/<name>.conf``) restarts the unit it
+    configures by its own ``on_change``: for the agent's unit that must wait too."""
+    dropin = UnitSpec(UnitName(f"{AGENT}.d/10-x.conf"), b"[Service]\nEnvironment=A=1\n")
+    other = UnitSpec(UnitName("a.service.d/10-x.conf"), b"[Service]\nEnvironment=A=1\n")
+    s = spec([unit(AGENT, on_change=OnChange.IGNORE), dropin, other])
+    d = selfunit.defer(s, AGENT)
+    assert [u.on_change for u in d.units] == [OnChange.IGNORE, OnChange.IGNORE, OnChange.RESTART]
+    # a unit whose name merely starts like the agent's is not one of its drop-ins
+    lookalike = spec([unit(AGENT + "x.service")])
+    assert selfunit.defer(lookalike, AGENT) is lookalike
 
 
 def test_restart_due_reads_the_plan() -> None:
