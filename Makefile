@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests start for real: etcd, git, systemd user managers, dockerd.
 SYSTEM_PKGS := git etcd-server etcd-client systemd dbus dbus-user-session iproute2 util-linux docker.io python3-venv debootstrap systemd-container
 
-.PHONY: demo test setup system-deps lint typecheck bench image node-root clean
+.PHONY: demo test test-fast setup system-deps lint typecheck bench image node-root clean
 
 setup: $(STAMP)
 
@@ -40,9 +40,16 @@ test: system-deps setup node-root
 node-root: system-deps
 	./scripts/build-root.sh
 
+# The tests that start no service (pure, property and in-process tests): seconds, no root.
+test-fast: setup
+	$(PY) -m pytest -q -m "not services"
+
+# ruff, the formatter, mypy --strict and the layer contracts (pyproject's [tool.importlinter]).
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -3,7 +3,7 @@
 In the same run, a raw baseline on a second, identical manager: plain file copies of all 50
 unit files + one ``systemctl --user daemon-reload`` + one ``systemctl --user restart`` of the
 changed unit (and, for the first apply, + one ``systemctl --user start`` of all 50).
-Prints medians and the ratio to the baseline. Targets (issue 3): no-op pass under 50 ms;
+Prints medians and the ratio to the baseline. Targets: no-op pass under 50 ms;
 one-unit change within 1.5x of the raw baseline.
 
 The health gate wants a Type=simple unit to have been active for a settle time (default
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reconciler import log
 from reconciler.actuators.systemd import DEFAULT_SETTLE, Scope, Systemd
-from reconciler.apply import Engine, Outcome
+from reconciler.apply.engine import Engine, Outcome
 from reconciler.models import FileSpec, NodeSpec
 from tests.fixtures.systemd_user import UserManager, user_manager
 from tests.specs import ENV, spec, unit

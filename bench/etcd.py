@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aetcd
 
-from reconciler.etcd import Etcd, WatchEvent
+from reconciler.etcd.client import Etcd, WatchEvent
 from tests.fixtures.etcd import etcd_server
 
 
@@ -35,8 +35,9 @@ async def timed(n: int, op: Callable[[int], Awaitable[object]]) -> list[float]:
     return out
 
 
-async def watch_latency(n: int, put: Callable[[int], Awaitable[object]],
-                        events: asyncio.Queue[float]) -> list[float]:
+async def watch_latency(
+    n: int, put: Callable[[int], Awaitable[object]], events: asyncio.Queue[float]
+) -> list[float]:
     lat = []
     for i in range(n):
         t = time.perf_counter()
@@ -56,8 +57,11 @@ async def main(endpoint: str, n: int) -> None:
     ours = await Etcd.connect([endpoint])
     results: dict[str, tuple[list[float], list[float]]] = {}
 
-    async def both(name: str, raw_op: Callable[[int], Awaitable[object]],
-                   our_op: Callable[[int], Awaitable[object]]) -> None:
+    async def both(
+        name: str,
+        raw_op: Callable[[int], Awaitable[object]],
+        our_op: Callable[[int], Awaitable[object]],
+    ) -> None:
         r: list[float] = []
         o: list[float] = []
         for _ in range(4):  # alternate blocks
@@ -67,16 +71,24 @@ async def main(endpoint: str, n: int) -> None:
 
     await raw.put(b"/bench/warm", b"x")
     await ours.put("/bench/warm", "x")
-    await both("put", lambda i: raw.put(f"/bench/r/{i % 50}".encode(), b"v"),
-               lambda i: ours.put(f"/bench/o/{i % 50}", "v"))
-    await both("get", lambda i: raw.get(f"/bench/r/{i % 50}".encode()),
-               lambda i: ours.get(f"/bench/o/{i % 50}"))
+    await both(
+        "put",
+        lambda i: raw.put(f"/bench/r/{i % 50}".encode(), b"v"),
+        lambda i: ours.put(f"/bench/o/{i % 50}", "v"),
+    )
+    await both(
+        "get",
+        lambda i: raw.get(f"/bench/r/{i % 50}".encode()),
+        lambda i: ours.get(f"/bench/o/{i % 50}"),
+    )
 
     async def raw_cas(i: int) -> object:
         k = f"/bench/rc/{i}".encode()
         return await raw.transaction(
             compare=[raw.transactions.create(k) == 0],
-            success=[raw.transactions.put(k, b"v")], failure=[])
+            success=[raw.transactions.put(k, b"v")],
+            failure=[],
+        )
 
     await both("create_if_absent", raw_cas, lambda i: ours.create_if_absent(f"/bench/oc/{i}", "v"))
 
@@ -116,8 +128,10 @@ async def main(endpoint: str, n: int) -> None:
     for name, (r, o) in results.items():
         print(f"{name:<18} {ms(r):8.3f} {ms(o):8.3f} {ms(o) / ms(r):6.2f}")
     print(f"wrapper RPCs sent: {ours.request_count} (counted by request_count)")
-    print(f"one lease (TTL 6 s) over 6.5 s: {keepalives} keepalives on one stream, "
-          f"{lease_rpcs} RPC(s)/stream(s) opened (grant + stream)")
+    print(
+        f"one lease (TTL 6 s) over 6.5 s: {keepalives} keepalives on one stream, "
+        f"{lease_rpcs} RPC(s)/stream(s) opened (grant + stream)"
+    )
     for t in tasks:
         t.cancel()
     await raw.close()

@@ -20,8 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reconciler.log import configure
-from reconciler.notifiers import WebhookNotifier
-from reconciler.notify import Event, EventKind, Notifications
+from reconciler.notify.events import Event, EventKind
+from reconciler.notify.hub import Notifications
+from reconciler.notify.notifiers import WebhookNotifier
 from tests.fixtures.webhook import HookServer
 
 N = 20_000
@@ -58,7 +59,11 @@ async def pass_loop(hub: Notifications) -> float:
     for p in range(PASSES):
         await asyncio.sleep(0.002)
         sum(range(20_000))
-        for kind in (EventKind.REVISION_APPLIED, EventKind.DRIFT_REPAIRED, EventKind.ROLLOUT_HALTED):
+        for kind in (
+            EventKind.REVISION_APPLIED,
+            EventKind.DRIFT_REPAIRED,
+            EventKind.ROLLOUT_HALTED,
+        ):
             hub.emit(Event.of(kind, "node-1", revision=f"{p:040x}", unit="x.service"))
     return time.perf_counter() - t0
 

@@ -55,8 +55,8 @@ async def exit_latency(sd: Systemd, name: str, runs: int) -> list[float]:
         await sd.start(name)
         st = await sd.wait_healthy(name, 10, settle=2.0)  # long: only the failure ends it
         assert st.failed, st
-        active = await sd._get(path, UNIT, "ActiveEnterTimestampMonotonic")
-        exited = await sd._get(path, SERVICE, "ExecMainExitTimestampMonotonic")
+        active = await sd.reader.get(path, UNIT, "ActiveEnterTimestampMonotonic")
+        exited = await sd.reader.get(path, SERVICE, "ExecMainExitTimestampMonotonic")
         out.append((int(exited) - int(active)) / 1e6)
     return out
 
@@ -80,8 +80,9 @@ def raw_restart(um: UserManager, names: list[str]) -> float:
 async def bench(um: UserManager, runs: int) -> None:
     crashers = {label: f"crash-{i}.service" for i, label in enumerate(CRASHERS)}
     for label, name in crashers.items():
-        (um.unit_dir / name).write_text(f"[Unit]\nStartLimitIntervalSec=0\n"
-                                        f"[Service]\nExecStart={CRASHERS[label]}\n")
+        (um.unit_dir / name).write_text(
+            f"[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart={CRASHERS[label]}\n"
+        )
     healthy = [f"ok-{i}.service" for i in range(5)]
     for n in healthy:
         (um.unit_dir / n).write_text(HEALTHY)
@@ -95,25 +96,31 @@ async def bench(um: UserManager, runs: int) -> None:
         for label, name in crashers.items():
             xs = sorted(await exit_latency(sd, name, runs))
             missed = [w for w in WINDOWS if w > 0 and w <= xs[-1]]
-            print(f"  {label:22} {ms(statistics.median(xs))} {ms(xs[int(0.9 * (len(xs) - 1))])} "
-                  f"{ms(xs[-1])}   {', '.join(f'{w:g}s' for w in missed) or '-'}")
+            print(
+                f"  {label:22} {ms(statistics.median(xs))} {ms(xs[int(0.9 * (len(xs) - 1))])} "
+                f"{ms(xs[-1])}   {', '.join(f'{w:g}s' for w in missed) or '-'}"
+            )
         print("  healthy Type=simple units: restart + gate (engine) vs systemctl restart (raw)")
         for count in (1, 5):
             names = healthy[:count]
             raw = [await asyncio.to_thread(raw_restart, um, names) for _ in range(runs)]
             for w in WINDOWS:
                 xs = [await gate(sd, names, w) for _ in range(runs)]
-                print(f"  {count} unit(s), window {w:4.2f}s: {ms(statistics.median(xs))}   "
-                      f"raw {ms(statistics.median(raw))}   ratio "
-                      f"{statistics.median(xs) / statistics.median(raw):5.2f}x")
+                print(
+                    f"  {count} unit(s), window {w:4.2f}s: {ms(statistics.median(xs))}   "
+                    f"raw {ms(statistics.median(raw))}   ratio "
+                    f"{statistics.median(xs) / statistics.median(raw):5.2f}x"
+                )
     finally:
         await sd.close()
 
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
-    with tempfile.TemporaryDirectory(prefix="sk-settle-", dir="/tmp") as tmp, \
-            user_manager(Path(tmp), "settle") as um:
+    with (
+        tempfile.TemporaryDirectory(prefix="sk-settle-", dir="/tmp") as tmp,
+        user_manager(Path(tmp), "settle") as um,
+    ):
         asyncio.run(bench(um, runs))
 
 

@@ -51,14 +51,16 @@ async def agents_round(lab: DockerLab, srv: EtcdServer, i: int) -> float:
 async def raw_round(lab: DockerLab) -> float:
     await reset_engines(lab, NAMES)
     n1, n2, n3 = (lab.node(n) for n in NAMES)
-    async with SwarmEngine(n1.docker_host) as e1, SwarmEngine(n2.docker_host) as e2, \
-            SwarmEngine(n3.docker_host) as e3:
+    async with (
+        SwarmEngine(n1.docker_host) as e1,
+        SwarmEngine(n2.docker_host) as e2,
+        SwarmEngine(n3.docker_host) as e3,
+    ):
         t0 = time.perf_counter()
         await e1.init(n1.address, heartbeat=1.0)
         token = (await e1.tokens()).manager
         remote = [f"{n1.address}:2377"]
-        await asyncio.gather(e2.join(remote, token, n2.address),
-                             e3.join(remote, token, n3.address))
+        await asyncio.gather(e2.join(remote, token, n2.address), e3.join(remote, token, n3.address))
         await formed(lab)
         return time.perf_counter() - t0
 
@@ -70,10 +72,13 @@ async def main(lab: DockerLab, srv: EtcdServer) -> None:
         agents.append(await agents_round(lab, srv, i))
     a, r = statistics.median(agents), statistics.median(raw)
     print(f"rounds: {ROUNDS} (3 managers, engines fresh each round)")
-    print(f"agents start -> complete swarm: median {a:.2f} s "
-          f"(min {min(agents):.2f}, max {max(agents):.2f})")
-    print(f"raw init + 2 joins baseline:    median {r:.2f} s "
-          f"(min {min(raw):.2f}, max {max(raw):.2f})")
+    print(
+        f"agents start -> complete swarm: median {a:.2f} s "
+        f"(min {min(agents):.2f}, max {max(agents):.2f})"
+    )
+    print(
+        f"raw init + 2 joins baseline:    median {r:.2f} s (min {min(raw):.2f}, max {max(raw):.2f})"
+    )
     print(f"ratio agents/raw: {a / r:.2f}x")
 
 

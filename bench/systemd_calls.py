@@ -69,8 +69,11 @@ def _operations(sd: Systemd, one: str, names: list[str]) -> list[Op]:
     """(label, D-Bus call, the systemctl arguments doing the same)."""
     return [
         ("is-active (1 unit)", lambda: sd.status([one]), ("is-active", one)),
-        (f"status ({UNITS} units)", lambda: sd.status(names),
-         ("show", "-p", "ActiveState,UnitFileState,InvocationID", *names)),
+        (
+            f"status ({UNITS} units)",
+            lambda: sd.status(names),
+            ("show", "-p", "ActiveState,UnitFileState,InvocationID", *names),
+        ),
         ("daemon-reload", sd.daemon_reload, ("daemon-reload",)),
         ("restart", lambda: sd.restart(one), ("restart", one)),
         ("reload", lambda: sd.reload(one), ("reload", one)),
@@ -96,21 +99,36 @@ async def bench(um: UserManager, runs: int) -> None:
             await sd.status(names)  # warm the property cache and the unit refs
             ops = _operations(sd, one, names)
             for what, op, cli in ops:
-                rows.append((f"{what} [{label}]", await timed(runs, op),
-                             timed_cli(runs, um, *cli)))
+                rows.append((f"{what} [{label}]", await timed(runs, op), timed_cli(runs, um, *cli)))
             # after a daemon-reload systemd recomputes each UnitFileState from disk on first read
-            rows.append((f"status ({UNITS}) after reload [{label}]",
-                         await _after_reload(runs, sd, names), _after_reload_cli(runs, um, names)))
+            rows.append(
+                (
+                    f"status ({UNITS}) after reload [{label}]",
+                    await _after_reload(runs, sd, names),
+                    _after_reload_cli(runs, um, names),
+                )
+            )
             # start and stop alternate so that each one really changes the unit
-            rows.append((f"start [{label}]", await _alternating(runs, sd.stop, sd.start, one),
-                         _alternating_cli(runs, um, one)))
-            rows.append((f"stop [{label}]", await _alternating(runs, sd.start, sd.stop, one),
-                         _alternating_cli(runs, um, one, stop=True)))
+            rows.append(
+                (
+                    f"start [{label}]",
+                    await _alternating(runs, sd.stop, sd.start, one),
+                    _alternating_cli(runs, um, one),
+                )
+            )
+            rows.append(
+                (
+                    f"stop [{label}]",
+                    await _alternating(runs, sd.start, sd.stop, one),
+                    _alternating_cli(runs, um, one, stop=True),
+                )
+            )
             await sd.start(one)
         finally:
             await sd.close()
-        rows.append((f"connect [{label}]", await timed(runs, _connector(um, address)),
-                     float("nan")))
+        rows.append(
+            (f"connect [{label}]", await timed(runs, _connector(um, address)), float("nan"))
+        )
 
     print(f"systemd user manager, {UNITS} units loaded, median of {runs} runs (ms)")
     print(f"{'operation':34} {'D-Bus':>9} {'systemctl':>10} {'ratio':>7}")
@@ -121,13 +139,15 @@ async def bench(um: UserManager, runs: int) -> None:
         print(f"{what:34} {dbus:9.2f} {raw_text} {ratio_text}")
     stalled_plain = await _stalls(um, MessageBus, runs * 2)
     stalled_cured = await _stalls(um, SystemdBus, runs * 2)
-    print(f"private-socket connects stalled (> {STALL}s): plain dbus-fast MessageBus "
-          f"{stalled_plain}/{runs * 2}, SystemdBus (TIOCOUTQ wait) {stalled_cured}/{runs * 2}")
+    print(
+        f"private-socket connects stalled (> {STALL}s): plain dbus-fast MessageBus "
+        f"{stalled_plain}/{runs * 2}, SystemdBus (TIOCOUTQ wait) {stalled_cured}/{runs * 2}"
+    )
 
 
 async def _stalls(um: UserManager, bus_class: type[MessageBus], attempts: int) -> int:
     """Connects to the private socket that hang; systemd 252 stalls when Hello shares a
-    read with the SASL BEGIN line (field notes)."""
+    read with the SASL BEGIN line."""
     stalled = 0
     for _ in range(attempts):
         bus = bus_class(bus_address=um.private_address)
@@ -140,8 +160,9 @@ async def _stalls(um: UserManager, bus_class: type[MessageBus], attempts: int) -
     return stalled
 
 
-async def _alternating(runs: int, undo: Callable[[str], Awaitable[str]],
-                       do: Callable[[str], Awaitable[str]], name: str) -> float:
+async def _alternating(
+    runs: int, undo: Callable[[str], Awaitable[str]], do: Callable[[str], Awaitable[str]], name: str
+) -> float:
     samples = []
     for _ in range(runs):
         await undo(name)
@@ -183,8 +204,10 @@ def _after_reload_cli(runs: int, um: UserManager, names: list[str]) -> float:
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 21
-    with tempfile.TemporaryDirectory(prefix="sk-bench-") as tmp, \
-            user_manager(Path(tmp), "bench") as um:
+    with (
+        tempfile.TemporaryDirectory(prefix="sk-bench-") as tmp,
+        user_manager(Path(tmp), "bench") as um,
+    ):
         asyncio.run(bench(um, runs))
 
 

@@ -42,11 +42,15 @@ def build(root: Path) -> None:
                 f"[Unit]\nDescription={name}\n[Service]\nEnvironmentFile=/etc/swarmkeeper/node.env\n"
                 f"ExecStart=/bin/sleep infinity\n[Install]\nWantedBy=default.target\n"
             )
-            lines.append(f"  - name: {name}\n    on_change: {'reload' if i % 3 else 'restart'}\n    timeout: 20s")
+            lines.append(
+                f"  - name: {name}\n    on_change: {'reload' if i % 3 else 'restart'}\n    timeout: 20s"
+            )
         lines.append("files:")
         for i in range(10):
             (root / f"files/{role}-{i}.conf").write_text(f"setting={i}\n" * 20)
-            lines.append(f"  - {{path: /etc/app/{role}-{i}.conf, source: files/{role}-{i}.conf, mode: '0644'}}")
+            lines.append(
+                f"  - {{path: /etc/app/{role}-{i}.conf, source: files/{role}-{i}.conf, mode: '0644'}}"
+            )
         (root / f"state/roles/{role}.yaml").write_text("\n".join(lines) + "\n")
     for n in range(NODES):
         role = "manager" if n < 5 else "worker"
@@ -80,11 +84,17 @@ def main() -> None:
         t_render = median_ms(lambda: [render_state(state, f) for f in facts])
         t_one = median_ms(lambda: render_state(state, facts[7]), runs=200)
         total = t_read + t_validate + t_render
-        print(f"state: {NODES} node files, 2 roles x {UNITS_PER_ROLE} units, {len(tree.files)} files")
+        print(
+            f"state: {NODES} node files, 2 roles x {UNITS_PER_ROLE} units, {len(tree.files)} files"
+        )
         print(f"read tree from directory      {t_read:8.2f} ms")
         print(f"load + validate (whole tree)  {t_validate:8.2f} ms")
-        print(f"render all {NODES} nodes          {t_render:8.2f} ms  ({t_one * 1000:.0f} us per node)")
-        print(f"total                         {total:8.2f} ms   target < 100 ms: {'OK' if total < 100 else 'MISSED'}")
+        print(
+            f"render all {NODES} nodes          {t_render:8.2f} ms  ({t_one * 1000:.0f} us per node)"
+        )
+        print(
+            f"total                         {total:8.2f} ms   target < 100 ms: {'OK' if total < 100 else 'MISSED'}"
+        )
         print(f"raw baseline: CSafeLoader on the same {len(yaml_files)} YAML files: {t_raw:.2f} ms")
         print(f"ratio validate / raw parse: {t_validate / t_raw:.2f}x")
 

@@ -15,8 +15,6 @@ from cloudconfig.bundle import ROLES, build
 from cloudconfig.formats import cloud_config, ignition
 from cloudconfig.params import LoadedParams, load_params
 
-FORMATS = ("cloud-config", "ignition")
-
 
 def generate(loaded: LoadedParams, formats: Iterable[str]) -> dict[str, bytes]:
     """The output files by name (manager.yml, worker.yml, manager.ign, worker.ign)."""

@@ -1,7 +1,7 @@
 """``params.yml``: the provisioning parameters, validated with ``path:line:`` problems.
 
 The keys ``cluster``, ``etcd``, ``repo``, ``agent``, ``prefix``, ``ssh_authorized_keys`` and
-``slack`` are a contract (issue 6); the others are additions with safe defaults. Shapes are
+``slack`` are a contract; the others are additions with safe defaults. Shapes are
 checked by strict pydantic models (unknown keys and wrong types are errors); rules that span
 keys (the static list must name exactly ``cluster.managers`` addresses, Fedora CoreOS needs a
 FleetLock server for coordinated reboots) are checked afterwards with the YAML positions, so

@@ -52,7 +52,9 @@ class Config:
         out: dict[str, object] = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            out[f.name] = str(v) if isinstance(v, Path | Role) else list(v) if isinstance(v, tuple) else v
+            out[f.name] = (
+                str(v) if isinstance(v, Path | Role) else list(v) if isinstance(v, tuple) else v
+            )
         return out
 
 
@@ -71,7 +73,9 @@ def _host_port(v: str, what: str) -> str:
 
 def _etcd(v: object) -> tuple[str, ...]:
     items = v if isinstance(v, list | tuple) else str(v).split(",")
-    out = tuple(_host_port(str(i).removeprefix("http://"), "endpoint") for i in items if str(i).strip())
+    out = tuple(
+        _host_port(str(i).removeprefix("http://"), "endpoint") for i in items if str(i).strip()
+    )
     if not out:
         raise ValueError("needs at least one HOST:PORT")
     return out
@@ -148,7 +152,9 @@ PARSERS: dict[str, Callable[[Any], object]] = {
     "config": _path,
     "etcd": _etcd,
     "prefix": _prefix,
-    "listen": lambda v: "" if str(v) in ("", "off") else _host_port(str(v), "address"),  # off: no HTTP
+    "listen": lambda v: (
+        "" if str(v) in ("", "off") else _host_port(str(v), "address")
+    ),  # off: no HTTP
     "poll_interval": _seconds,
 }
 
@@ -159,27 +165,57 @@ PARSERS: dict[str, Callable[[Any], object]] = {
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The node options of ``plan``, ``apply`` and ``agent`` (defaults resolved by load)."""
     g = parser.add_argument_group("node options (also SWARMKEEPER_<KEY> or --config FILE)")
-    g.add_argument("--repo", metavar="URL_OR_PATH", help="state repository: a directory, a git repo or a git URL (default .)")
+    g.add_argument(
+        "--repo",
+        metavar="URL_OR_PATH",
+        help="state repository: a directory, a git repo or a git URL (default .)",
+    )
     g.add_argument("--branch", help="branch to follow when --repo is a git URL (default main)")
-    g.add_argument("--rev", metavar="REV", help="commit to apply (default: the working tree of a directory, the branch head of a URL)")
+    g.add_argument(
+        "--rev",
+        metavar="REV",
+        help="commit to apply (default: the working tree of a directory, the branch head of a URL)",
+    )
     g.add_argument("--node", metavar="NAME", help="this node's name (default: the host name)")
     g.add_argument("--role", help="manager or worker (default: from state/nodes/<node>.yaml)")
-    g.add_argument("--address", metavar="IP", help="this node's private address (default 127.0.0.1)")
+    g.add_argument(
+        "--address", metavar="IP", help="this node's private address (default 127.0.0.1)"
+    )
     g.add_argument("--scope", help="systemd manager to drive: system or user (default system)")
-    g.add_argument("--bus-address", metavar="ADDRESS", help="D-Bus address of the systemd manager (default: for root with --scope system, systemd's private socket /run/systemd/private when it exists, else the system bus)")
-    g.add_argument("--state-dir", metavar="DIR", help="inventory and caches (default /var/lib/swarmkeeper, or ~/.local/state/swarmkeeper for --scope user)")
-    g.add_argument("--unit-dir", metavar="DIR", help="where unit files go (default: the scope's own)")
-    g.add_argument("--root", metavar="DIR", help="prefix for managed file paths, for tests and sandboxes")
+    g.add_argument(
+        "--bus-address",
+        metavar="ADDRESS",
+        help="D-Bus address of the systemd manager (default: for root with --scope system, systemd's private socket /run/systemd/private when it exists, else the system bus)",
+    )
+    g.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="inventory and caches (default /var/lib/swarmkeeper, or ~/.local/state/swarmkeeper for --scope user)",
+    )
+    g.add_argument(
+        "--unit-dir", metavar="DIR", help="where unit files go (default: the scope's own)"
+    )
+    g.add_argument(
+        "--root", metavar="DIR", help="prefix for managed file paths, for tests and sandboxes"
+    )
     g.add_argument("--config", metavar="FILE", help="YAML file with the same keys (underscores)")
     # a node fact too: the environment file lists the endpoints, so plan and apply take it
-    g.add_argument("--etcd", metavar="HOST:PORT[,...]", help="etcd endpoints (default 127.0.0.1:2379)")
+    g.add_argument(
+        "--etcd", metavar="HOST:PORT[,...]", help="etcd endpoints (default 127.0.0.1:2379)"
+    )
 
 
 def add_agent_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("agent options")
     g.add_argument("--prefix", help="etcd key prefix (default /swarmkeeper)")
-    g.add_argument("--listen", metavar="ADDR:PORT", help="HTTP address for /healthz, /metrics, hooks (default 127.0.0.1:9469)")
-    g.add_argument("--poll-interval", metavar="SECONDS", help="fallback git poll period (default 60)")
+    g.add_argument(
+        "--listen",
+        metavar="ADDR:PORT",
+        help="HTTP address for /healthz, /metrics, hooks (default 127.0.0.1:9469)",
+    )
+    g.add_argument(
+        "--poll-interval", metavar="SECONDS", help="fallback git poll period (default 60)"
+    )
 
 
 # ---------------------------------------------------------------- resolving
@@ -203,7 +239,10 @@ def _read_file(path: Path) -> dict[str, object]:
         k = str(key).replace("-", "_")
         if k not in KEYS or k == "config":
             hint = difflib.get_close_matches(k, KEYS, 1)
-            raise UsageError(f"--config {path}: unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            raise UsageError(
+                f"--config {path}: unknown key {key!r}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            )
         out[k] = value
     return out
 
@@ -234,7 +273,9 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
     values.setdefault("node", socket.gethostname().split(".")[0])
     scope = str(values.get("scope", "system"))
     if "state_dir" not in values and scope == "user":
-        base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local/state")
+        base = env.get("XDG_STATE_HOME") or str(
+            Path(env.get("HOME", "~")).expanduser() / ".local/state"
+        )
         values["state_dir"] = Path(base) / "swarmkeeper"
     if not str(values["node"]).strip() or "/" in str(values["node"]):
         raise UsageError(f"--node: {values['node']!r} is not a node name")

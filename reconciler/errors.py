@@ -1,22 +1,34 @@
-"""Every error swarmkeeper raises, grouped by how it is handled.
+"""Every error swarmkeeper raises, grouped by how the agent reacts to it.
 
-The tree (catch the branch that matches how you will react)::
+The tree (catch the branch that matches how you will react); the reaction is what the
+agent's worker does when a pass ends with it (``reconciler.agent.policy`` is that table)::
 
     SwarmkeeperError
     ├── InvalidDesiredState   the commit itself is wrong: never retried; the node stays on its
     │                         last good revision and reports ``rejected`` with the problems
-    ├── EtcdError             etcd refused a request (permission, invalid argument): not retried
-    ├── TransientError        the world is briefly unavailable: retried with backoff
+    ├── EtcdError             etcd refused a request (permission, invalid argument): the node
+    │                         reports ``degraded`` and retries at the capped backoff, since
+    │                         only an operator's fix (a role, a quota) ends it
+    ├── TransientError        the world is briefly unavailable: ``degraded``, retried with backoff
     │   ├── EtcdUnavailable   no etcd endpoint answered
     │   ├── LeaseNotFound     a write named an expired lease: grant a new one, retry
-    │   ├── NodeBusy          another process is applying on this node (its apply.lock)
-    │   └── SourceError       git fetch/read failed (remote unreachable, missing commit)
-    ├── ActuatorError         touching the node failed: the pass rolls back and reports
+    │   ├── SourceError       git fetch/read failed (remote unreachable, missing commit)
+    │   └── NodeFault         the node itself cannot carry out the plan (disk full, I/O
+    │       │                 error, permission, busy apply lock): ``degraded`` on that node,
+    │       │                 backoff; the rollout is NOT halted
+    │       └── NodeBusy      another process is applying on this node (its apply.lock)
+    ├── ActuatorError         touching the node failed: the pass rolls back, reports
+    │   │                     ``degraded`` and retries with backoff; only a health-gate
+    │   │                     failure of a NEW revision halts the rollout (``rollout/failed``)
     │   ├── SystemdError      a D-Bus call or job failed
     │   ├── UnitFailed        the health gate saw a unit fail to become active
     │   └── SwarmError        a Docker Engine swarm call failed or the node is in the
     │                         wrong swarm (never fixed by a silent leave)
     └── UsageError            the operator's command line or config is wrong (exit 1)
+
+Any other exception escaping a pass is a bug: the agent catches it at the pass boundary,
+reports ``degraded`` naming it (type and message), keeps its heartbeat and retries with
+backoff; the process never dies of it.
 
 ``Problem`` is one ``path:line: message`` finding; ``InvalidDesiredState`` carries all of them
 so an operator sees every problem of a commit at once.
@@ -60,12 +72,20 @@ class EtcdUnavailable(TransientError):
     """No etcd endpoint answered in time."""
 
 
-class NodeBusy(TransientError):
+class NodeFault(TransientError):
+    """The node itself cannot carry out the plan: disk full (ENOSPC), an I/O error (EIO),
+    permission denied (EACCES), a busy apply lock. The node reports ``degraded`` and retries
+    with backoff; the rollout is not halted, since the revision is not what failed."""
+
+
+class NodeBusy(NodeFault):
     """Another process is applying on this node right now (``<state_dir>/apply.lock``)."""
 
 
 class EtcdError(SwarmkeeperError):
-    """etcd refused a request (permission denied, invalid argument): retrying will not help."""
+    """etcd refused a request (permission denied, invalid argument): the same request will
+    fail again until an operator fixes it, so the agent reports it and retries only at the
+    capped backoff."""
 
 
 class LeaseNotFound(TransientError):

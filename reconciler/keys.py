@@ -29,12 +29,14 @@ def _node(node: str) -> str:
 
 # -- desired state -------------------------------------------------------------------
 
+
 def desired_revision(prefix: str) -> str:
     """The commit every node should run (a full sha, plain text)."""
     return f"{norm(prefix)}/desired/revision"
 
 
 # -- nodes ---------------------------------------------------------------------------
+
 
 def nodes_prefix(prefix: str) -> str:
     return f"{norm(prefix)}/nodes/"
@@ -61,13 +63,14 @@ def split_node_key(prefix: str, key: str | bytes) -> tuple[str, str] | None:
     base = nodes_prefix(prefix)
     if not k.startswith(base):
         return None
-    node, sep, leaf = k[len(base):].partition("/")
+    node, sep, leaf = k[len(base) :].partition("/")
     if not node or not sep or not leaf or "/" in leaf:
         return None
     return node, leaf
 
 
 # -- rollout -------------------------------------------------------------------------
+
 
 def rollout_prefix(prefix: str) -> str:
     return f"{norm(prefix)}/rollout/"
@@ -90,7 +93,7 @@ def split_slot_key(prefix: str, key: str | bytes) -> tuple[Role, int] | None:
     base = rollout_slots_prefix(prefix)
     if not k.startswith(base):
         return None
-    role, _, idx = k[len(base):].partition("/")
+    role, _, idx = k[len(base) :].partition("/")
     try:
         return Role(role), int(idx)
     except ValueError:
@@ -109,6 +112,7 @@ def rollout_halted(prefix: str) -> str:
 
 # -- swarm membership ----------------------------------------------------------------
 
+
 def swarm_prefix(prefix: str) -> str:
     return f"{norm(prefix)}/swarm/"
 
@@ -121,10 +125,6 @@ def swarm_cluster(prefix: str) -> str:
 def swarm_node(prefix: str, node: str) -> str:
     """What a node publishes about its engine (engine node id, address), for the leader."""
     return f"{norm(prefix)}/swarm/nodes/{_node(node)}"
-
-
-def swarm_nodes_prefix(prefix: str) -> str:
-    return f"{norm(prefix)}/swarm/nodes/"
 
 
 def swarm_managers(prefix: str) -> str:
@@ -148,6 +148,7 @@ def swarm_drained(prefix: str, node: str) -> str:
 
 
 # -- service registration ------------------------------------------------------------
+
 
 def services_prefix(prefix: str, name: str | None = None) -> str:
     base = f"{norm(prefix)}/services/"

@@ -76,7 +76,9 @@ def read_commit(repo: Path, rev: str) -> RepoTree:
             elif m.isfile():
                 total += m.size
                 if total > MAX_TREE_BYTES:
-                    raise SourceError(f"{sha[:12]}: state/units/files exceed {MAX_TREE_BYTES} bytes")
+                    raise SourceError(
+                        f"{sha[:12]}: state/units/files exceed {MAX_TREE_BYTES} bytes"
+                    )
                 f = tf.extractfile(m)
                 files[m.name] = f.read() if f is not None else b""
     return RepoTree(files=files, links=links, revision=Revision(sha))

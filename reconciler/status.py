@@ -128,11 +128,3 @@ class NodeStatus:
         if t is None:
             return None
         return ((now or dt.datetime.now(dt.UTC)) - t).total_seconds()
-
-    @property
-    def converged_on_desired(self) -> bool:
-        return (
-            self.state is NodeState.CONVERGED
-            and bool(self.desired)
-            and (self.revision == self.desired)
-        )

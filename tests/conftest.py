@@ -1,4 +1,9 @@
-"""Shared pytest fixtures: thin wrappers over the context managers in ``tests/fixtures``."""
+"""Shared pytest fixtures: thin wrappers over the context managers in ``tests/fixtures``.
+
+Every test that starts a real service (etcd, git remotes, systemd user managers, dockerd,
+agent processes) is marked ``services``: by the fixtures it requests, or because its module
+uses the service fixtures directly. ``make test-fast`` runs the rest (``-m "not services"``).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,41 @@ from tests.fixtures.nspawn import Node
 from tests.fixtures.nspawn import pid1_node as _pid1_node
 from tests.fixtures.systemd_user import UserManager
 from tests.fixtures.systemd_user import user_manager as _user_manager
+
+SERVICE_FIXTURES = frozenset(
+    {"etcd_server", "etcd_cluster", "state_repo", "systemd_user", "systemd_user_factory",
+     "docker_lab", "pid1_node", "pid1_node_factory"}
+)  # fmt: skip
+SERVICE_MODULES = frozenset(
+    f"tests.fixtures.{m}"
+    for m in (
+        "etcd",
+        "systemd_user",
+        "dockernet",
+        "agents",
+        "swarmagents",
+        "gitrepo",
+        "lifecycle",
+        "nspawn",
+    )
+)
+
+
+def _needs_services(item: pytest.Item) -> bool:
+    if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    if item.get_closest_marker("slow") is not None:
+        return True
+    module = getattr(item, "module", None)
+    return any(
+        getattr(v, "__module__", None) in SERVICE_MODULES for v in vars(module or {}).values()
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _needs_services(item):
+            item.add_marker(pytest.mark.services)
 
 
 @pytest.fixture

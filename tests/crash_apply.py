@@ -13,13 +13,15 @@ import signal
 import sys
 from pathlib import Path
 
-from reconciler import plan as P
 from reconciler.actuators.systemd import Scope, Systemd
-from reconciler.apply import Engine
+from reconciler.apply.engine import Engine
 from reconciler.models import NodeSpec
+from reconciler.plan import planner as P
 
 
-async def main(spec: NodeSpec, state_dir: str, root: str, address: str, unit_dir: str, n: int) -> None:
+async def main(
+    spec: NodeSpec, state_dir: str, root: str, address: str, unit_dir: str, n: int
+) -> None:
     sd = await Systemd.connect(Scope.USER, address=address, unit_dir=Path(unit_dir))
     seen = 0
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reconciler import plan as P
-from reconciler import unitfile
 from reconciler.models import sha256
+from reconciler.plan import planner as P
+from reconciler.plan import unitfile
 
 
 @dataclass

@@ -448,3 +448,30 @@ def test_a_corrupt_inventory_is_reported_not_fatal(
     )  # nothing applied blind
     inventory.write_bytes(good)  # an operator restores it; the backoff retry picks it up
     c.converged_on(rev2, timeout=60)
+
+
+def test_an_unexpected_error_in_a_pass_degrades_the_node_and_the_agent_retries(
+    etcd_server: EtcdServer, make_cluster: Callable[..., Cluster]
+) -> None:
+    c = make_cluster(etcd_server.endpoint, {"w1": "worker"})
+    c.publish_head()
+    agent = c.agents["w1"]
+    inv = agent.state_dir / "inventory.json"
+    saved = inv.read_bytes()
+    inv.unlink()
+    inv.mkdir()  # reading the inventory now raises IsADirectoryError: no SwarmkeeperError
+    rev2 = c.repo.commit({"units/b.service": SLEEP + "Environment=V=2\n"}, "change b")
+    publish(c.endpoints, rev2)
+    c.wait(
+        lambda s: s["state"] == "degraded" and "Is a directory" in str(s["error"]),
+        "degraded naming the error",
+    )
+    assert "IsADirectoryError" in str(c.status()["w1"]["error"])
+    alive = etcdctl(c.endpoints, "get", "--print-value-only", f"{PREFIX}/nodes/w1/alive")
+    assert json.loads(alive)["node"] == "w1"  # the heartbeat goes on
+    wait_for(lambda: agent.log().count('"outcome": "error"') >= 2, 20, "a retried pass")
+    assert agent.alive()
+    inv.rmdir()
+    inv.write_bytes(saved)  # fixed: the next retry converges without a new trigger
+    c.converged_on(rev2)
+    assert agent.alive()

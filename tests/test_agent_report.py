@@ -9,11 +9,11 @@ from pathlib import Path
 
 from reconciler import keys
 from reconciler.actuators.dry import DrySystemd
-from reconciler.agent import Agent, AgentSettings
-from reconciler.apply import Engine
-from reconciler.etcd import Etcd
+from reconciler.agent.agent import Agent, AgentSettings
+from reconciler.agent.passes import PassResult
+from reconciler.apply.engine import Engine
+from reconciler.etcd.client import Etcd
 from reconciler.models import Role
-from reconciler.reconcile import PassResult
 from reconciler.status import NodeState, NodeStatus
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.gitrepo import StateRepo
@@ -48,7 +48,7 @@ async def test_unreleased_slot_goes_with_the_next_status(
         agent = _agent(e, etcd_server.endpoint, state_repo, tmp_path)
         agent.lease = await e.lease(30)
         await e.put(keys.desired_revision(P), "new")
-        slot = await agent._acquire("new", "old", Role.WORKER, 1,
+        slot = await agent.reporter.acquire("new", "old", Role.WORKER, 1,
                                     _status(NodeState.APPLYING, "old"),
                                     _status(NodeState.CONVERGED, "old", "waiting"))  # fmt: skip
         assert slot is not None and slot.key == keys.rollout_slot(P, Role.WORKER, 0)
@@ -56,20 +56,20 @@ async def test_unreleased_slot_goes_with_the_next_status(
 
         await asyncio.to_thread(etcd_server.stop)
         res = PassResult(_status(NodeState.CONVERGED, "new"), new_revision=True, slot=slot)
-        await agent._report(res)
-        assert res.retry  # status unwritten: the pass is retried with backoff
+        _, written = await agent.reporter.report(res)
+        assert not written  # status unwritten: the worker retries the pass with backoff
         await asyncio.to_thread(etcd_server.start)
 
         # the retried pass finds the node converged and takes no slot of its own: the
         # final status still frees the slot left over from the failed release
-        await agent._report(PassResult(_status(NodeState.CONVERGED, "new")))
+        await agent.reporter.report(PassResult(_status(NodeState.CONVERGED, "new")))
         assert await e.get(slot.key) is None
         st = await _read_status(e)
         assert (st.state, st.revision) == (NodeState.CONVERGED, "new")
 
         # and a later report does not touch a slot another node has taken since
         await e.put(slot.key, '{"node": "w2"}')
-        await agent._report(PassResult(_status(NodeState.CONVERGED, "new")))
+        await agent.reporter.report(PassResult(_status(NodeState.CONVERGED, "new")))
         kv = await e.get(slot.key)
         assert kv is not None and kv.value == b'{"node": "w2"}'
     finally:

@@ -1,4 +1,4 @@
-"""The apply engine against a real systemd user manager: every acceptance bullet of issue 3.
+"""The apply engine against a real systemd user manager: every promise of docs/apply.md.
 
 Each test reads systemd's real state afterwards (InvocationID, MainPID, LoadState,
 UnitFileState, files on disk), never the engine's own account of what it did.
@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import plan as P
 from reconciler.actuators.systemd import Scope, Systemd
-from reconciler.apply import Engine, Outcome
+from reconciler.apply.engine import Engine, Outcome
 from reconciler.models import (
     FileSpec,
     OnChange,
     UnitName,
     UnitSpec,
 )
+from reconciler.plan import planner as P
 from tests.fixtures.systemd_user import UserManager
 from tests.specs import ENV, spec, unit
 

@@ -39,13 +39,16 @@ from tests.fixtures.userdata import (
 REPO = Path(__file__).resolve().parent.parent
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsKey ops@example.com"
 
-PARAMS = BASE_PARAMS + f"""\
+PARAMS = (
+    BASE_PARAMS
+    + f"""\
 ssh_authorized_keys: ["{KEY}"]
 slack: {{webhook_url_file: /etc/swarmkeeper/slack-url}}
 files:
   - {{path: /etc/motd, content: "hello\\n", mode: "0644"}}
   - {{path: /etc/worker-only, content: "w\\n", mode: "0600", roles: [worker]}}
 """
+)
 
 COMMON_FILES = {
     "/etc/swarmkeeper/agent.base.yaml",
@@ -211,8 +214,17 @@ def test_agent_unit_runs_the_image_with_the_host_sockets_and_dirs(
     assert option_values(opts, "-e") == ["SLACK_WEBHOOK_URL_FILE=/etc/swarmkeeper/slack-url"]
     assert "--rm" in opts
     # --root /host: the files roles place anywhere land on the host, through the /:/host mount
-    assert args == ["--log-level", "info", "agent", "--config", "/etc/swarmkeeper/agent.yaml", "--root", "/host",
-                    "--self-unit", "swarmkeeper-agent.service"]  # fmt: skip
+    assert args == [
+        "--log-level",
+        "info",
+        "agent",
+        "--config",
+        "/etc/swarmkeeper/agent.yaml",
+        "--root",
+        "/host",
+        "--self-unit",
+        "swarmkeeper-agent.service",
+    ]
 
 
 def test_cloud_config_sets_etcd_lock_and_ssh_keys(tmp_path: Path) -> None:

@@ -21,21 +21,36 @@ def parse(argv: list[str], env: dict[str, str] | None = None) -> config.Config:
 
 def test_defaults_need_no_config_file() -> None:
     c = parse([], {"HOME": "/home/x"})
-    assert (c.repo, c.branch, c.rev, c.role, c.address, c.scope) == (".", "main", None, None, "127.0.0.1", "system")
+    assert (c.repo, c.branch, c.rev, c.role, c.address, c.scope) == (
+        ".",
+        "main",
+        None,
+        None,
+        "127.0.0.1",
+        "system",
+    )
     assert c.state_dir == Path("/var/lib/swarmkeeper") and c.unit_dir is None and c.root is None
     assert c.etcd == ("127.0.0.1:2379",) and c.prefix == "/swarmkeeper" and c.poll_interval == 60.0
     assert c.node  # the host name
 
 
 def test_user_scope_state_dir_follows_xdg() -> None:
-    assert parse(["--scope", "user"], {"HOME": "/home/x"}).state_dir == Path("/home/x/.local/state/swarmkeeper")
+    assert parse(["--scope", "user"], {"HOME": "/home/x"}).state_dir == Path(
+        "/home/x/.local/state/swarmkeeper"
+    )
     assert parse(["--scope", "user"], {"XDG_STATE_HOME": "/s"}).state_dir == Path("/s/swarmkeeper")
 
 
 def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
-    f.write_text("node: from-file\nrole: worker\nbranch: file-branch\npoll_interval: 5m\netcd: [a:1, b:2]\nstate_dir: /f\n")
-    env = {"SWARMKEEPER_ROLE": "manager", "SWARMKEEPER_BRANCH": "env-branch", "SWARMKEEPER_CONFIG": str(f)}
+    f.write_text(
+        "node: from-file\nrole: worker\nbranch: file-branch\npoll_interval: 5m\netcd: [a:1, b:2]\nstate_dir: /f\n"
+    )
+    env = {
+        "SWARMKEEPER_ROLE": "manager",
+        "SWARMKEEPER_BRANCH": "env-branch",
+        "SWARMKEEPER_CONFIG": str(f),
+    }
     c = parse(["--branch", "flag-branch"], env)
     assert c.branch == "flag-branch"  # flag beats env and file
     assert c.role is Role.MANAGER  # env beats file
@@ -50,7 +65,11 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
     [
         (["--role", "boss"], {}, "--role: 'boss' is not one of manager, worker"),
         (["--scope", "session"], {}, "--scope: 'session' is not one of system, user"),
-        (["--address", "10.0.0.300"], {}, "--address: '10.0.0.300' does not appear to be an IPv4 or IPv6 address"),
+        (
+            ["--address", "10.0.0.300"],
+            {},
+            "--address: '10.0.0.300' does not appear to be an IPv4 or IPv6 address",
+        ),
         (["--etcd", "localhost"], {}, "--etcd: endpoint 'localhost' is not HOST:PORT"),
         (["--listen", "0.0.0.0:99999"], {}, "--listen: address '0.0.0.0:99999' is not HOST:PORT"),
         (["--poll-interval", "-3"], {}, "--poll-interval: must be > 0"),
@@ -77,7 +96,9 @@ def test_bad_config_files(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="expected a mapping"):
         parse(["--config", str(f)])
     f.write_text("scope: galaxy\n")
-    with pytest.raises(UsageError, match=r"--config .*c.yaml: scope: 'galaxy' is not one of system, user"):
+    with pytest.raises(
+        UsageError, match=r"--config .*c.yaml: scope: 'galaxy' is not one of system, user"
+    ):
         parse(["--config", str(f)])
     with pytest.raises(UsageError, match="No such file"):
         parse(["--config", str(tmp_path / "missing.yaml")])

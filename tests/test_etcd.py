@@ -1,4 +1,4 @@
-"""reconciler.etcd against a real etcd 3.4: key/value API, failover, TLS, auth expiry."""
+"""reconciler.etcd.client against a real etcd 3.4: key/value API, failover, TLS, auth expiry."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import grpc.aio  # type: ignore[import-untyped]
 import pytest
 
 from reconciler.errors import EtcdUnavailable, TransientError
-from reconciler.etcd import KV, Etcd, EtcdError, LeaseNotFound, TLSConfig
+from reconciler.etcd.client import KV, Etcd, EtcdError, LeaseNotFound, TLSConfig
 from tests.fixtures.etcd import EtcdServer, free_ports
 
 
@@ -59,14 +59,19 @@ async def test_snapshot_and_status_carrying_transactions(etcd_server: EtcdServer
             await e.put(k, v)
         kvs, rev = await e.snapshot(keys=("/t/d", "/t/missing"), prefixes=("/t/r/",))
         assert {k: kv.value for k, kv in kvs.items()} == {
-            b"/t/d": b"x", b"/t/r/a": b"1", b"/t/r/b": b"2"}
+            b"/t/d": b"x",
+            b"/t/r/a": b"1",
+            b"/t/r/b": b"2",
+        }
         assert rev == (await e.get_prefix("/t/"))[1]
 
         # the slot and the status that goes with it: both or neither
         assert await e.create_if_absent("/t/slot", "me", also={"/t/status": "applying"})
         assert await e.create_if_absent("/t/slot", "rival", also={"/t/status": "X"}) is False
         assert [(await e.get(k)).value for k in ("/t/slot", "/t/status")] == [  # type: ignore[union-attr]
-            b"me", b"applying"]
+            b"me",
+            b"applying",
+        ]
 
         # release only our own holding; the status is written either way
         assert await e.put_and_release("/t/status", "done", release="/t/slot", holding=b"me")
@@ -128,8 +133,12 @@ async def test_call_survives_restart_and_fails_bounded_when_down(
 
 def _etcdctl(endpoint: str, *args: str) -> str:
     out = subprocess.run(
-        ["etcdctl", "--endpoints", endpoint, *args], check=True, capture_output=True,
-        text=True, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}, timeout=20,
+        ["etcdctl", "--endpoints", endpoint, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+        timeout=20,
     )
     return out.stdout
 
@@ -173,51 +182,122 @@ def _make_certs(d: Path) -> None:
     def ssl(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d, timeout=30)
 
-    ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-        "-keyout", "ca.key", "-out", "ca.crt")
+    ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
     (d / "ext.cnf").write_text(
         "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
     )
     for name in ("server", "client", "other"):
-        ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", f"/CN={name}",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        ssl(
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
         ca = "ca" if name != "other" else "other"
         if name == "other":  # a second, unrelated CA to prove verification happens
-            ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-                "-subj", "/CN=other-ca", "-keyout", "other-ca.key", "-out", "other-ca.crt")
+            ssl(
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=other-ca",
+                "-keyout",
+                "other-ca.key",
+                "-out",
+                "other-ca.crt",
+            )
             ca = "other-ca"
-        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-days", "1", "-extfile", "ext.cnf", "-out", f"{name}.crt")
+        ssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            f"{ca}.crt",
+            "-CAkey",
+            f"{ca}.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            f"{name}.crt",
+        )
 
 
 async def test_tls_with_client_certificates(tmp_path: Path) -> None:
     await asyncio.to_thread(_make_certs, tmp_path)
     port, peer = free_ports(2)
     url = f"https://127.0.0.1:{port}"
-    srv = EtcdServer(client_port=port, peer_port=peer, extra_args=[
-        "--listen-client-urls", url, "--advertise-client-urls", url,
-        "--cert-file", str(tmp_path / "server.crt"), "--key-file", str(tmp_path / "server.key"),
-        "--client-cert-auth", "--trusted-ca-file", str(tmp_path / "ca.crt"),
-    ])
+    srv = EtcdServer(
+        client_port=port,
+        peer_port=peer,
+        extra_args=[
+            "--listen-client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+            "--cert-file",
+            str(tmp_path / "server.crt"),
+            "--key-file",
+            str(tmp_path / "server.key"),
+            "--client-cert-auth",
+            "--trusted-ca-file",
+            str(tmp_path / "ca.crt"),
+        ],
+    )
     srv.spawn()
     try:
         # /health over plain http does not exist here: wait by connecting with TLS.
-        tls = TLSConfig(ca=tmp_path / "ca.crt", cert=tmp_path / "client.crt",
-                        key=tmp_path / "client.key")
-        async with await Etcd.connect([f"https://127.0.0.1:{port}"], tls=tls,
-                                      retry_for=20) as e:
+        tls = TLSConfig(
+            ca=tmp_path / "ca.crt", cert=tmp_path / "client.crt", key=tmp_path / "client.key"
+        )
+        async with await Etcd.connect([f"https://127.0.0.1:{port}"], tls=tls, retry_for=20) as e:
             await e.put("/t/tls", "secret")
             kv = await e.get("/t/tls")
             assert kv is not None and kv.value == b"secret"
         # A server certificate from an unknown CA is refused.
-        bad = TLSConfig(ca=tmp_path / "other-ca.crt", cert=tmp_path / "client.crt",
-                        key=tmp_path / "client.key")
+        bad = TLSConfig(
+            ca=tmp_path / "other-ca.crt", cert=tmp_path / "client.crt", key=tmp_path / "client.key"
+        )
         with pytest.raises(EtcdUnavailable):
             await Etcd.connect([f"127.0.0.1:{port}"], tls=bad, timeout=1, retry_for=1)
         # So is a client without a certificate (--client-cert-auth).
         with pytest.raises(EtcdUnavailable):
-            await Etcd.connect([f"127.0.0.1:{port}"], tls=TLSConfig(ca=tmp_path / "ca.crt"),
-                               timeout=1, retry_for=1)
+            await Etcd.connect(
+                [f"127.0.0.1:{port}"], tls=TLSConfig(ca=tmp_path / "ca.crt"), timeout=1, retry_for=1
+            )
     finally:
         srv.close()
 
@@ -225,8 +305,10 @@ async def test_tls_with_client_certificates(tmp_path: Path) -> None:
 async def test_write_with_an_expired_lease_is_transient_and_marks_it_lost(
     etcd_server: EtcdServer,
 ) -> None:
-    async with await Etcd.connect([etcd_server.endpoint]) as e, \
-            await Etcd.connect([etcd_server.endpoint]) as other:
+    async with (
+        await Etcd.connect([etcd_server.endpoint]) as e,
+        await Etcd.connect([etcd_server.endpoint]) as other,
+    ):
         lease = await e.lease(5)
         await other.revoke_lease(lease)  # gone on the server; e's keeper does not know yet
         with pytest.raises(LeaseNotFound):
@@ -252,16 +334,22 @@ class _LosesFirstTxnAnswer:
         resp = await self._kv.Txn(req, **kw)  # type: ignore[attr-defined]
         if not self.lost:
             self.lost += 1
-            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
-                                       grpc.aio.Metadata(), "injected: answer lost")
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                "injected: answer lost",
+            )
         return resp
 
 
 async def test_txn_retry_after_lost_answer_reports_our_own_write(
     etcd_server: EtcdServer,
 ) -> None:
-    async with await Etcd.connect([etcd_server.endpoint]) as e, \
-            await Etcd.connect([etcd_server.endpoint]) as rival:
+    async with (
+        await Etcd.connect([etcd_server.endpoint]) as e,
+        await Etcd.connect([etcd_server.endpoint]) as rival,
+    ):
         lease = await e.lease(10)
         conn = await e.conn()
         conn.kv = _LosesFirstTxnAnswer(conn.kv)  # type: ignore[assignment]
@@ -286,8 +374,9 @@ async def test_every_endpoint_is_tried_even_after_hung_ones(etcd_server: EtcdSer
         b.pause()
         try:
             t0 = time.monotonic()
-            async with await Etcd.connect([a.endpoint, b.endpoint, etcd_server.endpoint],
-                                          timeout=1, retry_for=0.01) as e:
+            async with await Etcd.connect(
+                [a.endpoint, b.endpoint, etcd_server.endpoint], timeout=1, retry_for=0.01
+            ) as e:
                 await e.put("/t/k", "v")
                 assert e.endpoint == etcd_server.endpoint
             assert time.monotonic() - t0 < 6

@@ -1,4 +1,4 @@
-"""reconciler.etcd when etcd misbehaves: restarts, compaction, a hung member, leader loss,
+"""reconciler.etcd.client when etcd misbehaves: restarts, compaction, a hung member, leader loss,
 lease keepalive directly and through ``etcd grpc-proxy``. All against real etcd processes."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from reconciler.etcd import Etcd, Resynced, WatchEvent
+from structlog.testing import capture_logs
+
+from reconciler.etcd.client import Etcd, Resynced, WatchEvent
 from tests.fixtures.etcd import EtcdCluster, EtcdServer, etcd_proxy
 
 
@@ -153,7 +155,8 @@ async def test_watch_moves_to_another_member_when_its_member_dies(
             await wait_for(lambda: b"199" in values(got), 15, "all events")
         seen = values(got)
         assert [v for i, v in enumerate(seen) if i == 0 or seen[i - 1] != v] == [
-            str(i).encode() for i in range(200)]
+            str(i).encode() for i in range(200)
+        ]
         assert watcher.endpoint != eps[0]
     finally:
         await watcher.close()
@@ -285,7 +288,8 @@ async def test_through_grpc_proxy_leader_kill_loses_no_event_and_keeps_lease(
                 await wait_for(lambda: b"59" in values(got), 15, "all events via the proxy")
             seen = values(got)
             assert [v for i, v in enumerate(seen) if i == 0 or seen[i - 1] != v] == [
-                str(i).encode() for i in range(60)]
+                str(i).encode() for i in range(60)
+            ]
             await wait_for(lambda: lease.alive, 5, "keepalives after the election")
             kv = await e.get("/g/alive")
             assert kv is not None and kv.lease == lease.id
@@ -325,3 +329,32 @@ async def test_idle_watch_is_refreshed_without_loss(etcd_server: EtcdServer) -> 
         assert values(got) == [f"{b}-{i}".encode() for b in range(4) for i in range(25)]
         assert e.watch_refreshes >= 4
         assert e.reconnects == 0  # a refresh is not a failure: the connection stays
+
+
+async def test_an_outage_logs_one_warning_and_one_recovery(etcd_server: EtcdServer) -> None:
+    """Watch and lease retry with backoff while etcd is down, but each says so once."""
+    with capture_logs() as logs:
+        async with await Etcd.connect([etcd_server.endpoint], timeout=1, retry_for=15) as e:
+            lease = await e.lease(6)
+            _, rev = await e.get_prefix("/outage/")
+            async with collecting(e, "/outage/", rev + 1) as got:
+                await e.put("/outage/a", "1")
+                await wait_for(lambda: len(values(got)) == 1, 5, "the first event")
+                await asyncio.to_thread(etcd_server.stop)
+                await asyncio.sleep(2.5)  # dozens of retries at the 0.05 s base
+                await asyncio.to_thread(etcd_server.start)
+                await e.put("/outage/b", "2")
+                await wait_for(lambda: values(got) == [b"1", b"2"], 10, "the event after")
+                await wait_for(
+                    lambda: any(x["event"] == "etcd.keepalive.recovered" for x in logs),
+                    10,
+                    "the keepalive to recover",
+                )
+                assert lease.alive
+    events = [x["event"] for x in logs]
+    assert events.count("etcd.watch.broken") == 1, events
+    assert events.count("etcd.watch.resumed") == 1, events
+    assert events.count("etcd.keepalive.broken") == 1, events
+    assert events.count("etcd.keepalive.recovered") == 1, events
+    resumed = next(x for x in logs if x["event"] == "etcd.watch.resumed")
+    assert resumed["retries"] > 1  # it retried several times but warned once

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from reconciler.http import make_app
-from reconciler.metrics import Metrics
+from reconciler.agent.http import make_app
+from reconciler.agent.metrics import Metrics
 
 SECRET = b"s3cret"
 SHA = "a" * 40

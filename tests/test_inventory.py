@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.actuators.inventory import CorruptInventory, InventoryStore
-from reconciler.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Pending
 from reconciler.models import OnChange, Revision, UnitName
+from reconciler.plan.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Pending
 
 INV = Inventory(
     revision=Revision("abc123"),

@@ -12,9 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.coalesce import Coalescer, Delivery
 from reconciler.models import Notifier
-from reconciler.notifiers import (
+from reconciler.notify.coalesce import Coalescer, Delivery
+from reconciler.notify.events import DEFAULT_SEVERITY, Event, EventKind, Severity
+from reconciler.notify.hub import Notifications
+from reconciler.notify.notifiers import (
     SlackNotifier,
     WebhookNotifier,
     format_text,
@@ -22,13 +24,14 @@ from reconciler.notifiers import (
     resolve_url,
     short_revision,
 )
-from reconciler.notify import DEFAULT_SEVERITY, Event, EventKind, Notifications, Severity
 from tests.fixtures.webhook import HookServer
 
 SHA = "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"
 
 
-def ev(kind: EventKind = EventKind.DRIFT_REPAIRED, unit: str = "vault.service", **kw: object) -> Event:
+def ev(
+    kind: EventKind = EventKind.DRIFT_REPAIRED, unit: str = "vault.service", **kw: object
+) -> Event:
     return Event.of(kind, str(kw.pop("node", "node-1")), revision=SHA, unit=unit, **kw)  # type: ignore[arg-type]
 
 
@@ -154,7 +157,9 @@ def test_coalescer_conserves_events(steps: list[tuple[int, float]], capacity: in
             "[info] agent started on m1: swarmkeeper 0.1.0",
         ),
         (
-            Delivery(Event.of(EventKind.REVISION_REJECTED, "m1", revision="worktree", at=5.0), 3, 5.0),
+            Delivery(
+                Event.of(EventKind.REVISION_REJECTED, "m1", revision="worktree", at=5.0), 3, 5.0
+            ),
             False,
             "[error] revision rejected on m1 at worktree (×3 in <1s)",
         ),
@@ -218,14 +223,24 @@ async def test_every_event_kind_reaches_slack_and_webhook_filtered_by_severity()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(hub.run())
             for kind in EventKind:
-                hub.emit(Event.of(kind, "node-7", revision=SHA, unit="vault.service",
-                                  message=f"{kind} happened", details={"pass": 3}))
+                hub.emit(
+                    Event.of(
+                        kind,
+                        "node-7",
+                        revision=SHA,
+                        unit="vault.service",
+                        message=f"{kind} happened",
+                        details={"pass": 3},
+                    )
+                )
             await srv.wait_for(len(EventKind), "/slack")
             await hub.aclose()
 
     slack_texts = {b["text"] for b in srv.bodies("/slack")}
     assert len(srv.bodies("/slack")) == len(EventKind)
-    assert all(b["channel"] == "#ops" and set(b) == {"text", "channel"} for b in srv.bodies("/slack"))
+    assert all(
+        b["channel"] == "#ops" and set(b) == {"text", "channel"} for b in srv.bodies("/slack")
+    )
     for kind in EventKind:
         title = kind.replace("_", " ")
         [text] = [t for t in slack_texts if f"*{title}*" in t]
@@ -267,7 +282,11 @@ async def simulated_passes(hub: Notifications, passes: int = 40) -> tuple[float,
     for p in range(passes):
         await asyncio.sleep(0.005)
         sum(range(20_000))
-        for kind in (EventKind.REVISION_APPLIED, EventKind.DRIFT_REPAIRED, EventKind.ROLLOUT_HALTED):
+        for kind in (
+            EventKind.REVISION_APPLIED,
+            EventKind.DRIFT_REPAIRED,
+            EventKind.ROLLOUT_HALTED,
+        ):
             e0 = time.perf_counter()
             hub.emit(Event.of(kind, "node-1", revision=f"{p:040x}", unit="x.service"))
             worst = max(worst, time.perf_counter() - e0)
@@ -423,7 +442,8 @@ async def test_cluster_notify_config_to_delivered_messages(tmp_path: Path) -> No
             await hub.aclose()
     assert len(hub.sinks) == 2
     assert sorted(b["text"].split("*")[1] for b in srv.bodies("/slack")) == [
-        "revision applied", "swarm left"
+        "revision applied",
+        "swarm left",
     ]
     assert [b["kind"] for b in srv.bodies("/ops")] == ["swarm_left"]
 

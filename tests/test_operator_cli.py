@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import keys
-from reconciler.etcd import Etcd
+from reconciler.etcd.client import Etcd
 from reconciler.status import NodeState, NodeStatus, utcnow
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.gitrepo import StateRepo
@@ -28,8 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def cli(ep: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SWARMKEEPER_ETCD": ep, "PYTHONPATH": str(ROOT)}
     env.pop("SWARMKEEPER_PREFIX", None)
-    return subprocess.run([sys.executable, "-m", "reconciler", *args], capture_output=True,
-                          text=True, env=env, timeout=60, cwd=cwd or ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=cwd or ROOT,
+    )
 
 
 async def etcd_get(ep: str, key: str) -> bytes | None:
@@ -48,12 +54,30 @@ def cluster_state(etcd_server: EtcdServer) -> Iterator[str]:
         await e.put(keys.desired_revision(P), A)
         lease = await e.lease(5)
         await e.put(keys.node_alive(P, "m1"), "{}", lease=lease)
-        await e.put(keys.node_status(P, "m1"), NodeStatus(
-            node="m1", role="manager", state=NodeState.CONVERGED, revision=A, desired=A,
-            units={"a.service": "active"}, updated_at=utcnow()).to_json())
-        await e.put(keys.node_status(P, "w1"), NodeStatus(
-            node="w1", role="worker", state=NodeState.DEGRADED, revision=B, desired=A,
-            error="a.service failed to start\nsecond line", updated_at=utcnow()).to_json())
+        await e.put(
+            keys.node_status(P, "m1"),
+            NodeStatus(
+                node="m1",
+                role="manager",
+                state=NodeState.CONVERGED,
+                revision=A,
+                desired=A,
+                units={"a.service": "active"},
+                updated_at=utcnow(),
+            ).to_json(),
+        )
+        await e.put(
+            keys.node_status(P, "w1"),
+            NodeStatus(
+                node="w1",
+                role="worker",
+                state=NodeState.DEGRADED,
+                revision=B,
+                desired=A,
+                error="a.service failed to start\nsecond line",
+                updated_at=utcnow(),
+            ).to_json(),
+        )
         await e.put(keys.node_pause(P, "w1"), "{}")
         return e
 
@@ -77,8 +101,18 @@ def test_status_table(cluster_state: str) -> None:
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("desired aaaaaaaa")
-    assert lines[1].split() == ["NODE", "ROLE", "STATE", "APPLIED", "DESIRED", "ALIVE",
-                                "HEARTBEAT", "REPORTED", "SWARM", "ERROR"]
+    assert lines[1].split() == [
+        "NODE",
+        "ROLE",
+        "STATE",
+        "APPLIED",
+        "DESIRED",
+        "ALIVE",
+        "HEARTBEAT",
+        "REPORTED",
+        "SWARM",
+        "ERROR",
+    ]
     m1 = next(ln for ln in lines if ln.startswith("m1 "))
     w1 = next(ln for ln in lines if ln.startswith("w1 "))
     assert m1.split()[:6] == ["m1", "manager", "converged", "aaaaaaaa", "aaaaaaaa", "yes"]
@@ -101,8 +135,13 @@ def test_status_json(cluster_state: str) -> None:
 
 def test_status_watch_redraws_on_change(cluster_state: str) -> None:
     env = {**os.environ, "SWARMKEEPER_ETCD": cluster_state, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "status", "--json", "--watch"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "status", "--json", "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
@@ -149,8 +188,13 @@ def test_rollout_halt_status_resume(cluster_state: str) -> None:
     assert asyncio.run(etcd_get(ep, keys.rollout_halted(P))) is not None
     out = cli(ep, "rollout", "status").stdout
     assert "HALTED by" in out and "investigating" in out
-    asyncio.run(_put(ep, keys.rollout_failed(P), json.dumps(
-        {"revision": A, "node": "w1", "error": "a.service failed", "at": utcnow()})))
+    asyncio.run(
+        _put(
+            ep,
+            keys.rollout_failed(P),
+            json.dumps({"revision": A, "node": "w1", "error": "a.service failed", "at": utcnow()}),
+        )
+    )
     out = cli(ep, "rollout", "status").stdout
     assert "revision aaaaaaaa failed on w1" in out
     assert "on the desired revision: 1/2; not yet: w1" in out

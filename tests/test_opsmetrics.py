@@ -7,12 +7,13 @@ import asyncio
 from prometheus_client import CollectorRegistry, generate_latest
 
 from reconciler import keys
-from reconciler.etcd import Etcd
+from reconciler.agent.opsmetrics import register
+from reconciler.agent.services import ServiceRegistrar
+from reconciler.etcd.client import Etcd
 from reconciler.models import CheckKind, HealthCheck, Registration
-from reconciler.notifiers import WebhookNotifier
-from reconciler.notify import Event, EventKind, Notifications
-from reconciler.opsmetrics import register
-from reconciler.services import ServiceRegistrar
+from reconciler.notify.events import Event, EventKind
+from reconciler.notify.hub import Notifications
+from reconciler.notify.notifiers import WebhookNotifier
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.webhook import HookServer
 
@@ -58,4 +59,4 @@ async def test_metrics_reflect_hub_and_registrar(etcd_server: EtcdServer) -> Non
         await registrar.aclose()
         await rtask
     listener.close()
-    assert b"swarmkeeper_service_registered{service=\"db\"} 0.0" in generate_latest(registry)
+    assert b'swarmkeeper_service_registered{service="db"} 0.0' in generate_latest(registry)

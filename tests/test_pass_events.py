@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler import plan as P
-from reconciler.apply import ActionResult, ApplyResult, Failure, Outcome
+from reconciler.agent.events import MAX_DRIFT_EVENTS, PassEvents
+from reconciler.agent.passes import PassResult, Rejection
+from reconciler.apply.engine import ActionResult, ApplyResult, Failure, Outcome
 from reconciler.models import Revision
-from reconciler.notify import EventKind, Severity
-from reconciler.pass_events import MAX_DRIFT_EVENTS, PassEvents
-from reconciler.reconcile import PassResult, Rejection
+from reconciler.notify.events import EventKind, Severity
+from reconciler.plan import planner as P
 from reconciler.status import NodeState, NodeStatus
 
 OLD = Revision("a" * 40)
@@ -26,11 +26,15 @@ def acts(*actions: P.Action) -> tuple[ActionResult, ...]:
 
 
 def applied(
-    *actions: P.Action, outcome: Outcome = Outcome.CONVERGED, failure: Failure | None = None,
-    now: Revision | None = NEW, error: str = "",
+    *actions: P.Action,
+    outcome: Outcome = Outcome.CONVERGED,
+    failure: Failure | None = None,
+    now: Revision | None = NEW,
+    error: str = "",
 ) -> ApplyResult:
-    return ApplyResult(outcome, NEW, now, acts(*actions), failure=failure, error=error,
-                       duration=1.25)
+    return ApplyResult(
+        outcome, NEW, now, acts(*actions), failure=failure, error=error, duration=1.25
+    )
 
 
 RESTART_DRIFT = P.StartUnit("vault.service", "was inactive", drift=True)
@@ -58,38 +62,67 @@ WRITE_NEW = P.WriteUnit("etcd-member.service", b"[Service]\n", "changed in git")
         (
             PassResult(
                 status(),
-                result=applied(WRITE_NEW, outcome=Outcome.ROLLED_BACK, now=OLD,
-                               failure=Failure("etcd-member.service", "failed (exit-code)", "x")),
+                result=applied(
+                    WRITE_NEW,
+                    outcome=Outcome.ROLLED_BACK,
+                    now=OLD,
+                    failure=Failure("etcd-member.service", "failed (exit-code)", "x"),
+                ),
                 new_revision=True,
+                halts_rollout=True,
             ),
-            [(EventKind.APPLY_ROLLED_BACK, "etcd-member.service",
-              "etcd-member.service failed (exit-code); rolled back to aaaaaaa"),
-             (EventKind.ROLLOUT_HALTED, "etcd-member.service",
-              "rollout of bbbbbbb halted: it failed here")],
+            [
+                (
+                    EventKind.APPLY_ROLLED_BACK,
+                    "etcd-member.service",
+                    "etcd-member.service failed (exit-code); rolled back to aaaaaaa",
+                ),
+                (
+                    EventKind.ROLLOUT_HALTED,
+                    "etcd-member.service",
+                    "rollout of bbbbbbb halted: it failed here",
+                ),
+            ],
         ),
         (
             PassResult(
                 status(),
-                result=applied(WRITE_NEW, outcome=Outcome.FAILED, now=None,
-                               error="systemd went away"),
+                result=applied(
+                    WRITE_NEW, outcome=Outcome.FAILED, now=None, error="systemd went away"
+                ),
                 new_revision=True,
             ),
-            [(EventKind.APPLY_ROLLED_BACK, "",
-              "systemd went away; rollback failed too, node needs a look"),
-             (EventKind.ROLLOUT_HALTED, "", "rollout of bbbbbbb halted: it failed here")],
+            [
+                (  # not the revision's fault (no health-gate failure): no halt
+                    EventKind.APPLY_ROLLED_BACK,
+                    "",
+                    "systemd went away; rollback failed too, node needs a look",
+                ),
+            ],
         ),
         (  # a failed repair of the current revision halts nothing
             PassResult(
                 status(),
-                result=applied(RESTART_DRIFT, outcome=Outcome.ROLLED_BACK, now=NEW,
-                               failure=Failure("vault.service", "failed (exit-code)", "")),
+                result=applied(
+                    RESTART_DRIFT,
+                    outcome=Outcome.ROLLED_BACK,
+                    now=NEW,
+                    failure=Failure("vault.service", "failed (exit-code)", ""),
+                ),
             ),
-            [(EventKind.APPLY_ROLLED_BACK, "vault.service",
-              "vault.service failed (exit-code); rolled back to bbbbbbb")],
+            [
+                (
+                    EventKind.APPLY_ROLLED_BACK,
+                    "vault.service",
+                    "vault.service failed (exit-code); rolled back to bbbbbbb",
+                )
+            ],
         ),
     ],
 )
-def test_events_for_one_pass(result: PassResult, expected: list[tuple[EventKind, str, str]]) -> None:
+def test_events_for_one_pass(
+    result: PassResult, expected: list[tuple[EventKind, str, str]]
+) -> None:
     events = PassEvents("w1").events(result)
     assert [(e.kind, e.unit, e.message) for e in events] == expected
     assert all(e.node == "w1" and e.revision == NEW for e in events)

@@ -1,4 +1,4 @@
-"""The pure planner: one table row per decision of issue 3, and a model-based property test."""
+"""The pure planner: one table row per planner decision, and a model-based property test."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import applied
-from reconciler import plan as P
 from reconciler.models import (
     FileSpec,
     NodeSpec,
@@ -18,6 +16,8 @@ from reconciler.models import (
     UnitName,
     UnitSpec,
 )
+from reconciler.plan import applied
+from reconciler.plan import planner as P
 from tests.nodemodel import Node
 from tests.specs import ENV, spec, unit
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from reconciler import keys
 from reconciler.models import Role
-from reconciler.rollout import (
+from reconciler.rollout.decide import (
     Decision,
     Peer,
     RolloutView,
@@ -60,10 +60,17 @@ def test_keys_refuse_bad_node(bad: str) -> None:
 
 
 def test_status_round_trip_and_tolerance() -> None:
-    s = NodeStatus(node="n1", role="manager", state=NodeState.REJECTED, revision="a" * 40,
-                   desired="b" * 40, error="state/x.yaml:3: bad", problems=("p:1: x",),
-                   units={"b.service": "active", "a.service": "failed"},
-                   updated_at="2026-01-02T03:04:05.000000Z")
+    s = NodeStatus(
+        node="n1",
+        role="manager",
+        state=NodeState.REJECTED,
+        revision="a" * 40,
+        desired="b" * 40,
+        error="state/x.yaml:3: bad",
+        problems=("p:1: x",),
+        units={"b.service": "active", "a.service": "failed"},
+        updated_at="2026-01-02T03:04:05.000000Z",
+    )
     back = NodeStatus.from_json(s.to_json())
     assert back == s
     assert list(back.units) == ["a.service", "b.service"]
@@ -94,33 +101,56 @@ def peer(n: str, role: Role | None = M, alive: bool = True, state: NodeState | N
         (V(applied="new"), Decision(Verdict.CURRENT)),
         (V(applied=""), Decision(Verdict.FRESH)),
         (V(peers=(peer("m2"), peer("m3"))), Decision(Verdict.TRY, (0,))),
-        (V(peers=(peer("m2", alive=False),)),
-         Decision(Verdict.WAIT, reason="manager m2 is not alive")),
+        (
+            V(peers=(peer("m2", alive=False),)),
+            Decision(Verdict.WAIT, reason="manager m2 is not alive"),
+        ),
         (V(peers=(peer("m2", state=A),)), Decision(Verdict.WAIT, reason="manager m2 is applying")),
         (V(peers=(peer("m2", state=D),)), Decision(Verdict.WAIT, reason="manager m2 is degraded")),
-        (V(peers=(peer("m2", state=None),)),
-         Decision(Verdict.WAIT, reason="manager m2 is unknown")),
-        (V(peers=(peer("m2", state=NodeState.PAUSED), peer("m3", state=NodeState.REJECTED))),
-         Decision(Verdict.TRY, (0,))),
+        (
+            V(peers=(peer("m2", state=None),)),
+            Decision(Verdict.WAIT, reason="manager m2 is unknown"),
+        ),
+        (
+            V(peers=(peer("m2", state=NodeState.PAUSED), peer("m3", state=NodeState.REJECTED))),
+            Decision(Verdict.TRY, (0,)),
+        ),
         # Workers' health never blocks a manager, nor nodes without a known role.
-        (V(peers=(peer("w1", W, alive=False), peer("x", None, state=D))),
-         Decision(Verdict.TRY, (0,))),
-        (V(holders=(SlotHolder(M, 0, "m2"),)), Decision(Verdict.WAIT, reason="manager m2 is updating")),
+        (
+            V(peers=(peer("w1", W, alive=False), peer("x", None, state=D))),
+            Decision(Verdict.TRY, (0,)),
+        ),
+        (
+            V(holders=(SlotHolder(M, 0, "m2"),)),
+            Decision(Verdict.WAIT, reason="manager m2 is updating"),
+        ),
         (V(holders=(SlotHolder(M, 0, "me"),)), Decision(Verdict.HOLDING, (0,))),
         (V(W, max_unavailable=3, holders=(SlotHolder(W, 1, "w2"),)), Decision(Verdict.TRY, (0, 2))),
-        (V(W, max_unavailable=1, holders=(SlotHolder(W, 0, "w2"),)),
-         Decision(Verdict.WAIT, reason="1 of 1 worker slot(s) in use")),
+        (
+            V(W, max_unavailable=1, holders=(SlotHolder(W, 0, "w2"),)),
+            Decision(Verdict.WAIT, reason="1 of 1 worker slot(s) in use"),
+        ),
         # max_unavailable lowered while higher slots are held: the count still binds.
-        (V(W, max_unavailable=1, holders=(SlotHolder(W, 3, "w2"),)),
-         Decision(Verdict.WAIT, reason="1 of 1 worker slot(s) in use")),
+        (
+            V(W, max_unavailable=1, holders=(SlotHolder(W, 3, "w2"),)),
+            Decision(Verdict.WAIT, reason="1 of 1 worker slot(s) in use"),
+        ),
         (V(W, max_unavailable=0), Decision(Verdict.TRY, (0,))),
         # Workers ignore manager activity.
-        (V(W, holders=(SlotHolder(M, 0, "m1"),), peers=(peer("m1", state=A),)),
-         Decision(Verdict.TRY, (0,))),
-        (V(failed_revision="new"), Decision(Verdict.HALTED, reason="revision new failed on a node")),
+        (
+            V(W, holders=(SlotHolder(M, 0, "m1"),), peers=(peer("m1", state=A),)),
+            Decision(Verdict.TRY, (0,)),
+        ),
+        (
+            V(failed_revision="new"),
+            Decision(Verdict.HALTED, reason="revision new failed on a node"),
+        ),
         (V(failed_revision="older"), Decision(Verdict.TRY, (0,))),
         (V(halted=True), Decision(Verdict.HALTED, reason="rollout halted by an operator")),
-        (V(applied="", halted=True), Decision(Verdict.HALTED, reason="rollout halted by an operator")),
+        (
+            V(applied="", halted=True),
+            Decision(Verdict.HALTED, reason="rollout halted by an operator"),
+        ),
         (V(applied="new", halted=True), Decision(Verdict.CURRENT)),
     ],
 )
@@ -175,11 +205,17 @@ class Sim:
 
     def view(self, me: SimNode) -> RolloutView:
         return RolloutView(
-            node=me.name, role=me.role, applied=me.applied, desired="new",
+            node=me.name,
+            role=me.role,
+            applied=me.applied,
+            desired="new",
             peers=tuple(Peer(n.name, n.role, n.alive, n.state) for n in self.nodes if n is not me),
-            holders=tuple(SlotHolder(n.role, n.slot, n.name) for n in self.nodes
-                          if n.slot is not None),
-            max_unavailable=self.max_unavailable, halted=self.halted, failed_revision=self.failed,
+            holders=tuple(
+                SlotHolder(n.role, n.slot, n.name) for n in self.nodes if n.slot is not None
+            ),
+            max_unavailable=self.max_unavailable,
+            halted=self.halted,
+            failed_revision=self.failed,
         )
 
     def step(self, action: str, i: int) -> None:
@@ -228,8 +264,19 @@ class Sim:
         assert sum(1 for n in workers if n.slot is not None) <= max(1, self.max_unavailable)
 
 
-ACTIONS = ["try", "try", "try", "finish", "fail", "die", "revive", "degrade", "heal",
-           "resume", "halt"]
+ACTIONS = [
+    "try",
+    "try",
+    "try",
+    "finish",
+    "fail",
+    "die",
+    "revive",
+    "degrade",
+    "heal",
+    "resume",
+    "halt",
+]
 
 
 @settings(max_examples=300, deadline=None)
@@ -241,7 +288,10 @@ ACTIONS = ["try", "try", "try", "finish", "fail", "die", "revive", "degrade", "h
     steps=st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 8)), max_size=80),
 )
 def test_simulated_rollout_never_exceeds_slots(
-    managers: int, workers: int, max_unavailable: int, fresh: list[bool],
+    managers: int,
+    workers: int,
+    max_unavailable: int,
+    fresh: list[bool],
     steps: list[tuple[str, int]],
 ) -> None:
     nodes = [SimNode(f"m{i}", M, "" if fresh[i] else "old") for i in range(managers)]
@@ -253,7 +303,8 @@ def test_simulated_rollout_never_exceeds_slots(
 
 def test_simulation_reaches_everyone_when_nothing_fails() -> None:
     nodes = [SimNode(f"m{i}", M, "old") for i in range(3)] + [
-        SimNode(f"w{i}", W, "old") for i in range(4)]
+        SimNode(f"w{i}", W, "old") for i in range(4)
+    ]
     sim = Sim(nodes, 2)
     for _ in range(10):
         for i in range(len(nodes)):

@@ -12,9 +12,10 @@ import random
 from collections.abc import AsyncIterator
 
 from reconciler import keys
-from reconciler.etcd import Etcd, Lease, WatchEvent
+from reconciler.etcd.client import Etcd, Lease, WatchEvent
 from reconciler.models import Role
-from reconciler.rollout import RolloutGate, Slot, Verdict
+from reconciler.rollout.decide import Verdict
+from reconciler.rollout.gate import RolloutGate, Slot
 from reconciler.status import NodeState, NodeStatus
 from tests.fixtures.etcd import EtcdServer
 
@@ -30,8 +31,9 @@ class SimNode:
         self.gate = RolloutGate(e, P, name, role, lease, max_unavailable=max_unavailable)
 
     @classmethod
-    async def start(cls, ep: str, name: str, role: Role, max_unavailable: int = 1,
-                    ttl: int = 2) -> SimNode:
+    async def start(
+        cls, ep: str, name: str, role: Role, max_unavailable: int = 1, ttl: int = 2
+    ) -> SimNode:
         e = await Etcd.connect([ep])
         lease = await e.lease(ttl)
         await e.put(keys.node_alive(P, name), "{}", lease=lease)
@@ -40,8 +42,15 @@ class SimNode:
         return node
 
     def doc(self, state: NodeState, revision: str, error: str = "", rollout: str = "") -> str:
-        return NodeStatus(node=self.name, role=self.role.value, state=state, revision=revision,
-                          desired="new", error=error, rollout=rollout).to_json()
+        return NodeStatus(
+            node=self.name,
+            role=self.role.value,
+            state=state,
+            revision=revision,
+            desired="new",
+            error=error,
+            rollout=rollout,
+        ).to_json()
 
     async def report(self, state: NodeState, revision: str, error: str = "") -> None:
         await self.e.put(keys.node_status(P, self.name), self.doc(state, revision, error))
@@ -50,7 +59,9 @@ class SimNode:
         """As the agent does it: the applying status goes with the slot, the final one
         with its release, each in one transaction."""
         slot = await self.gate.acquire(
-            "new", "old", applying=self.doc(NodeState.APPLYING, "old"),
+            "new",
+            "old",
+            applying=self.doc(NodeState.APPLYING, "old"),
             waiting=self.doc(NodeState.CONVERGED, "old", rollout="waiting"),
         )
         if slot is None:
@@ -110,15 +121,17 @@ async def test_managers_one_at_a_time_workers_up_to_max(etcd_server: EtcdServer)
         async with recording(ep) as timeline:
             await nodes[0].e.put(keys.desired_revision(P), "new")
             rnd = random.Random(7)
-            await asyncio.wait_for(asyncio.gather(
-                *(n.update(rnd.uniform(0.1, 0.3)) for n in nodes)), 30)
+            await asyncio.wait_for(
+                asyncio.gather(*(n.update(rnd.uniform(0.1, 0.3)) for n in nodes)), 30
+            )
             await asyncio.sleep(0.2)  # let the recorder drain the last events
         assert max_concurrent(timeline, {n.name for n in managers}) == 1
         assert max_concurrent(timeline, {n.name for n in workers}) == 2  # used, never exceeded
         kvs, _ = await nodes[0].e.get_prefix(P + "/nodes/")
         final = [NodeStatus.from_json(kv.value) for kv in kvs if kv.key.endswith(b"/status")]
         assert {(s.node, s.state, s.revision) for s in final} == {
-            (n.name, NodeState.CONVERGED, "new") for n in nodes}
+            (n.name, NodeState.CONVERGED, "new") for n in nodes
+        }
         assert (await nodes[0].e.get_prefix(keys.rollout_slots_prefix(P)))[0] == []
     finally:
         for n in nodes:
@@ -140,13 +153,22 @@ async def test_status_travels_with_the_slot(etcd_server: EtcdServer) -> None:
     try:
         async with recording(ep) as timeline:
             await w1.e.put(keys.desired_revision(P), "new")
-            slot = await w1.gate.acquire("new", "old", applying=w1.doc(NodeState.APPLYING, "old"),
-                                         waiting=w1.doc(NodeState.CONVERGED, "old", rollout="waiting"))
+            slot = await w1.gate.acquire(
+                "new",
+                "old",
+                applying=w1.doc(NodeState.APPLYING, "old"),
+                waiting=w1.doc(NodeState.CONVERGED, "old", rollout="waiting"),
+            )
             assert slot is not None and slot.key is not None
             assert (await status(w1)).state is NodeState.APPLYING
-            waiting = asyncio.create_task(w2.gate.acquire(
-                "new", "old", applying=w2.doc(NodeState.APPLYING, "old"),
-                waiting=w2.doc(NodeState.CONVERGED, "old", rollout="waiting")))
+            waiting = asyncio.create_task(
+                w2.gate.acquire(
+                    "new",
+                    "old",
+                    applying=w2.doc(NodeState.APPLYING, "old"),
+                    waiting=w2.doc(NodeState.CONVERGED, "old", rollout="waiting"),
+                )
+            )
             await asyncio.sleep(0.3)
             assert not waiting.done()
             assert (await status(w2)).rollout == "waiting"
@@ -159,7 +181,9 @@ async def test_status_travels_with_the_slot(etcd_server: EtcdServer) -> None:
             await asyncio.sleep(0.2)  # let the recorder drain
         # w1 went straight from converged (old) to applying: no "waiting" in between
         assert [st for _, n, st in timeline if n == "w1"] == [
-            NodeState.APPLYING, NodeState.CONVERGED]
+            NodeState.APPLYING,
+            NodeState.CONVERGED,
+        ]
     finally:
         for n in (w1, w2):
             await n.e.close()

@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler import applied, selfunit
-from reconciler import plan as P
+from reconciler.agent import selfunit
 from reconciler.commands.agent import _self_unit
 from reconciler.errors import UsageError
 from reconciler.models import FileSpec, OnChange, UnitName, UnitSpec
+from reconciler.plan import applied
+from reconciler.plan import planner as P
 from tests.nodemodel import Node
 from tests.specs import ENV, spec, unit
 

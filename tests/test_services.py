@@ -18,12 +18,7 @@ import pytest
 
 from reconciler import cli, keys
 from reconciler.actuators.systemd import Scope, Systemd
-from reconciler.commands.services import format_table, parse_entries
-from reconciler.etcd import KV, Etcd
-from reconciler.models import CheckKind, HealthCheck, Registration
-from reconciler.notifiers import WebhookNotifier
-from reconciler.notify import Event, EventKind, Notifications
-from reconciler.services import (
+from reconciler.agent.services import (
     HttpCheck,
     ServiceRegistrar,
     TcpCheck,
@@ -32,6 +27,12 @@ from reconciler.services import (
     lease_ttl,
     split_host_port,
 )
+from reconciler.commands.services import format_table, parse_entries
+from reconciler.etcd.client import KV, Etcd
+from reconciler.models import CheckKind, HealthCheck, Registration
+from reconciler.notify.events import Event, EventKind
+from reconciler.notify.hub import Notifications
+from reconciler.notify.notifiers import WebhookNotifier
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.systemd_user import UserManager
 from tests.fixtures.webhook import HookServer
@@ -172,7 +173,9 @@ async def test_key_follows_health_and_events_are_emitted(etcd_server: EtcdServer
             hub.emit(e)
 
         reg = ServiceRegistrar(etcd, prefix=PREFIX, node="node-1", address="10.0.0.5", emit=emit)
-        await reg.update([("vault.service", http_reg(srv.url("/health"), interval))], revision="c0ffee")
+        await reg.update(
+            [("vault.service", http_reg(srv.url("/health"), interval))], revision="c0ffee"
+        )
         async with running(reg):
             await wait_until(present, 3.0, "registered")
             kv = await observer.get(key)
@@ -196,7 +199,10 @@ async def test_key_follows_health_and_events_are_emitted(etcd_server: EtcdServer
             await wait_until(lambda: len(events) == 2, 1.0, "event emitted")
             again = await observer.get(key)
             assert again is not None and again.lease != kv.lease
-            assert [e.kind for e in events] == [EventKind.SERVICE_UNHEALTHY, EventKind.SERVICE_HEALTHY]
+            assert [e.kind for e in events] == [
+                EventKind.SERVICE_UNHEALTHY,
+                EventKind.SERVICE_HEALTHY,
+            ]
             # a healthy service is not re-put every interval: the key stays at one revision
             await asyncio.sleep(interval * 2.5)
             same = await observer.get(key)
@@ -276,9 +282,17 @@ async def test_a_check_that_raises_counts_as_failed_and_never_stops_the_registra
     events: list[Event] = []
     async with await Etcd.connect([etcd_server.endpoint]) as etcd:
         key = keys.services(PREFIX, "x", "n6")
-        reg = ServiceRegistrar(etcd, prefix=PREFIX, node="n6", address="10.0.0.6",
-                               emit=events.append, unit_active=unit_active)
-        await reg.update([("x.service", Registration("x", 1, HealthCheck(CheckKind.UNIT_ACTIVE), 0.2))])
+        reg = ServiceRegistrar(
+            etcd,
+            prefix=PREFIX,
+            node="n6",
+            address="10.0.0.6",
+            emit=events.append,
+            unit_active=unit_active,
+        )
+        await reg.update(
+            [("x.service", Registration("x", 1, HealthCheck(CheckKind.UNIT_ACTIVE), 0.2))]
+        )
         task = asyncio.create_task(reg.run())
         await wait_until(lambda: etcd.get(key), 3.0, "registered")
         broken = True
@@ -318,12 +332,11 @@ async def test_unit_active_registration_follows_a_real_systemd_unit(
     etcd_server: EtcdServer, systemd_user: UserManager
 ) -> None:
     """Wired as the agent wires it: unit_active asks the agent's systemd connection."""
-    (systemd_user.unit_dir / "sleeper.service").write_text(
-        "[Service]\nExecStart=/bin/sleep 600\n"
-    )
+    (systemd_user.unit_dir / "sleeper.service").write_text("[Service]\nExecStart=/bin/sleep 600\n")
     await asyncio.to_thread(systemd_user.systemctl, "daemon-reload", check=True)
-    sd = await Systemd.connect(Scope.USER, runtime_dir=str(systemd_user.runtime_dir),
-                               home=str(systemd_user.home))
+    sd = await Systemd.connect(
+        Scope.USER, runtime_dir=str(systemd_user.runtime_dir), home=str(systemd_user.home)
+    )
 
     async def unit_active(name: str) -> bool:
         return (await sd.status([name]))[name].active_state == "active"
@@ -340,23 +353,33 @@ async def test_unit_active_registration_follows_a_real_systemd_unit(
             async def absent() -> bool:
                 return await etcd.get(key) is None
 
-            reg = ServiceRegistrar(etcd, prefix=PREFIX, node="n4", address="10.0.0.8",
-                                   emit=events.append, unit_active=unit_active)
+            reg = ServiceRegistrar(
+                etcd,
+                prefix=PREFIX,
+                node="n4",
+                address="10.0.0.8",
+                emit=events.append,
+                unit_active=unit_active,
+            )
             await reg.update([("sleeper.service", ua)])
             async with running(reg):
                 # never active: reported unhealthy after its second failed check, not the first
                 took = await wait_until(lambda: events, 2.0, "unhealthy at start")
                 assert took >= 0.25, took
                 assert not await present()
-                await asyncio.to_thread(systemd_user.systemctl, "start", "sleeper.service",
-                                        check=True)
+                await asyncio.to_thread(
+                    systemd_user.systemctl, "start", "sleeper.service", check=True
+                )
                 await wait_until(present, 3.0, "registered after start")
-                await asyncio.to_thread(systemd_user.systemctl, "stop", "sleeper.service",
-                                        check=True)
+                await asyncio.to_thread(
+                    systemd_user.systemctl, "stop", "sleeper.service", check=True
+                )
                 await wait_until(absent, 0.3 + 0.5, "deregistered after stop")
                 await wait_until(lambda: len(events) == 3, 1.0, "events")
         assert [e.kind for e in events] == [
-            EventKind.SERVICE_UNHEALTHY, EventKind.SERVICE_HEALTHY, EventKind.SERVICE_UNHEALTHY
+            EventKind.SERVICE_UNHEALTHY,
+            EventKind.SERVICE_HEALTHY,
+            EventKind.SERVICE_UNHEALTHY,
         ]
         assert "unit is not active" in events[2].message
     finally:
@@ -366,9 +389,9 @@ async def test_unit_active_registration_follows_a_real_systemd_unit(
 AGENT_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
     from reconciler.models import CheckKind, HealthCheck, Registration
-    from reconciler.services import ServiceRegistrar
+    from reconciler.agent.services import ServiceRegistrar
 
     async def main() -> None:
         etcd = await Etcd.connect([sys.argv[1]])
@@ -388,8 +411,15 @@ async def test_registration_expires_after_the_agent_is_killed(etcd_server: EtcdS
     key = keys.services(PREFIX, "db", "victim")
     ttl = lease_ttl(0.5)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", AGENT_SCRIPT, etcd_server.endpoint, PREFIX, target,
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        sys.executable,
+        "-c",
+        AGENT_SCRIPT,
+        etcd_server.endpoint,
+        PREFIX,
+        target,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         async with await Etcd.connect([etcd_server.endpoint]) as etcd:
@@ -431,7 +461,11 @@ def test_parse_and_format_rows() -> None:
             (b"/p/services/db/w1", b"garbage"),
         ],
     )
-    assert [(r["service"], r["node"]) for r in rows] == [("db", "w1"), ("vault", "m1"), ("vault", "m2")]
+    assert [(r["service"], r["node"]) for r in rows] == [
+        ("db", "w1"),
+        ("vault", "m1"),
+        ("vault", "m2"),
+    ]
     assert format_table(rows).splitlines() == [
         "SERVICE  NODE  ADDRESS        SINCE",
         "db       w1    ?:None         ?",
@@ -449,7 +483,9 @@ def test_services_command_lists_real_registrations(
                 reg = ServiceRegistrar(etcd, prefix=PREFIX, node=node, address=addr)
                 await reg.update([("vault.service", http_reg(srv.url("/health"), 5.0))])
                 task = asyncio.create_task(reg.run())
-                await wait_until(lambda n=node: etcd.get(keys.services(PREFIX, "vault", n)), 3, "reg")
+                await wait_until(
+                    lambda n=node: etcd.get(keys.services(PREFIX, "vault", n)), 3, "reg"
+                )
                 task.cancel()  # no aclose: the keys stay until their lease expires
 
     asyncio.run(register())
@@ -462,6 +498,9 @@ def test_services_command_lists_real_registrations(
     ]
     assert cli.main(["services", "--json", "--etcd", etcd_server.endpoint, "--prefix", PREFIX]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert [(d["service"], d["node"], d["port"]) for d in data] == [("vault", "m1", 8200), ("vault", "m2", 8200)]
+    assert [(d["service"], d["node"], d["port"]) for d in data] == [
+        ("vault", "m1", 8200),
+        ("vault", "m2", 8200),
+    ]
     assert cli.main(["services", "--etcd", etcd_server.endpoint, "--prefix", "/empty"]) == 0
     assert "no services registered" in capsys.readouterr().out

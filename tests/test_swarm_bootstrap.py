@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from reconciler import swarmrecords as rec
 from reconciler.actuators.swarm import LocalState, SwarmEngine
-from reconciler.etcd import Etcd
+from reconciler.etcd.client import Etcd
 from reconciler.models import Role
+from reconciler.swarm import records as rec
 from tests.fixtures.dockernet import DockerLab
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.swarmagents import SwarmAgents, local_states, one_swarm, reset_engines, wait_for
@@ -45,7 +45,8 @@ async def test_simultaneous_start_forms_exactly_one_swarm(
         assert snap.tokens is not None and snap.tokens.worker.startswith("SWMTKN-1-")
         # every node published its record with its engine's node id and role
         assert {n: r.id for n, r in snap.nodes.items()} == {
-            n: states[n].node_id for n in NODES  # type: ignore[attr-defined]
+            n: states[n].node_id
+            for n in NODES  # type: ignore[attr-defined]
         }
         assert {n: r.role for n, r in snap.nodes.items()} == {n: str(r) for n, r in ROLES.items()}
 
@@ -118,7 +119,8 @@ async def test_a_claimer_that_dies_before_init_is_replaced(
         ghost = await Etcd.connect([etcd_server.endpoint])
         lease = await ghost.lease(2)
         assert await ghost.create_if_absent(
-            "/ghost/swarm/cluster", rec.dumps({"phase": "claimed", "by": "ghost"}), lease=lease)
+            "/ghost/swarm/cluster", rec.dumps({"phase": "claimed", "by": "ghost"}), lease=lease
+        )
         await agents.start(*NODES)
         await asyncio.sleep(1.0)  # the agents are waiting on the ghost's claim meanwhile
         states = await local_states(docker_lab, NODES)

@@ -6,13 +6,13 @@ import asyncio
 
 import pytest
 
-from reconciler import swarmrecords as rec
 from reconciler.actuators.swarm import LocalState, SwarmEngine, TokenRefused
 from reconciler.commands.drain import drain
 from reconciler.commands.swarm import rotate_tokens
-from reconciler.membership import Membership
 from reconciler.models import Role
-from reconciler.swarmplan import ClusterRecord, LocalView, Phase, Step, local_action
+from reconciler.swarm import records as rec
+from reconciler.swarm.membership import Membership
+from reconciler.swarm.plan import ClusterRecord, LocalView, Phase, Step, local_action
 from tests.fixtures.dockernet import DockerLab
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.swarmagents import (
@@ -55,8 +55,7 @@ async def _role_is(lab: DockerLab, name: str, role: Role) -> bool:
 
 async def test_promote_then_demote_in_state(docker_lab: DockerLab, etcd_server: EtcdServer) -> None:
     await reset_engines(docker_lab, NODES)
-    async with SwarmAgents(docker_lab, etcd_server.endpoint, "/roles", ROLES,
-                           managers=5) as agents:
+    async with SwarmAgents(docker_lab, etcd_server.endpoint, "/roles", ROLES, managers=5) as agents:
         await _form(agents, docker_lab, NODES, 3)
         agents.set_roles({**ROLES, "node4": M})
         await wait_for(lambda: _role_is(docker_lab, "node4", M), 40, "node4 a reachable manager")
@@ -79,8 +78,7 @@ async def test_never_more_managers_than_cluster_allows(
     docker_lab: DockerLab, etcd_server: EtcdServer
 ) -> None:
     await reset_engines(docker_lab, NODES)
-    async with SwarmAgents(docker_lab, etcd_server.endpoint, "/limit", ROLES,
-                           managers=3) as agents:
+    async with SwarmAgents(docker_lab, etcd_server.endpoint, "/limit", ROLES, managers=3) as agents:
         await _form(agents, docker_lab, NODES, 3)
         agents.set_roles({**ROLES, "node4": M})  # a 4th manager where cluster.yaml says 3
         await wait_for(lambda: _settled(agents, ["node4"], "changing-role"), 20, "node4 pass")
@@ -117,8 +115,7 @@ async def test_node_removed_leaves_and_disappears(
             gone_from_etcd = "node4" not in (await rec.read(etcd, prefix)).nodes
             return st.state is LocalState.INACTIVE and gone not in ids and gone_from_etcd  # type: ignore[attr-defined]
 
-        await wait_for(left, 40, "node4 left, removed from node ls and from etcd",
-                       agents=agents)
+        await wait_for(left, 40, "node4 left, removed from node ls and from etcd", agents=agents)
         assert await one_swarm(docker_lab, ["node1", "node2", "node3"], 3) is not None
 
 
@@ -173,8 +170,7 @@ async def test_token_rotation(docker_lab: DockerLab, etcd_server: EtcdServer) ->
             async def refused() -> None:  # the swarm refuses the old token outright
                 async with SwarmEngine(spare.docker_host) as e:
                     with pytest.raises(TokenRefused):
-                        await e.join(list(stale.cluster.manager_addrs), old.worker,
-                                     spare.address)
+                        await e.join(list(stale.cluster.manager_addrs), old.worker, spare.address)
                     assert (await e.local()).state is LocalState.INACTIVE
 
             async def stale_join() -> None:  # read before the rotation: re-read and retry
@@ -187,8 +183,9 @@ async def test_token_rotation(docker_lab: DockerLab, etcd_server: EtcdServer) ->
             await asyncio.gather(refused(), stale_join())
             # new nodes still join, with the republished token
             await agents.start("node4", "node5")
-            await wait_for(lambda: _one(docker_lab, [*NODES, "node5"], 3), 40,
-                           "node4 and node5 joined")
+            await wait_for(
+                lambda: _one(docker_lab, [*NODES, "node5"], 3), 40, "node4 and node5 joined"
+            )
     finally:
         await asyncio.to_thread(docker_lab.stop_nodes, [spare])
 

@@ -9,8 +9,8 @@ import pytest
 
 from reconciler import keys
 from reconciler.cli import main
-from reconciler.etcd import Etcd
-from reconciler.swarmrecords import dumps
+from reconciler.etcd.client import Etcd
+from reconciler.swarm.records import dumps
 from tests.fixtures.etcd import EtcdServer
 
 TOKENS = {"worker": "SWMTKN-1-secretworker", "manager": "SWMTKN-1-secretmanager"}
@@ -18,14 +18,20 @@ TOKENS = {"worker": "SWMTKN-1-secretworker", "manager": "SWMTKN-1-secretmanager"
 
 async def _seed(endpoint: str, prefix: str) -> None:
     async with await Etcd.connect([endpoint]) as e:
-        await e.put(keys.swarm_cluster(prefix),
-                    dumps({"phase": "ready", "cluster_id": "c1", "created_by": "node1"}))
+        await e.put(
+            keys.swarm_cluster(prefix),
+            dumps({"phase": "ready", "cluster_id": "c1", "created_by": "node1"}),
+        )
         await e.put(keys.swarm_managers(prefix), dumps(["10.0.0.1:2377"]))
         await e.put(keys.swarm_tokens(prefix), dumps(TOKENS))
-        await e.put(keys.swarm_node(prefix, "node1"),
-                    dumps({"id": "n1", "addr": "10.0.0.1", "role": "manager", "state": "member"}))
-        await e.put(keys.swarm_node(prefix, "node4"),
-                    dumps({"id": "n4", "addr": "10.0.0.4", "role": "worker", "state": "member"}))
+        await e.put(
+            keys.swarm_node(prefix, "node1"),
+            dumps({"id": "n1", "addr": "10.0.0.1", "role": "manager", "state": "member"}),
+        )
+        await e.put(
+            keys.swarm_node(prefix, "node4"),
+            dumps({"id": "n4", "addr": "10.0.0.4", "role": "worker", "state": "member"}),
+        )
 
 
 async def _get(endpoint: str, key: str) -> bytes | None:
@@ -72,12 +78,15 @@ def test_swarm_without_subcommand_is_a_usage_error(
 def test_desired_roles_from_a_validated_state() -> None:
     from reconciler.desired.tree import RepoTree
     from reconciler.desired.validate import load_state
-    from reconciler.membership import desired_roles
     from reconciler.models import Role
+    from reconciler.swarm.membership import desired_roles
     from tests.fixtures.gitrepo import MINIMAL_STATE
 
-    files = {k: v.encode() if isinstance(v, str) else v for k, v in MINIMAL_STATE.items()
-             if v is not None}
+    files = {
+        k: v.encode() if isinstance(v, str) else v
+        for k, v in MINIMAL_STATE.items()
+        if v is not None
+    }
     files["state/nodes/node1.yaml"] = b"role: manager\n"
     files["state/nodes/node2.yaml"] = b"role: worker\n"
     files["state/nodes/node3.yaml"] = b"labels: {a: b}\n"  # role from the node's facts

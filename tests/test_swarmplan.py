@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.models import Role
-from reconciler.swarmplan import (
+from reconciler.swarm.plan import (
     ClusterRecord,
     LocalView,
     NodeAction,
@@ -15,18 +18,37 @@ from reconciler.swarmplan import (
     Phase,
     Step,
     Verb,
-    apply_actions,
     leader_actions,
     local_action,
     quorum,
 )
+
+
+def apply_actions(nodes: Sequence[NodeView], actions: Sequence[NodeAction]) -> list[NodeView]:
+    """The node list after ``actions``: a model of what the leader's actions do."""
+    by_id = {n.id: n for n in nodes}
+    for a in actions:
+        n = by_id.get(a.node_id)
+        if n is None:
+            continue
+        if a.verb is Verb.PROMOTE:
+            by_id[a.node_id] = replace(n, role=Role.MANAGER, reachable=n.ready)
+        elif a.verb is Verb.DEMOTE:
+            by_id[a.node_id] = replace(n, role=Role.WORKER, reachable=False, leader=False)
+        elif a.verb is Verb.DRAIN:
+            by_id[a.node_id] = replace(n, drained=True)
+        elif a.verb is Verb.REMOVE:
+            del by_id[a.node_id]
+    return list(by_id.values())
+
 
 M, W = Role.MANAGER, Role.WORKER
 ABSENT = ClusterRecord(Phase.ABSENT)
 CLAIMED = ClusterRecord(Phase.CLAIMED, claimed_by="node1")
 READY = ClusterRecord(Phase.READY, cluster_id="C1", manager_addrs=("10.0.0.1:2377",))
 READY3 = ClusterRecord(
-    Phase.READY, cluster_id="C1",
+    Phase.READY,
+    cluster_id="C1",
     manager_addrs=("10.0.0.1:2377", "10.0.0.2:2377", "10.0.0.3:2377"),
 )
 INACTIVE = LocalView("inactive")
@@ -129,19 +151,25 @@ def test_swap_demotes_first_then_promotes() -> None:
 def test_departure_drain_ack_remove() -> None:
     want = {"a": M}
     assert leader_actions([nv("a", M, leader=True), nv("x", W)], want, 1) == (
-        NodeAction(Verb.DRAIN, "x", "x"),)
+        NodeAction(Verb.DRAIN, "x", "x"),
+    )
     assert leader_actions([nv("a", M, leader=True), nv("x", W, drained=True)], want, 1) == (
-        NodeAction(Verb.ACK_DRAINED, "x", "x"),)
+        NodeAction(Verb.ACK_DRAINED, "x", "x"),
+    )
     gone = nv("x", W, drained=True, ready=False, down_for=3)
     assert leader_actions([nv("a", M, leader=True), gone], want, 1, grace=10) == ()
     gone = nv("x", W, drained=True, ready=False, down_for=11)
     assert leader_actions([nv("a", M, leader=True), gone], want, 1, grace=10) == (
-        NodeAction(Verb.REMOVE, "x", "x"),)
+        NodeAction(Verb.REMOVE, "x", "x"),
+    )
 
 
 def test_operator_drain_and_stale_incarnation() -> None:
-    nodes = [nv("a", M, leader=True), nv("x", W), nv("old", W, name="x", current=False,
-                                                          ready=False, down_for=60)]
+    nodes = [
+        nv("a", M, leader=True),
+        nv("x", W),
+        nv("old", W, name="x", current=False, ready=False, down_for=60),
+    ]
     acts = leader_actions(nodes, {"a": M, "x": W}, 1, leaving=frozenset({"x"}))
     assert NodeAction(Verb.DRAIN, "x", "x") in acts
     assert NodeAction(Verb.REMOVE, "old", "x") in acts
@@ -174,14 +202,19 @@ def swarms(draw: st.DrawFn) -> tuple[list[NodeView], dict[str, Role | None], int
     for i, name in enumerate(ids):
         role = M if i < n_mgr else W
         ready = draw(st.booleans()) if i else True
-        nodes.append(NodeView(
-            id=name, name=name, role=role, ready=ready,
-            reachable=role is M and ready, leader=i == 0,
-            drained=draw(st.booleans()), down_for=0.0 if ready else draw(st.floats(0, 100)),
-        ))
-    desired = {
-        n: draw(st.sampled_from([M, W, None])) for n in ids if draw(st.integers(0, 5))
-    }
+        nodes.append(
+            NodeView(
+                id=name,
+                name=name,
+                role=role,
+                ready=ready,
+                reachable=role is M and ready,
+                leader=i == 0,
+                drained=draw(st.booleans()),
+                down_for=0.0 if ready else draw(st.floats(0, 100)),
+            )
+        )
+    desired = {n: draw(st.sampled_from([M, W, None])) for n in ids if draw(st.integers(0, 5))}
     return nodes, desired, limit
 
 
@@ -194,8 +227,9 @@ def test_managers_never_exceed_limit_nor_quorum_lost(case, passes: int) -> None:
         had_quorum = sum(n.reachable for n in before_m) >= quorum(len(before_m))
         acts = leader_actions(nodes, desired, limit, grace=10)
         assert sum(a.verb in (Verb.PROMOTE, Verb.DEMOTE) for a in acts) <= 1
-        assert not any(a.verb is Verb.REMOVE and a.node_id in {n.id for n in before_m}
-                       for a in acts)
+        assert not any(
+            a.verb is Verb.REMOVE and a.node_id in {n.id for n in before_m} for a in acts
+        )
         nodes = apply_actions(nodes, acts)
         after_m = [n for n in nodes if n.role is M]
         assert len(after_m) <= max(limit, len(before_m))
@@ -231,8 +265,11 @@ def test_simultaneous_joiners_never_take_more_seats_than_limit(
         local_action(M, INACTIVE, ABSENT, managers_limit=limit, manager_rank=r).step
         for r in range(wanted)
     ]
-    ready = ClusterRecord(Phase.READY, cluster_id="C1",
-                          manager_addrs=tuple(f"10.0.0.{i}:2377" for i in range(published)))
+    ready = ClusterRecord(
+        Phase.READY,
+        cluster_id="C1",
+        manager_addrs=tuple(f"10.0.0.{i}:2377" for i in range(published)),
+    )
     joins = [
         local_action(M, INACTIVE, ready, managers_limit=limit, manager_rank=r).role
         for r in range(wanted)

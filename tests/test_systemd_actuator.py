@@ -246,7 +246,7 @@ async def test_describe_failure_appends_journal_lines_when_journald_is_there(
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     journal = _listening_socket(tmp_path / "journal.sock")
-    sd.journal_socket = tmp_path / "journal.sock"
+    sd.reader.journal_socket = tmp_path / "journal.sock"
     _write(systemd_user, "bad.service", "[Service]\nExecStart=/bin/false\n")
     try:
         await sd.daemon_reload()
@@ -297,7 +297,7 @@ ExecStart=/bin/sh -c 'echo ran > {out}'
 async def test_wait_healthy_waits_for_activation_and_times_out(
     sd: Systemd, systemd_user: UserManager
 ) -> None:
-    sd.poll_interval = 60.0  # only a PropertiesChanged signal can wake the waits below
+    sd.reader.poll_interval = 60.0  # only a PropertiesChanged signal can wake the waits below
     _write(
         systemd_user,
         "slow.service",
@@ -436,13 +436,13 @@ async def test_warm_fills_the_status_cache_but_starts_nothing_after_its_deadline
     await asyncio.gather(*(sd.start(n) for n in names))
     await sd.daemon_reload()  # systemd recomputes UnitFileState; our cache is empty again
     calls: list[str] = []
-    real_call = sd._call
+    real_call = sd.reader.call
 
     async def counted(member: str, *args: Any, **kwargs: Any) -> list[Any]:
         calls.append(member)
         return await real_call(member, *args, **kwargs)
 
-    monkeypatch.setattr(sd, "_call", counted)
+    monkeypatch.setattr(sd.reader, "call", counted)
     loop = asyncio.get_running_loop()
     await sd.warm([*names, "nothere.service"], loop.time() - 1)
     assert calls == ["ListUnitsByNames"]  # past its deadline: no property read

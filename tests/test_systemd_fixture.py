@@ -36,8 +36,7 @@ def _wait_for(path: Path) -> str:
 def test_manager_runs_in_its_own_cgroup_and_leaves_the_host_alone(tmp_path: Path) -> None:
     host_run_system = Path("/run/systemd/system").exists()
     with user_manager(tmp_path, "iso") as um:
-        assert um.systemctl("show", "-P", "SystemState").stdout.strip() in ("running",
-                                                                           "degraded")
+        assert um.systemctl("show", "-P", "SystemState").stdout.strip() in ("running", "degraded")
         assert Path("/run/systemd/system").exists() == host_run_system
         assert (um.runtime_dir.stat().st_mode & 0o777) == 0o700
         assert um.unit_dir == um.home / ".config/systemd/user" and um.unit_dir.is_dir()
@@ -99,7 +98,13 @@ def test_env_reaches_the_manager_through_systemctl_and_the_bus(tmp_path: Path) -
     with user_manager(tmp_path, "env") as um:
         assert _manager_names(um) == {"dbus.socket"}
         # the node's dbus.socket is socket-activated on first use of the bus address
-        out = subprocess.run(["busctl", "--user", "--no-pager", "list"], env=um.env,
-                             capture_output=True, text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            ["busctl", "--user", "--no-pager", "list"],
+            env=um.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
         assert "org.freedesktop.systemd1" in out
         assert um.systemctl("is-active", "dbus.service").stdout.strip() == "active"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler import unitfile
+from reconciler.plan import unitfile
 
 
 @pytest.mark.parametrize(
@@ -18,13 +18,25 @@ from reconciler import unitfile
         ("[Service]\nEnvironmentFile=-/etc/a.env\n", {"/etc/a.env"}),
         ("[Service]\nEnvironmentFile = - /etc/a.env \n", {"/etc/a.env"}),
         ("[Service]\nExecStart=/opt/bin/run /etc/x.conf\n", {"/opt/bin/run", "/etc/x.conf"}),
-        ("[Service]\nExecStart=-/opt/bin/run --config=/etc/x.conf\n", {"/opt/bin/run", "/etc/x.conf"}),
+        (
+            "[Service]\nExecStart=-/opt/bin/run --config=/etc/x.conf\n",
+            {"/opt/bin/run", "/etc/x.conf"},
+        ),
         ("[Service]\nExecStartPre=!!/bin/sh -c 'echo hi'\n", {"/bin/sh"}),
         ("[Service]\nExecReload=/bin/kill -HUP $MAINPID\n", {"/bin/kill"}),
-        ("[Service]\nExecStart=/bin/run ${CONF} %h/x /etc/./a//b.conf\n", {"/bin/run", "/etc/a/b.conf"}),
+        (
+            "[Service]\nExecStart=/bin/run ${CONF} %h/x /etc/./a//b.conf\n",
+            {"/bin/run", "/etc/a/b.conf"},
+        ),
         ("[Service]\nExecStop=/etc/stop.sh\n", set()),  # stopping reads nothing we restart for
-        ("[Service]\nExecStart=/bin/run \\\n  /etc/continued.conf\n", {"/bin/run", "/etc/continued.conf"}),
-        ("[Service]\nExecStart=/bin/run \\\n# comment inside\n  /etc/c.conf\n", {"/bin/run", "/etc/c.conf"}),
+        (
+            "[Service]\nExecStart=/bin/run \\\n  /etc/continued.conf\n",
+            {"/bin/run", "/etc/continued.conf"},
+        ),
+        (
+            "[Service]\nExecStart=/bin/run \\\n# comment inside\n  /etc/c.conf\n",
+            {"/bin/run", "/etc/c.conf"},
+        ),
         ("# EnvironmentFile=/etc/commented\n[Service]\n;ExecStart=/etc/no\n", set()),
         ("EnvironmentFile=/etc/outside-a-section\n", set()),
         ("[Service]\nExecStart=/bin/run 'unbalanced /etc/q\n", {"/bin/run", "/etc/q"}),
@@ -53,15 +65,29 @@ def test_dropin_unit() -> None:
     assert unitfile.dropin_unit("/etc/x.service.d/a.txt") is None
 
 
-KEYS = st.from_regex(r"[A-Z][A-Za-z]{0,8}", fullmatch=True) | st.sampled_from(["ExecStart", "ExecReload", "EnvironmentFile"])
-VALUES = st.from_regex(r"[A-Za-z0-9/=._ -]{0,30}", fullmatch=True).map(str.strip).filter(lambda v: not v.endswith("\\"))
+KEYS = st.from_regex(r"[A-Z][A-Za-z]{0,8}", fullmatch=True) | st.sampled_from(
+    ["ExecStart", "ExecReload", "EnvironmentFile"]
+)
+VALUES = (
+    st.from_regex(r"[A-Za-z0-9/=._ -]{0,30}", fullmatch=True)
+    .map(str.strip)
+    .filter(lambda v: not v.endswith("\\"))
+)
 
 
 @given(
-    st.lists(st.tuples(st.sampled_from(["Unit", "Service", "Install"]), st.lists(st.tuples(KEYS, VALUES, st.integers(0, 3)), max_size=5)), max_size=4),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Unit", "Service", "Install"]),
+            st.lists(st.tuples(KEYS, VALUES, st.integers(0, 3)), max_size=5),
+        ),
+        max_size=4,
+    ),
     st.sampled_from(["\n", "\r\n"]),
 )
-def test_parse_round_trips_rendered_directives(sections: list[tuple[str, list[tuple[str, str, int]]]], eol: str) -> None:
+def test_parse_round_trips_rendered_directives(
+    sections: list[tuple[str, list[tuple[str, str, int]]]], eol: str
+) -> None:
     text, expected = "# generated\n", []
     for name, directives in sections:
         text += f"[{name}]{eol}"
@@ -76,7 +102,9 @@ def test_parse_round_trips_rendered_directives(sections: list[tuple[str, list[tu
                 expected.append((name, key, value))
         text += eol
     got = [(d.section, d.key, d.value) for d in unitfile.parse(text).directives]
-    assert [(s, k, " ".join(v.split())) for s, k, v in got] == [(s, k, " ".join(v.split())) for s, k, v in expected]
+    assert [(s, k, " ".join(v.split())) for s, k, v in got] == [
+        (s, k, " ".join(v.split())) for s, k, v in expected
+    ]
     refs = unitfile.referenced_paths(text)
     for _, k, v in expected:
         if k in unitfile.EXEC_KEYS and v.startswith("/"):

@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 
-from reconciler.workqueue import Backoff, WorkQueue, jittered
+from reconciler.agent.workqueue import WorkQueue, jittered
 
 
 async def test_triggers_coalesce_into_one_pass() -> None:
@@ -30,15 +30,6 @@ async def test_delay_is_honoured_and_earliest_request_wins() -> None:
     q.enqueue("publish", delay=0.05)
     assert await asyncio.wait_for(q.get(), 2) == {"retry", "publish"}
     assert 0.04 <= time.monotonic() - t0 < 0.25
-
-
-def test_backoff_grows_is_capped_and_resets() -> None:
-    b = Backoff(base=1, cap=8, rng=random.Random(7))
-    delays = [b.next_delay() for _ in range(10)]
-    assert all(1 <= d <= 8 for d in delays)
-    assert max(delays[5:]) > 4  # it does grow towards the cap
-    b.reset()
-    assert b.failures == 0 and b.next_delay() <= 2
 
 
 def test_jitter_spreads_around_interval() -> None:

@@ -9,7 +9,7 @@ Three quirks live here so ``systemd.py`` can speak plain method calls:
 * systemd 252's private socket stalls when the first D-Bus message arrives in the same read as
   the SASL ``BEGIN`` line, and dbus-fast sends them back to back. ``SystemdBus`` waits until the
   kernel says the peer has consumed everything we sent (``TIOCOUTQ`` == 0) before the first
-  message, which cures the hang (see ../../shared/field-notes.md);
+  message, which cures the hang;
 * on the private socket there is no bus daemon: ``Hello()`` gets an error reply and signals come
   without ``AddMatch``; on a real bus, ``AddMatch`` is needed for every signal we want.
 """
@@ -131,9 +131,15 @@ def candidate_endpoints(
         else:
             raise SystemdError("user scope: cannot find the unit dir (no HOME, no XDG_CONFIG_HOME)")
     if address is None:
-        rt = runtime_dir or env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid() if uid is None else uid}"
+        rt = (
+            runtime_dir
+            or env.get("XDG_RUNTIME_DIR")
+            or f"/run/user/{os.getuid() if uid is None else uid}"
+        )
         bus_path = Path(rt) / "bus"
-        address = f"unix:path={bus_path}" if _is_socket(bus_path) else f"unix:path={rt}/systemd/private"
+        address = (
+            f"unix:path={bus_path}" if _is_socket(bus_path) else f"unix:path={rt}/systemd/private"
+        )
     return (_endpoint(address, unit_dir),)
 
 
@@ -223,7 +229,9 @@ async def open_bus(endpoint: Endpoint, timeout: float = CONNECT_TIMEOUT) -> Mess
         raise
     except TimeoutError:
         # connect() closed the socket itself when the timeout cancelled it
-        raise SystemdError(f"connecting to {endpoint.address} timed out after {timeout:g}s") from None
+        raise SystemdError(
+            f"connecting to {endpoint.address} timed out after {timeout:g}s"
+        ) from None
     except Exception as e:  # dbus-fast raises OSError, AuthError, DBusError, ...
         raise SystemdError(f"cannot connect to {endpoint.address}: {e}") from None
     return bus
@@ -252,8 +260,14 @@ async def call(
     """One method call; error replies raise CallFailed, a lost connection SystemdError."""
     if not bus.connected:
         raise SystemdError(f"{member}: D-Bus connection closed")
-    msg = Message(destination=destination, path=path, interface=interface, member=member,
-                  signature=signature, body=body or [])
+    msg = Message(
+        destination=destination,
+        path=path,
+        interface=interface,
+        member=member,
+        signature=signature,
+        body=body or [],
+    )
     try:
         reply = await bus.call(msg)
     except Exception as e:  # EOFError/OSError/... when the connection went away
@@ -267,5 +281,12 @@ async def call(
 
 
 async def add_match(bus: MessageBus, rule: str) -> None:
-    await call(bus, destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-               interface="org.freedesktop.DBus", member="AddMatch", signature="s", body=[rule])
+    await call(
+        bus,
+        destination="org.freedesktop.DBus",
+        path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus",
+        member="AddMatch",
+        signature="s",
+        body=[rule],
+    )

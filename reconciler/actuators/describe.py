@@ -20,9 +20,19 @@ from typing import Any
 
 # si_code values systemd reports in ExecMainCode (see waitid(2))
 _CLD = {1: "exited", 2: "killed", 3: "dumped", 4: "trapped", 5: "stopped", 6: "continued"}
-_EXIT_NAMES = {0: "SUCCESS", 1: "FAILURE", 2: "INVALIDARGUMENT", 3: "NOTIMPLEMENTED",
-               4: "NOPERMISSION", 5: "NOTINSTALLED", 6: "NOTCONFIGURED", 7: "NOTRUNNING",
-               203: "EXEC", 217: "USER", 226: "NAMESPACE"}
+_EXIT_NAMES = {
+    0: "SUCCESS",
+    1: "FAILURE",
+    2: "INVALIDARGUMENT",
+    3: "NOTIMPLEMENTED",
+    4: "NOPERMISSION",
+    5: "NOTINSTALLED",
+    6: "NOTCONFIGURED",
+    7: "NOTRUNNING",
+    203: "EXEC",
+    217: "USER",
+    226: "NAMESPACE",
+}
 
 
 def _timestamp(usec: object) -> str:
@@ -77,8 +87,11 @@ def describe_from_properties(
         active += f" ({sub_state})"
     if result and result != "success":
         active += f" (Result: {result})"
-    since_key = {"active": "ActiveEnterTimestamp", "failed": "InactiveEnterTimestamp",
-                 "inactive": "InactiveEnterTimestamp"}.get(active_state, "StateChangeTimestamp")
+    since_key = {
+        "active": "ActiveEnterTimestamp",
+        "failed": "InactiveEnterTimestamp",
+        "inactive": "InactiveEnterTimestamp",
+    }.get(active_state, "StateChangeTimestamp")
     since = _timestamp(props.get(since_key))
     out.append(active + (f" since {since}" if since else ""))
     out.extend(_exec_lines(props))
@@ -106,8 +119,11 @@ async def journal_tail(name: str, lines: int, *, user: bool, socket: Path) -> st
         args.insert(1, "--user")
     try:
         proc = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            env={**os.environ, "SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": ""})
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": ""},
+        )
     except OSError:
         return ""
     try:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.actuators.files import Staged, stage
-from reconciler.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Pending
 from reconciler.errors import ActuatorError, NodeBusy
 from reconciler.models import OnChange, Revision, UnitName
+from reconciler.plan.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Pending
 
 FILENAME = "inventory.json"
 VERSION = 1

@@ -46,8 +46,9 @@ class JobTracker:
                 waiter.exception()  # retrieved: an abandoned waiter must not log at GC
         self._waiters.clear()
 
-    async def wait(self, job: str, check_every: float,
-                   still_there: Callable[[str], Awaitable[bool]]) -> str:
+    async def wait(
+        self, job: str, check_every: float, still_there: Callable[[str], Awaitable[bool]]
+    ) -> str:
         """The job's result. Every ``check_every`` seconds ``still_there(job)`` is asked; a
         job that is gone without its signal raises SystemdError instead of hanging forever.
 

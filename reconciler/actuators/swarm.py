@@ -181,7 +181,9 @@ class SwarmEngine:
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
             self._docker = Docker(
                 # The connector carries the socket path; the URL host is a placeholder.
-                url="unix://localhost", connector=connector, session=self._session,
+                url="unix://localhost",
+                connector=connector,
+                session=self._session,
                 api_version=API_VERSION,
             )
         return self._docker
@@ -194,7 +196,11 @@ class SwarmEngine:
         self._docker = self._session = None
 
     async def _raw(
-        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
         body: Any = None,
     ) -> Any:
         """A call aiodocker lacks: same unix socket session, JSON in and out."""
@@ -229,8 +235,9 @@ class SwarmEngine:
         return [parse_node(n) for n in raw]
 
     async def node(self, node_id: str) -> SwarmNode:
-        return parse_node(await self._call("node inspect", self.docker.nodes.inspect(
-            node_id=node_id)))
+        return parse_node(
+            await self._call("node inspect", self.docker.nodes.inspect(node_id=node_id))
+        )
 
     async def tokens(self) -> JoinTokens:
         sw = await self._call("swarm inspect", self.docker.swarm.inspect())
@@ -250,12 +257,21 @@ class SwarmEngine:
         of 9–15 s, so a drained node can be removed soon after it leaves.
         """
         spec = {"Dispatcher": {"HeartbeatPeriod": int(heartbeat * 1e9)}}
-        node_id = await self._call("swarm init", self.docker.swarm.init(
-            advertise_addr=addr, listen_addr=f"{addr}:{SWARM_PORT}", swarm_spec=spec))
+        node_id = await self._call(
+            "swarm init",
+            self.docker.swarm.init(
+                advertise_addr=addr, listen_addr=f"{addr}:{SWARM_PORT}", swarm_spec=spec
+            ),
+        )
         return str(node_id)
 
     async def join(
-        self, managers: Sequence[str], token: str, addr: str, *, attempt_timeout: float = 25.0,
+        self,
+        managers: Sequence[str],
+        token: str,
+        addr: str,
+        *,
+        attempt_timeout: float = 25.0,
     ) -> None:
         """Join through each manager address in turn until one accepts.
 
@@ -272,9 +288,15 @@ class SwarmEngine:
         for m in managers:
             remote = m if ":" in m else f"{m}:{SWARM_PORT}"
             try:
-                await asyncio.wait_for(self.docker.swarm.join(
-                    remote_addrs=[remote], join_token=token, advertise_addr=addr,
-                    listen_addr=f"{addr}:{SWARM_PORT}"), attempt_timeout)
+                await asyncio.wait_for(
+                    self.docker.swarm.join(
+                        remote_addrs=[remote],
+                        join_token=token,
+                        advertise_addr=addr,
+                        listen_addr=f"{addr}:{SWARM_PORT}",
+                    ),
+                    attempt_timeout,
+                )
                 return
             except DockerError as e:
                 msg = _msg(e)
@@ -306,7 +328,8 @@ class SwarmEngine:
             spec.update(changes)
             try:
                 await self.docker.nodes.update(
-                    node_id=node_id, version=int(raw["Version"]["Index"]), spec=spec)
+                    node_id=node_id, version=int(raw["Version"]["Index"]), spec=spec
+                )
                 return await self.node(node_id)
             except DockerError as e:
                 if "out of sequence" not in _msg(e) or attempt == 4:
@@ -323,9 +346,13 @@ class SwarmEngine:
             return node
         return await self.wait_node(
             node_id,
-            lambda n: (n.role is Role.MANAGER and n.reachability == "reachable")
-            if role is Role.MANAGER else (n.role is Role.WORKER and not n.reachability),
-            within=within, what=f"{role} view",
+            lambda n: (
+                (n.role is Role.MANAGER and n.reachability == "reachable")
+                if role is Role.MANAGER
+                else (n.role is Role.WORKER and not n.reachability)
+            ),
+            within=within,
+            what=f"{role} view",
         )
 
     async def set_availability(self, node_id: str, availability: Availability) -> SwarmNode:
@@ -351,8 +378,9 @@ class SwarmEngine:
         sw = await self._call("swarm inspect", self.docker.swarm.inspect())
         spec = dict(sw["Spec"])
         spec["EncryptionConfig"] = {**(spec.get("EncryptionConfig") or {}), "AutoLockManagers": on}
-        await self._raw("POST", "swarm/update", params={"version": str(sw["Version"]["Index"])},
-                        body=spec)
+        await self._raw(
+            "POST", "swarm/update", params={"version": str(sw["Version"]["Index"])}, body=spec
+        )
         return await self.unlock_key()
 
     async def unlock(self, key: str) -> None:
@@ -361,7 +389,12 @@ class SwarmEngine:
     # ---- wait ----------------------------------------------------------------------------
 
     async def wait_node(
-        self, node_id: str, ok: Callable[[SwarmNode], bool], *, within: float, what: str,
+        self,
+        node_id: str,
+        ok: Callable[[SwarmNode], bool],
+        *,
+        within: float,
+        what: str,
         interval: float = 0.2,
     ) -> SwarmNode:
         """Poll this manager's view of a node until ``ok(node)`` (the engine has no node
@@ -376,7 +409,11 @@ class SwarmEngine:
             await asyncio.sleep(interval)
 
     async def wait_local(
-        self, ok: Callable[[LocalSwarm], bool], *, within: float, what: str,
+        self,
+        ok: Callable[[LocalSwarm], bool],
+        *,
+        within: float,
+        what: str,
         interval: float = 0.2,
     ) -> LocalSwarm:
         """Poll ``GET /info`` until ``ok(local)``, e.g. ControlAvailable after a promotion."""

@@ -6,8 +6,8 @@ Flatcar the agent runs in a container with only the D-Bus socket). Jobs are awai
 before its method reply is processed is still found by its path. Health waits wake on
 ``PropertiesChanged`` signals with a bounded poll as a fallback. Connection plumbing and the
 systemd 252 private-socket quirk live in ``dbus.py``; reading (the status cache, warm-up,
-health waits, failure text) in ``systemdread.py``, the base class of ``Systemd``. This
-module connects, keeps the cache true from signals, and changes things (jobs, enable).
+health waits, failure text) in the ``SystemdReader`` each ``Systemd`` owns. This module
+connects, tells the reader what signals say, and changes things (jobs, enable).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ async def _open_first(endpoints: Sequence[Endpoint]) -> tuple[Endpoint, MessageB
     raise SystemdError("; ".join(errors) or "no D-Bus address to connect to")
 
 
-class Systemd(SystemdReader):
+class Systemd:
     """One scope's systemd manager over one D-Bus connection (see module docstring)."""
 
     def __init__(self, bus: MessageBus, endpoint: Endpoint, scope: Scope) -> None:
@@ -88,24 +88,47 @@ class Systemd(SystemdReader):
         self.endpoint = endpoint
         self.unit_dir: Path = endpoint.unit_dir
         self.mutating_calls = 0
-        self.poll_interval = _POLL_FALLBACK  # wait_healthy re-reads at least this often
-        self.settle = DEFAULT_SETTLE  # see wait_healthy
-        self.journal_socket = JOURNAL_SOCKET  # describe_failure asks journalctl if it exists
+        self.reader = SystemdReader(bus, endpoint, scope, settle=DEFAULT_SETTLE,
+                                    poll_interval=_POLL_FALLBACK, journal_socket=JOURNAL_SOCKET)  # fmt: skip
         self._bus = bus
         self.job_check_interval = _JOB_CHECK  # safety net for a lost JobRemoved (jobs.py)
         self._jobs = JobTracker()
-        self._watchers: dict[str, set[asyncio.Event]] = {}
-        # Property reads are ~0.17 ms each; 50 units x 6 of them took 45 ms per status().
-        # Values are kept until a PropertiesChanged for the unit or a manager-wide signal;
-        # the generation counters (manager-wide, and per unit: a signal about another unit
-        # says nothing about this one) keep a read that raced with a signal out of the cache.
-        self._cache: dict[str, tuple[Any, ...]] = {}
-        self._generation = 0
-        self._unit_generation: dict[str, int] = {}
-        self._refs: set[str] = set()
-        self._lost: SystemdError | None = None
         self._closing = False
         self._monitor: asyncio.Task[None] | None = None
+
+    # -- reading: the reader's -------------------------------------------------------------
+
+    @property
+    def settle(self) -> float:
+        """How long a unit without readiness notification must stay active (wait_healthy)."""
+        return self.reader.settle
+
+    @settle.setter
+    def settle(self, value: float) -> None:
+        self.reader.settle = value
+
+    async def status(
+        self, names: Sequence[str], *, need_reload: bool = True
+    ) -> dict[str, UnitStatus]:
+        return await self.reader.status(names, need_reload=need_reload)
+
+    async def need_daemon_reload(self, names: Sequence[str]) -> dict[str, bool]:
+        return await self.reader.need_daemon_reload(names)
+
+    async def warm(self, names: Sequence[str], ends: float) -> None:
+        await self.reader.warm(names, ends)
+
+    async def wait_healthy(
+        self,
+        name: str,
+        timeout: float,  # noqa: ASYNC109
+        *,
+        settle: float | None = None,
+    ) -> UnitStatus:
+        return await self.reader.wait_healthy(name, timeout, settle=settle)
+
+    async def describe_failure(self, name: str, lines: int = 20) -> str:
+        return await self.reader.describe_failure(name, lines)
 
     @classmethod
     async def connect(
@@ -155,22 +178,15 @@ class Systemd(SystemdReader):
             _id, job, _unit, result = msg.body
             self._jobs.removed(job, result)
         elif msg.member == "PropertiesChanged" and msg.path:
-            self._changed(msg.path)
-            for event in self._watchers.get(msg.path, ()):
-                event.set()
+            self.reader.changed(msg.path, wake=True)
         elif msg.interface != MANAGER:
             return
         elif msg.member in ("UnitNew", "UnitRemoved"):
-            self._changed(msg.body[1])
+            self.reader.changed(msg.body[1])
             if msg.member == "UnitRemoved":
-                self._refs.discard(msg.body[1])
+                self.reader.refs.discard(msg.body[1])
         elif msg.member in ("Reloading", "UnitFilesChanged"):
-            self._generation += 1
-            self._cache.clear()
-
-    def _changed(self, path: str) -> None:
-        self._unit_generation[path] = self._unit_generation.get(path, 0) + 1
-        self._cache.pop(path, None)
+            self.reader.reloaded()
 
     async def _watch_disconnect(self) -> None:
         try:
@@ -178,32 +194,28 @@ class Systemd(SystemdReader):
             error = SystemdError(f"D-Bus connection to {self.endpoint.address} closed")
         except Exception as e:
             error = SystemdError(f"D-Bus connection to {self.endpoint.address} lost: {e}")
-        self._lost = error
-        self._cache.clear()
+        self.reader.lost(error)
         self._jobs.fail_all(error)
-        for events in self._watchers.values():
-            for event in events:
-                event.set()
 
     # -- changing --------------------------------------------------------------------------
 
     async def daemon_reload(self) -> None:
         self.mutating_calls += 1
-        await self._call("Reload")
+        await self.reader.call("Reload")
 
     async def _run_job(self, member: str, name: str) -> str:
         self.mutating_calls += 1
         if member != "StopUnit" and not self.endpoint.peer_to_peer:
             # keep the unit's result and InvocationID readable after a oneshot finished
             path = unit_path(name)
-            if path not in self._refs:
-                await self._ref(path)
-        (job,) = await self._call(member, "ss", [name, "replace"])
+            if path not in self.reader.refs:
+                await self.reader.ref(path)
+        (job,) = await self.reader.call(member, "ss", [name, "replace"])
         return await self._jobs.wait(job, self.job_check_interval, self._job_exists)
 
     async def _job_exists(self, job: str) -> bool:
         try:
-            await self._get(job, "org.freedesktop.systemd1.Job", "State")
+            await self.reader.get(job, "org.freedesktop.systemd1.Job", "State")
         except CallFailed:
             return False
         return True
@@ -228,11 +240,11 @@ class Systemd(SystemdReader):
     async def queue_restart(self, name: str) -> str:
         """RestartUnit without waiting for the job: returns its path once systemd queued it.
 
-        For the agent's own unit (``reconciler.selfunit``): the job stops the caller, so
+        For the agent's own unit (``reconciler.agent.selfunit``): the job stops the caller, so
         waiting for its ``JobRemoved`` would never end.
         """
         self.mutating_calls += 1
-        (job,) = await self._call("RestartUnit", "ss", [name, "replace"])
+        (job,) = await self.reader.call("RestartUnit", "ss", [name, "replace"])
         return str(job)
 
     async def reload(self, name: str) -> str:
@@ -248,7 +260,7 @@ class Systemd(SystemdReader):
         if not names:
             return
         self.mutating_calls += 1
-        _carries_install_info, changes = await self._call(
+        _carries_install_info, changes = await self.reader.call(
             "EnableUnitFiles", "asbb", [list(names), False, True]
         )
         if reload:
@@ -259,7 +271,7 @@ class Systemd(SystemdReader):
         if not names:
             return
         self.mutating_calls += 1
-        (changes,) = await self._call("DisableUnitFiles", "asb", [list(names), False])
+        (changes,) = await self.reader.call("DisableUnitFiles", "asb", [list(names), False])
         if reload:
             await self._reload_after_install(changes)
 
@@ -274,7 +286,7 @@ class Systemd(SystemdReader):
     async def reset_failed(self, name: str) -> None:
         self.mutating_calls += 1
         try:
-            await self._call("ResetFailedUnit", "s", [name])
+            await self.reader.call("ResetFailedUnit", "s", [name])
         except CallFailed as e:
             if e.name != _NO_SUCH_UNIT:
                 raise

@@ -1,9 +1,9 @@
 """Reading systemd: unit status through a signal-invalidated cache, warm-up, health waits.
 
-The reading side of ``reconciler.actuators.systemd.Systemd``, a base class so the actuator
-stays one object on one D-Bus connection. ``status`` answers from ListUnitsByNames plus
+The ``SystemdReader`` a ``reconciler.actuators.systemd.Systemd`` owns, on the same D-Bus
+connection. ``status`` answers from ListUnitsByNames plus
 per-unit properties kept until a signal says the unit or the manager changed (the signal
-handler in ``systemd.py`` invalidates the cache); ``warm`` fills that cache while a caller
+handler in ``systemd.py`` tells the reader: ``changed``, ``reloaded``, ``lost``); ``warm`` fills that cache while a caller
 waits anyway; ``wait_healthy`` wakes on ``PropertiesChanged`` with a bounded poll as a
 fallback and holds units without a readiness protocol to their settle window;
 ``describe_failure`` is the text a failed apply reports. The D-Bus interface names live
@@ -62,20 +62,57 @@ def _from_cache(row: list[Any], cached: tuple[Any, ...], need_reload: bool) -> U
 
 
 class SystemdReader:
-    """What ``Systemd`` reads; ``Systemd.__init__`` sets these attributes."""
+    """Unit status through a signal-invalidated cache, warm-up, health waits, failure text."""
 
-    scope: Scope
-    endpoint: Endpoint
-    poll_interval: float
-    settle: float
-    journal_socket: Path
-    _bus: MessageBus
-    _watchers: dict[str, set[asyncio.Event]]
-    _cache: dict[str, tuple[Any, ...]]
-    _generation: int
-    _unit_generation: dict[str, int]
-    _refs: set[str]
-    _lost: SystemdError | None
+    def __init__(
+        self,
+        bus: MessageBus,
+        endpoint: Endpoint,
+        scope: Scope,
+        *,
+        settle: float,
+        poll_interval: float,
+        journal_socket: Path,
+    ) -> None:
+        self.scope = scope
+        self.endpoint = endpoint
+        self.settle = settle  # see wait_healthy
+        self.poll_interval = poll_interval  # wait_healthy re-reads at least this often
+        self.journal_socket = journal_socket  # describe_failure asks journalctl if it exists
+        self._bus = bus
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+        # Property reads are ~0.17 ms each; 50 units x 6 of them took 45 ms per status().
+        # Values are kept until a PropertiesChanged for the unit or a manager-wide signal;
+        # the generation counters (manager-wide, and per unit: a signal about another unit
+        # says nothing about this one) keep a read that raced with a signal out of the cache.
+        self._cache: dict[str, tuple[Any, ...]] = {}
+        self._generation = 0
+        self._unit_generation: dict[str, int] = {}
+        self.refs: set[str] = set()  # units we hold a reference on (see ref)
+        self._lost: SystemdError | None = None
+
+    # -- what the signal handler tells us -------------------------------------------------
+
+    def changed(self, path: str, *, wake: bool = False) -> None:
+        """The unit at ``path`` changed: drop its cached properties, wake its waiters."""
+        self._unit_generation[path] = self._unit_generation.get(path, 0) + 1
+        self._cache.pop(path, None)
+        if wake:
+            for event in self._watchers.get(path, ()):
+                event.set()
+
+    def reloaded(self) -> None:
+        """The manager reloaded or unit files changed: nothing cached holds any more."""
+        self._generation += 1
+        self._cache.clear()
+
+    def lost(self, error: SystemdError) -> None:
+        """The connection is gone: every read raises ``error``, every waiter wakes."""
+        self._lost = error
+        self._cache.clear()
+        for events in self._watchers.values():
+            for event in events:
+                event.set()
 
     def _generation_of(self, path: str) -> tuple[int, int]:
         return self._generation, self._unit_generation.get(path, 0)
@@ -84,7 +121,7 @@ class SystemdReader:
         if self._lost is not None:
             raise SystemdError(str(self._lost))
 
-    async def _call(
+    async def call(
         self,
         member: str,
         signature: str = "",
@@ -100,8 +137,8 @@ class SystemdReader:
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def _get(self, path: str, interface: str, prop: str) -> Any:
-        (variant,) = await self._call(
+    async def get(self, path: str, interface: str, prop: str) -> Any:
+        (variant,) = await self.call(
             "Get", "ss", [interface, prop], path=path, interface=PROPERTIES
         )
         return variant.value
@@ -109,7 +146,7 @@ class SystemdReader:
     async def _list(self, names: Sequence[str]) -> list[list[Any]]:
         """ListUnitsByNames rows; a name systemd rejects outright becomes a not-found row."""
         try:
-            (rows,) = await self._call("ListUnitsByNames", "as", [list(names)])
+            (rows,) = await self.call("ListUnitsByNames", "as", [list(names)])
             return list(rows)
         except CallFailed:
             if len(names) == 1:
@@ -132,16 +169,16 @@ class SystemdReader:
         if load == "not-found" or not path:
             return UnitStatus(name, load, active, sub, "", "", 0, "", "", False), job_id
         cached = self._cache.get(path)
-        reload_read = [self._get(path, UNIT, "NeedDaemonReload")] if need_reload else []
+        reload_read = [self.get(path, UNIT, "NeedDaemonReload")] if need_reload else []
         if cached is None:
             generation = self._generation_of(path)
-            if load == _LOADED and not self.endpoint.peer_to_peer and path not in self._refs:
-                await self._ref(path)
+            if load == _LOADED and not self.endpoint.peer_to_peer and path not in self.refs:
+                await self.ref(path)
             fetched = await asyncio.gather(
                 *reload_read,
-                *(self._get(path, UNIT, p) for p in _UNIT_PROPS),
+                *(self.get(path, UNIT, p) for p in _UNIT_PROPS),
                 *(
-                    self._get(path, SERVICE, p)
+                    self.get(path, SERVICE, p)
                     for p in (_SERVICE_PROPS if name.endswith(".service") else ())
                 ),
             )
@@ -152,7 +189,7 @@ class SystemdReader:
             fetched = [await reload_read[0]] if reload_read else []
         return _from_cache(row, cached, bool(fetched[0]) if reload_read else False), job_id
 
-    async def _ref(self, path: str) -> None:
+    async def ref(self, path: str) -> None:
         """Keep the unit loaded while we are connected (systemd tracks our bus name).
 
         An unreferenced inactive unit is garbage-collected after every message and re-read
@@ -160,10 +197,10 @@ class SystemdReader:
         Needs a bus daemon: on the private socket there is no name to track (InvalidArgs).
         """
         try:
-            await self._call("Ref", path=path, interface=UNIT)
+            await self.call("Ref", path=path, interface=UNIT)
         except CallFailed:
             return
-        self._refs.add(path)
+        self.refs.add(path)
 
     async def status(
         self, names: Sequence[str], *, need_reload: bool = True
@@ -194,7 +231,7 @@ class SystemdReader:
 
         async def one(name: str) -> bool:
             try:
-                return bool(await self._get(unit_path(name), UNIT, "NeedDaemonReload"))
+                return bool(await self.get(unit_path(name), UNIT, "NeedDaemonReload"))
             except CallFailed:
                 return False  # unloaded meanwhile: nothing loaded to be stale
 
@@ -294,7 +331,7 @@ class SystemdReader:
         """Seconds until an active unit without readiness protocol has been up ``settle``."""
         if st.active_state != "active" or st.service_type not in _NO_READINESS:
             return 0.0
-        usec = await self._get(path, UNIT, "ActiveEnterTimestampMonotonic")
+        usec = await self.get(path, UNIT, "ActiveEnterTimestampMonotonic")
         # systemd and time.monotonic() both read CLOCK_MONOTONIC
         return settle - (time.monotonic() - int(usec) / 1e6)
 
@@ -305,7 +342,7 @@ class SystemdReader:
         props: dict[str, Any] = {}
         if path and rows[0][2] != "not-found":
             for iface in (UNIT, SERVICE) if name.endswith(".service") else (UNIT,):
-                (all_props,) = await self._call(
+                (all_props,) = await self.call(
                     "GetAll", "s", [iface], path=path, interface=PROPERTIES
                 )
                 props.update({k: v.value for k, v in all_props.items()})

@@ -39,13 +39,17 @@ class UnitStatus:
         """
         if self.active_state == "active":
             return True
-        return (self.service_type == "oneshot" and self.active_state == "inactive"
-                and self.result == "success")
+        return (
+            self.service_type == "oneshot"
+            and self.active_state == "inactive"
+            and self.result == "success"
+        )
 
     @property
     def failed(self) -> bool:
         return self.active_state == "failed" or (
-            self.load_state != _LOADED and self.load_state != "")
+            self.load_state != _LOADED and self.load_state != ""
+        )
 
 
 def not_found(name: str) -> UnitStatus:
@@ -54,8 +58,7 @@ def not_found(name: str) -> UnitStatus:
 
 def unit_path(name: str) -> str:
     """The unit's object path: sd-bus label escaping (alnum kept, the rest as ``_xx``)."""
-    escaped = "".join(c if c.isascii() and c.isalnum() else f"_{ord(c):02x}"
-                      for c in name)
+    escaped = "".join(c if c.isascii() and c.isalnum() else f"_{ord(c):02x}" for c in name)
     return UNIT_PATH_PREFIX + (escaped or "_")
 
 

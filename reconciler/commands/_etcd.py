@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 T = TypeVar("T")
 
@@ -104,7 +104,7 @@ async def open_etcd(
     timeout: float = 3.0,  # noqa: ASYNC109 - the per-request timeout etcd is opened with
 ) -> Etcd:
     """Connect with TLS when any of ca/cert/key is given and auth when ``user`` is."""
-    from reconciler.etcd import Etcd, TLSConfig
+    from reconciler.etcd.client import Etcd, TLSConfig
 
     tls = TLSConfig(ca=ca, cert=cert, key=key) if (ca or cert or key) else None
     password = os.environ.get("SWARMKEEPER_ETCD_PASSWORD")

@@ -18,7 +18,7 @@ from reconciler.models import NodeFacts, NodeName, NodeSpec
 
 if TYPE_CHECKING:
     from reconciler.actuators.systemd import Systemd
-    from reconciler.apply import Engine
+    from reconciler.apply.engine import Engine
 
 _SCP_URL = re.compile(r"^[\w.-]+@[\w.-]+:")
 
@@ -52,7 +52,7 @@ def load_spec(cfg: Config) -> NodeSpec:
 
 async def open_engine(cfg: Config) -> tuple[Systemd, Engine]:
     from reconciler.actuators.systemd import Scope, Systemd
-    from reconciler.apply import Engine
+    from reconciler.apply.engine import Engine
 
     sd = await Systemd.connect(Scope(cfg.scope), address=cfg.bus_address, unit_dir=cfg.unit_dir)
     return sd, Engine(sd, cfg.state_dir, root=cfg.root, unit_dir=cfg.unit_dir)

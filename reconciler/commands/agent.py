@@ -1,4 +1,4 @@
-"""``swarmkeeper agent``: run the node agent until SIGTERM (see reconciler/agent.py)."""
+"""``swarmkeeper agent``: run the node agent until SIGTERM (see reconciler/agent/agent.py)."""
 
 from __future__ import annotations
 
@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
 async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, repo: str) -> int:
     from pathlib import Path
 
-    from reconciler.agent import Agent, AgentSettings
-    from reconciler.apply import Engine
+    from reconciler.agent.agent import Agent, AgentSettings
+    from reconciler.apply.engine import Engine
     from reconciler.commands._etcd import open_etcd
     from reconciler.config import Config
 
@@ -106,7 +106,7 @@ async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, rep
 
 
 def _self_unit(option: str | None) -> str:
-    from reconciler import selfunit
+    from reconciler.agent import selfunit
     from reconciler.desired.schema import check_unit_name
     from reconciler.errors import UsageError
 

@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler import config
-    from reconciler import plan as P
-    from reconciler.apply import ApplyResult, Outcome
+    from reconciler.apply.engine import ApplyResult, Outcome
+    from reconciler.plan import planner as P
 
     cfg = config.load(args)
     spec = _node.load_spec(cfg)
@@ -52,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {r.result:<10} {P.describe(r.action)}")
         if result.outcome is Outcome.CONVERGED:
             what = f"{len(result.actions)} action(s)" if result.actions else "nothing to do"
-            print(f"{spec.node}: converged on {spec.revision} ({what}, {result.drift} drift, "
-                  f"{result.duration * 1000:.0f} ms)")
+            print(
+                f"{spec.node}: converged on {spec.revision} ({what}, {result.drift} drift, "
+                f"{result.duration * 1000:.0f} ms)"
+            )
         else:
             print(f"{spec.node}: {result.outcome}: {result.error}", file=sys.stderr)
             if result.failure is not None:

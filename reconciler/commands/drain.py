@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from reconciler.commands._etcd import add_etcd_options, operator, prefix_of, run_with_etcd
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 NAME = "drain"
 HELP = "drain a node and make it leave the swarm (undo with --undo)"
@@ -23,8 +23,11 @@ HELP = "drain a node and make it leave the swarm (undo with --undo)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("node", help="the node's name (as in state/nodes/<name>.yaml)")
-    p.add_argument("--undo", action="store_true",
-                   help="withdraw the request: the node rejoins on its next pass")
+    p.add_argument(
+        "--undo",
+        action="store_true",
+        help="withdraw the request: the node rejoins on its next pass",
+    )
     add_etcd_options(p)
 
 
@@ -49,8 +52,11 @@ def run(args: argparse.Namespace) -> int:
         if args.undo:
             print(f"{args.node}: drain withdrawn" if changed else f"{args.node}: was not drained")
         else:
-            print(f"{args.node}: drain requested" if changed
-                  else f"{args.node}: drain already requested")
+            print(
+                f"{args.node}: drain requested"
+                if changed
+                else f"{args.node}: drain already requested"
+            )
         return 0
 
     return run_with_etcd(args, body)

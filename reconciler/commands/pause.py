@@ -15,7 +15,7 @@ from reconciler.commands._etcd import add_etcd_options, operator, prefix_of, run
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 NAME = "pause"
 HELP = "pause a node: its agent applies nothing until `swarmkeeper resume NODE`"
@@ -41,8 +41,10 @@ def pause_key(prefix: str, node: str) -> str:
 async def known_node(etcd: Etcd, prefix: str, node: str) -> bool:
     from reconciler import keys
 
-    return (await etcd.get(keys.node_status(prefix, node)) is not None
-            or await etcd.get(keys.node_alive(prefix, node)) is not None)
+    return (
+        await etcd.get(keys.node_status(prefix, node)) is not None
+        or await etcd.get(keys.node_alive(prefix, node)) is not None
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,12 +55,15 @@ def run(args: argparse.Namespace) -> int:
 
     async def body(etcd: Etcd) -> int:
         if not args.force and not await known_node(etcd, prefix, args.node):
-            raise UsageError(f"no node {args.node!r} has reported under {prefix}/nodes/ "
-                             "(use --force to pause it anyway)")
+            raise UsageError(
+                f"no node {args.node!r} has reported under {prefix}/nodes/ "
+                "(use --force to pause it anyway)"
+            )
         record = {"by": operator(), "at": utcnow(), "reason": args.reason}
         await etcd.put(key, json.dumps(record))
-        print(f"paused {args.node}: its agent applies nothing until "
-              f"`swarmkeeper resume {args.node}`")
+        print(
+            f"paused {args.node}: its agent applies nothing until `swarmkeeper resume {args.node}`"
+        )
         return 0
 
     return run_with_etcd(args, body)

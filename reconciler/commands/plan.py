@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler import config
-    from reconciler import plan as P
+    from reconciler.plan import planner as P
 
     cfg = config.load(args)
     spec = _node.load_spec(cfg)
@@ -48,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{spec.node}: nothing to do (revision {spec.revision})")
     else:
         drift = P.drift_count(plan)
-        print(f"{spec.node}: {len(plan)} action(s) to reach revision {spec.revision}"
-              + (f", {drift} repairing drift" if drift else ""))
+        print(
+            f"{spec.node}: {len(plan)} action(s) to reach revision {spec.revision}"
+            + (f", {drift} repairing drift" if drift else "")
+        )
         for a in plan:
             print(f"  {a.PHASE:<14} {P.describe(a)}")
     return 2 if plan else 0

@@ -17,7 +17,7 @@ from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 NAME = "publish"
 HELP = "validate a commit of the state repo and publish it as the desired revision"
@@ -25,8 +25,11 @@ HELP = "validate a commit of the state repo and publish it as the desired revisi
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("rev", metavar="REV", help="commit, branch or tag of the state repository")
-    p.add_argument("--repo", default=os.environ.get("SWARMKEEPER_REPO", "."),
-                   help="the state repository (default: current directory)")
+    p.add_argument(
+        "--repo",
+        default=os.environ.get("SWARMKEEPER_REPO", "."),
+        help="the state repository (default: current directory)",
+    )
     add_etcd_options(p, prefix_default=None)
 
 
@@ -61,4 +64,3 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     return run_with_etcd(args, body)
-

@@ -13,7 +13,7 @@ from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd
 from reconciler.commands.pause import pause_key
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 NAME = "resume"
 HELP = "resume a paused node"

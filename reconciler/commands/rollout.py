@@ -23,7 +23,7 @@ from reconciler.commands._etcd import (
 )
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 NAME = "rollout"
 HELP = "rollout status | halt | resume"
@@ -49,22 +49,30 @@ def summary(snap: dict[str, Any]) -> str:
     lines = [f"desired revision: {desired or '(none published)'}"]
     if ro["failed"] is not None:
         f = _as_dict(ro["failed"])
-        lines.append(f"HALTED: revision {short(str(f.get('revision', '?')))} failed on "
-                     f"{f.get('node', '?')} at {f.get('at', '?')}: {f.get('error', '')}")
+        lines.append(
+            f"HALTED: revision {short(str(f.get('revision', '?')))} failed on "
+            f"{f.get('node', '?')} at {f.get('at', '?')}: {f.get('error', '')}"
+        )
     if ro["halted"] is not None:
         h = _as_dict(ro["halted"])
-        lines.append(f"HALTED by {h.get('by', '?')} at {h.get('at', '?')}"
-                     + (f": {h['reason']}" if h.get("reason") else ""))
+        lines.append(
+            f"HALTED by {h.get('by', '?')} at {h.get('at', '?')}"
+            + (f": {h['reason']}" if h.get("reason") else "")
+        )
     if ro["failed"] is None and ro["halted"] is None:
         lines.append("rollout: running")
     for s in ro["slots"]:
-        lines.append(f"updating: {s.get('node', '?')} ({s['role']} slot {s['index']}) to "
-                     f"{short(str(s.get('revision', '?')))} since {s.get('since', '?')}")
+        lines.append(
+            f"updating: {s.get('node', '?')} ({s['role']} slot {s['index']}) to "
+            f"{short(str(s.get('revision', '?')))} since {s.get('since', '?')}"
+        )
     nodes = snap["nodes"]
     on = [r["node"] for r in nodes if r["revision"] == desired and desired]
     behind = [r["node"] for r in nodes if r["node"] not in on]
-    lines.append(f"on the desired revision: {len(on)}/{len(nodes)}"
-                 + (f"; not yet: {', '.join(behind)}" if behind else ""))
+    lines.append(
+        f"on the desired revision: {len(on)}/{len(nodes)}"
+        + (f"; not yet: {', '.join(behind)}" if behind else "")
+    )
     return "\n".join(lines)
 
 
@@ -90,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
         kvs, _ = await etcd.get_prefix(prefix + "/")
         snap = await snapshot(etcd, prefix, kvs)
         if args.json:
-            print(json.dumps({k: snap[k] for k in ("desired", "rollout", "nodes")},
-                             sort_keys=True))
+            print(json.dumps({k: snap[k] for k in ("desired", "rollout", "nodes")}, sort_keys=True))
         else:
             print(summary(snap))
         return 0

@@ -14,7 +14,7 @@ from reconciler import keys
 from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd
 
 if TYPE_CHECKING:
-    from reconciler.etcd import Etcd
+    from reconciler.etcd.client import Etcd
 
 NAME = "services"
 HELP = "list the services registered in etcd (service, node, address:port, since)"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd, short
 
 if TYPE_CHECKING:
-    from reconciler.etcd import KV, Etcd
+    from reconciler.etcd.client import KV, Etcd
 
 NAME = "status"
 HELP = "show every node's state, applied vs desired revision, heartbeat and error"
@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         show(await snapshot(etcd, prefix, kvs))
         if not args.watch:
             return 0
-        from reconciler.etcd import Resynced, WatchEvent
+        from reconciler.etcd.client import Resynced, WatchEvent
 
         state = {kv.key: kv for kv in kvs}
         queue: asyncio.Queue[WatchEvent | Resynced] = asyncio.Queue()

@@ -20,8 +20,8 @@ from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
     from reconciler.actuators.swarm import JoinTokens
-    from reconciler.etcd import Etcd
-    from reconciler.swarmrecords import Snapshot
+    from reconciler.etcd.client import Etcd
+    from reconciler.swarm.records import Snapshot
 
 NAME = "swarm"
 HELP = "Docker Swarm membership: rotate-tokens, status"
@@ -31,11 +31,16 @@ DEFAULT_DOCKER = "unix:///var/run/docker.sock"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="swarm_command", metavar="SUBCOMMAND")
     rot = sub.add_parser("rotate-tokens", help="rotate the join tokens and republish them")
-    rot.add_argument("--docker", default=os.environ.get("DOCKER_HOST", DEFAULT_DOCKER),
-                     help="a manager's engine socket (default: $DOCKER_HOST or "
-                     f"{DEFAULT_DOCKER})")
-    rot.add_argument("--only", choices=["worker", "manager"],
-                     help="rotate only this role's token (default: both)")
+    rot.add_argument(
+        "--docker",
+        default=os.environ.get("DOCKER_HOST", DEFAULT_DOCKER),
+        help=f"a manager's engine socket (default: $DOCKER_HOST or {DEFAULT_DOCKER})",
+    )
+    rot.add_argument(
+        "--only",
+        choices=["worker", "manager"],
+        help="rotate only this role's token (default: both)",
+    )
     add_etcd_options(rot)
     stat = sub.add_parser("status", help="the swarm as etcd records it (never the tokens)")
     stat.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -46,38 +51,59 @@ def describe(snap: Snapshot) -> dict[str, Any]:
     """The swarm records as plain data, without the join tokens (they are secrets)."""
     c = snap.cluster
     nodes = {
-        name: {"id": r.id, "addr": r.addr, "role": r.role, "state": r.state,
-               "drain_requested": name in snap.drain,
-               "drained": snap.drained.get(name) == r.id}
+        name: {
+            "id": r.id,
+            "addr": r.addr,
+            "role": r.role,
+            "state": r.state,
+            "drain_requested": name in snap.drain,
+            "drained": snap.drained.get(name) == r.id,
+        }
         for name, r in sorted(snap.nodes.items())
     }
     for name in sorted(snap.drain - set(nodes)):
-        nodes[name] = {"id": "", "addr": "", "role": "", "state": "", "drain_requested": True,
-                       "drained": False}
-    return {"phase": c.phase.value, "cluster_id": c.cluster_id, "created_by": c.claimed_by,
-            "managers": list(c.manager_addrs), "tokens_published": snap.tokens is not None,
-            "nodes": nodes}
+        nodes[name] = {
+            "id": "",
+            "addr": "",
+            "role": "",
+            "state": "",
+            "drain_requested": True,
+            "drained": False,
+        }
+    return {
+        "phase": c.phase.value,
+        "cluster_id": c.cluster_id,
+        "created_by": c.claimed_by,
+        "managers": list(c.manager_addrs),
+        "tokens_published": snap.tokens is not None,
+        "nodes": nodes,
+    }
 
 
 def format_status(d: dict[str, Any]) -> str:
-    lines = [f"swarm: {d['phase']} {d['cluster_id'] or '-'} (by {d['created_by'] or '-'}); "
-             f"managers: {', '.join(d['managers']) or '-'}; "
-             f"tokens {'published' if d['tokens_published'] else 'MISSING'}",
-             f"{'NODE':<16} {'ROLE':<8} {'STATE':<8} {'ADDRESS':<16} {'ENGINE NODE ID':<26} DRAIN"]
+    lines = [
+        f"swarm: {d['phase']} {d['cluster_id'] or '-'} (by {d['created_by'] or '-'}); "
+        f"managers: {', '.join(d['managers']) or '-'}; "
+        f"tokens {'published' if d['tokens_published'] else 'MISSING'}",
+        f"{'NODE':<16} {'ROLE':<8} {'STATE':<8} {'ADDRESS':<16} {'ENGINE NODE ID':<26} DRAIN",
+    ]
     for name, n in d["nodes"].items():
         drain = "drained" if n["drained"] else ("requested" if n["drain_requested"] else "")
-        lines.append(f"{name:<16} {n['role'] or '-':<8} {n['state'] or '-':<8} "
-                     f"{n['addr'] or '-':<16} {n['id'] or '-':<26} {drain}")
+        lines.append(
+            f"{name:<16} {n['role'] or '-':<8} {n['state'] or '-':<8} "
+            f"{n['addr'] or '-':<16} {n['id'] or '-':<26} {drain}"
+        )
     return "\n".join(lines)
 
 
-async def rotate_tokens(etcd: Etcd, prefix: str, docker_host: str, *,
-                        worker: bool = True, manager: bool = True) -> JoinTokens:
+async def rotate_tokens(
+    etcd: Etcd, prefix: str, docker_host: str, *, worker: bool = True, manager: bool = True
+) -> JoinTokens:
     """Rotate on the engine, then publish; returns the new tokens."""
     from reconciler import keys
     from reconciler.actuators.swarm import SwarmEngine
     from reconciler.errors import SwarmError
-    from reconciler.swarmrecords import encode_tokens
+    from reconciler.swarm.records import encode_tokens
 
     async with SwarmEngine(docker_host) as engine:
         if not (await engine.local()).control_available:
@@ -94,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.swarm_command == "status":
 
         async def show(etcd: Etcd) -> int:
-            from reconciler.swarmrecords import read
+            from reconciler.swarm.records import read
 
             d = describe(await read(etcd, prefix))
             print(json.dumps(d, indent=2, sort_keys=True) if args.json else format_status(d))

@@ -1,0 +1,333 @@
+"""One reconcile pass of a node: source → desired → observe/plan → rollout → apply → report.
+
+A pass is level-triggered: whatever woke it (an etcd event, the resync timer, a webhook),
+it re-reads the desired revision, renders it, asks the engine what differs and acts on that.
+It never retries by itself: it returns a frozen ``PassResult`` whose ``requeue`` (decided by
+``policy``) tells the agent's worker to wait for the next trigger, back off and come again,
+or come again after a delay. The pass is named steps (render, target, plan, gate, apply),
+each timed by ``_Clock.step``; the agent reports the result.
+
+Which revision a node moves to (``choose_target``) is a pure decision: the desired revision
+unless it was rejected (invalid or unsigned) or its rollout failed/halted, in which case the
+node stays on (and keeps repairing drift against) its last good revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reconciler import log
+from reconciler.agent import selfunit
+from reconciler.agent.policy import NO_REQUEUE, Requeue, describe, for_apply, for_error
+from reconciler.apply.result import Outcome
+from reconciler.errors import InvalidDesiredState, SourceError, SwarmkeeperError, TransientError
+from reconciler.models import NodeFacts, NodeSpec, Role
+from reconciler.status import NodeState, NodeStatus, utcnow
+
+if TYPE_CHECKING:
+    from reconciler.apply.engine import ApplyResult, Engine
+    from reconciler.rollout.gate import Slot
+    from reconciler.source import GitSource
+
+# (revision, applied, role, max_unavailable, applying status, waiting status) -> slot, or
+# None to re-plan; publishes the applying status once allowed, the waiting one if it waits
+AcquireSlot = Callable[[str, str, Role, int, NodeStatus, NodeStatus], Awaitable["Slot | None"]]
+WriteStatus = Callable[[NodeStatus], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    revision: str
+    problems: tuple[str, ...]
+
+    @property
+    def summary(self) -> str:
+        first = self.problems[0] if self.problems else "rejected"
+        more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        return f"revision {self.revision[:12]} rejected: {first}{more}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What this pass converges on, and why it is not the desired revision if it is not."""
+
+    revision: str | None  # None: nothing acceptable to apply yet
+    held: str = ""  # why the desired revision is not applied ("" when it is the target)
+
+
+def choose_target(
+    desired: str | None,
+    applied: str | None,
+    *,
+    rejected: bool,
+    failed_revision: str | None,
+    halted: bool,
+) -> Target:
+    """Pure: the revision to converge on this pass."""
+    if desired is None:
+        return Target(applied, "no desired revision published" if applied is None else "")
+    if rejected:
+        return Target(applied, "desired revision rejected")
+    if desired != applied and desired == failed_revision:
+        return Target(applied, f"rollout of {desired[:12]} failed")
+    if desired != applied and halted:
+        return Target(applied, "rollout halted by an operator")
+    return Target(desired)
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    status: NodeStatus
+    requeue: Requeue = NO_REQUEUE
+    result: ApplyResult | None = None
+    rejection: Rejection | None = None
+    new_revision: bool = False  # this pass moved (or tried to move) to another revision
+    halts_rollout: bool = False  # the new revision failed its health gate here
+    error_kind: str = ""  # "git" | "etcd" | "node" | "systemd" | "bug" for metrics
+    slot: Slot | None = None  # held rollout slot: release after the final status is written
+    timings: Mapping[str, float] = field(default_factory=dict)  # seconds per step
+    restart_self: str = ""  # why the agent's own unit must restart now the pass is done
+
+
+@dataclass(slots=True)
+class _Clock:
+    """Times the named steps of one pass."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - t, 4)
+
+
+@dataclass
+class SpecCache:
+    """Rendered specs (or their rejection) by revision: a resync re-renders nothing."""
+
+    size: int = 8
+    items: OrderedDict[str, NodeSpec | Rejection] = field(default_factory=OrderedDict)
+
+    def get(self, rev: str) -> NodeSpec | Rejection | None:
+        v = self.items.get(rev)
+        if v is not None:
+            self.items.move_to_end(rev)
+        return v
+
+    def put(self, rev: str, v: NodeSpec | Rejection) -> None:
+        self.items[rev] = v
+        self.items.move_to_end(rev)
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+
+
+class Renderer:
+    """Fetches (once per revision), verifies and renders revisions for one node."""
+
+    def __init__(
+        self,
+        source: GitSource,
+        facts: NodeFacts,
+        *,
+        allowed_signers: Path | None = None,
+        gnupg_home: Path | None = None,
+    ) -> None:
+        self.source = source
+        self.facts = facts
+        self.allowed_signers = allowed_signers
+        self.gnupg_home = gnupg_home
+        self.cache = SpecCache()
+        self.swarm_roles: dict[str, dict[str, Role | None]] = {}  # by revision, for membership
+
+    @property
+    def verifying(self) -> bool:
+        return self.allowed_signers is not None or self.gnupg_home is not None
+
+    async def spec(self, revision: str) -> NodeSpec | Rejection:
+        """The spec of ``revision``; raises SourceError when git cannot provide it."""
+        cached = self.cache.get(revision)
+        if cached is not None:
+            return cached
+        out = await asyncio.to_thread(self._render, revision)
+        self.cache.put(revision, out)
+        return out
+
+    def _render(self, revision: str) -> NodeSpec | Rejection:
+        from reconciler.desired import load_state, render_state
+
+        sha = self.source.ensure_commit(revision)
+        tree = self.source.tree(sha)  # SourceError (retried) if git does not have it
+        if self.verifying:
+            why = self.source.verify(sha, self.allowed_signers, self.gnupg_home)
+            if why is not None:
+                return Rejection(revision, (why,))
+        try:
+            state = load_state(tree)
+            spec = render_state(state, self.facts)
+        except InvalidDesiredState as e:
+            return Rejection(revision, tuple(str(p) for p in e.problems))
+        # swarm membership: once state/nodes lists nodes, that list is the membership (a node
+        # taken out leaves); a cluster that lists none lets every node join with its role
+        roles = {n: Role(nf.role) if nf.role else None for n, nf in state.nodes.items()}
+        self.swarm_roles[revision] = roles or {self.facts.name: spec.role}
+        return spec
+
+
+async def run_pass(
+    *,
+    node: str,
+    renderer: Renderer,
+    engine: Engine,
+    desired: str | None,
+    failed_revision: str | None,
+    halted: bool,
+    paused: bool,
+    acquire: AcquireSlot,
+    write_status: WriteStatus,
+    self_unit: str = "",
+) -> PassResult:
+    """One pass. ``acquire`` waits for a rollout slot; ``write_status`` publishes status.
+    ``timings`` of the result holds the seconds each step took.
+
+    ``self_unit`` is the agent's own unit: the engine never restarts it (``selfunit``); a
+    converged pass that changed it says so in ``restart_self``.
+    """
+    clock = _Clock()
+    res = await _steps(node, renderer, engine, desired, failed_revision, halted, paused,
+                       acquire, write_status, clock, self_unit)  # fmt: skip
+    return replace(res, timings=dict(clock.timings))
+
+
+async def _steps(
+    node: str,
+    renderer: Renderer,
+    engine: Engine,
+    desired: str | None,
+    failed_revision: str | None,
+    halted: bool,
+    paused: bool,
+    acquire: AcquireSlot,
+    write_status: WriteStatus,
+    clock: _Clock,
+    self_unit: str,
+) -> PassResult:
+    logger = log.get("swarmkeeper.pass")
+    inv = engine.inventory()
+    applied = inv.revision or None
+    role = renderer.facts.role.value if renderer.facts.role else ""
+    base = NodeStatus(node=node, role=role, state=NodeState.CONVERGED,
+                      revision=applied or "", desired=desired or "", updated_at=utcnow())  # fmt: skip
+
+    # render: the desired revision's spec, or why it is rejected
+    rejection: Rejection | None = None
+    try:
+        with clock.step("render"):
+            desired_spec = await renderer.spec(desired) if desired else None
+    except SourceError as e:
+        return _failed(base, e, f"git: {e}")
+    if isinstance(desired_spec, Rejection):
+        rejection = desired_spec
+
+    # target: the revision to converge on (the last good one while desired is held back)
+    target = choose_target(desired, applied, rejected=rejection is not None,
+                           failed_revision=failed_revision, halted=halted)  # fmt: skip
+    if target.revision is None:
+        state = NodeState.REJECTED if rejection else NodeState.CONVERGED
+        st = _with(base, state=state, error=rejection.summary if rejection else target.held,
+                   problems=rejection.problems if rejection else ())  # fmt: skip
+        return PassResult(st, rejection=rejection)
+    try:
+        spec = desired_spec if target.revision == desired else await renderer.spec(target.revision)
+    except SourceError as e:
+        return _failed(base, e, f"git: {e}")
+    if isinstance(spec, Rejection) or spec is None:  # the last good one cannot be rejected now
+        why = spec.summary if isinstance(spec, Rejection) else "no spec"
+        return PassResult(_with(base, state=NodeState.DEGRADED, error=why), rejection=rejection)
+    base = _with(base, role=spec.role.value)
+    if rejection is not None:
+        base = _with(base, state=NodeState.REJECTED, error=rejection.summary,
+                     problems=rejection.problems)  # fmt: skip
+    elif target.held:
+        base = _with(base, error=target.held, rollout="halted")
+    if paused or spec.paused:
+        return PassResult(_with(base, state=NodeState.PAUSED, error=base.error or "paused"))
+
+    # plan: nothing to do ends the pass here
+    with clock.step("plan"):
+        plan = await engine.plan(spec, inv)
+    restart_self = selfunit.restart_due(plan, self_unit)
+    if not plan and inv.pending is None:
+        units = await _units(engine, spec)
+        return PassResult(_with(base, units=units), rejection=rejection)
+
+    # gate: a new revision waits for a rollout slot; a repair goes ahead
+    new_revision = spec.revision != applied
+    slot = None
+    applying = _with(base, state=NodeState.APPLYING, rollout="")
+    if new_revision:
+        try:
+            with clock.step("rollout"):
+                # still running its last good revision while it waits: peers' gates count
+                # it healthy; "waiting" is published only if the gate does not open at once
+                slot = await acquire(spec.revision, applied or "", spec.role,
+                                     spec.cluster.max_unavailable, applying,
+                                     _with(base, rollout="waiting"))  # fmt: skip
+        except TransientError as e:
+            return _failed(base, e, f"etcd: {e}")
+        if slot is None:  # the desired revision moved on while waiting: plan again
+            return PassResult(base)
+    else:
+        await write_status(applying)
+
+    # apply: whatever escapes it still releases the slot (with the report), never halts;
+    # the agent's own unit is written but not restarted here (selfunit)
+    try:
+        with clock.step("apply"):
+            result = await engine.apply(selfunit.defer(spec, self_unit))
+    except Exception as e:
+        return replace(_failed(base, e, describe(e)), slot=slot, new_revision=new_revision)
+    logger.info("applied", outcome=str(result.outcome), actions=len(result.actions),
+                drift=result.drift, seconds=clock.timings["apply"])  # fmt: skip
+    units = await _units(engine, spec)
+    reaction = for_apply(result, new_revision=new_revision)
+    if result.outcome is Outcome.CONVERGED:
+        st = _with(base, revision=spec.revision, units=units)
+        return PassResult(st, result=result, rejection=rejection, new_revision=new_revision,
+                          slot=slot, restart_self=restart_self)  # fmt: skip
+    err = result.error or str(result.outcome)
+    if result.failure is not None:
+        err = f"{result.failure.unit} {result.failure.state}: rolled back"
+    st = _with(base, state=reaction.state, revision=result.applied or "", error=err,
+               units=units)  # fmt: skip
+    return PassResult(st, requeue=reaction.requeue, result=result, rejection=rejection,
+                      new_revision=new_revision, halts_rollout=reaction.halt_rollout, slot=slot,
+                      error_kind=reaction.error_kind)  # fmt: skip
+
+
+def _failed(base: NodeStatus, e: BaseException, error: str) -> PassResult:
+    """A pass that ends on ``e``: the state and requeue the policy gives its class."""
+    r = for_error(e)
+    return PassResult(_with(base, state=r.state, error=error), requeue=r.requeue,
+                      error_kind=r.error_kind)  # fmt: skip
+
+
+async def _units(engine: Engine, spec: NodeSpec) -> dict[str, str]:
+    try:
+        st = await engine.systemd.status(list(spec.unit_names))
+    except (SwarmkeeperError, OSError):  # status is informative; never fail a pass for it
+        return {}
+    return {name: getattr(s, "active_state", "unknown") for name, s in st.items()}
+
+
+def _with(st: NodeStatus, **changes: object) -> NodeStatus:
+    return replace(st, **changes, updated_at=utcnow())  # type: ignore[arg-type]

@@ -1,0 +1,97 @@
+"""The agent's one requeue policy: how a pass's end maps to the next pass and the node state.
+
+After controller-runtime's ``reconcileHandler``: a pass never retries by itself. It ends with
+a frozen ``PassResult`` whose ``requeue`` is ``none`` (wait for the next trigger),
+``backoff`` (come again after the work queue's ``Backoff``) or ``after(seconds)``; an
+exception escaping the pass is mapped here too. ``for_error`` and ``for_apply`` are the whole
+table, in one ``match`` each; ``errors.py`` documents the same reactions per class. Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from reconciler.apply.result import ApplyResult, Outcome
+from reconciler.errors import (
+    ActuatorError,
+    EtcdError,
+    InvalidDesiredState,
+    NodeFault,
+    SourceError,
+    SwarmkeeperError,
+    TransientError,
+)
+from reconciler.status import NodeState
+
+
+class RequeueKind(StrEnum):
+    NONE = "none"  # done (or retrying cannot help): wait for the next trigger
+    BACKOFF = "backoff"  # transient trouble: the queue's exponential backoff decides when
+    AFTER = "after"  # come again after ``seconds`` (no failure: the backoff is reset)
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    kind: RequeueKind = RequeueKind.NONE
+    seconds: float = 0.0
+
+    @classmethod
+    def after(cls, seconds: float) -> Requeue:
+        return cls(RequeueKind.AFTER, max(0.0, seconds))
+
+
+NO_REQUEUE = Requeue()
+BACKOFF = Requeue(RequeueKind.BACKOFF)
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """What the agent does about one way a pass can end."""
+
+    requeue: Requeue
+    state: NodeState  # what the node reports
+    halt_rollout: bool = False  # mark the revision failed (``rollout/failed``)
+    error_kind: str = ""  # metrics label: "git" | "etcd" | "node" | "systemd" | "bug"
+
+
+def for_error(e: BaseException) -> Reaction:
+    """The reaction to an error that ended a pass (raised, or caught inside it)."""
+    match e:
+        case InvalidDesiredState():
+            return Reaction(NO_REQUEUE, NodeState.REJECTED)
+        case SourceError():
+            return Reaction(BACKOFF, NodeState.DEGRADED, error_kind="git")
+        case NodeFault():
+            return Reaction(BACKOFF, NodeState.DEGRADED, error_kind="node")
+        case TransientError() | EtcdError():
+            return Reaction(BACKOFF, NodeState.DEGRADED, error_kind="etcd")
+        case ActuatorError():
+            return Reaction(BACKOFF, NodeState.DEGRADED, error_kind="systemd")
+        case SwarmkeeperError():
+            return Reaction(BACKOFF, NodeState.DEGRADED)
+        case _:
+            return Reaction(BACKOFF, NodeState.DEGRADED, error_kind="bug")
+
+
+def for_apply(result: ApplyResult, *, new_revision: bool) -> Reaction:
+    """The reaction to an apply's outcome. Only a health-gate failure of a new revision
+    halts the rollout: that revision is what broke. A repair of the current revision, or a
+    failure that is not the revision's (systemd refusing a call), is retried with backoff."""
+    match result.outcome, result.failure, new_revision:
+        case Outcome.CONVERGED, _, _:
+            return Reaction(NO_REQUEUE, NodeState.CONVERGED)
+        case _, None, _:
+            return Reaction(BACKOFF, NodeState.DEGRADED, error_kind="systemd")
+        case _, _, True:
+            return Reaction(NO_REQUEUE, NodeState.DEGRADED, halt_rollout=True, error_kind="systemd")
+        case _:
+            return Reaction(BACKOFF, NodeState.DEGRADED, error_kind="systemd")
+
+
+def describe(e: BaseException) -> str:
+    """How a node names an error in its status: the type for bugs, the message always."""
+    text = str(e).splitlines()[0][:300] if str(e) else ""
+    if isinstance(e, SwarmkeeperError):
+        return text or type(e).__name__
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -1,0 +1,254 @@
+"""The apply engine: observe the node, execute a Plan in its phases, gate on health, roll back.
+
+This is the imperative shell around the pure planner. One ``Engine`` per node (and per
+systemd connection) is reused across reconcile passes by the agent::
+
+    engine = Engine(systemd, state_dir, root=root)
+    p = await engine.plan(spec)            # what `swarmkeeper plan` prints
+    result = await engine.apply(spec)      # converged | rolled_back | failed
+
+Before touching anything, ``apply`` records a ``pending`` marker in the inventory (target
+revision, the units/files it adopts, the plan). Only when every started or restarted unit
+passed the health gate does the inventory become the new spec. If one fails, the node is
+rolled back to the inventory's last good state (units and files, from the inventory itself,
+not git), what the rollback changed is restarted, and the result names the failing unit
+with its state and systemd's description of the failure. A run killed midway leaves the
+marker, so the next run still knows the adopted units are ours and that what it wrote was
+not yet restarted: the next plan finishes the job.
+
+The engine is composed of an ``Observer`` (``observe``, ``plan``: ``reconciler.apply.observe``)
+and an ``Executor`` (actions, batching, the health gate: ``reconciler.apply.execute``); this
+module holds the engine itself, the pending marker and the rollback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from reconciler import log
+from reconciler.actuators.inventory import InventoryStore
+from reconciler.apply.execute import Abort, Executor
+from reconciler.apply.observe import Observer, SystemdLike
+from reconciler.apply.result import ActionResult, ApplyResult, Failure, Outcome
+from reconciler.errors import ActuatorError
+from reconciler.models import NodeSpec
+from reconciler.plan import applied
+from reconciler.plan import planner as P
+
+__all__ = ["ActionResult", "ApplyResult", "Engine", "Failure", "Outcome", "SystemdLike"]
+
+
+class Engine:
+    """Plans and applies NodeSpecs on one node; see the module docstring."""
+
+    def __init__(
+        self,
+        systemd: SystemdLike,
+        state_dir: Path,
+        *,
+        root: Path | None = None,
+        unit_dir: Path | None = None,
+        settle: float | None = None,
+        after_action: Callable[[P.Action], None] | None = None,
+    ) -> None:
+        self.systemd = systemd
+        self.store = InventoryStore(state_dir)
+        self.root = Path(root) if root is not None else None
+        self.unit_dir = Path(unit_dir) if unit_dir is not None else Path(systemd.unit_dir)
+        self.log = log.get("swarmkeeper.apply")
+        self.observer = Observer(systemd, self.store, root=self.root, unit_dir=self.unit_dir)
+        self.executor = Executor(self.observer, settle=settle, after_action=after_action,
+                                 log=self.log)  # fmt: skip
+        self._lock = asyncio.Lock()  # one apply at a time, whoever calls
+
+    @property
+    def settle(self) -> float | None:
+        """The health gate's settle window for units that set none (None: the actuator's)."""
+        return self.executor.settle
+
+    @settle.setter
+    def settle(self, value: float | None) -> None:
+        self.executor.settle = value
+
+    def inventory(self) -> applied.Inventory:
+        return self.observer.inventory()
+
+    async def plan(self, spec: NodeSpec, inv: applied.Inventory | None = None) -> P.Plan:
+        """Exactly the plan ``apply(spec)`` would execute now (see ``Observer.plan``)."""
+        return await self.observer.plan(spec, inv)
+
+    async def observe(self, spec: NodeSpec, inv: applied.Inventory) -> P.Observed:
+        return await self.observer.observe(spec, inv)
+
+    # -- apply -----------------------------------------------------------------------------
+
+    async def apply(self, spec: NodeSpec) -> ApplyResult:
+        """Converge on ``spec``: converged, rolled back to the last good state, or failed.
+
+        Raises only for what is not the node's fault: a corrupt or unwritable inventory
+        (``ActuatorError``) before anything was touched, systemd unreachable while
+        observing (``SystemdError``), or another process applying here (``NodeBusy``).
+        """
+        async with self._lock:
+            with self.store.exclusive():  # and one per node, whichever process calls
+                return await self._apply(spec)
+
+    async def _apply(self, spec: NodeSpec) -> ApplyResult:
+        t0 = time.perf_counter()
+        inv = self.inventory()
+        observed, p = await self.observer.observe_and_plan(spec, inv)
+        resumed = inv.pending is not None
+        if not p:
+            if resumed:  # killed after its last action, before the inventory was saved
+                self.store.save(applied.from_spec(spec, updated_at=time.time()))
+            return ApplyResult(
+                Outcome.CONVERGED,
+                spec.revision,
+                spec.revision,
+                (),
+                duration=time.perf_counter() - t0,
+                resumed=resumed,
+            )
+        marked = replace(inv, pending=await self._pending(spec, inv, observed, p))
+        await asyncio.to_thread(self.store.save, marked)
+        done: list[ActionResult] = []
+        self.executor.next_observe = tuple(self.observer.unit_names(spec, inv))
+        self.executor.converged = spec  # the gate stages its inventory while it waits
+        try:
+            try:
+                await self.executor.execute(p, done)
+            except Abort as e:
+                self.executor.drop_staged()
+                return await self._rollback(
+                    spec, marked, tuple(done), e.failure, e.error, t0, resumed
+                )
+            except ActuatorError as e:  # systemd itself failed (connection lost, call rejected)
+                self.executor.drop_staged()
+                return await self._rollback(spec, marked, tuple(done), None, str(e), t0, resumed)
+            staged = await self.executor.stage_converged(spec)  # staged by the gate, or now
+            self.executor.staging = None
+            await asyncio.to_thread(self.store.commit, staged)
+        finally:
+            self.executor.drop_staged()  # cancelled or failed: no stray temp file
+        return ApplyResult(
+            Outcome.CONVERGED,
+            spec.revision,
+            spec.revision,
+            tuple(done),
+            duration=time.perf_counter() - t0,
+            resumed=resumed,
+        )
+
+    async def _pending(
+        self, spec: NodeSpec, inv: applied.Inventory, observed: P.Observed, p: P.Plan
+    ) -> applied.Pending:
+        """The marker saved before acting: target, adopted names and what they held before."""
+        managed_units, managed_files = set(inv.managed_units()), set(inv.managed_files())
+        new_units = [n for n in spec.unit_names if n not in managed_units]
+        new_files = [f.path for f in spec.files if f.path not in managed_files]
+        taken_units = [n for n in new_units if n in observed.unit_files]
+        taken_files = [f for f in new_files if f in observed.files]
+
+        def read() -> tuple[list[applied.AppliedUnit], list[applied.AppliedFile]]:
+            units = [applied.AppliedUnit(n, (self.unit_dir / n).read_bytes()) for n in taken_units]
+            files_ = [
+                applied.AppliedFile(
+                    f, self.observer.file_path(f).read_bytes(), observed.files[f].mode
+                )
+                for f in taken_files
+            ]
+            return units, files_
+
+        try:
+            orig_units, orig_files = await asyncio.to_thread(read)
+        except OSError as e:
+            raise ActuatorError(f"cannot read a unit or file before adopting it: {e}") from e
+        prev = inv.pending or applied.Pending(spec.revision)
+        states = {n: observed.units.get(n, P.UnitState()) for n in taken_units}
+        return applied.Pending(
+            revision=spec.revision,
+            units=(*prev.units, *new_units),
+            files=(*prev.files, *new_files),
+            actions=tuple(P.describe(a) for a in p),
+            started_at=time.time(),
+            original_units=(*prev.original_units, *orig_units),
+            original_files=(*prev.original_files, *orig_files),
+            originally_active=(
+                *prev.originally_active,
+                *(n for n, st in states.items() if P.is_up(st)),
+            ),
+            originally_enabled=(
+                *prev.originally_enabled,
+                *(
+                    n
+                    for n, st in states.items()
+                    if st.unit_file_state in ("enabled", "enabled-runtime")
+                ),
+            ),
+        )
+
+    @staticmethod
+    def _give_back(pending: applied.Pending | None) -> P.Plan:
+        """Actions that return adopted names to what they held before the failed apply."""
+        if pending is None:
+            return ()
+        why = "rollback: give back the unmanaged original"
+        writes: list[P.Action] = [
+            P.WriteUnit(u.name, u.content, why) for u in pending.original_units
+        ]
+        writes += [P.WriteFile(f.path, f.content, f.mode, why) for f in pending.original_files]
+        reload: list[P.Action] = [P.DaemonReload(why)] if pending.original_units else []
+        starts: list[P.Action] = [P.StartUnit(n, why) for n in pending.originally_active]
+        enables: list[P.Action] = [P.EnableUnit(n, why) for n in pending.originally_enabled]
+        return (*writes, *reload, *starts, *enables)
+
+    async def _rollback(
+        self,
+        spec: NodeSpec,
+        marked: applied.Inventory,
+        done: tuple[ActionResult, ...],
+        failure: Failure | None,
+        error: str,
+        t0: float,
+        resumed: bool,
+    ) -> ApplyResult:
+        """Back to the inventory's last good state; the pending marker keeps adopted units ours."""
+        self.log.warning("rolling back", revision=spec.revision, to=marked.revision, error=error)
+        target = applied.to_spec(marked, like=spec)
+        undo: list[ActionResult] = []
+        outcome = Outcome.ROLLED_BACK
+        try:
+            rb = P.plan(
+                target, await self.observe(target, marked), marked, root=self.observer.root_str
+            )
+            # the planner sees the failed apply's changes as drift from the inventory: say why
+            back = f"rollback to {marked.revision or 'nothing applied'}"
+            rb = tuple(
+                a
+                if isinstance(a, P.DaemonReload | P.Verify)
+                else replace(a, reason=f"{back} ({a.reason.removeprefix('drift: ')})", drift=False)
+                for a in rb
+            )
+            await self.executor.execute((*rb, *self._give_back(marked.pending)), undo)
+        except (Abort, ActuatorError) as e:
+            outcome = Outcome.FAILED
+            error += f"; rollback failed: {e.error if isinstance(e, Abort) else e}"
+        else:
+            await asyncio.to_thread(
+                self.store.save, replace(marked, pending=None, failed_revision=spec.revision)
+            )
+        return ApplyResult(
+            outcome,
+            spec.revision,
+            marked.revision,
+            done,
+            rollback=tuple(undo),
+            failure=failure,
+            error=error,
+            duration=time.perf_counter() - t0,
+            resumed=resumed,
+        )

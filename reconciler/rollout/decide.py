@@ -1,0 +1,168 @@
+"""The pure rollout decision: from a snapshot of the prefix, what this node does now.
+
+``decide(view)`` says whether this node may apply ``desired`` (current, fresh, holding a
+slot, try a slot, wait, halted); ``view_from_kvs`` builds that snapshot from the raw keys.
+No I/O: ``reconciler.rollout.gate`` reads etcd and acts on the decision.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from reconciler import keys
+from reconciler.models import Role
+from reconciler.status import NodeState, NodeStatus
+
+# A peer manager in one of these states is running a known-good revision: safe to proceed.
+# APPLYING and DEGRADED are not (mid-change or broken); a dead one (no alive key) is not.
+HEALTHY_STATES = frozenset({NodeState.CONVERGED, NodeState.PAUSED, NodeState.REJECTED})
+
+
+class Verdict(StrEnum):
+    CURRENT = "current"  # already on the desired revision: nothing to roll out
+    FRESH = "fresh"  # nothing applied yet: go ahead without a slot
+    HOLDING = "holding"  # this node already holds a slot (restart mid-update): go ahead
+    TRY = "try"  # try to create one of ``slots`` (lowest first)
+    WAIT = "wait"  # not now: ``reason`` says why; re-decide when etcd changes
+    HALTED = "halted"  # rollout stopped (failed revision or operator halt)
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    node: str
+    role: Role | None  # None: never reported a role
+    alive: bool
+    state: NodeState | None  # None: no readable status
+
+
+@dataclass(frozen=True, slots=True)
+class SlotHolder:
+    role: Role
+    index: int
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutView:
+    node: str
+    role: Role
+    applied: str  # revision applied on this node ("" none)
+    desired: str
+    peers: tuple[Peer, ...] = ()  # every OTHER node etcd knows of
+    holders: tuple[SlotHolder, ...] = ()
+    max_unavailable: int = 1
+    halted: bool = False  # operator ``rollout halt``
+    failed_revision: str = ""  # revision some node rolled back from
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    slots: tuple[int, ...] = ()
+    reason: str = ""
+
+
+def decide(v: RolloutView) -> Decision:
+    """What this node should do about ``v.desired`` right now. Pure."""
+    if v.applied == v.desired:
+        return Decision(Verdict.CURRENT)
+    mine = [h for h in v.holders if h.node == v.node]
+    if mine:
+        return Decision(Verdict.HOLDING, (mine[0].index,))
+    if v.failed_revision and v.failed_revision == v.desired:
+        return Decision(Verdict.HALTED, reason=f"revision {v.desired[:12]} failed on a node")
+    if v.halted:
+        return Decision(Verdict.HALTED, reason="rollout halted by an operator")
+    if not v.applied:
+        return Decision(Verdict.FRESH)
+    if v.role is Role.MANAGER:
+        busy = [h.node for h in v.holders if h.role is Role.MANAGER]
+        if busy:
+            return Decision(Verdict.WAIT, reason=f"manager {busy[0]} is updating")
+        for p in sorted(v.peers, key=lambda p: p.node):
+            if p.role is not Role.MANAGER:
+                continue
+            if not p.alive:
+                return Decision(Verdict.WAIT, reason=f"manager {p.node} is not alive")
+            if p.state not in HEALTHY_STATES:
+                state = p.state.value if p.state else "unknown"
+                return Decision(Verdict.WAIT, reason=f"manager {p.node} is {state}")
+        return Decision(Verdict.TRY, (0,))
+    limit = max(1, v.max_unavailable)
+    held = {h.index for h in v.holders if h.role is Role.WORKER}
+    if len(held) >= limit:
+        return Decision(Verdict.WAIT, reason=f"{len(held)} of {limit} worker slot(s) in use")
+    return Decision(Verdict.TRY, tuple(i for i in range(limit) if i not in held))
+
+
+# -- reading a view out of the prefix -------------------------------------------------
+
+
+def view_from_kvs(
+    prefix: str,
+    kvs: Mapping[bytes, bytes],
+    *,
+    node: str,
+    role: Role,
+    applied: str,
+    desired: str,
+    max_unavailable: int,
+) -> RolloutView:
+    """Build the snapshot ``decide`` needs from the raw keys under the prefix."""
+    alive: set[str] = set()
+    statuses: dict[str, NodeStatus | None] = {}
+    holders: list[SlotHolder] = []
+    for k, val in kvs.items():
+        nk = keys.split_node_key(prefix, k)
+        if nk is not None:
+            n, leaf = nk
+            if role is not Role.MANAGER:
+                continue  # ``decide`` looks at peers only for a manager
+            if leaf == "alive":
+                alive.add(n)
+            elif leaf == "status":
+                try:
+                    statuses[n] = NodeStatus.from_json(val)
+                except ValueError:
+                    statuses[n] = None
+            continue
+        sk = keys.split_slot_key(prefix, k)
+        if sk is not None:
+            holders.append(SlotHolder(sk[0], sk[1], slot_holder(val)))
+    peers = []
+    for n in sorted((alive | set(statuses)) - {node}):
+        st = statuses.get(n)
+        try:
+            prole = Role(st.role) if st else None
+        except ValueError:
+            prole = None
+        peers.append(Peer(n, prole, n in alive, st.state if st else None))
+    failed = ""
+    raw_failed = kvs.get(keys.rollout_failed(prefix).encode())
+    if raw_failed is not None:
+        try:
+            failed = str(json.loads(raw_failed).get("revision", ""))
+        except (ValueError, AttributeError):
+            failed = raw_failed.decode(errors="replace").strip()
+    return RolloutView(
+        node=node,
+        role=role,
+        applied=applied,
+        desired=desired,
+        peers=tuple(peers),
+        holders=tuple(sorted(holders, key=lambda h: (h.role, h.index))),
+        max_unavailable=max_unavailable,
+        halted=keys.rollout_halted(prefix).encode() in kvs,
+        failed_revision=failed,
+    )
+
+
+def slot_holder(raw: bytes) -> str:
+    """The node named by a slot key's value (JSON ``{"node"}``, or the raw text)."""
+    try:
+        return str(json.loads(raw)["node"])
+    except (ValueError, KeyError, TypeError):
+        return raw.decode(errors="replace")

@@ -1,0 +1,205 @@
+"""Safe rollout of a new revision across the cluster, coordinated in etcd with leases.
+
+Rules: managers update strictly one at a time, and only while every other
+manager is alive and healthy, so etcd/swarm quorum is never at risk; workers update up to
+``max_unavailable`` at once; a node whose apply rolled back marks the revision failed and
+the rollout halts (nodes not yet updated stay on their revision until a new revision is
+published or an operator resumes).
+
+Mechanism: an update slot is a key (``keys.rollout_slot``) created only if absent and bound
+to the holder's ``alive`` lease, so a node that dies mid-update frees its slot by itself
+when the lease expires. There is one manager slot and ``max_unavailable`` worker slots.
+
+Split in two:
+- ``decide(view)`` is pure: from a snapshot (this node, its peers' alive/status, the slot
+  holders, halt/failed markers) it says what to do now. Table and hypothesis tests.
+- ``RolloutGate`` reads that snapshot from etcd, tries the slots ``decide`` offers with
+  ``create_if_absent``, and otherwise waits on a watch of the prefix (never a sleep) until
+  something changes. Release the slot only AFTER writing the node's new status, so the next
+  manager sees this one converged.
+
+A node that has never applied anything ("fresh") needs no slot: it has nothing running that
+an update could break, and requiring one would deadlock a cluster's first boot (every
+manager would wait for the others to be converged).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from reconciler import keys
+from reconciler.models import Role
+from reconciler.rollout.decide import Decision, Verdict, decide, slot_holder, view_from_kvs
+from reconciler.status import utcnow
+
+if TYPE_CHECKING:
+    from reconciler.etcd.client import Etcd, Lease, Resynced, WatchEvent
+
+# -- the etcd side --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Permission to apply ``revision``. ``key`` is None when no slot was needed; ``value``
+    is what the slot key holds while it is ours (released only if it still does)."""
+
+    revision: str
+    key: str | None
+    value: bytes = b""
+
+
+class RolloutGate:
+    """Takes and releases this node's update slot. One per agent.
+
+    The node's status is written in the same etcd transaction as the slot it is about
+    (``applying`` with the taking, the final one with the release): one request instead
+    of two each time, and no moment where a peer sees the slot without the status.
+    """
+
+    def __init__(
+        self,
+        etcd: Etcd,
+        prefix: str,
+        node: str,
+        role: Role,
+        lease: Lease,
+        *,
+        max_unavailable: int = 1,
+    ) -> None:
+        self.etcd = etcd
+        self.prefix = keys.norm(prefix)
+        self.node = node
+        self.role = role
+        self.lease = lease  # the node's alive lease: the slot dies with the node
+        self.max_unavailable = max_unavailable
+        self.last: Decision | None = None  # what the gate is waiting on (status "waiting")
+        self.status_key = keys.node_status(self.prefix, node)
+
+    async def acquire(
+        self,
+        revision: str,
+        applied: str,
+        *,
+        applying: str | None = None,
+        waiting: str | None = None,
+    ) -> Slot | None:
+        """Wait until this node may apply ``revision``. None when it must not: the rollout
+        is halted (``self.last`` says why; ask again when etcd changes) or the desired
+        revision moved on (or vanished) while waiting, so the caller re-plans instead.
+
+        ``applying``: the status to publish once allowed (with the slot, atomically);
+        ``waiting``: the status to publish if, and only when, it has to wait first."""
+        kvs, rev = await self._read()
+        watch = None
+        try:
+            while True:
+                desired = kvs.get(keys.desired_revision(self.prefix).encode(), b"").decode()
+                if desired.strip() != revision:
+                    return None
+                view = view_from_kvs(
+                    self.prefix,
+                    kvs,
+                    node=self.node,
+                    role=self.role,
+                    applied=applied,
+                    desired=revision,
+                    max_unavailable=self.max_unavailable,
+                )
+                d = self.last = decide(view)
+                if d.verdict in (Verdict.CURRENT, Verdict.FRESH):
+                    await self._say(applying)
+                    return Slot(revision, None)
+                if d.verdict is Verdict.HALTED:
+                    return None  # the caller stays on its revision and re-plans
+                if d.verdict is Verdict.HOLDING:
+                    key = keys.rollout_slot(self.prefix, self.role, d.slots[0])
+                    held = await self._adopt(key)
+                    if held is not None:
+                        await self._say(applying)
+                        return Slot(revision, key, held)
+                if d.verdict is Verdict.TRY:
+                    # start at a slot of our own (stable per node): when many workers race
+                    # for many slots, most win their first try instead of all fighting
+                    # over slot 0 (O(n) transactions instead of O(n^2))
+                    k = zlib.crc32(self.node.encode()) % len(d.slots)
+                    for i in (*d.slots[k:], *d.slots[:k]):
+                        key = keys.rollout_slot(self.prefix, self.role, i)
+                        value = json.dumps(
+                            {"node": self.node, "revision": revision, "since": utcnow()}
+                        )
+                        also = {self.status_key: applying} if applying is not None else None
+                        if await self.etcd.create_if_absent(
+                            key, value, lease=self.lease, also=also
+                        ):
+                            return Slot(revision, key, value.encode())
+                # Wait for the next change under the prefix (a slot freed, a peer converged,
+                # a lost race's winner appearing), then decide again.
+                if watch is None:
+                    await self._say(waiting)
+                    watch = self.etcd.watch_prefix(self.prefix + "/", start_revision=rev + 1)
+                item = await anext(watch)
+                _apply(kvs, item)
+        finally:
+            if watch is not None:
+                await watch.aclose()  # type: ignore[attr-defined]
+
+    async def _read(self) -> tuple[dict[bytes, bytes], int]:
+        """What ``decide`` needs, at one revision: the desired revision and the rollout
+        keys; peers' statuses and alive keys only for a manager (a worker's decision never
+        looks at them, and fifty of them are most of the bytes)."""
+        kvs, rev = await self.etcd.snapshot(
+            keys=(keys.desired_revision(self.prefix),),
+            prefixes=(keys.rollout_prefix(self.prefix),
+                      *((keys.nodes_prefix(self.prefix),) if self.role is Role.MANAGER else ())),
+        )  # fmt: skip
+        return {k: kv.value for k, kv in kvs.items()}, rev
+
+    async def _say(self, status: str | None) -> None:
+        if status is not None:
+            await self.etcd.put(self.status_key, status)
+
+    async def _adopt(self, key: str) -> bytes | None:
+        """A slot this node took before a restart is bound to its previous lease, which
+        will expire mid-update: move it onto the current lease (or lose it cleanly).
+        Returns what the slot holds once it is ours, None if it is not."""
+        kv = await self.etcd.get(key)
+        if kv is None or slot_holder(kv.value) != self.node:
+            return None
+        if kv.lease == self.lease.id:
+            return kv.value
+        moved = await self.etcd.compare_and_put(
+            key, kv.value, mod_revision=kv.mod_revision, lease=self.lease
+        )
+        return kv.value if moved else None
+
+    async def release(self, slot: Slot, status: str) -> None:
+        """Give the slot back, publishing ``status`` (the node's new one) in the same
+        transaction, so the next manager sees this one converged as the slot frees."""
+        if slot.key is None:
+            await self._say(status)
+            return
+        # Only our own holding: never delete a slot someone took after ours expired.
+        await self.etcd.put_and_release(self.status_key, status, release=slot.key,
+                                        holding=slot.value)  # fmt: skip
+
+    async def mark_failed(self, revision: str, error: str) -> None:
+        """This node rolled back ``revision``: halt its rollout everywhere."""
+        await self.etcd.put(
+            keys.rollout_failed(self.prefix),
+            json.dumps({"revision": revision, "node": self.node, "error": error, "at": utcnow()}),
+        )
+
+
+def _apply(kvs: dict[bytes, bytes], item: WatchEvent | Resynced) -> None:
+    from reconciler.etcd.client import Resynced
+
+    if isinstance(item, Resynced):
+        kvs.clear()
+        kvs.update({kv.key: kv.value for kv in item.kvs})
+    elif item.kind == "put":
+        kvs[item.kv.key] = item.kv.value
+    else:
+        kvs.pop(item.kv.key, None)
