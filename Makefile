@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 PIP   := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 # Debian packages the tests start for real: etcd, git, systemd user managers, dockerd.
-SYSTEM_PKGS := git etcd-server etcd-client systemd dbus dbus-user-session iproute2 util-linux docker.io python3-venv debootstrap systemd-container
+SYSTEM_PKGS := git etcd-server etcd-client systemd dbus dbus-user-session iproute2 util-linux docker.io python3-venv debootstrap openssh-client gnupg systemd-container
 
 .PHONY: demo test test-fast setup system-deps lint typecheck bench image node-root clean
 

@@ -2,18 +2,23 @@
 
 Starts a real etcd, a real git remote, and N ``swarmkeeper agent`` processes with the dry
 actuator (fifty systemd managers do not fit two cores; the engine runs exactly as in
-production, only systemd's calls are recorded instead of executed). Then it publishes
-revisions and prints:
+production, only systemd's calls are recorded instead of executed). It does so once per
+source — ``git`` (every node fetches the commit) and ``artifact`` (every node reads the
+revision's artifact from etcd) — then publishes revisions and prints, side by side:
 
 - publish-to-all-converged latency, p50 and p95 over the revisions;
-- git fetches per node per revision (from each agent's /metrics);
+- git processes the agents started per node per revision (counted by a ``git`` shim put
+  first on their PATH: the server side of a fetch is not included) and git fetches;
 - etcd requests per revision (counted by etcd itself, all clients) and per agent;
+- CPU per agent per revision (the agent itself, and its child processes), etcd server CPU;
 - idle CPU (% of one core) and RSS per agent, measured over a quiet window;
-- two raw baselines and the ratios: the time etcd takes to deliver the same publish to N
-  bare watchers in this process, and the time N plain git mirrors take to fetch and read
-  one new commit all at once (on two shared cores, the floor for any agent design).
+- raw floors: etcd delivering the publish to N bare watchers; N plain git mirrors fetching
+  and reading one new commit all at once; N bare etcd clients, each reading the revision's
+  artifact as soon as its watch sees the publish (the floor of the artifact path).
 
-Usage: python bench/converge.py [--agents 50] [--revisions 5]
+The machine's load average is printed with the figures: on a shared machine they are noisy.
+
+Usage: python bench/converge.py [--agents 50] [--revisions 5] [--sources git,artifact]
 """
 
 from __future__ import annotations
@@ -34,11 +39,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from reconciler.artifact import Artifact  # noqa: E402
+from reconciler.artifact_store import build, publish, read  # noqa: E402
 from reconciler.etcd.client import Etcd, Resynced  # noqa: E402
 from tests.fixtures.etcd import etcd_server, free_ports  # noqa: E402
 from tests.fixtures.gitrepo import StateRepo, make_state_repo  # noqa: E402
 
 PREFIX = "/swarmkeeper"
+GIT_SHIM = """#!/bin/sh
+echo x >> "$SK_GIT_COUNT"
+exec {git} "$@"
+"""
 UNIT = "[Service]\nExecStart=/bin/sleep infinity\nEnvironment=REV={rev}\n"
 
 
@@ -73,8 +84,25 @@ def etcd_rpcs(client_url: str) -> float:
         return total
 
 
-async def converge_on(etcd_ep: str, nodes: list[str], rev: str, *, limit: float) -> float:
-    """Publish ``rev`` and return the seconds until every node's status says it converged
+def etcd_unary(client_url: str) -> dict[str, float]:
+    """Unary requests etcd has handled, by method (Range, Txn, Put, ...): no stream messages."""
+    out: dict[str, float] = {}
+    with urllib.request.urlopen(f"{client_url}/metrics", timeout=5) as r:
+        for ln in r.read().decode().splitlines():
+            if ln.startswith("grpc_server_handled_total") and 'grpc_type="unary"' in ln:
+                method = ln.split('grpc_method="', 1)[1].split('"', 1)[0]
+                out[method] = out.get(method, 0.0) + float(ln.rsplit(" ", 1)[1])
+    return out
+
+
+BENCH_UNARY: list[int] = []  # unary requests the bench itself sent while publishing
+
+
+async def converge_on(
+    etcd_ep: str, nodes: list[str], rev: str, *, limit: float, art: Artifact | None = None
+) -> float:
+    """Publish ``rev`` (with its artifact, if given: built beforehand, as a publisher does
+    before it writes) and return the seconds until every node's status says it converged
     on it. One connection and one watch: polling etcd from here would steal the very CPU
     the agents are being timed on."""
     async with await Etcd.connect([etcd_ep]) as e:
@@ -94,7 +122,7 @@ async def converge_on(etcd_ep: str, nodes: list[str], rev: str, *, limit: float)
             absorb(kv.key, kv.value)
         watch = e.watch_prefix(f"{PREFIX}/nodes/", start_revision=at + 1)
         t0 = time.perf_counter()
-        await e.put(f"{PREFIX}/desired/revision", rev)
+        await publish(e, PREFIX, rev, art)
         try:
             while not done.issuperset(nodes):
                 item = await asyncio.wait_for(anext(watch), limit - (time.perf_counter() - t0))
@@ -111,6 +139,7 @@ async def converge_on(etcd_ep: str, nodes: list[str], rev: str, *, limit: float)
             ) from None
         finally:
             await watch.aclose()  # type: ignore[attr-defined]
+            BENCH_UNARY.append(e.request_count - 1)  # its watch is a stream, not unary
         return time.perf_counter() - t0
 
 
@@ -142,6 +171,41 @@ async def raw_watch_baseline(etcd_ep: str, n: int, rounds: int) -> list[float]:
         return lat
 
 
+async def _read_on_event(c: Etcd, watch: object, rev: str, sha256: str) -> None:
+    await anext(watch)  # type: ignore[call-overload]
+    got = await read(c, PREFIX, rev)
+    assert got is not None and got.sha256 == sha256
+
+
+async def raw_artifact_baseline(etcd_ep: str, n: int, repo: StateRepo, rounds: int) -> list[float]:
+    """The floor of the artifact path: n bare etcd clients (one channel each, in this
+    process), each reading the revision's artifact as soon as its watch sees the publish."""
+    clients = [await Etcd.connect([etcd_ep]) for _ in range(n)]
+    key = f"{PREFIX}/desired/revision"
+    try:
+        lat = []
+        for r in range(rounds):
+            rev = repo.commit({"units/b.service": UNIT.format(rev=f"rawart{r}")}, f"rawart {r}")
+            art = build(repo.work, rev)
+            kv = await clients[0].get(key)
+            at = kv.mod_revision if kv else 0
+            gens = [c.watch_prefix(key, start_revision=at + 1) for c in clients]
+
+            tasks = [asyncio.create_task(_read_on_event(c, g, rev, art.sha256))
+                     for c, g in zip(clients, gens, strict=True)]  # fmt: skip
+            await asyncio.sleep(0.2)  # every watch is established before the publish
+            t0 = time.perf_counter()
+            await publish(clients[0], PREFIX, rev, art)
+            await asyncio.gather(*tasks)
+            lat.append(time.perf_counter() - t0)
+            for g in gens:
+                await g.aclose()  # type: ignore[attr-defined]
+        return lat
+    finally:
+        for c in clients:
+            await c.close()
+
+
 async def raw_git_baseline(repo: StateRepo, base: Path, n: int, rounds: int) -> list[float]:
     """The floor no agent can beat here: n bare mirrors, all at once, each fetching one new
     commit and reading it with ``git archive``. Plain processes, no agent, no etcd."""
@@ -171,14 +235,23 @@ async def raw_git_baseline(repo: StateRepo, base: Path, n: int, rounds: int) -> 
     return lat
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--agents", type=int, default=50)
-    ap.add_argument("--revisions", type=int, default=5)
-    ap.add_argument("--idle-window", type=float, default=20.0)
-    a = ap.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="sk-bench-"))
+def pct(xs: list[float], q: float) -> float:
+    return sorted(xs)[max(0, round(q * len(xs)) - 1)]
+
+
+def run_source(source: str, a: argparse.Namespace, base: Path) -> dict[str, float]:
+    """One fleet of agents on its own etcd and repo, rendering from ``source``."""
+    base = base / source
     procs: list[subprocess.Popen[bytes]] = []
+    shim = base / "bin"
+    shim.mkdir(parents=True)
+    real_git = shutil.which("git") or "git"
+    (shim / "git").write_text(GIT_SHIM.format(git=real_git))
+    (shim / "git").chmod(0o755)
+    count = base / "git-count"
+    count.touch()
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "SK_GIT_COUNT": str(count)}
+    out: dict[str, float] = {}
     try:
         with etcd_server() as etcd:
             repo = make_state_repo(base / "repo", state(a.agents))
@@ -192,38 +265,57 @@ def main() -> None:
                         "--node", node, "--role", "worker", "--repo", repo.url, "--etcd", etcd.endpoint,
                         "--scope", "user", "--state-dir", str(d / "state"), "--root", str(d / "root"),
                         "--unit-dir", str(d / "units"), "--actuator", "dry", "--listen", f"127.0.0.1:{ports[i]}",
-                        "--poll-interval", "3600", "--resync-interval", "3600"]  # fmt: skip
+                        "--poll-interval", "3600", "--resync-interval", "3600", "--source",
+                        "git" if source == "git" else "auto"]  # fmt: skip
                 log = (d / "agent.log").open("wb")
-                procs.append(subprocess.Popen(args, cwd=REPO, stdout=log, stderr=log))
+                procs.append(subprocess.Popen(args, cwd=REPO, stdout=log, stderr=log, env=env))
             nodes = [f"node-{i:03}" for i in range(a.agents)]
+
+            def art_of(rev: str) -> Artifact | None:
+                return build(repo.work, rev) if source == "artifact" else None
 
             head = subprocess.run(["git", "-C", str(repo.work), "rev-parse", "HEAD"], capture_output=True,
                                   text=True, check=True).stdout.strip()  # fmt: skip
-            asyncio.run(converge_on(etcd.endpoint, nodes, head, limit=300))
-            print(
-                f"{a.agents} agents started and converged on the first revision in {time.perf_counter() - t_start:.1f} s"
-            )
+            asyncio.run(converge_on(etcd.endpoint, nodes, head, limit=300, art=art_of(head)))
+            print(f"[{source}] {a.agents} agents started and converged on the first revision in "
+                  f"{time.perf_counter() - t_start:.1f} s")  # fmt: skip
             time.sleep(2)
 
             cpu0 = sum(proc_stats(p.pid, children=True)[0] for p in procs)
             own0 = sum(proc_stats(p.pid)[0] for p in procs)
             fetch0 = sum(metric(p, "swarmkeeper_git_fetches_total") for p in ports)
+            unary0, BENCH_UNARY[:] = etcd_unary(etcd.client_url), []
+            gits0 = len(count.read_text().splitlines())
             rpc0 = etcd_rpcs(etcd.client_url)
             assert etcd.pid is not None
             etcd_cpu0 = proc_stats(etcd.pid)[0]
             lat = []
+            load = os.getloadavg()[0]
             for r in range(1, a.revisions + 1):
                 rev = repo.commit({"units/b.service": UNIT.format(rev=r)}, f"rev {r}")
-                lat.append(asyncio.run(converge_on(etcd.endpoint, nodes, rev, limit=120)))
+                art = art_of(rev)
+                lat.append(asyncio.run(converge_on(etcd.endpoint, nodes, rev, limit=120, art=art)))
                 time.sleep(1.0)
-            fetches = sum(metric(p, "swarmkeeper_git_fetches_total") for p in ports) - fetch0
-            rpcs = etcd_rpcs(etcd.client_url) - rpc0
-            # CPU the agents (and the git processes they spawn: children are reaped, so
-            # counted in cutime/cstime) spent per revision: on 2 shared cores this, not any
-            # waiting, bounds how fast 50 agents can all converge
+            n = a.agents * a.revisions
+            out["p50"], out["p95"] = statistics.median(lat) * 1000, pct(lat, 0.95) * 1000
+            out["load"] = (load + os.getloadavg()[0]) / 2
+            out["git_procs"] = (len(count.read_text().splitlines()) - gits0) / n
+            out["fetches"] = (
+                sum(metric(p, "swarmkeeper_git_fetches_total") for p in ports) - fetch0
+            ) / n
+            out["etcd_rpcs"] = (etcd_rpcs(etcd.client_url) - rpc0) / a.revisions
+            # unary requests etcd handled, less the bench's own: what the agents asked per
+            # revision (their watch and keepalive streams are long-lived, not per revision)
+            unary = etcd_unary(etcd.client_url)
+            by_method = {m: (v - unary0.get(m, 0.0)) / n for m, v in unary.items()}
+            out["agent_rpcs"] = sum(by_method.values()) - sum(BENCH_UNARY) / n
+            print(f"[{source}] unary requests per node per revision by method (the bench's own "
+                  f"{sum(BENCH_UNARY) / n:.2f} included): "
+                  + ", ".join(f"{m} {v:.2f}" for m, v in sorted(by_method.items()) if v))  # fmt: skip
             cpu_rev = (sum(proc_stats(p.pid, children=True)[0] for p in procs) - cpu0) / a.revisions
             own_rev = (sum(proc_stats(p.pid)[0] for p in procs) - own0) / a.revisions
-            etcd_cpu_rev = (proc_stats(etcd.pid)[0] - etcd_cpu0) / a.revisions
+            out["cpu"], out["cpu_own"] = cpu_rev / a.agents * 1000, own_rev / a.agents * 1000
+            out["etcd_cpu"] = (proc_stats(etcd.pid)[0] - etcd_cpu0) / a.revisions * 1000
 
             # idle: nothing published, resync far away
             before = {p.pid: proc_stats(p.pid) for p in procs}
@@ -231,46 +323,83 @@ def main() -> None:
             after = {p.pid: proc_stats(p.pid) for p in procs}
             cpu = [(after[pid][0] - before[pid][0]) / a.idle_window * 100 for pid in before]
             rss = [after[pid][1] / 2**20 for pid in after]
+            out["idle_mean"], out["idle_max"] = statistics.mean(cpu), max(cpu)
+            out["rss_mean"], out["rss_max"] = statistics.mean(rss), max(rss)
 
+            _stop(procs)
+            procs = []
             raw = asyncio.run(raw_watch_baseline(etcd.endpoint, a.agents, 20))
-            raw_git = asyncio.run(raw_git_baseline(repo, base, a.agents, 3))
-            p50 = statistics.median(lat)
-            p95 = sorted(lat)[max(0, round(0.95 * len(lat)) - 1)]
-            print(f"publish -> all {a.agents} converged: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms "
-                  f"over {len(lat)} revisions (target p50 < 1000 ms)")  # fmt: skip
-            print(
-                f"git fetches per node per revision: {fetches / (a.agents * a.revisions):.2f} (target 1.00)"
-            )
-            print(f"CPU per agent per revision: {cpu_rev / a.agents * 1000:.0f} ms (the agent "
-                  f"{own_rev / a.agents * 1000:.0f} ms + its git processes "
-                  f"{(cpu_rev - own_rev) / a.agents * 1000:.0f} ms); "
-                  f"all {a.agents} agents: {cpu_rev:.2f} CPU-s per revision on {os.cpu_count()} cores "
-                  f"(a floor of {cpu_rev / (os.cpu_count() or 1) * 1000:.0f} ms here; on separate machines "
-                  f"each node pays only its own share)")  # fmt: skip
-            print(f"etcd requests per revision (server-side, all clients): {rpcs / a.revisions:.0f} "
-                  f"= {rpcs / a.revisions / a.agents:.1f} per agent; etcd server CPU "
-                  f"{etcd_cpu_rev * 1000:.0f} ms per revision")  # fmt: skip
-            print(f"idle CPU per agent: mean {statistics.mean(cpu):.2f}% max {max(cpu):.2f}% of one core "
-                  f"(target < 0.5%)")  # fmt: skip
-            print(
-                f"RSS per agent: mean {statistics.mean(rss):.0f} MiB max {max(rss):.0f} MiB (target < 80 MB)"
-            )
-            rp50 = statistics.median(raw)
-            print(f"raw baseline: etcd delivers one put to {a.agents} bare watchers in p50 {rp50 * 1000:.1f} ms; "
-                  f"converge/raw ratio {p50 / rp50:.0f}x")  # fmt: skip
-            gp50 = statistics.median(raw_git)
-            print(f"raw git floor: {a.agents} mirrors fetch and archive one new commit, all at once, "
-                  f"in p50 {gp50 * 1000:.0f} ms; converge/raw-git ratio {p50 / gp50:.2f}x")  # fmt: skip
+            out["raw_watch"] = statistics.median(raw) * 1000
+            if source == "git":
+                out["raw_floor"] = statistics.median(
+                    asyncio.run(raw_git_baseline(repo, base, a.agents, 3))) * 1000  # fmt: skip
+            else:
+                out["raw_floor"] = statistics.median(
+                    asyncio.run(raw_artifact_baseline(etcd.endpoint, a.agents, repo, 5))) * 1000  # fmt: skip
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)
+    return out
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+ROWS = [  # (label, key, format)
+    ("publish -> all converged p50 (ms; target < 1000)", "p50", "{:.0f}"),
+    ("publish -> all converged p95 (ms; target < 1500)", "p95", "{:.0f}"),
+    ("git processes per node per revision (target 0)", "git_procs", "{:.2f}"),
+    ("git fetches per node per revision", "fetches", "{:.2f}"),
+    ("etcd unary requests per node per revision (<= 4)", "agent_rpcs", "{:.2f}"),
+    ("etcd requests per revision, server-side, all clients", "etcd_rpcs", "{:.0f}"),
+    ("CPU per agent per revision (ms)", "cpu", "{:.1f}"),
+    ("  of which the agent process itself (ms)", "cpu_own", "{:.1f}"),
+    ("etcd server CPU per revision (ms)", "etcd_cpu", "{:.0f}"),
+    ("idle CPU per agent, mean (% of a core; < 0.5)", "idle_mean", "{:.2f}"),
+    ("idle CPU per agent, max", "idle_max", "{:.2f}"),
+    ("RSS per agent, mean (MiB; < 80 MB)", "rss_mean", "{:.0f}"),
+    ("RSS per agent, max", "rss_max", "{:.0f}"),
+    ("raw: one put to N bare watchers p50 (ms)", "raw_watch", "{:.1f}"),
+    ("raw floor of the source, p50 (ms)", "raw_floor", "{:.0f}"),
+    ("converge p50 / raw floor", "ratio", "{:.2f}"),
+    ("load average (1 min) while timed", "load", "{:.2f}"),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agents", type=int, default=50)
+    ap.add_argument("--revisions", type=int, default=5)
+    ap.add_argument("--idle-window", type=float, default=20.0)
+    ap.add_argument("--sources", default="git,artifact", help="comma-separated: git, artifact")
+    a = ap.parse_args()
+    sources = [x for x in a.sources.split(",") if x]
+    if not sources or any(x not in ("git", "artifact") for x in sources):
+        raise SystemExit("--sources: a comma-separated list of git, artifact")
+    base = Path(tempfile.mkdtemp(prefix="sk-bench-"))
+    try:
+        res = {src: run_source(src, a, base) for src in sources}
+    finally:
         if os.environ.get("KEEP") is None:
             shutil.rmtree(base, ignore_errors=True)
+    for r in res.values():
+        r["ratio"] = r["p50"] / r["raw_floor"] if r["raw_floor"] else 0.0
+    print(f"\n{a.agents} agents, {a.revisions} revisions, {os.cpu_count()} cores "
+          "(raw floor: git = N mirrors fetch+archive at once; artifact = N bare etcd clients "
+          "read the artifact on the watch event)")  # fmt: skip
+    print(f"{'':58}" + "".join(f"{src:>10}" for src in sources))
+    for label, key, fmt in ROWS:
+        print(f"{label:58}" + "".join(f"{fmt.format(res[src][key]):>10}" for src in sources))
+    for src in sources:
+        print(f"{src}: etcd requests per agent per revision "
+              f"{res[src]['etcd_rpcs'] / a.agents:.1f} (server-side count: unary calls, watch and "
+              "keepalive stream messages, the bench's own watch and publish)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -35,6 +35,19 @@ def desired_revision(prefix: str) -> str:
     return f"{norm(prefix)}/desired/revision"
 
 
+def revisions_prefix(prefix: str) -> str:
+    """Where revision artifacts live, one sub-prefix per commit."""
+    return f"{norm(prefix)}/revisions/"
+
+
+def revision_artifact(prefix: str, sha: str) -> str:
+    """One commit's artifact: ``meta`` (JSON), ``commit`` (raw object), ``chunks/NNNN``.
+    Nodes read all of it with one range request over this prefix."""
+    if not sha or any(c not in "0123456789abcdef" for c in sha):
+        raise ValueError(f"invalid commit sha {sha!r}")
+    return f"{norm(prefix)}/revisions/{sha}/"
+
+
 # -- nodes ---------------------------------------------------------------------------
 
 

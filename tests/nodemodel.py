@@ -42,6 +42,7 @@ class Node:
                     ("enabled" if n in self.enabled else "disabled") if n in self.unit_files else ""
                 ),
                 invocation_id=str(self.invocations.get(n, "")),
+                need_daemon_reload=n in self.loaded and self.loaded[n] != self.unit_files.get(n),
             )
         return P.Observed(
             unit_files={n: sha256(c) for n, c in self.unit_files.items()},
@@ -59,7 +60,8 @@ class Node:
         )
         self.invocations[name] = self.invocations.get(name, 0) + 1
 
-    def execute(self, plan: P.Plan) -> None:
+    def execute(self, plan: P.Plan, *, whole: bool = True) -> None:
+        """Run ``plan`` (``whole=False``: a plan cut short, as by a killed process)."""
         phases = [a.PHASE for a in plan]
         assert phases == sorted(phases, key=P.PHASES.index), "actions out of phase order"
         for a in plan:
@@ -96,3 +98,9 @@ class Node:
                 case P.Verify(units=units):
                     for n, *_ in units:
                         assert self.active.get(n) == "active", f"{n} not healthy"
+                case P.MaskUnit(unit=n):
+                    self.unit_files.pop(n, None)
+                case P.AdoptUnit() | P.AdoptFile():
+                    pass  # recorded in the pending marker; nothing on the node changes
+        stale = set(self.loaded) - set(self.unit_files)
+        assert not whole or not stale, f"{sorted(stale)}: deleted without a daemon-reload"

@@ -418,6 +418,9 @@ def test_push_webhook_metrics_and_clean_sigterm(
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         metrics = r.read().decode()
     assert f'swarmkeeper_applied_revision_info{{revision="{rev}"}} 1.0' in metrics
+    # the webhook stored the revision's artifact (the node may have rendered it already, via
+    # its git poll of the branch head: which source it used is timing, tested elsewhere)
+    assert etcdctl(c.endpoints, "get", "--print-value-only", f"{PREFIX}/revisions/{rev}/meta")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
         assert json.loads(r.read())["revision"] == rev
     # SIGTERM: exit 0 and the heartbeat lease is revoked at once (not left to expire)

@@ -171,6 +171,7 @@ async def test_removing_a_unit_stops_disables_deletes_it_and_spares_a_foreign_on
         "stop gone.service: no longer desired",
         "disable gone.service: no longer desired",
         "delete gone.service: no longer desired",
+        "daemon-reload: unit files changed",
     ]
     assert not (node.um.unit_dir / "gone.service").exists()
     assert not (node.um.unit_dir / "default.target.wants/gone.service").exists()

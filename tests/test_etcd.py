@@ -85,6 +85,32 @@ async def test_snapshot_and_status_carrying_transactions(etcd_server: EtcdServer
         assert (await e.get("/t/status")).value == b"gone"  # type: ignore[union-attr]
 
 
+async def test_racing_creators_take_distinct_slots_in_one_request_each(
+    etcd_server: EtcdServer,
+) -> None:
+    """Eight clients all starting at the same slot each take a different one, each in one
+    request; the status written with the slot is there; a full set gives None."""
+    clients = [await Etcd.connect([etcd_server.endpoint]) for _ in range(8)]
+    slots = [f"/t/slots/{i}" for i in range(8)]
+    try:
+        before = [c.request_count for c in clients]
+        took = await asyncio.gather(*(
+            c.create_first_absent(slots, f"c{i}", also={f"/t/status/c{i}": "applying"})
+            for i, c in enumerate(clients)
+        ))  # fmt: skip
+        assert sorted(t for t in took if t is not None) == slots
+        assert [c.request_count - b for c, b in zip(clients, before, strict=True)] == [1] * 8
+        for i, key in enumerate(took):
+            assert key is not None and (await clients[0].get(key)).value == f"c{i}".encode()  # type: ignore[union-attr]
+            assert (await clients[0].get(f"/t/status/c{i}")).value == b"applying"  # type: ignore[union-attr]
+        assert await clients[0].create_first_absent(slots, "late", also={"/t/x": "y"}) is None
+        assert await clients[0].get("/t/x") is None
+        assert await clients[0].create_first_absent([], "none") is None
+    finally:
+        for c in clients:
+            await c.close()
+
+
 async def test_racing_creators_exactly_one_wins(etcd_server: EtcdServer) -> None:
     clients = [await Etcd.connect([etcd_server.endpoint]) for _ in range(5)]
     try:

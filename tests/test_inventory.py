@@ -10,7 +10,8 @@ import pytest
 
 from reconciler.actuators.inventory import CorruptInventory, InventoryStore
 from reconciler.models import OnChange, Revision, UnitName
-from reconciler.plan.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Pending
+from reconciler.plan.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Original, Pending
+from reconciler.plan.unittypes import Ran
 
 INV = Inventory(
     revision=Revision("abc123"),
@@ -23,10 +24,15 @@ INV = Inventory(
             12.5,
             1.5,
         ),
-        AppliedUnit(UnitName("b.service"), b"[Service]\n"),
+        AppliedUnit(
+            UnitName("b.service"),
+            b"[Service]\n",
+            ran=Ran.SKIPPED,
+            original=Original(None, vendor=True, digest="cd" * 32, active=True),
+        ),
     ),
     files=(
-        AppliedFile("/etc/x.env", b"X=1\n", 0o600),
+        AppliedFile("/etc/x.env", b"X=1\n", 0o600, Original(b"old\n", 0o640)),
         AppliedFile("/etc/blob", bytes(range(256)), 0o644),
     ),
     pending=Pending(
@@ -35,10 +41,14 @@ INV = Inventory(
         ("/etc/new",),
         ("start c.service: new unit",),
         12.0,
-        original_units=(AppliedUnit(UnitName("c.service"), b"[Service]\nExecStart=/bin/theirs\n"),),
-        original_files=(AppliedFile("/etc/new", b"\xff\x00theirs", 0o640),),
-        originally_active=(UnitName("c.service"),),
-        originally_enabled=(UnitName("c.service"),),
+        adopted_units=(
+            (
+                UnitName("c.service"),
+                Original(b"[Service]\nExecStart=/bin/theirs\n", active=True, enabled=True),
+            ),
+            (UnitName("d.service"), Original(None, vendor=True, digest="ab" * 32, masked=True)),
+        ),
+        adopted_files=(("/etc/new", Original(b"\xff\x00theirs", 0o640)),),
     ),
     failed_revision=Revision("bad999"),
     updated_at=5.0,
@@ -98,3 +108,23 @@ def test_an_inventory_written_before_settle_existed_loads_with_the_default(tmp_p
         ("a.service", None),
         ("b.service", None),
     ]
+
+
+def test_a_pending_marker_of_the_older_format_still_loads(tmp_path: Path) -> None:
+    doc = {
+        "version": 1, "revision": None, "failed_revision": None, "updated_at": 0, "units": [],
+        "files": [],
+        "pending": {
+            "revision": "r2", "units": ["c.service"], "files": ["/etc/new"], "actions": [],
+            "started_at": 1.0,
+            "original_units": [{"name": "c.service", "content": "[Service]\n"}],
+            "original_files": [{"path": "/etc/new", "mode": "0640", "content": "x"}],
+            "originally_active": ["c.service"], "originally_enabled": [],
+        },
+    }  # fmt: skip
+    store = InventoryStore(tmp_path)
+    store.path.write_text(json.dumps(doc))
+    pending = store.load().pending
+    assert pending is not None
+    assert pending.adopted_units == (("c.service", Original(b"[Service]\n", active=True)),)
+    assert pending.adopted_files == (("/etc/new", Original(b"x", 0o640)),)

@@ -213,6 +213,11 @@ def test_publish_validates_first(etcd_server: EtcdServer, state_repo: StateRepo)
     r = cli(ep, "publish", "HEAD", "--repo", str(state_repo.work))
     assert r.returncode == 0, r.stderr
     assert asyncio.run(etcd_get(ep, keys.desired_revision(P))) == good.encode()
+    # with its artifact, which nodes render from without git
+    assert "artifact" in r.stdout
+    assert asyncio.run(etcd_get(ep, keys.revision_artifact(P, good) + "meta")) is not None
+    r = cli(ep, "publish", "HEAD", "--repo", str(state_repo.work), "--keep-artifacts", "-1")
+    assert r.returncode == 1 and "--keep-artifacts must be >= 0" in r.stderr
     # An invalid commit: nothing is published, every problem is listed as path:line.
     bad = state_repo.commit({"state/cluster.yaml": "name: test\nmanagers: [oops\n"}, "bad")
     r = cli(ep, "publish", bad, "--repo", str(state_repo.work))

@@ -228,11 +228,6 @@ def _first_class_dropin(content: str | None) -> dict[str, str | bytes | None]:
                     f"units/{name}": content})  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="first-class drop-ins (units/<unit>.d/<name>.conf listed in a role, issue 11 item 3) "
-    "are not on this branch yet; with them this passes and the mark must go",
-)
 def test_a_changed_drop_in_restarts_its_running_vendor_unit(pid1_node: Node) -> None:
     """The vendor unit runs with its drop-in once applied; a changed drop-in restarts it; a
     removed one gives the vendor behaviour back, and systemd forgets it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,8 +17,9 @@ from reconciler.models import (
     UnitName,
     UnitSpec,
 )
-from reconciler.plan import applied
+from reconciler.plan import applied, unittypes
 from reconciler.plan import planner as P
+from reconciler.plan.unittypes import Kind, Ran
 from tests.nodemodel import Node
 from tests.specs import ENV, spec, unit
 
@@ -138,6 +140,7 @@ def test_removed_units_stop_in_reverse_role_order_disable_and_delete() -> None:
         "disable a.service: no longer desired",
         "delete c.service: no longer desired",
         "delete a.service: no longer desired",
+        "daemon-reload: unit files changed",
     ]
 
 
@@ -249,10 +252,65 @@ def test_finished_oneshot_is_converged_but_a_never_run_one_is_started() -> None:
             )
         },
     )
+    # garbage-collected after it ran: the inventory's record says it did, so no re-run
+    assert P.plan(spec([A]), never, applied.from_spec(spec([A]))) == ()
+    unknown = applied.from_spec(spec([A]), ran={"a.service": Ran.UNKNOWN})
+    assert lines(P.plan(spec([A]), never, unknown))[0] == "start a.service: drift: stopped by hand"
+    changed = spec([dataclasses.replace(A, content=A.content + b"# v2\n")], rev="r2")
+    assert lines(P.plan(changed, never, applied.from_spec(spec([A]))))[:3] == [
+        "write a.service: unit changed",
+        "daemon-reload: unit files changed",
+        "restart a.service: unit changed",  # runs again, once per change
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "state", "result", "invocation", "skipped", "ran", "up"),
+    [
+        (Kind.SIMPLE, "active", "success", "x", False, Ran.UP, True),
+        (Kind.SIMPLE, "inactive", "success", "", False, Ran.UP, False),  # stopped by hand
+        (Kind.SIMPLE, "inactive", "success", "", True, Ran.UNKNOWN, True),  # condition false
+        (Kind.SIMPLE, "inactive", "success", "", False, Ran.SKIPPED, True),  # ...seen before
+        (Kind.SIMPLE, "failed", "exit-code", "x", False, Ran.SKIPPED, False),
+        (Kind.ONESHOT, "inactive", "success", "x", False, Ran.UNKNOWN, True),
+        (Kind.ONESHOT, "inactive", "success", "", False, Ran.UP, True),  # collected
+        (Kind.ONESHOT, "inactive", "success", "", False, Ran.UNKNOWN, False),  # never ran
+        (Kind.ONESHOT, "failed", "exit-code", "x", False, Ran.UP, False),
+        (Kind.ONESHOT_REMAIN, "inactive", "success", "", False, Ran.UP, False),
+        (Kind.TIMER, "active", "success", "", False, Ran.UNKNOWN, True),
+        (Kind.SOCKET, "inactive", "success", "", False, Ran.UP, False),
+        (Kind.TARGET, "active", "", "", False, Ran.UNKNOWN, True),
+    ],
+)  # fmt: skip
+def test_what_up_means_per_kind(
+    kind: Kind, state: str, result: str, invocation: str, skipped: bool, ran: Ran, up: bool
+) -> None:
     assert (
-        lines(P.plan(spec([A]), never, applied.from_spec(spec([A]))))[0]
-        == "start a.service: drift: stopped by hand"
+        unittypes.is_up(kind, state, result, invocation_id=invocation, skipped=skipped, ran=ran)
+        is up
     )
+
+
+def test_the_per_kind_table_in_the_docs_is_the_one_in_the_code() -> None:
+    doc = (Path(__file__).parent.parent / "docs/apply.md").read_text()
+    assert unittypes.markdown_table() in doc
+
+
+@pytest.mark.parametrize(
+    ("name", "stype", "remain", "kind"),
+    [
+        ("a.service", "", False, Kind.SIMPLE),
+        ("a.service", "oneshot", True, Kind.ONESHOT_REMAIN),
+        ("a@i.service", "notify", False, Kind.NOTIFY),
+        ("a@.service", "notify", False, Kind.TEMPLATE),
+        ("a@.socket", "", False, Kind.TEMPLATE),
+        ("a.timer", "", False, Kind.TIMER),
+        ("-.mount", "", False, Kind.MOUNT),
+        ("a.slice", "", False, Kind.OTHER),
+    ],
+)
+def test_kind_of(name: str, stype: str, remain: bool, kind: Kind) -> None:
+    assert unittypes.kind_of(name, stype, remain) is kind
 
 
 def test_interrupted_apply_is_finished_restart_comes_from_the_inventory() -> None:
@@ -308,6 +366,7 @@ def test_pending_adopted_unit_no_longer_desired_is_removed() -> None:
         "stop c.service: no longer desired",
         "disable c.service: no longer desired",
         "delete c.service: no longer desired",
+        "daemon-reload: unit files changed",
     ]
 
 
@@ -336,7 +395,8 @@ def test_a_service_activated_by_a_desired_timer_or_socket_is_not_started_by_us()
     httpd = unit("httpd.service", install=False)
     p, inv = converge(spec([timer, job, sock, httpd]), node)
     starts = [x for x in lines(p) if x.startswith("start")]
-    assert starts == ["start backup.timer: new unit", "start web.socket: new unit"]
+    # sockets start first in their phase, as at boot
+    assert starts == ["start web.socket: new unit", "start backup.timer: new unit"]
     node.active["httpd.service"] = "active"  # activated by a connection, then changed
     new_httpd = unit("httpd.service", "Environment=V=2\n", install=False)
     assert "restart httpd.service: unit changed" in lines(
@@ -489,7 +549,7 @@ def test_a_plan_cut_short_is_finished_by_the_next_plan(
     marked = dataclasses.replace(
         inv, pending=applied.Pending(second.revision, adopted_units, adopted_files)
     )
-    node.execute(p[:cut])  # ...and the process dies here
+    node.execute(p[:cut], whole=False)  # ...and the process dies here
     node.execute(P.plan(second, node.observe(), marked))
     for u in second.units:
         assert node.unit_files[u.name] == u.content

@@ -133,3 +133,10 @@ def test_parser_never_raises(data: bytes) -> None:
 )
 def test_triggers(name: str, text: str, expected: str | None) -> None:
     assert unitfile.triggers(name, text) == expected
+
+
+def test_lines_end_where_systemd_ends_them() -> None:
+    # \x1e and \u2028 are line breaks to str.splitlines, not to systemd
+    f = unitfile.parse("[Service]\nExecStart=/bin/echo a\x1eb\u2028c\r\nType=oneshot\rX=1")
+    assert f.values("Service", "ExecStart") == ("/bin/echo a\x1eb\u2028c",)
+    assert f.values("Service", "Type") == ("oneshot",) and f.values("Service", "X") == ("1",)

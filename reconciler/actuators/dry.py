@@ -81,7 +81,7 @@ class DrySystemd:
         self._record(f"reload {name}")
         return "done"
 
-    async def stop(self, name: str) -> str:
+    async def stop(self, name: str, *, alone: bool = False) -> str:
         self._record(f"stop {name}")
         self._units[name] = DryStatus(name, "loaded")
         return "done"
@@ -91,7 +91,7 @@ class DrySystemd:
             self._record(f"enable {n}")
             self._units[n] = replace(self._units.get(n, DryStatus(n)), unit_file_state="enabled")
 
-    async def disable(self, names: Sequence[str]) -> None:
+    async def disable(self, names: Sequence[str], *, reload: bool = True) -> None:
         for n in names:
             self._record(f"disable {n}")
             self._units[n] = replace(self._units.get(n, DryStatus(n)), unit_file_state="disabled")
@@ -110,6 +110,18 @@ class DrySystemd:
 
     async def need_daemon_reload(self, names: Sequence[str]) -> dict[str, bool]:
         return dict.fromkeys(names, False)
+
+    async def mask(self, names: Sequence[str]) -> None:
+        for n in names:
+            self._record(f"mask {n}")
+
+    job_serial = 0  # jobs end at once here: nothing is ever pulled in
+
+    def job_done_since(self, name: str, serial: int) -> str | None:
+        return None
+
+    async def fragment_paths(self, names: Sequence[str]) -> dict[str, str]:
+        return dict.fromkeys(names, "")
 
     async def warm(self, names: Sequence[str], ends: float) -> None:
         return None  # nothing cached: status() reads the unit dir each time

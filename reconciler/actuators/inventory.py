@@ -22,7 +22,8 @@ from typing import Any
 from reconciler.actuators.files import Staged, stage
 from reconciler.errors import ActuatorError, NodeBusy
 from reconciler.models import OnChange, Revision, UnitName
-from reconciler.plan.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Pending
+from reconciler.plan.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Original, Pending
+from reconciler.plan.unittypes import Ran
 
 FILENAME = "inventory.json"
 VERSION = 1
@@ -48,6 +49,52 @@ def _content_in(d: dict[str, Any]) -> bytes:
     return text.encode("utf-8")
 
 
+def _original_out(o: Original | None) -> dict[str, Any] | None:
+    if o is None:
+        return None
+    out: dict[str, Any] = {
+        "mode": f"{o.mode:04o}",
+        "vendor": o.vendor,
+        "digest": o.digest,
+        "active": o.active,
+        "enabled": o.enabled,
+        "masked": o.masked,
+    }
+    if o.content is not None:
+        out.update(_content_out(o.content))
+    return out
+
+
+def _original_in(d: dict[str, Any] | None) -> Original | None:
+    if d is None:
+        return None
+    content = _content_in(d) if "content" in d or "content_b64" in d else None
+    return Original(
+        content,
+        int(d.get("mode", "0644"), 8),
+        bool(d.get("vendor", False)),
+        str(d.get("digest", "")),
+        bool(d.get("active", False)),
+        bool(d.get("enabled", False)),
+        bool(d.get("masked", False)),
+    )
+
+
+def _legacy_adopted(p: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """Adoption records of a pending marker written before ``Original`` existed."""
+    active, enabled = set(p.get("originally_active", [])), set(p.get("originally_enabled", []))
+    units = [
+        (UnitName(u["name"]), Original(_content_in(u), active=u["name"] in active,
+                                       enabled=u["name"] in enabled))
+        for u in p.get("original_units", [])
+    ]  # fmt: skip
+    files = [
+        (f["path"], Original(_content_in(f), int(f["mode"], 8)))
+        for f in p.get("original_files", [])
+    ]
+    return units, files
+
+
 def dumps(inv: Inventory) -> bytes:
     doc: dict[str, Any] = {
         "version": VERSION,
@@ -62,12 +109,20 @@ def dumps(inv: Inventory) -> bytes:
                 "enable": u.enable,
                 "timeout": u.timeout,
                 "settle": u.settle,
+                "ran": str(u.ran),
+                "original": _original_out(u.original),
                 **_content_out(u.content),
             }
             for u in inv.units
         ],
         "files": [
-            {"path": f.path, "digest": f.digest, "mode": f"{f.mode:04o}", **_content_out(f.content)}
+            {
+                "path": f.path,
+                "digest": f.digest,
+                "mode": f"{f.mode:04o}",
+                "original": _original_out(f.original),
+                **_content_out(f.content),
+            }
             for f in inv.files
         ],
         "pending": None
@@ -78,15 +133,12 @@ def dumps(inv: Inventory) -> bytes:
             "files": list(inv.pending.files),
             "actions": list(inv.pending.actions),
             "started_at": inv.pending.started_at,
-            "original_units": [
-                {"name": u.name, **_content_out(u.content)} for u in inv.pending.original_units
+            "adopted_units": [
+                {"name": n, "original": _original_out(o)} for n, o in inv.pending.adopted_units
             ],
-            "original_files": [
-                {"path": f.path, "mode": f"{f.mode:04o}", **_content_out(f.content)}
-                for f in inv.pending.original_files
+            "adopted_files": [
+                {"path": f, "original": _original_out(o)} for f, o in inv.pending.adopted_files
             ],
-            "originally_active": list(inv.pending.originally_active),
-            "originally_enabled": list(inv.pending.originally_enabled),
         },
     }
     return _json_lines(doc).encode()
@@ -127,38 +179,39 @@ def loads(data: bytes) -> Inventory:
             u["enable"],
             float(u["timeout"]),
             None if settle is None else float(settle),
+            Ran(u.get("ran", "up")),  # older inventories: saved only after a passing gate
+            _original_in(u.get("original")),
         )
         if unit.digest != u["digest"]:
             raise ValueError(f"unit {unit.name}: content does not match its digest")
         units.append(unit)
     files = []
     for f in doc["files"]:
-        file = AppliedFile(f["path"], _content_in(f), int(f["mode"], 8))
+        file = AppliedFile(
+            f["path"], _content_in(f), int(f["mode"], 8), _original_in(f.get("original"))
+        )
         if file.digest != f["digest"]:
             raise ValueError(f"file {file.path}: content does not match its digest")
         files.append(file)
     p = doc["pending"]
-    pending = (
-        None
-        if p is None
-        else Pending(
+    pending = None
+    if p is not None:
+        if "adopted_units" in p:
+            adopted_units = [
+                (UnitName(a["name"]), _original_in(a["original"])) for a in p["adopted_units"]
+            ]
+            adopted_files = [(a["path"], _original_in(a["original"])) for a in p["adopted_files"]]
+        else:
+            adopted_units, adopted_files = _legacy_adopted(p)
+        pending = Pending(
             Revision(p["revision"]),
             tuple(UnitName(n) for n in p["units"]),
             tuple(p["files"]),
             tuple(p["actions"]),
             float(p["started_at"]),
-            tuple(
-                AppliedUnit(UnitName(u["name"]), _content_in(u))
-                for u in p.get("original_units", [])
-            ),
-            tuple(
-                AppliedFile(f["path"], _content_in(f), int(f["mode"], 8))
-                for f in p.get("original_files", [])
-            ),
-            tuple(UnitName(n) for n in p.get("originally_active", [])),
-            tuple(UnitName(n) for n in p.get("originally_enabled", [])),
+            tuple((n, o) for n, o in adopted_units if o is not None),
+            tuple((f, o) for f, o in adopted_files if o is not None),
         )
-    )
     rev = doc["revision"]
     failed = doc.get("failed_revision")
     return Inventory(

@@ -93,6 +93,10 @@ class Systemd:
         self._bus = bus
         self.job_check_interval = _JOB_CHECK  # safety net for a lost JobRemoved (jobs.py)
         self._jobs = JobTracker()
+        # JobRemoved signals seen, and each unit's last one: whoever started the job (a
+        # unit's dependency pulls in a oneshot: the engine must not run it a second time)
+        self.job_serial = 0
+        self._last_job: dict[str, tuple[int, str]] = {}
         self._closing = False
         self._monitor: asyncio.Task[None] | None = None
 
@@ -129,6 +133,9 @@ class Systemd:
 
     async def describe_failure(self, name: str, lines: int = 20) -> str:
         return await self.reader.describe_failure(name, lines)
+
+    async def fragment_paths(self, names: Sequence[str]) -> dict[str, str]:
+        return await self.reader.fragment_paths(names)
 
     @classmethod
     async def connect(
@@ -175,9 +182,13 @@ class Systemd:
         if msg.message_type is not MessageType.SIGNAL:
             return
         if msg.member == "JobRemoved" and msg.interface == MANAGER:
-            _id, job, _unit, result = msg.body
+            _id, job, unit, result = msg.body
             self._jobs.removed(job, result)
+            self.job_serial += 1
+            self._last_job[unit] = (self.job_serial, result)
         elif msg.member == "PropertiesChanged" and msg.path:
+            if msg.body[0] == UNIT:
+                self.reader.condition(msg.path, msg.body[1])
             self.reader.changed(msg.path, wake=True)
         elif msg.interface != MANAGER:
             return
@@ -203,15 +214,21 @@ class Systemd:
         self.mutating_calls += 1
         await self.reader.call("Reload")
 
-    async def _run_job(self, member: str, name: str) -> str:
+    async def _run_job(self, member: str, name: str, mode: str = "replace") -> str:
         self.mutating_calls += 1
         if member != "StopUnit" and not self.endpoint.peer_to_peer:
             # keep the unit's result and InvocationID readable after a oneshot finished
             path = unit_path(name)
             if path not in self.reader.refs:
                 await self.reader.ref(path)
-        (job,) = await self.reader.call(member, "ss", [name, "replace"])
+        (job,) = await self.reader.call(member, "ss", [name, mode])
         return await self._jobs.wait(job, self.job_check_interval, self._job_exists)
+
+    def job_done_since(self, name: str, serial: int) -> str | None:
+        """The result of the last job of ``name`` that ended after ``job_serial`` was
+        ``serial``, whoever started it; None when none did."""
+        last = self._last_job.get(name)
+        return last[1] if last is not None and last[0] > serial else None
 
     async def _job_exists(self, job: str) -> bool:
         try:
@@ -225,10 +242,15 @@ class Systemd:
         (|invalid, e.g. ReloadUnit of an inactive unit). D-Bus errors raise SystemdError."""
         return await self._run_job("StartUnit", name)
 
-    async def stop(self, name: str) -> str:
-        """StopUnit; a unit systemd does not know is already stopped (``done``)."""
+    async def stop(self, name: str, *, alone: bool = False) -> str:
+        """StopUnit; a unit systemd does not know is already stopped (``done``).
+
+        ``alone``: mode ``ignore-dependencies``, so units that require this one keep
+        running (giving back a unit that did not run while its dependents did)."""
         try:
-            return await self._run_job("StopUnit", name)
+            return await self._run_job(
+                "StopUnit", name, "ignore-dependencies" if alone else "replace"
+            )
         except CallFailed as e:
             if e.name == _NO_SUCH_UNIT:
                 return "done"
@@ -274,6 +296,14 @@ class Systemd:
         (changes,) = await self.reader.call("DisableUnitFiles", "asb", [list(names), False])
         if reload:
             await self._reload_after_install(changes)
+
+    async def mask(self, names: Sequence[str]) -> None:
+        """MaskUnitFiles (persistent, force: replaces a file of that name), then a reload."""
+        if not names:
+            return
+        self.mutating_calls += 1
+        (changes,) = await self.reader.call("MaskUnitFiles", "asbb", [list(names), False, True])
+        await self._reload_after_install(changes)
 
     async def _reload_after_install(self, changes: list[Any]) -> None:
         # Like `systemctl enable`: the manager caches UnitFileState and dependencies until a

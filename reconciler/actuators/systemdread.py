@@ -25,6 +25,7 @@ from reconciler.actuators.dbus import CallFailed, Endpoint, Scope, call
 from reconciler.actuators.describe import describe_from_properties, journal_tail
 from reconciler.actuators.unitstatus import UnitStatus, not_found, settled, unit_path
 from reconciler.errors import SystemdError
+from reconciler.plan.unittypes import needs_settle
 
 MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
@@ -32,7 +33,6 @@ UNIT = "org.freedesktop.systemd1.Unit"
 SERVICE = "org.freedesktop.systemd1.Service"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 
-_NO_READINESS = frozenset({"simple", "exec", "forking", "idle"})
 _WARM_CHUNK = 3  # units whose properties warm() reads at a time...
 _WARM_DEPTH = 2  # ...with this many chunks in flight
 _LOADED = "loaded"
@@ -42,7 +42,9 @@ _UNIT_PROPS = ("UnitFileState", "InvocationID")
 _SERVICE_PROPS = ("MainPID", "Result", "Type", "RemainAfterExit")
 
 
-def _from_cache(row: list[Any], cached: tuple[Any, ...], need_reload: bool) -> UnitStatus:
+def _from_cache(
+    row: list[Any], cached: tuple[Any, ...], need_reload: bool, skipped: bool
+) -> UnitStatus:
     name, _desc, load, active, sub = row[:5]
     file_state, invocation = cached[:2]
     main_pid, result, stype, rae = cached[2:] if len(cached) > 2 else (0, "", "", False)
@@ -58,6 +60,7 @@ def _from_cache(row: list[Any], cached: tuple[Any, ...], need_reload: bool) -> U
         stype,
         bool(rae),
         need_reload,
+        skipped,
     )
 
 
@@ -89,6 +92,7 @@ class SystemdReader:
         self._generation = 0
         self._unit_generation: dict[str, int] = {}
         self.refs: set[str] = set()  # units we hold a reference on (see ref)
+        self.skipped: set[str] = set()  # unit paths whose last start a condition skipped
         self._lost: SystemdError | None = None
 
     # -- what the signal handler tells us -------------------------------------------------
@@ -100,6 +104,23 @@ class SystemdReader:
         if wake:
             for event in self._watchers.get(path, ()):
                 event.set()
+
+    def condition(self, path: str, changed: dict[str, Any]) -> None:
+        """A unit's Condition* properties changed (a start checked them).
+
+        A start whose Condition*= is false leaves the unit inactive with Result=success,
+        like one stopped by hand; only ConditionResult tells them apart, and on the
+        private socket (no Ref) systemd unloads the unit right after the job, so the value
+        is kept from the signal it sends before that. Only a real check (a timestamp)
+        counts: a freshly loaded unit reports "no" too.
+        """
+        ts = changed.get("ConditionTimestampMonotonic")
+        result = changed.get("ConditionResult")
+        if ts is not None and result is not None and ts.value:
+            if result.value:
+                self.skipped.discard(path)
+            else:
+                self.skipped.add(path)
 
     def reloaded(self) -> None:
         """The manager reloaded or unit files changed: nothing cached holds any more."""
@@ -162,7 +183,7 @@ class SystemdReader:
         if load == "not-found" or not path:
             return UnitStatus(name, load, active, sub, "", "", 0, "", "", False)
         cached = self._cache.get(path)
-        return None if cached is None else _from_cache(row, cached, False)
+        return None if cached is None else _from_cache(row, cached, False, path in self.skipped)
 
     async def _status_row(self, row: list[Any], need_reload: bool = True) -> tuple[UnitStatus, int]:
         name, _desc, load, active, sub, _following, path, job_id = row[:8]
@@ -187,7 +208,8 @@ class SystemdReader:
                 self._cache[path] = cached
         else:
             fetched = [await reload_read[0]] if reload_read else []
-        return _from_cache(row, cached, bool(fetched[0]) if reload_read else False), job_id
+        need = bool(fetched[0]) if reload_read else False
+        return _from_cache(row, cached, need, path in self.skipped), job_id
 
     async def ref(self, path: str) -> None:
         """Keep the unit loaded while we are connected (systemd tracks our bus name).
@@ -234,6 +256,21 @@ class SystemdReader:
                 return bool(await self.get(unit_path(name), UNIT, "NeedDaemonReload"))
             except CallFailed:
                 return False  # unloaded meanwhile: nothing loaded to be stale
+
+        return dict(zip(names, await asyncio.gather(*map(one, names)), strict=True))
+
+    async def fragment_paths(self, names: Sequence[str]) -> dict[str, str]:
+        """The file each unit was loaded from (``FragmentPath``; "" when none or unloaded).
+
+        Only units the engine is about to adopt are asked: a vendor unit in another unit
+        directory, whose definition decides whether our copy changes what runs.
+        """
+
+        async def one(name: str) -> str:
+            try:
+                return str(await self.get(unit_path(name), UNIT, "FragmentPath"))
+            except CallFailed:
+                return ""
 
         return dict(zip(names, await asyncio.gather(*map(one, names)), strict=True))
 
@@ -329,7 +366,7 @@ class SystemdReader:
 
     async def _settle_left(self, st: UnitStatus, path: str, settle: float) -> float:
         """Seconds until an active unit without readiness protocol has been up ``settle``."""
-        if st.active_state != "active" or st.service_type not in _NO_READINESS:
+        if st.active_state != "active" or not needs_settle(st.name, st.service_type):
             return 0.0
         usec = await self.get(path, UNIT, "ActiveEnterTimestampMonotonic")
         # systemd and time.monotonic() both read CLOCK_MONOTONIC

@@ -29,15 +29,19 @@ class UnitStatus:
     # True when the unit file on disk differs from what the manager loaded (a daemon-reload
     # is due even if our files look up to date, e.g. after an apply killed before its reload).
     need_daemon_reload: bool = False
+    # The last start of the unit was skipped: a Condition*= was false (from the signal
+    # systemd sent then: the unit itself may be garbage-collected since).
+    skipped: bool = False
 
     @property
     def healthy(self) -> bool:
-        """Active, or a oneshot that finished successfully.
+        """Active, a oneshot that finished successfully, or a start a condition skipped.
 
         A oneshot that never ran looks the same once systemd garbage-collected the finished
-        one (no InvocationID left), so "inactive + success" counts as healthy for oneshots.
+        one (no InvocationID left), so "inactive + success" counts as healthy for oneshots:
+        the gate asks right after the start job it waited for.
         """
-        if self.active_state == "active":
+        if self.active_state == "active" or (self.active_state == "inactive" and self.skipped):
             return True
         return (
             self.service_type == "oneshot"

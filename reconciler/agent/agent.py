@@ -46,6 +46,7 @@ from reconciler.status import NodeState, utcnow
 if TYPE_CHECKING:
     from reconciler.agent.services import ServiceRegistrar
     from reconciler.apply.engine import Engine
+    from reconciler.artifact import Artifact
     from reconciler.etcd.client import Etcd, Lease
     from reconciler.notify.hub import Notifications
     from reconciler.swarm.agent import SwarmLink
@@ -69,6 +70,7 @@ class AgentSettings:
     gnupg_home: Path | None = None
     webhook_secret: bytes | None = None
     docker: str = ""  # unix:///var/run/docker.sock: manage swarm membership ("" = off)
+    source: str = "auto"  # "auto": render from etcd's revision artifacts, git if none; "git"
     self_unit: str = ""  # the unit this agent runs as (reconciler.agent.selfunit); "" = unknown
     self_restart_grace: float = 60.0  # seconds to wait for systemd to stop us after asking
 
@@ -83,10 +85,12 @@ class Agent:
         self.prefix = keys.norm(s.prefix)
         self.facts = NodeFacts(NodeName(s.node), s.role, s.address, s.etcd)
         self.source = GitSource(s.repo, s.branch, s.state_dir / "git")
-        self.renderer = Renderer(self.source, self.facts, allowed_signers=s.allowed_signers,
-                                 gnupg_home=s.gnupg_home)  # fmt: skip
         self.queue = WorkQueue()
         self.metrics = Metrics()
+        self.renderer = Renderer(self.source, self.facts, allowed_signers=s.allowed_signers,
+                                 gnupg_home=s.gnupg_home,
+                                 artifacts=self._artifact if s.source == "auto" else None,
+                                 on_render=lambda src: self.metrics.renders.labels(src).inc())  # fmt: skip
         self.log = log.get("swarmkeeper.agent").bind(node=s.node)
         self.control = Control(self.prefix, s.node)  # desired revision, pause, rollout markers
         self.polled: str | None = None  # branch head, when nothing is published
@@ -228,6 +232,11 @@ class Agent:
                        error=f"systemd did not stop this process within {self.s.self_restart_grace:g}s: "
                              "is --self-unit the unit this agent runs as?")  # fmt: skip
 
+    async def _artifact(self, revision: str) -> Artifact | None:
+        from reconciler.artifact_store import read
+
+        return await read(self.etcd, self.prefix, revision)
+
     # -- one pass ------------------------------------------------------------------------
 
     async def reconcile(self, reasons: frozenset[str]) -> PassResult | None:
@@ -308,7 +317,9 @@ class Agent:
             return [f"{rev}: {e}"]
         problems = [str(p) for p in validate_tree(tree)]
         if not problems:
-            await self.etcd.put(keys.desired_revision(self.prefix), sha)
+            from reconciler.artifact_store import publish_commit
+
+            await publish_commit(self.etcd, self.prefix, self.source.dir, sha)
         return problems
 
     def health(self) -> dict[str, Any]:

@@ -113,7 +113,7 @@ class PassEvents:
             a = r.action
             if not a.drift:
                 continue
-            if isinstance(a, P.WriteFile | P.DeleteFile):
+            if isinstance(a, P.WriteFile | P.DeleteFile | P.AdoptFile):
                 files.append(P.describe(a))
             elif isinstance(a, P.Verify | P.DaemonReload):
                 continue  # follow-ups of the repair, not drift of their own

@@ -40,6 +40,8 @@ class Metrics:
             "swarmkeeper_git_errors", "git fetches/reads that failed", registry=r
         )
         self.git_fetches = Counter("swarmkeeper_git_fetches", "git fetches made", registry=r)
+        self.renders = Counter("swarmkeeper_renders", "Revisions rendered, by where their "
+                               "tree came from (artifact, git)", ["source"], registry=r)  # fmt: skip
         self.etcd_requests = Counter("swarmkeeper_etcd_requests", "etcd RPCs sent", registry=r)
         self._last_revision: str | None = None
 

@@ -27,12 +27,15 @@ from reconciler import log
 from reconciler.agent import selfunit
 from reconciler.agent.policy import NO_REQUEUE, Requeue, describe, for_apply, for_error
 from reconciler.apply.result import Outcome
+from reconciler.artifact import ArtifactMismatch
 from reconciler.errors import InvalidDesiredState, SourceError, SwarmkeeperError, TransientError
 from reconciler.models import NodeFacts, NodeSpec, Role
+from reconciler.source import is_full_sha
 from reconciler.status import NodeState, NodeStatus, utcnow
 
 if TYPE_CHECKING:
     from reconciler.apply.engine import ApplyResult, Engine
+    from reconciler.artifact import Artifact
     from reconciler.rollout.gate import Slot
     from reconciler.source import GitSource
 
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 # None to re-plan; publishes the applying status once allowed, the waiting one if it waits
 AcquireSlot = Callable[[str, str, Role, int, NodeStatus, NodeStatus], Awaitable["Slot | None"]]
 WriteStatus = Callable[[NodeStatus], Awaitable[None]]
+FetchArtifact = Callable[[str], Awaitable["Artifact | None"]]  # one etcd read per revision
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +136,12 @@ class SpecCache:
 
 
 class Renderer:
-    """Fetches (once per revision), verifies and renders revisions for one node."""
+    """Fetches (once per revision), verifies and renders revisions for one node.
+
+    With ``artifacts`` (one etcd read of the revision's artifact, None when there is none)
+    a revision is rendered from its artifact, proven to be the signed commit's tree, and git
+    is the fallback only for revisions published without one.
+    """
 
     def __init__(
         self,
@@ -141,11 +150,15 @@ class Renderer:
         *,
         allowed_signers: Path | None = None,
         gnupg_home: Path | None = None,
+        artifacts: FetchArtifact | None = None,
+        on_render: Callable[[str], None] | None = None,
     ) -> None:
         self.source = source
         self.facts = facts
         self.allowed_signers = allowed_signers
         self.gnupg_home = gnupg_home
+        self.artifacts = artifacts
+        self.on_render = on_render  # called with "artifact" or "git" per revision rendered
         self.cache = SpecCache()
         self.swarm_roles: dict[str, dict[str, Role | None]] = {}  # by revision, for membership
 
@@ -158,19 +171,47 @@ class Renderer:
         cached = self.cache.get(revision)
         if cached is not None:
             return cached
-        out = await asyncio.to_thread(self._render, revision)
+        art: Artifact | None = None
+        if self.artifacts is not None and is_full_sha(revision):
+            try:
+                art = await self.artifacts(revision)
+            except ArtifactMismatch as e:
+                out: NodeSpec | Rejection = Rejection(revision, (_mismatch(revision, e),))
+                self.cache.put(revision, out)
+                return out
+        out = await asyncio.to_thread(self._render, revision, art)
         self.cache.put(revision, out)
         return out
 
-    def _render(self, revision: str) -> NodeSpec | Rejection:
+    def _render(self, revision: str, art: Artifact | None = None) -> NodeSpec | Rejection:
         from reconciler.desired import load_state, render_state
 
-        sha = self.source.ensure_commit(revision)
-        tree = self.source.tree(sha)  # SourceError (retried) if git does not have it
-        if self.verifying:
-            why = self.source.verify(sha, self.allowed_signers, self.gnupg_home)
-            if why is not None:
-                return Rejection(revision, (why,))
+        if art is not None:
+            from reconciler.artifact import verify
+            from reconciler.commitsig import verify_commit
+
+            try:
+                tree = verify(art, revision)
+            except ArtifactMismatch as e:
+                return Rejection(revision, (_mismatch(revision, e),))
+            # the signature is the commit's; ``verify`` proved the files are that commit's
+            why = (
+                verify_commit(art.commit_raw, self.allowed_signers, self.gnupg_home)
+                if self.verifying
+                else None
+            )
+        else:
+            sha = self.source.ensure_commit(revision)
+            tree = self.source.tree(sha)  # SourceError (retried) if git does not have it
+            why = (
+                self.source.verify(sha, self.allowed_signers, self.gnupg_home)
+                if self.verifying
+                else None
+            )
+        if self.on_render is not None:
+            self.on_render("git" if art is None else "artifact")
+        if why is not None:
+            return Rejection(revision, (why,))
         try:
             state = load_state(tree)
             spec = render_state(state, self.facts)
@@ -181,6 +222,10 @@ class Renderer:
         roles = {n: Role(nf.role) if nf.role else None for n, nf in state.nodes.items()}
         self.swarm_roles[revision] = roles or {self.facts.name: spec.role}
         return spec
+
+
+def _mismatch(revision: str, e: ArtifactMismatch) -> str:
+    return f"artifact of {revision[:12]} does not match its signed commit: {e}"
 
 
 async def run_pass(

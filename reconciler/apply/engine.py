@@ -24,6 +24,7 @@ module holds the engine itself, the pending marker and the rollback.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,7 +36,7 @@ from reconciler.apply.execute import Abort, Executor
 from reconciler.apply.observe import Observer, SystemdLike
 from reconciler.apply.result import ActionResult, ApplyResult, Failure, Outcome
 from reconciler.errors import ActuatorError
-from reconciler.models import NodeSpec
+from reconciler.models import NodeSpec, UnitName
 from reconciler.plan import applied
 from reconciler.plan import planner as P
 
@@ -104,7 +105,10 @@ class Engine:
         resumed = inv.pending is not None
         if not p:
             if resumed:  # killed after its last action, before the inventory was saved
-                self.store.save(applied.from_spec(spec, updated_at=time.time()))
+                ran = P.run_records(spec, observed, inv, frozenset())
+                self.store.save(
+                    applied.from_spec(spec, updated_at=time.time(), ran=ran, before=inv)
+                )
             return ApplyResult(
                 Outcome.CONVERGED,
                 spec.revision,
@@ -116,20 +120,29 @@ class Engine:
         marked = replace(inv, pending=await self._pending(spec, inv, observed, p))
         await asyncio.to_thread(self.store.save, marked)
         done: list[ActionResult] = []
-        self.executor.next_observe = tuple(self.observer.unit_names(spec, inv))
-        self.executor.converged = spec  # the gate stages its inventory while it waits
+        self.executor.next_observe = tuple(
+            self.observer.systemd_names(self.observer.unit_names(spec, inv))
+        )
+        gated = frozenset(g.unit for a in p if isinstance(a, P.Verify) for g in a.units)
+        # the gate stages its inventory while it waits
+        self.executor.converged = (spec, marked, P.run_records(spec, observed, marked, gated))
+        self.executor.gate_skipped = set()
         try:
             try:
                 await self.executor.execute(p, done)
             except Abort as e:
                 self.executor.drop_staged()
                 return await self._rollback(
-                    spec, marked, tuple(done), e.failure, e.error, t0, resumed
+                    spec, marked, tuple(done), e.failure, e.error, t0, resumed, observed
                 )
             except ActuatorError as e:  # systemd itself failed (connection lost, call rejected)
                 self.executor.drop_staged()
-                return await self._rollback(spec, marked, tuple(done), None, str(e), t0, resumed)
-            staged = await self.executor.stage_converged(spec)  # staged by the gate, or now
+                return await self._rollback(
+                    spec, marked, tuple(done), None, str(e), t0, resumed, observed
+                )
+            if self.executor.gate_skipped and self.executor.staging is not None:
+                self.executor.drop_staged(keep_target=True)  # staged before the gate knew
+            staged = await self.executor.stage_converged()  # staged by the gate, or now
             self.executor.staging = None
             await asyncio.to_thread(self.store.commit, staged)
         finally:
@@ -146,65 +159,49 @@ class Engine:
     async def _pending(
         self, spec: NodeSpec, inv: applied.Inventory, observed: P.Observed, p: P.Plan
     ) -> applied.Pending:
-        """The marker saved before acting: target, adopted names and what they held before."""
+        """The marker saved before acting: target, adopted names and what they were before.
+
+        The plan's ``adopt`` actions say what each adopted name is (running, enabled, a
+        vendor definition...); the content of its file is read here, once, into the record.
+        """
         managed_units, managed_files = set(inv.managed_units()), set(inv.managed_files())
         new_units = [n for n in spec.unit_names if n not in managed_units]
         new_files = [f.path for f in spec.files if f.path not in managed_files]
-        taken_units = [n for n in new_units if n in observed.unit_files]
-        taken_files = [f for f in new_files if f in observed.files]
+        adopt_units = [a for a in p if isinstance(a, P.AdoptUnit)]
+        adopt_files = [a for a in p if isinstance(a, P.AdoptFile)]
 
-        def read() -> tuple[list[applied.AppliedUnit], list[applied.AppliedFile]]:
-            units = [applied.AppliedUnit(n, (self.unit_dir / n).read_bytes()) for n in taken_units]
+        def own(path: Path, orig: applied.Original) -> applied.Original:
+            if path.is_symlink() and os.path.realpath(path) == os.devnull:
+                return replace(orig, masked=True)  # a mask: there is no content of its own
+            return replace(orig, content=path.read_bytes())
+
+        def unit(a: P.AdoptUnit) -> tuple[UnitName, applied.Original]:
+            path = self.unit_dir / a.unit
+            mine = not a.original.vendor and (path.is_symlink() or path.exists())
+            return UnitName(a.unit), own(path, a.original) if mine else a.original
+
+        def read() -> tuple[
+            list[tuple[UnitName, applied.Original]], list[tuple[str, applied.Original]]
+        ]:
             files_ = [
-                applied.AppliedFile(
-                    f, self.observer.file_path(f).read_bytes(), observed.files[f].mode
-                )
-                for f in taken_files
+                (a.path, own(self.observer.file_path(a.path), a.original)) for a in adopt_files
             ]
-            return units, files_
+            return [unit(a) for a in adopt_units], files_
 
         try:
-            orig_units, orig_files = await asyncio.to_thread(read)
+            adopted_units, adopted_files = await asyncio.to_thread(read)
         except OSError as e:
             raise ActuatorError(f"cannot read a unit or file before adopting it: {e}") from e
         prev = inv.pending or applied.Pending(spec.revision)
-        states = {n: observed.units.get(n, P.UnitState()) for n in taken_units}
         return applied.Pending(
             revision=spec.revision,
             units=(*prev.units, *new_units),
             files=(*prev.files, *new_files),
             actions=tuple(P.describe(a) for a in p),
             started_at=time.time(),
-            original_units=(*prev.original_units, *orig_units),
-            original_files=(*prev.original_files, *orig_files),
-            originally_active=(
-                *prev.originally_active,
-                *(n for n, st in states.items() if P.is_up(st)),
-            ),
-            originally_enabled=(
-                *prev.originally_enabled,
-                *(
-                    n
-                    for n, st in states.items()
-                    if st.unit_file_state in ("enabled", "enabled-runtime")
-                ),
-            ),
+            adopted_units=(*prev.adopted_units, *adopted_units),
+            adopted_files=(*prev.adopted_files, *adopted_files),
         )
-
-    @staticmethod
-    def _give_back(pending: applied.Pending | None) -> P.Plan:
-        """Actions that return adopted names to what they held before the failed apply."""
-        if pending is None:
-            return ()
-        why = "rollback: give back the unmanaged original"
-        writes: list[P.Action] = [
-            P.WriteUnit(u.name, u.content, why) for u in pending.original_units
-        ]
-        writes += [P.WriteFile(f.path, f.content, f.mode, why) for f in pending.original_files]
-        reload: list[P.Action] = [P.DaemonReload(why)] if pending.original_units else []
-        starts: list[P.Action] = [P.StartUnit(n, why) for n in pending.originally_active]
-        enables: list[P.Action] = [P.EnableUnit(n, why) for n in pending.originally_enabled]
-        return (*writes, *reload, *starts, *enables)
 
     async def _rollback(
         self,
@@ -215,25 +212,38 @@ class Engine:
         error: str,
         t0: float,
         resumed: bool,
+        before: P.Observed,
     ) -> ApplyResult:
-        """Back to the inventory's last good state; the pending marker keeps adopted units ours."""
+        """Back to the inventory's last good state; the pending marker keeps adopted units ours.
+
+        ``before``: the node as the failed apply found it; what ran then runs again (a
+        service the failed apply stopped with its socket is not otherwise started)."""
         self.log.warning("rolling back", revision=spec.revision, to=marked.revision, error=error)
         target = applied.to_spec(marked, like=spec)
         undo: list[ActionResult] = []
         outcome = Outcome.ROLLED_BACK
         try:
-            rb = P.plan(
-                target, await self.observe(target, marked), marked, root=self.observer.root_str
-            )
-            # the planner sees the failed apply's changes as drift from the inventory: say why
+            running = frozenset(n for n, st in before.units.items() if st.active_state in P.RUNNING)
             back = f"rollback to {marked.revision or 'nothing applied'}"
-            rb = tuple(
-                a
-                if isinstance(a, P.DaemonReload | P.Verify)
-                else replace(a, reason=f"{back} ({a.reason.removeprefix('drift: ')})", drift=False)
-                for a in rb
-            )
-            await self.executor.execute((*rb, *self._give_back(marked.pending)), undo)
+            # Twice at most: a stop the first pass makes can stop units that require the
+            # stopped one (systemd propagates it); the second pass starts them again.
+            for _ in range(2):
+                now = await self.observe(target, marked)
+                rb = P.plan(
+                    target, now, marked, root=self.observer.root_str, running_before=running
+                )
+                if not rb:
+                    break
+                # the planner sees the failed apply's changes as drift from the inventory
+                rb = tuple(
+                    a
+                    if isinstance(a, P.DaemonReload | P.Verify)
+                    else replace(
+                        a, reason=f"{back} ({a.reason.removeprefix('drift: ')})", drift=False
+                    )
+                    for a in rb
+                )
+                await self.executor.execute(rb, undo)
         except (Abort, ActuatorError) as e:
             outcome = Outcome.FAILED
             error += f"; rollback failed: {e.error if isinstance(e, Abort) else e}"

@@ -21,8 +21,9 @@ from reconciler.apply.observe import Observer
 from reconciler.apply.result import ActionResult, Failure
 from reconciler.errors import ActuatorError, SystemdError, UnitFailed
 from reconciler.models import NodeSpec
-from reconciler.plan import applied
+from reconciler.plan import applied, unittypes
 from reconciler.plan import planner as P
+from reconciler.plan.unittypes import Kind, Ran
 
 
 class Abort(Exception):
@@ -67,8 +68,11 @@ class Executor:
         self.next_observe: tuple[str, ...] = ()  # units the next observe reads (see _verify)
         # The inventory an apply saves once its gate passed, staged while the gate waits
         # (serialise, write, fsync: ~4 ms off every change); see stage_converged.
-        self.converged: NodeSpec | None = None
+        # (spec, the inventory it starts from, what each unit's start did as far as known)
+        self.converged: tuple[NodeSpec, applied.Inventory, dict[str, Ran]] | None = None
+        self.gate_skipped: set[str] = set()  # gated units a false condition skipped
         self.staging: asyncio.Task[files.Staged] | None = None
+        self._job_mark = 0  # the actuator's job_serial when the plan began
 
     async def _job(self, unit: str, verb: str, call: Callable[[str], Any]) -> str:
         try:
@@ -104,6 +108,8 @@ class Executor:
         st = await self.systemd.wait_healthy(gate.unit, gate.timeout, settle=self._settle(gate))
         if not st.healthy:
             raise UnitFailed(gate.unit, _state_text(st), await self._describe(gate.unit))
+        if st.active_state == "inactive" and getattr(st, "skipped", False):
+            self.gate_skipped.add(gate.unit)  # the inventory remembers it (Ran.SKIPPED)
 
     async def _verify(self, units: tuple[P.Gate, ...]) -> str:
         # All units share one gate: their settle windows run concurrently, each counted from
@@ -114,7 +120,7 @@ class Executor:
             ends = asyncio.get_running_loop().time() + window  # the last unit just started
             warm = asyncio.create_task(self._warm(self.next_observe, ends), name="warm-observe")
         if self.converged is not None:
-            self.stage_converged(self.converged)
+            self.stage_converged()
         try:
             async with asyncio.TaskGroup() as tg:
                 for gate in units:
@@ -133,23 +139,31 @@ class Executor:
                     warm.exception()
         return "healthy"
 
-    def stage_converged(self, spec: NodeSpec) -> asyncio.Task[files.Staged]:
+    def stage_converged(self) -> asyncio.Task[files.Staged]:
         """Write the inventory of a converged apply, not yet in place (see _apply).
 
         The gate mostly waits (its settle window); the inventory's serialisation and fsync
         fit in there. Only ``commit`` (rename, fsync of the directory) waits for the gate:
-        until then the inventory on disk still holds the pending marker.
+        until then the inventory on disk still holds the pending marker. Staged before
+        the gate's verdict, it says every gated unit came up; the engine stages again in
+        the rare case that a condition skipped one.
         """
         if self.staging is None:
-            inv = applied.from_spec(spec, updated_at=time.time())
+            assert self.converged is not None
+            spec, before, ran = self.converged
+            ran = {**ran, **dict.fromkeys(self.gate_skipped, Ran.SKIPPED)}
+            inv = applied.from_spec(spec, updated_at=time.time(), ran=ran, before=before)
             self.staging = asyncio.create_task(
                 asyncio.to_thread(self.store.stage, inv), name="stage-inventory"
             )
         return self.staging
 
-    def drop_staged(self) -> None:
-        """Forget the converged inventory; a staged temp file is removed once written."""
-        task, self.staging, self.converged = self.staging, None, None
+    def drop_staged(self, *, keep_target: bool = False) -> None:
+        """Forget the staged inventory (and, unless ``keep_target``, what it was for); a
+        staged temp file is removed once written."""
+        task, self.staging = self.staging, None
+        if not keep_target:
+            self.converged = None
         if task is not None:
             task.add_done_callback(_discard_staged)
 
@@ -178,7 +192,7 @@ class Executor:
         sd = self.systemd
         match a:
             case P.StopUnit():
-                result = await sd.stop(a.unit)
+                result = await sd.stop(a.unit, alone=a.alone)
                 if a.reset_failed:
                     await sd.reset_failed(a.unit)
                 return result
@@ -202,6 +216,8 @@ class Executor:
             case P.RestartUnit():
                 return await self._job(a.unit, "restart", sd.restart)
             case P.StartUnit():
+                if await self._ran_already(a.unit):
+                    return "done (already started as a dependency)"
                 return await self._job(a.unit, "start", sd.start)
             case P.DeleteUnit():
                 gone = await asyncio.to_thread(files.remove, self.observer.unit_dir / a.unit)
@@ -211,12 +227,30 @@ class Executor:
                 return "removed" if gone else "absent"
             case P.Verify():
                 return await self._verify(a.units)
+            case P.MaskUnit():
+                await sd.mask([a.unit])
+                return "done"
+            case P.AdoptUnit() | P.AdoptFile():
+                return "recorded"  # in the pending marker, saved before the first action
             case P.EnableUnit() | P.DisableUnit():  # batched by _execute; kept for completeness
                 await (sd.enable if isinstance(a, P.EnableUnit) else sd.disable)([a.unit])
                 return "done"
         raise AssertionError(f"unknown action {a!r}")
 
+    async def _ran_already(self, unit: str) -> bool:
+        """Started since the plan began, pulled in by another unit's start: starting it
+        again would run a plain oneshot twice in one apply, and a target's start runs
+        every finished oneshot it wants again."""
+        if self.systemd.job_done_since(unit, self._job_mark) != "done":
+            return False
+        st = (await self.systemd.status([unit], need_reload=False)).get(unit)
+        if st is None or st.active_state == "failed":
+            return False
+        kind = unittypes.kind_of(unit, st.service_type, st.remain_after_exit)
+        return st.active_state in unittypes.RUNNING or kind is Kind.ONESHOT
+
     async def execute(self, plan: P.Plan, done: list[ActionResult]) -> None:
+        self._job_mark = self.systemd.job_serial
         i = 0
         while i < len(plan):
             a = plan[i]
@@ -249,7 +283,12 @@ class Executor:
                     batch.append(plan[i])
                     i += 1
                 names = [b.unit for b in batch if isinstance(b, P.EnableUnit | P.DisableUnit)]
-                await (self.systemd.enable if kind is P.EnableUnit else self.systemd.disable)(names)
+                if kind is P.DisableRemoved:  # the plan's daemon-reload follows the deletes
+                    await self.systemd.disable(names, reload=False)
+                else:
+                    await (self.systemd.enable if kind is P.EnableUnit else self.systemd.disable)(
+                        names
+                    )
                 dt = time.perf_counter() - t0
                 for b in batch:
                     done.append(ActionResult(b, "done", dt))

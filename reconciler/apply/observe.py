@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from reconciler.actuators import files
 from reconciler.actuators.inventory import InventoryStore
 from reconciler.models import NodeSpec
-from reconciler.plan import applied
+from reconciler.plan import applied, unitfile
 from reconciler.plan import planner as P
 
 
@@ -27,15 +27,17 @@ class SystemdLike(Protocol):
 
     unit_dir: Path
     mutating_calls: int
+    job_serial: int
 
     async def status(self, names: Sequence[str], *, need_reload: bool = True) -> dict[str, Any]: ...
     async def daemon_reload(self) -> None: ...
     async def start(self, name: str) -> str: ...
-    async def stop(self, name: str) -> str: ...
+    async def stop(self, name: str, *, alone: bool = False) -> str: ...
     async def restart(self, name: str) -> str: ...
     async def reload(self, name: str) -> str: ...
     async def enable(self, names: Sequence[str]) -> None: ...
-    async def disable(self, names: Sequence[str]) -> None: ...
+    async def disable(self, names: Sequence[str], *, reload: bool = True) -> None: ...
+    async def mask(self, names: Sequence[str]) -> None: ...
     async def reset_failed(self, name: str) -> None: ...
     async def wait_healthy(
         self,
@@ -47,6 +49,8 @@ class SystemdLike(Protocol):
     async def describe_failure(self, name: str, lines: int = 20) -> str: ...
     async def warm(self, names: Sequence[str], ends: float) -> None: ...
     async def need_daemon_reload(self, names: Sequence[str]) -> dict[str, bool]: ...
+    async def fragment_paths(self, names: Sequence[str]) -> dict[str, str]: ...
+    def job_done_since(self, name: str, serial: int) -> str | None: ...
 
 
 def _unit_states(statuses: dict[str, Any]) -> dict[str, P.UnitState]:
@@ -61,6 +65,7 @@ def _unit_states(statuses: dict[str, Any]) -> dict[str, P.UnitState]:
             st.service_type,
             st.remain_after_exit,
             getattr(st, "need_daemon_reload", False),
+            getattr(st, "skipped", False),
         )
         for n, st in statuses.items()
     }
@@ -111,6 +116,11 @@ class Observer:
     def unit_names(spec: NodeSpec, inv: applied.Inventory) -> list[str]:
         return list(dict.fromkeys([*spec.unit_names, *inv.managed_units()]))
 
+    @staticmethod
+    def systemd_names(names: Sequence[str]) -> list[str]:
+        """What systemd is asked about: the units, and for a drop-in the unit it configures."""
+        return list(dict.fromkeys(unitfile.dropin_parent(n) or n for n in names))
+
     def _where(self, spec: NodeSpec, inv: applied.Inventory) -> tuple[list[str], list[str]]:
         names = self.unit_names(spec, inv)
         paths = list(dict.fromkeys([*(f.path for f in spec.files), *inv.managed_files()]))
@@ -123,7 +133,7 @@ class Observer:
             asyncio.to_thread(self._read_disk, names, paths), name="observe-disk"
         )
         try:
-            statuses = await self.systemd.status(names)
+            statuses = await self.systemd.status(self.systemd_names(names))
         finally:
             unit_files, found = await disk
         return P.Observed(unit_files=unit_files, files=found, units=_unit_states(statuses))
@@ -145,10 +155,11 @@ class Observer:
             asyncio.to_thread(self._read_disk, names, paths), name="observe-disk"
         )
         try:
-            statuses = await self.systemd.status(names, need_reload=False)
+            statuses = await self.systemd.status(self.systemd_names(names), need_reload=False)
         finally:
             unit_files, found = await disk
         observed = P.Observed(unit_files=unit_files, files=found, units=_unit_states(statuses))
+        observed = await self._with_vendor(spec, inv, observed)
         writes = any(unit_files.get(u.name) != u.digest for u in spec.units)
         if not writes:
             observed = await self._with_need_reload(observed)
@@ -161,6 +172,37 @@ class Observer:
             if stale == observed
             else (stale, P.plan(spec, stale, inv, root=self.root_str))
         )
+
+    async def _with_vendor(
+        self, spec: NodeSpec, inv: applied.Inventory, observed: P.Observed
+    ) -> P.Observed:
+        """Add the digest of vendor definitions the spec is about to override (adoption).
+
+        Only desired units that are not ours, have no file in the unit directory and that
+        systemd loads anyway: none on a converged node, so no call there.
+        """
+        managed = set(inv.managed_units())
+        names = [
+            n
+            for n in spec.unit_names
+            if n not in managed
+            and n not in observed.unit_files
+            and observed.units.get(n, P.UnitState()).load_state not in ("not-found", "masked")
+        ]
+        if not names:
+            return observed
+        paths = await self.systemd.fragment_paths(names)
+
+        def digests() -> dict[str, str]:
+            out = {}
+            for n, p in paths.items():
+                try:
+                    out[n] = (files.digest(Path(p)) or "") if p else ""
+                except OSError:
+                    out[n] = ""
+            return out
+
+        return replace(observed, vendor=await asyncio.to_thread(digests))
 
     async def _with_need_reload(self, observed: P.Observed) -> P.Observed:
         loaded = [n for n, st in observed.units.items() if st.load_state != "not-found"]

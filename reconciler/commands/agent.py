@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--self-unit", default=env("SWARMKEEPER_SELF_UNIT"), metavar="NAME",
                    help="the unit this agent runs as; a revision that changes it restarts it after the pass "
                         "(default: read from the agent's cgroup when systemd runs it directly; 'none': never)")  # fmt: skip
+    g.add_argument("--source", choices=["auto", "git"], default=env("SWARMKEEPER_SOURCE", "auto"),
+                   help="auto: render from the revision artifacts in etcd, git when a revision has "
+                        "none (default); git: always fetch with git")  # fmt: skip
     g.add_argument("--actuator", choices=["systemd", "dry"], default=env("SWARMKEEPER_ACTUATOR", "systemd"),
                    help="dry: record actions instead of running units (benchmarks)")  # fmt: skip
 
@@ -80,7 +83,8 @@ async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, rep
         heartbeat_ttl=args.heartbeat_ttl,
         allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
         gnupg_home=Path(args.gnupg_home) if args.gnupg_home else None,
-        webhook_secret=secret, docker=args.docker, self_unit=_self_unit(args.self_unit),
+        webhook_secret=secret, docker=args.docker, source=args.source,
+        self_unit=_self_unit(args.self_unit),
     )  # fmt: skip
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     if args.actuator == "dry":

@@ -3,8 +3,11 @@
 Resolves REV in the state repository (``--repo``, default the current directory) to a full
 commit sha, validates that commit's tree exactly as every agent will (a bad commit exits 1
 listing every ``path:line:`` problem and publishes nothing), then writes it to
-``<prefix>/desired/revision``. Agents fetch the commit from their git remote, so push first.
-The prefix defaults to the one the commit's ``cluster.yaml`` declares.
+``<prefix>/desired/revision``, together with the commit's artifact (its state/, units/ and
+files/ plus the raw commit object: ``<prefix>/revisions/<sha>/``), which agents render
+from without git. A commit that cannot travel as an artifact is still published and agents
+fetch it from their git remote, so push first. The prefix defaults to the one the commit's
+``cluster.yaml`` declares.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("SWARMKEEPER_REPO", "."),
         help="the state repository (default: current directory)",
     )
+    p.add_argument(
+        "--keep-artifacts",
+        type=int,
+        default=5,
+        metavar="K",
+        help="revision artifacts kept in etcd, this one included (0: store none)",
+    )
     add_etcd_options(p, prefix_default=None)
 
 
@@ -38,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.desired import load_state
     from reconciler.source import read_tree
 
+    if args.keep_artifacts < 0:
+        raise UsageError(f"--keep-artifacts must be >= 0, not {args.keep_artifacts}")
     tree = read_tree(args.repo, args.rev)
     rev = tree.revision
     if len(rev) != 40:
@@ -53,14 +65,16 @@ def run(args: argparse.Namespace) -> int:
         )
 
     async def body(etcd: Etcd) -> int:
+        from reconciler.artifact_store import publish_commit
+
         key = keys.desired_revision(prefix)
         before = await etcd.get(key)
-        await etcd.put(key, rev)
+        _, note = await publish_commit(etcd, prefix, args.repo, rev, keep=args.keep_artifacts)
         old = before.value.decode() if before else ""
         if old == rev:
-            print(f"{short(rev)} was already the desired revision of {prefix}")
+            print(f"{short(rev)} was already the desired revision of {prefix} ({note})")
         else:
-            print(f"published {rev} to {prefix} (was {short(old) if old else 'none'})")
+            print(f"published {rev} to {prefix} (was {short(old) if old else 'none'}; {note})")
         return 0
 
     return run_with_etcd(args, body)

@@ -66,11 +66,23 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 Settle = Annotated[float, BeforeValidator(parse_settle)]
 
 
+_DROPIN_RE = re.compile(r"^[A-Za-z0-9:_.\\-]+\.conf$")
+
+
 def check_unit_name(name: str) -> str:
+    unit, sep, conf = name.partition(".d/")
+    if sep:  # a drop-in: units/<unit>.d/<name>.conf
+        if not _UNIT_RE.match(unit) or not _DROPIN_RE.match(conf) or ".." in conf:
+            raise ValueError(
+                f"{name!r} is not a valid drop-in: write <unit>.d/<name>.conf, e.g. "
+                "docker.service.d/10-flags.conf"
+            )
+        return name
     if len(name) > 255 or not _UNIT_RE.match(name) or ".." in name:
         raise ValueError(
             f"{name!r} is not a valid systemd unit name: use letters, digits and ':_.-@', "
-            f"no '/', ending in .{', .'.join(UNIT_SUFFIXES[:3])} or another unit suffix"
+            f"no '/', ending in .{', .'.join(UNIT_SUFFIXES[:3])} or another unit suffix "
+            "(or a drop-in <unit>.d/<name>.conf)"
         )
     return name
 

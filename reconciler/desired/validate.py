@@ -53,6 +53,7 @@ class _Checker:
     def __init__(self, tree: RepoTree) -> None:
         self.tree = tree
         self.problems: list[Problem] = []
+        self.checked: set[str] = set()  # unit files already checked (listed by several roles)
 
     def add(self, path: str, line: int, message: str) -> None:
         self.problems.append(Problem(path, line, message))
@@ -96,6 +97,9 @@ class _Checker:
             real, why = self.tree.resolve(cand)
             if real is not None:
                 data = self.tree.files[real]
+                if cand in self.checked:
+                    return
+                self.checked.add(cand)
                 if len(data) > MAX_FILE_BYTES:
                     self.add(cand, 0, f"unit file is larger than {MAX_FILE_BYTES} bytes")
                 else:
@@ -103,6 +107,9 @@ class _Checker:
                         data.decode("utf-8")
                     except UnicodeDecodeError:
                         self.add(cand, 0, "unit file is not UTF-8 text")
+                    else:
+                        for no, why in syntax_problems(data):
+                            self.add(cand, no, why)
                 return
             if "does not exist" not in why:
                 self.add(path, line, f"unit {name}: {why}")
@@ -121,12 +128,6 @@ class _Checker:
                 )
                 continue
             seen[u.name] = line
-            if "@." in u.name:
-                self.add(
-                    path,
-                    line,
-                    f"{u.name} is a template: list an instance like {u.name.replace('@.', '@name.')}",
-                )
             self.unit_file(path, line, u.name)
 
     def files(self, path: str, pos: Positions, entries: list[FileEntry]) -> None:
@@ -155,6 +156,50 @@ class _Checker:
                     self.add(path, pos.line(("files", i, "source")), f"source {why}: {fix}")
                 elif len(self.tree.files[real]) > MAX_FILE_BYTES:
                     self.add(f.source, 0, f"file is larger than {MAX_FILE_BYTES} bytes")
+
+
+def _unit_text(content: bytes | str) -> str:
+    return content.decode("utf-8", errors="replace") if isinstance(content, bytes) else content
+
+
+def syntax_problems(content: bytes | str) -> list[tuple[int, str]]:
+    """``(line, message)`` for each line of a unit file systemd would not read as meant.
+
+    systemd (and ``systemd-analyze verify``) refuses a broken section header and ignores,
+    with a warning, a line without ``=`` and an assignment before the first section: a
+    silently ignored line is a mistake in a state repo, so all three are problems, in
+    systemd's words plus the fix. Comments, empty lines and continuations (a trailing
+    backslash; comment lines inside one are skipped) are fine.
+    """
+    out: list[tuple[int, str]] = []
+    section = False
+    continued = False
+    # systemd ends a line at \n, \r, \r\n or NUL only (not at str.splitlines' others)
+    for no, raw in enumerate(re.split(r"\r\n|[\r\n\0]", _unit_text(content)), start=1):
+        line = raw.strip()
+        if continued:
+            if not line.startswith(("#", ";")):
+                continued = line.endswith("\\")
+            continue
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            if not line.endswith("]") or len(line) < 3:
+                out.append((no, f"Invalid section header '{line}': write it as [Section]"))
+            section = True
+            continue
+        continued = line.endswith("\\")
+        if "=" not in line:
+            out.append((no, f"Missing '=' in '{line}' (systemd ignores the line): write Key=value"))
+        elif not section:
+            out.append(
+                (
+                    no,
+                    "Assignment outside of section (systemd ignores it): put it under [Unit], "
+                    "[Service] or another section",
+                )
+            )
+    return out
 
 
 def template_of(name: str) -> str:

@@ -209,10 +209,16 @@ class Etcd:
         )
         return KV.from_pb(resp.kvs[0]) if resp.kvs else None
 
-    async def get_prefix(self, prefix: str) -> tuple[list[KV], int]:
-        """All keys under ``prefix`` (sorted by key) and the revision they were read at."""
+    async def get_prefix(
+        self, prefix: str, *, keys_only: bool = False, serializable: bool = False
+    ) -> tuple[list[KV], int]:
+        """All keys under ``prefix`` (sorted by key) and the revision they were read at;
+        with ``keys_only`` the values come back empty (listing big values costs nothing);
+        ``serializable`` may answer from a member's (or a grpc-proxy's cached) state."""
         k = _b(prefix)
-        req = rpc.RangeRequest(key=k, range_end=prefix_range_end(k))
+        req = rpc.RangeRequest(
+            key=k, range_end=prefix_range_end(k), keys_only=keys_only, serializable=serializable
+        )
         resp = await self._call(
             lambda c: c.kv.Range(req, timeout=self.timeout, metadata=c.metadata), "get_prefix"
         )
@@ -272,6 +278,18 @@ class Etcd:
         out = {kv.key: KV.from_pb(kv) for r in resp.responses for kv in r.response_range.kvs}
         return out, resp.header.revision
 
+    async def txn(
+        self,
+        success: Sequence[rpc.RequestOp],
+        compare: Sequence[rpc.Compare] = (),
+        what: str = "txn",
+    ) -> rpc.TxnResponse:
+        """A transaction of idempotent operations (retried like any call)."""
+        req = rpc.TxnRequest(compare=list(compare), success=list(success))
+        return await self._call(
+            lambda c: c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata), what
+        )
+
     async def _txn_put(
         self,
         key: str,
@@ -320,6 +338,54 @@ class Etcd:
             key=_b(key), target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0
         )
         return await self._txn_put(key, value, cmp, lease, "create_if_absent", also)
+
+    async def create_first_absent(
+        self,
+        candidates: Sequence[str],
+        value: bytes | str,
+        *,
+        lease: Lease | None = None,
+        also: Mapping[str, bytes | str] | None = None,
+    ) -> str | None:
+        """Create the first of ``candidates`` that does not exist, in ONE request (nested
+        transactions: try the first, else the second, ...); the key created, or None if all
+        exist. ``also`` is written with it, as in ``create_if_absent``."""
+        v, lid = _b(value), lease.id if lease else 0
+        extra = [rpc.RequestOp(request_put=rpc.PutRequest(key=_b(ak), value=_b(av)))
+                 for ak, av in (also or {}).items()]  # fmt: skip
+        req: rpc.TxnRequest | None = None
+        for key in reversed(candidates):
+            k = _b(key)
+            req = rpc.TxnRequest(
+                compare=[rpc.Compare(key=k, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL,
+                                     create_revision=0)],
+                success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v, lease=lid)),
+                         *extra],
+                failure=[rpc.RequestOp(request_txn=req)] if req is not None else [],
+            )  # fmt: skip
+        if req is None:
+            return None
+        attempts = 0
+
+        async def txn(c: Conn) -> rpc.TxnResponse:
+            nonlocal attempts
+            attempts += 1
+            return await c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata)
+
+        resp = await self._leased(lease, self._call(txn, "create_first_absent"))
+        for key in candidates:
+            if resp.succeeded:
+                return key
+            if not resp.responses:
+                break
+            resp = resp.responses[0].response_txn
+        if attempts > 1:  # an earlier attempt may have committed before its answer was lost
+            kvs, _ = await self.snapshot(keys=candidates)
+            for key in candidates:
+                kv = kvs.get(_b(key))
+                if kv is not None and kv.value == v and kv.lease == lid:
+                    return key
+        return None
 
     async def compare_and_put(
         self, key: str, value: bytes | str, *, mod_revision: int, lease: Lease | None = None

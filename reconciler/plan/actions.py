@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, NamedTuple
 
+from reconciler.plan.applied import Original
+
 
 class Phase(StrEnum):
+    ADOPT = "adopt"
     STOP = "stop"
     WRITE = "write"
     DAEMON_RELOAD = "daemon-reload"
@@ -50,6 +53,9 @@ class UnitState:
     # gets a daemon-reload, so a plan that has one anyway does not depend on it (the engine
     # skips it when a unit file is to be written; a property test holds the planner to that).
     need_daemon_reload: bool = False
+    # Its last start was skipped: a Condition*= was false (seen by this connection; the
+    # inventory remembers it for the next process).
+    skipped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +71,36 @@ class Observed:
     unit_files: Mapping[str, str] = field(default_factory=dict)  # name -> sha256 in unit dir
     files: Mapping[str, FileState] = field(default_factory=dict)  # path -> digest and mode
     units: Mapping[str, UnitState] = field(default_factory=dict)
+    # Units not yet ours that systemd loads from another unit directory (a vendor unit):
+    # name -> sha256 of that definition ("" when it cannot be read). Only adoption needs it.
+    vendor: Mapping[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptUnit:
+    """Take over a unit that exists unmanaged; ``original`` is what it is now (the engine
+    adds the file's content), recorded before anything is touched and given back by a
+    rollback or a later prune."""
+
+    PHASE: ClassVar[Phase] = Phase.ADOPT
+    VERB: ClassVar[str] = "adopt"
+    unit: str
+    original: Original
+    reason: str
+    drift: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptFile:
+    PHASE: ClassVar[Phase] = Phase.ADOPT
+    VERB: ClassVar[str] = "adopt"
+    path: str
+    original: Original
+    reason: str
+    drift: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +111,9 @@ class StopUnit:
     reason: str
     drift: bool = False
     reset_failed: bool = False  # a failed unit stays loaded until its failure is reset
+    # Stop only this unit (systemd: ignore-dependencies): what requires it keeps running.
+    # For a unit given back as not running, and a service stopped for its socket's restart.
+    alone: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +186,25 @@ class DisableUnit(UnitAction):
 
 
 @dataclass(frozen=True, slots=True)
+class MaskUnit(UnitAction):
+    """Mask a unit (a link to /dev/null in the unit directory): giving back a mask."""
+
+    PHASE: ClassVar[Phase] = Phase.ENABLE
+    VERB: ClassVar[str] = "mask"
+
+
+@dataclass(frozen=True, slots=True)
+class DisableRemoved(DisableUnit):
+    """Disable a unit that goes away, while its file still exists (systemd needs it)."""
+
+    PHASE: ClassVar[Phase] = Phase.STOP
+
+
+@dataclass(frozen=True, slots=True)
 class DeleteUnit(UnitAction):
-    PHASE: ClassVar[Phase] = Phase.PRUNE
+    """Remove a unit file; in the write phase, so the one daemon-reload after it covers it."""
+
+    PHASE: ClassVar[Phase] = Phase.WRITE
     VERB: ClassVar[str] = "delete"
 
 
@@ -184,7 +237,9 @@ class Verify:
 
 
 Action = (
-    StopUnit
+    AdoptUnit
+    | AdoptFile
+    | StopUnit
     | WriteFile
     | WriteUnit
     | DaemonReload
@@ -193,6 +248,7 @@ Action = (
     | StartUnit
     | EnableUnit
     | DisableUnit
+    | MaskUnit
     | DeleteUnit
     | DeleteFile
     | Verify
@@ -201,7 +257,7 @@ Plan = tuple[Action, ...]
 
 
 def target(a: Action) -> str:
-    if isinstance(a, WriteFile | DeleteFile):
+    if isinstance(a, WriteFile | DeleteFile | AdoptFile):
         return a.path
     if isinstance(a, DaemonReload):
         return ""

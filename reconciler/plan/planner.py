@@ -5,37 +5,45 @@ node shows now (``Observed``: unit-file and file digests, systemd's unit states)
 swarmkeeper last applied (``Inventory``: which units and files are ours and what content is
 running). It returns a ``Plan``, a tuple of frozen actions in fixed phases::
 
-    stop → write → daemon-reload → reload → restart → start → enable/disable → prune → verify
+    adopt → stop → write → daemon-reload → reload → restart → start → enable/disable →
+    prune → verify
 
 Rules: a new unit is written, started and enabled (when it has an [Install]
 section and ``enable`` is not false); a changed unit is restarted, or reloaded
-(``on_change: reload``), or left alone (``ignore``); a changed managed file restarts (or
-reloads) exactly the units that read it (``reconciler.plan.unitfile``); a removed unit is stopped
-(reverse role order), disabled and deleted; a hand-edited/deleted unit file or a unit
-stopped or failed by hand is repaired and the action says ``drift``. Units and files not in
-the inventory are never touched, except a desired one, which is written and so adopted.
-When nothing differs the plan is empty. The same ``Plan`` is printed by ``swarmkeeper plan``
-and executed by ``reconciler.apply.engine``. The vocabulary (``Observed``, the actions, ``Gate``,
-``Plan``, ``describe``) lives in ``reconciler.plan.actions`` and is re-exported here.
+(``on_change: reload``), or left alone (``ignore``), as its kind allows
+(``reconciler.plan.unittypes``); a changed managed file restarts (or reloads) exactly the
+units that read it (``reconciler.plan.unitfile``); a removed unit is stopped (reverse role
+order), disabled and deleted, or given back when it was adopted
+(``reconciler.plan.records``); a hand-edited/deleted unit file or a unit stopped or failed
+by hand is repaired and the action says ``drift``. Units and files not in the inventory are
+never touched, except desired ones, which are adopted. When nothing differs the plan is
+empty. The same ``Plan`` is printed by ``swarmkeeper plan`` and executed by
+``reconciler.apply.engine``. The vocabulary (``Observed``, the actions, ``Gate``, ``Plan``,
+``describe``) lives in ``reconciler.plan.actions`` and is re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from reconciler.models import NodeSpec, OnChange, UnitName, UnitSpec
-from reconciler.plan import unitfile
+from reconciler.models import NodeSpec, OnChange, UnitSpec
+from reconciler.plan import records as planrecords
+from reconciler.plan import unitfile, unittypes
 from reconciler.plan.actions import (
     PHASES,
     Action,
+    AdoptFile,
+    AdoptUnit,
     DaemonReload,
     DeleteFile,
     DeleteUnit,
+    DisableRemoved,
     DisableUnit,
     EnableUnit,
     FileState,
     Gate,
+    MaskUnit,
     Observed,
     Phase,
     Plan,
@@ -52,19 +60,32 @@ from reconciler.plan.actions import (
     to_json,
 )
 from reconciler.plan.applied import EMPTY, AppliedUnit, Inventory
+from reconciler.plan.records import run_records
+from reconciler.plan.units import (
+    Draft,
+    drift_reasons,
+    removed,
+    restart_for_dropins,
+    socket_services,
+)
+from reconciler.plan.unittypes import RUNNING, Change, Kind, Ran, is_template
 
 # The vocabulary is re-exported: callers use P.Plan, P.Gate, P.describe... (plan as P).
 __all__ = [
     "PHASES",
     "RUNNING",
     "Action",
+    "AdoptFile",
+    "AdoptUnit",
     "DaemonReload",
     "DeleteFile",
     "DeleteUnit",
+    "DisableRemoved",
     "DisableUnit",
     "EnableUnit",
     "FileState",
     "Gate",
+    "MaskUnit",
     "Observed",
     "Phase",
     "Plan",
@@ -80,75 +101,85 @@ __all__ = [
     "drift_count",
     "is_template",
     "is_up",
+    "kind",
     "plan",
+    "run_records",
     "target",
     "to_json",
     "wants_enable",
 ]
 
-RUNNING = frozenset({"active", "activating", "reloading"})
-
-
 # ---------------------------------------------------------------- the planner
-
-
-def is_template(name: str) -> bool:
-    return name.partition(".")[0].endswith("@")
 
 
 def wants_enable(u: UnitSpec | AppliedUnit) -> bool:
     return u.enable is not False and unitfile.has_install(u.content)
 
 
-def is_up(st: UnitState) -> bool:
-    """Running, or a plain oneshot that already ran to success (its converged state)."""
-    if st.active_state in RUNNING:
-        return True
-    return (
-        st.service_type == "oneshot"
-        and not st.remain_after_exit
-        and st.active_state == "inactive"
-        and st.result == "success"
-        and bool(st.invocation_id)
+def kind(name: str, st: UnitState, content: bytes | None = None) -> Kind:
+    """The unit's row of ``unittypes.RULES``: systemd's Type= once loaded, else the file's."""
+    stype, remain = st.service_type, st.remain_after_exit
+    if not stype and content is not None and name.endswith(".service"):
+        stype, remain = unitfile.service_type(content)
+    return unittypes.kind_of(name, stype, remain)
+
+
+def is_up(st: UnitState, ran: Ran = Ran.UNKNOWN, name: str = "x.service") -> bool:
+    """Converged for its kind (see ``unittypes.is_up``); ``ran`` is the inventory's record."""
+    return unittypes.is_up(
+        kind(name, st),
+        st.active_state,
+        st.result,
+        invocation_id=st.invocation_id,
+        skipped=st.skipped,
+        ran=ran,
     )
 
 
-def _drift(reasons: list[tuple[str, bool]]) -> tuple[str, bool]:
-    return "; ".join(r for r, _ in reasons), any(d for _, d in reasons)
-
-
-@dataclass(slots=True)
-class _Draft:
-    """The plan under construction: actions per phase plus what the last phases need."""
-
-    by_phase: dict[Phase, list[Action]] = field(default_factory=lambda: {p: [] for p in PHASES})
-    verify: list[Gate] = field(default_factory=list)
-    reload_due: bool = False  # a drop-in was written
-    maybe_unloaded: bool = False  # a unit file may be on disk but not loaded (killed run)
-
-    def add(self, a: Action) -> None:
-        self.by_phase[a.PHASE].append(a)
-
-
 def plan(
-    spec: NodeSpec, observed: Observed, inventory: Inventory | None = None, *, root: str = ""
+    spec: NodeSpec,
+    observed: Observed,
+    inventory: Inventory | None = None,
+    *,
+    root: str = "",
+    running_before: frozenset[str] = frozenset(),
 ) -> Plan:
     """The actions that converge the node on ``spec``; empty when nothing differs.
 
     ``root`` is the ``--root`` prefix of a sandbox: a unit there reads ``<root>/etc/x`` for
     the managed file ``/etc/x``, and both spellings count as a reference.
+    ``running_before`` (a rollback): units that ran before the failed apply; each is
+    started again if it does not run now, also one a socket or timer activates.
     """
     inv = inventory or EMPTY
-    d = _Draft()
+    d = Draft()
     changed = _files(d, spec, observed, inv)
     # a service a desired timer/socket/path activates is started by that unit, not by us
     triggered = {t for u in spec.units if (t := unitfile.triggers(u.name, u.content))}
-    for u in spec.units:
-        _unit(d, u, observed, inv, changed, root.rstrip("/"), u.name in triggered)
     desired = set(spec.unit_names)
-    _removed(d, [n for n in inv.managed_units() if n not in desired], observed)
+    gone = [n for n in inv.managed_units() if n not in desired]
+    # drop-ins first: what they change is a reason for their unit's restart
+    removed(d, [n for n in gone if unitfile.dropin_parent(n)], observed, inv)
+    for u in sorted(spec.units, key=lambda u: unitfile.dropin_parent(u.name) is None):
+        _unit(d, u, observed, inv, changed, root.rstrip("/"), u.name in triggered)
+    removed(d, [n for n in gone if not unitfile.dropin_parent(n)], observed, inv)
+    for parent, (dropin, why) in d.dropins.items():  # units we do not ship (vendor units)
+        restart_for_dropins(d, parent, dropin, why, observed)
+    socket_services(d, spec, observed)
+    for name in running_before:  # a rollback: what ran before the failed apply runs again
+        if name in desired and name not in d.planned() and not is_template(name):
+            st = observed.units.get(name, UnitState())
+            if st.active_state not in RUNNING:
+                entry = spec.unit(name)
+                assert entry is not None
+                d.add(StartUnit(name, "ran before the failed apply"))
+                d.verify.append(Gate(name, entry.timeout, entry.settle))
 
-    if any(isinstance(a, WriteUnit) for a in d.by_phase[Phase.WRITE]) or d.reload_due:
+    if (
+        d.reload_due
+        or any(isinstance(a, WriteUnit | DeleteUnit) for a in d.by_phase[Phase.WRITE])
+        or any(isinstance(a, DisableRemoved) for a in d.by_phase[Phase.STOP])
+    ):
         d.add(DaemonReload("unit files changed"))
     elif d.maybe_unloaded and (
         inv.pending is not None
@@ -162,14 +193,17 @@ def plan(
 
 
 def _files(
-    d: _Draft, spec: NodeSpec, observed: Observed, inv: Inventory
+    d: Draft, spec: NodeSpec, observed: Observed, inv: Inventory
 ) -> dict[str, tuple[str, bool]]:
     """Write/prune managed files; returns path -> (why, drift) for content that changed."""
     changed: dict[str, tuple[str, bool]] = {}
+    managed = set(inv.managed_files())
     for f in spec.files:
         digest = f.digest  # a property that hashes: once per file
         obs = observed.files.get(f.path)
         app = inv.file(f.path)
+        if obs is not None and f.path not in managed:
+            d.add(planrecords.adopt_file(f.path, obs.digest, obs.mode))
         if app is not None and app.digest != digest:
             why, drift = "changed", False
         elif obs is None:
@@ -193,6 +227,14 @@ def _files(
     desired = {f.path for f in spec.files}
     for p in inv.managed_files():
         if p not in desired:
+            orig = inv.original_file(p)
+            if orig is not None and orig.content is not None:
+                changed[p] = ("given back", False)
+                obs = observed.files.get(p)
+                if obs is None or obs.digest != orig.digest or obs.mode != orig.mode:
+                    why = f"no longer desired: give back the original ({orig.describe()})"
+                    d.add(WriteFile(p, orig.content, orig.mode, why))
+                continue
             changed[p] = ("removed", False)
             if p in observed.files:
                 d.add(DeleteFile(p, "no longer desired"))
@@ -211,10 +253,12 @@ class _Unit:
     on_disk: str | None  # digest of the unit file on disk
     applied: AppliedUnit | None
     state: UnitState
+    ours: bool  # in the inventory, or being adopted by an unfinished apply
+    vendor: str | None  # digest of the definition systemd loads from elsewhere (not ours)
 
 
 def _unit(
-    d: _Draft,
+    d: Draft,
     u: UnitSpec,
     observed: Observed,
     inv: Inventory,
@@ -222,22 +266,44 @@ def _unit(
     root: str,
     triggered: bool,
 ) -> None:
-    """Write, (re)start or reload, and enable/disable one desired unit."""
-    x = _Unit(u, u.digest, observed.unit_files.get(u.name), inv.unit(u.name),
-              observed.units.get(u.name, UnitState()))  # fmt: skip
+    """Adopt, write, (re)start or reload, and enable/disable one desired unit."""
+    app = inv.unit(u.name)
+    x = _Unit(u, u.digest, observed.unit_files.get(u.name), app,
+              observed.units.get(u.name, UnitState()),
+              app is not None or u.name in inv.managed_units(), observed.vendor.get(u.name))  # fmt: skip
+    if not x.ours and (x.on_disk is not None or x.state.load_state != "not-found"):
+        d.add(planrecords.adopt_unit(u.name, x.state, x.on_disk, x.vendor))
     file_reasons = _unit_file_reasons(x)
     if x.on_disk == x.digest and (
         x.state.need_daemon_reload or x.applied is None or x.applied.digest != x.digest
     ):
         d.maybe_unloaded = True  # possibly written by a killed run that never reloaded
     if x.on_disk != x.digest:
-        why, drift = _drift(file_reasons) if file_reasons else ("new unit", False)
+        why, drift = drift_reasons(file_reasons) if file_reasons else ("new unit", False)
         d.add(WriteUnit(u.name, u.content, why, drift))
     reasons = file_reasons + _changed_file_reasons(u, changed, root)
-    if is_template(u.name) or x.state.load_state == "masked":
-        return  # templates are instantiated by others; a masked unit is the operator's call
-    if is_up(x.state):
-        if (action := _restart_or_reload(u, reasons)) is not None:
+    parent = unitfile.dropin_parent(u.name)
+    if parent is not None:
+        _dropin_changed(d, x, parent, reasons, inv)
+        return
+    if u.name in d.dropins:
+        reasons += d.dropins.pop(u.name)[1]
+    k = kind(u.name, x.state, u.content)
+    rule = unittypes.RULES[k]
+    # A mask in the unit directory is the file we just replaced: the unit is ours to run.
+    # One elsewhere (a runtime mask in /run) still wins over our file: the operator's call.
+    masked = x.state.load_state == "masked" and (x.on_disk is None or x.on_disk == x.digest)
+    if not rule.started or masked:
+        return  # templates are instantiated by others
+    ran = x.applied.ran if x.applied is not None else Ran.UNKNOWN
+    st = x.state
+    if unittypes.is_up(
+        k, st.active_state, st.result, invocation_id=st.invocation_id, skipped=st.skipped, ran=ran
+    ):
+        if (
+            rule.change is not Change.NOTHING
+            and (action := _restart_or_reload(u, reasons)) is not None
+        ):
             d.add(action)
             d.verify.append(Gate(u.name, u.timeout, u.settle))
     elif not triggered:
@@ -247,8 +313,18 @@ def _unit(
         d.add(enablement)
 
 
+def _dropin_changed(d: Draft, x: _Unit, parent: str, reasons: Reasons, inv: Inventory) -> None:
+    """A drop-in's changes are reasons for the unit it configures (restarted later)."""
+    if not reasons and x.on_disk != x.digest:
+        reasons = [("added", False)]
+    elif not reasons and x.applied is None and inv.pending and x.spec.name in inv.pending.units:
+        reasons = [("added", False)]  # written by a killed run: restart its unit
+    for why, drift in reasons:
+        d.dropin_changed(parent, x.spec, f"{x.spec.name} {why.removeprefix('drift: ')}", drift)
+
+
 def _unit_file_reasons(x: _Unit) -> Reasons:
-    """Why the unit file differs from what was applied or what is on disk."""
+    """Why the unit file differs from what was applied, what is on disk, or what runs."""
     if x.applied is not None and x.applied.digest != x.digest:
         return [("unit changed", False)]
     if x.on_disk is None and x.applied is not None:
@@ -257,6 +333,8 @@ def _unit_file_reasons(x: _Unit) -> Reasons:
         return [
             ("drift: unit file edited by hand", True) if x.applied else ("unit file adopted", False)
         ]
+    if x.on_disk is None and not x.ours and x.vendor is not None and x.vendor != x.digest:
+        return [("overrides the vendor definition", False)]
     return []
 
 
@@ -278,7 +356,7 @@ def _restart_or_reload(u: UnitSpec, reasons: Reasons) -> Action | None:
     """What a running unit needs for its changes: its ``on_change``, or nothing."""
     if not reasons or u.on_change is OnChange.IGNORE:
         return None
-    why, drift = _drift(reasons)
+    why, drift = drift_reasons(reasons)
     if u.on_change is OnChange.RELOAD and unitfile.can_reload(u.content):
         return ReloadUnit(u.name, why, drift)
     if u.on_change is OnChange.RELOAD:
@@ -288,10 +366,10 @@ def _restart_or_reload(u: UnitSpec, reasons: Reasons) -> Action | None:
 
 def _start_reason(x: _Unit, reasons: Reasons) -> tuple[str, bool]:
     """Why a unit that is not up gets started, and whether that repairs drift."""
-    if x.applied is None and x.on_disk is None:
+    if x.applied is None and x.on_disk is None and x.state.load_state == "not-found":
         return "new unit", False
     if reasons and not any(dr for _, dr in reasons):
-        return _drift(reasons)
+        return drift_reasons(reasons)
     if x.applied is None:
         return "not running", False
     if x.state.active_state == "failed":
@@ -316,18 +394,6 @@ def _enablement(x: _Unit) -> Action | None:
         why = "enable: false" if u.enable is False else "no [Install] section"
         return DisableUnit(u.name, why, app is not None and not wants_enable(app))
     return None
-
-
-def _removed(d: _Draft, names: list[UnitName], observed: Observed) -> None:
-    """Stop (reverse role order), disable and delete units no longer desired."""
-    for name in reversed(names):
-        st = observed.units.get(name, UnitState())
-        if st.active_state in RUNNING or st.active_state == "failed":
-            d.add(StopUnit(name, "no longer desired", reset_failed=st.active_state == "failed"))
-        if st.unit_file_state in ("enabled", "enabled-runtime"):
-            d.add(DisableUnit(name, "no longer desired"))
-        if name in observed.unit_files:
-            d.add(DeleteUnit(name, "no longer desired"))
 
 
 def drift_count(p: Plan) -> int:

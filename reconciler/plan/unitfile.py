@@ -12,6 +12,7 @@ as systemd does). Nothing here touches the disk.
 from __future__ import annotations
 
 import posixpath
+import re
 import shlex
 from dataclasses import dataclass
 from functools import lru_cache
@@ -44,6 +45,9 @@ class UnitFile:
         return tuple(seen)
 
 
+_LINES = re.compile(r"\r\n|[\r\n\0]")
+
+
 def _text(content: bytes | str) -> str:
     if isinstance(content, bytes):
         return content.decode("utf-8", errors="replace")
@@ -56,7 +60,8 @@ def parse(content: bytes | str) -> UnitFile:
     section = ""
     pending: list[str] = []  # pieces of a continued directive
     start = 0
-    for no, raw in enumerate(_text(content).splitlines(), start=1):
+    # systemd ends a line at \n, \r, \r\n or NUL only (str.splitlines knows more)
+    for no, raw in enumerate(_LINES.split(_text(content)), start=1):
         line = raw.strip()
         if pending:
             if line.startswith(("#", ";")):
@@ -158,9 +163,26 @@ def referenced_paths(content: bytes | str) -> frozenset[str]:
     return frozenset(paths)
 
 
+def dropin_parent(name: str) -> str | None:
+    """The unit a first-class drop-in configures (``x.service.d/10-a.conf`` -> ``x.service``);
+    None for a unit name."""
+    unit, sep, conf = name.partition(".d/")
+    return unit if sep and conf.endswith(".conf") else None
+
+
 def dropin_unit(path: str) -> str | None:
     """The unit a drop-in file belongs to (``.../x.service.d/10-a.conf`` -> ``x.service``)."""
     parent = posixpath.basename(posixpath.dirname(path))
     if path.endswith(".conf") and parent.endswith(".d") and "." in parent[:-2]:
         return parent[:-2]
     return None
+
+
+@lru_cache(maxsize=4096)
+def service_type(content: bytes | str) -> tuple[str, bool]:
+    """``Type=`` and ``RemainAfterExit=`` of a service file, as systemd would default them."""
+    f = parse(content)
+    types = f.values("Service", "Type")
+    remain = f.values("Service", "RemainAfterExit")
+    stype = types[-1] if types else ("simple" if f.values("Service", "ExecStart") else "oneshot")
+    return stype, bool(remain) and remain[-1].lower() in ("yes", "true", "1", "on")

@@ -14,7 +14,7 @@ Split in two:
 - ``decide(view)`` is pure: from a snapshot (this node, its peers' alive/status, the slot
   holders, halt/failed markers) it says what to do now. Table and hypothesis tests.
 - ``RolloutGate`` reads that snapshot from etcd, tries the slots ``decide`` offers with
-  ``create_if_absent``, and otherwise waits on a watch of the prefix (never a sleep) until
+  ``create_first_absent`` (up to eight per request), and otherwise waits on a watch of the prefix (never a sleep) until
   something changes. Release the slot only AFTER writing the node's new status, so the next
   manager sees this one converged.
 
@@ -37,6 +37,9 @@ from reconciler.status import utcnow
 
 if TYPE_CHECKING:
     from reconciler.etcd.client import Etcd, Lease, Resynced, WatchEvent
+
+# free slots tried per request (nested transactions; etcd allows 128 operations in one)
+SLOTS_PER_TRY = 8
 
 # -- the etcd side --------------------------------------------------------------------
 
@@ -124,17 +127,20 @@ class RolloutGate:
                     # start at a slot of our own (stable per node): when many workers race
                     # for many slots, most win their first try instead of all fighting
                     # over slot 0 (O(n) transactions instead of O(n^2))
+                    # and try several in one request: workers that start at the same
+                    # slot (likely when many start at once) still take one on the first try
                     k = zlib.crc32(self.node.encode()) % len(d.slots)
-                    for i in (*d.slots[k:], *d.slots[:k]):
-                        key = keys.rollout_slot(self.prefix, self.role, i)
-                        value = json.dumps(
-                            {"node": self.node, "revision": revision, "since": utcnow()}
+                    order = [*d.slots[k:], *d.slots[:k]]
+                    value = json.dumps({"node": self.node, "revision": revision, "since": utcnow()})
+                    also = {self.status_key: applying} if applying is not None else None
+                    for n in range(0, len(order), SLOTS_PER_TRY):
+                        tried = [keys.rollout_slot(self.prefix, self.role, i)
+                                 for i in order[n : n + SLOTS_PER_TRY]]  # fmt: skip
+                        took = await self.etcd.create_first_absent(
+                            tried, value, lease=self.lease, also=also
                         )
-                        also = {self.status_key: applying} if applying is not None else None
-                        if await self.etcd.create_if_absent(
-                            key, value, lease=self.lease, also=also
-                        ):
-                            return Slot(revision, key, value.encode())
+                        if took is not None:
+                            return Slot(revision, took, value.encode())
                 # Wait for the next change under the prefix (a slot freed, a peer converged,
                 # a lost race's winner appearing), then decide again.
                 if watch is None:
