@@ -321,13 +321,18 @@ WantedBy=multi-user.target
 def agent_state(
     etcd: str, gen: str, a_extra: str = "", dropin: str = ""
 ) -> dict[str, str | bytes | None]:
-    files = (
-        f"files:\n  - {{path: {AGENT_DROPIN}, content: {json.dumps(dropin)}}}\n" if dropin else ""
-    )
+    """The agent's unit and ``a``; ``dropin``: a first-class drop-in entry for the agent's unit
+    (``units/swarmkeeper-agent.service.d/10-test.conf``), whose ``on_change`` acts on it."""
+    units = "units:\n  - a.service\n  - swarmkeeper-agent.service\n"
+    extra: dict[str, str | bytes | None] = {}
+    if dropin:
+        units += "  - swarmkeeper-agent.service.d/10-test.conf\n"
+        extra["units/swarmkeeper-agent.service.d/10-test.conf"] = dropin
     return state(**{
-        "state/roles/manager.yaml": "units:\n  - a.service\n  - swarmkeeper-agent.service\n" + files,
+        "state/roles/manager.yaml": units,
         "units/a.service": SLEEP.replace("[Service]\n", f"[Service]\n{a_extra}"),
         "units/swarmkeeper-agent.service": agent_unit(etcd, gen),
+        **extra,
     })  # fmt: skip
 
 
@@ -455,3 +460,49 @@ def test_agent_does_not_restart_itself_for_a_revision_that_rolls_back(
     assert node.path(f"{UNIT_DIR}/{agent}").read_text() == agent_unit(etcd, "1")
     assert node.show(agent, "NeedDaemonReload")["NeedDaemonReload"] == "no"
     assert '"agent.restart-self"' not in node.path("/var/log/agent.log").read_text()
+
+
+def test_agent_configured_only_by_a_drop_in_restarts_after_the_pass(
+    pid1_node: Node, etcd_server: EtcdServer
+) -> None:
+    """The agent's unit comes from provisioning and the state repo only configures it with a
+    drop-in entry (as for any vendor unit): that drop-in's restart waits for the pass too."""
+    node, etcd = pid1_node, etcd_server.endpoint
+    agent = "swarmkeeper-agent.service"
+    name = f"{agent}.d/10-test.conf"
+    files: dict[str, str | bytes | None] = {
+        "state/roles/manager.yaml": f"units:\n  - a.service\n  - {name}\n",
+        f"units/{name}": "[Service]\nEnvironment=GEN=5\n",
+    }
+    repo = repo_in(node, state(**files))
+    rev = repo.commit({}, "configure the agent with a drop-in")
+    node.path(f"{UNIT_DIR}/{agent}").write_text(agent_unit(etcd, "1"))
+    node.systemctl("daemon-reload", check=True)
+    node.systemctl("start", agent, check=True)
+    first = node.show(agent, "InvocationID", "MainPID")
+    etcdctl(etcd_server, "put", "/sk/desired/revision", rev)
+    wait_for(f"converged on {rev[:12]}", converged_on(etcd_server, rev), node)
+
+    def restarted() -> bool:
+        now = node.show(agent, "InvocationID", "ActiveState")
+        return now["ActiveState"] == "active" and now["InvocationID"] != first["InvocationID"]
+
+    wait_for("the agent's unit restarted", restarted, node)
+    now = node.show(agent, "MainPID", "DropInPaths", "NRestarts")
+    assert now["DropInPaths"] == AGENT_DROPIN and now["NRestarts"] == "0"
+    environ = node.run("cat", f"/proc/{now['MainPID']}/environ", check=True).stdout.split("\0")
+    assert "GEN=5" in environ
+    log = node.path("/var/log/agent.log").read_text()
+    assert log.count('"agent.restart-self"') == 1, log[-3000:]
+    # the new agent's first pass finds the node converged: nothing left half-applied
+    wait_for("a pass of the new agent", lambda: bool(passes_after_restart(node)), node)
+    first_pass = passes_after_restart(node)[0]
+    assert first_pass["outcome"] == "converged" and first_pass["actions"] == 0, first_pass
+    assert status(etcd_server)["state"] == "converged"
+
+
+def passes_after_restart(node: Node) -> list[dict[str, Any]]:
+    """The agent's pass log lines after its (first) self-restart."""
+    after = node.path("/var/log/agent.log").read_text().partition('"agent.restart-self"')[2]
+    lines = [json.loads(x) for x in after.splitlines()[1:] if x.startswith("{")]
+    return [x for x in lines if x.get("event") == "pass"]
