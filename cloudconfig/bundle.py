@@ -247,7 +247,7 @@ def bootstrap_conf(p: Params, role: str, fmt: Format) -> bytes:
 
 def agent_base(p: Params, role: str) -> bytes:
     """The node-independent part of agent.yaml (keys are the agent's flag names)."""
-    doc = {
+    doc: dict[str, object] = {
         "repo": p.repo.url,
         "branch": p.repo.branch,
         "role": role,
@@ -255,6 +255,11 @@ def agent_base(p: Params, role: str) -> bytes:
         "prefix": p.prefix,
         "scope": "system",
     }
+    # the node's files policy lives here, with the node, never in the state repo
+    if p.agent.files_allow_paths is not None:
+        doc["files_allow_paths"] = list(p.agent.files_allow_paths)
+    if p.agent.files_allow_modes:
+        doc["files_allow_modes"] = list(p.agent.files_allow_modes)
     return yaml.safe_dump(doc, sort_keys=True, default_flow_style=False).encode()
 
 

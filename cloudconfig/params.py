@@ -125,6 +125,18 @@ class AgentParams(StrictModel):
     runtime: Literal["docker", "podman"] = "docker"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     extra_volumes: list[str] = Field(default_factory=list)
+    # the node's files policy (docs/state-format.md); None: the agent's default
+    files_allow_paths: list[str] | None = None
+    files_allow_modes: list[Literal["setuid", "setgid", "world-writable"]] = Field(
+        default_factory=list
+    )
+
+    @field_validator("files_allow_paths")
+    @classmethod
+    def _allow_paths(cls, v: list[str] | None) -> list[str] | None:
+        from reconciler.filespolicy import parse_paths
+
+        return None if v is None else list(parse_paths(v))
 
     @field_validator("extra_volumes")
     @classmethod
@@ -329,3 +341,31 @@ def _read_sources(
             )  # fmt: skip
         out.append(data)
     return tuple(out)
+
+
+# Values no real cluster can have: the template's token, and the domains RFC 2606 reserves
+# for examples (they never resolve). Generating user-data from them makes nodes that cannot
+# form etcd, fetch the repo or pull the agent.
+_PLACEHOLDER_RE = re.compile(
+    r"replace-with-your-token|(^|[/@.])example\.(com|org|net)([:/]|$)|\.example([:/]|$)"
+)
+
+
+def placeholder_problems(path: str, data: bytes, p: Params) -> list[Problem]:
+    """Every value of ``p`` that is still a placeholder, as ``path:line`` problems."""
+    _, pos, _ = load_yaml(path, data)
+    fields: list[tuple[tuple[str | int, ...], str | None]] = [
+        (("etcd", "discovery"), p.etcd.discovery),
+        (("repo", "url"), p.repo.url),
+        (("agent", "image"), p.agent.image),
+        (("updates", "fleet_lock_url"), p.updates.fleet_lock_url),
+        (("slack", "webhook_url"), p.slack.webhook_url if p.slack else None),
+    ]
+    out = []
+    for at, value in fields:
+        if value and _PLACEHOLDER_RE.search(value):
+            where = ".".join(str(a) for a in at)
+            out.append(Problem(path, pos.line(at), f"{where}: {value!r} is a placeholder: put "
+                               "your cluster's value here (or pass --allow-placeholders to "
+                               "generate anyway, e.g. for a test)"))  # fmt: skip
+    return out

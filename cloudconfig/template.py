@@ -1,7 +1,8 @@
 """The commented ``params.yml`` that ``swarmkeeper cloudconfig init`` writes.
 
-It is valid as written (the generator runs on it straight away), with placeholders to replace:
-the discovery token, the repo URL and the agent image.
+It validates as written, with placeholders to replace: the discovery token, the repo URL and
+the agent image. ``cloudconfig`` refuses to generate from them (each named at its line) unless
+``--allow-placeholders``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,9 +151,11 @@ async def publish(
     *,
     keep: int = DEFAULT_KEEP,
     compare: Sequence[rpc.Compare] = (),
+    also: Mapping[str, str] | None = None,
 ) -> bool:
     """Store ``art`` (when given) and make ``sha`` the desired revision in one transaction
-    that also drops all but the newest ``keep`` artifacts. False if ``compare`` failed."""
+    that also drops all but the newest ``keep`` artifacts and writes ``also`` (a rollback
+    record). False if ``compare`` failed."""
 
     def put(key: str, value: bytes | str) -> rpc.RequestOp:
         v = value.encode() if isinstance(value, str) else value
@@ -176,6 +178,7 @@ async def publish(
             ops.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(
                 key=k, range_end=prefix_range_end(k))))  # fmt: skip
     ops.append(put(keys.desired_revision(prefix), sha))
+    ops += [put(k, v) for k, v in (also or {}).items()]
     resp = await etcd.txn(ops, compare, what="publish")
     return bool(resp.succeeded)
 
@@ -230,6 +233,7 @@ async def publish_commit(
     *,
     keep: int = DEFAULT_KEEP,
     compare: Sequence[rpc.Compare] = (),
+    also: Mapping[str, str] | None = None,
 ) -> tuple[bool, str]:
     """The one call publishers make once ``sha`` is validated (and its signature checked):
     build its artifact from ``repo`` and move ``desired/revision`` to it. Returns (moved,
@@ -245,5 +249,5 @@ async def publish_commit(
             note = f"artifact {len(art.payload)} bytes, sha256 {art.sha256[:12]}"
         except ArtifactUnavailable as e:
             note = f"no artifact ({e}): nodes fetch it with git"
-    moved = await publish(etcd, prefix, sha, art, keep=max(keep, 1), compare=compare)
+    moved = await publish(etcd, prefix, sha, art, keep=max(keep, 1), compare=compare, also=also)
     return moved, note

@@ -21,6 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import UsageError
+from reconciler.filespolicy import (
+    DEFAULT_ALLOWED_PATHS,
+    FilesPolicy,
+    ModeBit,
+    parse_modes,
+    parse_paths,
+)
 from reconciler.models import Role
 
 ENV_PREFIX = "SWARMKEEPER_"
@@ -47,14 +54,24 @@ class Config:
     prefix: str = "/swarmkeeper"
     listen: str = "127.0.0.1:9469"
     poll_interval: float = 60.0
+    # the node's files policy (docs/state-format.md): never taken from git
+    files_allow_paths: tuple[str, ...] = DEFAULT_ALLOWED_PATHS
+    files_allow_modes: frozenset[ModeBit] = frozenset()
+
+    @property
+    def files_policy(self) -> FilesPolicy:
+        return FilesPolicy(self.files_allow_paths, self.files_allow_modes)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            out[f.name] = (
-                str(v) if isinstance(v, Path | Role) else list(v) if isinstance(v, tuple) else v
-            )
+            if isinstance(v, Path | Role):
+                out[f.name] = str(v)
+            elif isinstance(v, frozenset):
+                out[f.name] = sorted(v)
+            else:
+                out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
 
 
@@ -156,6 +173,8 @@ PARSERS: dict[str, Callable[[Any], object]] = {
         "" if str(v) in ("", "off") else _host_port(str(v), "address")
     ),  # off: no HTTP
     "poll_interval": _seconds,
+    "files_allow_paths": parse_paths,
+    "files_allow_modes": parse_modes,
 }
 
 
@@ -215,6 +234,18 @@ def add_agent_options(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--poll-interval", metavar="SECONDS", help="fallback git poll period (default 60)"
+    )
+    g.add_argument(
+        "--files-allow-paths",
+        metavar="PATH[,PREFIX/...]",
+        help="paths a revision's files: may write; a prefix ends in '/' (default: "
+        + ",".join(DEFAULT_ALLOWED_PATHS)
+        + ")",
+    )
+    g.add_argument(
+        "--files-allow-modes",
+        metavar="BIT[,...]",
+        help="file mode bits a revision may set: setuid, setgid, world-writable (default: none)",
     )
 
 

@@ -13,6 +13,8 @@ agent's worker does when a pass ends with it (``reconciler.agent.policy`` is tha
     │   ├── EtcdUnavailable   no etcd endpoint answered
     │   ├── LeaseNotFound     a write named an expired lease: grant a new one, retry
     │   ├── SourceError       git fetch/read failed (remote unreachable, missing commit)
+    │   │   └── UnknownRevision   the revision is not in the repository: for an agent the
+    │   │                         mirror may lag (retried); an operator mistyped it (exit 1)
     │   └── NodeFault         the node itself cannot carry out the plan (disk full, I/O
     │       │                 error, permission, busy apply lock): ``degraded`` on that node,
     │       │                 backoff; the rollout is NOT halted
@@ -95,6 +97,10 @@ class LeaseNotFound(TransientError):
 
 class SourceError(TransientError):
     """The git source could not be fetched or read."""
+
+
+class UnknownRevision(SourceError):
+    """The repository has no such revision (an agent's mirror may lag; an operator mistyped)."""
 
 
 class ActuatorError(SwarmkeeperError):

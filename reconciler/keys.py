@@ -35,6 +35,18 @@ def desired_revision(prefix: str) -> str:
     return f"{norm(prefix)}/desired/revision"
 
 
+def desired_rollback(prefix: str, at: str) -> str:
+    """One ``publish --allow-rollback`` that moved the desired revision backwards (JSON)."""
+    return f"{norm(prefix)}/desired/rollbacks/{at}"
+
+
+def webhook_delivery(prefix: str, delivery: str) -> str:
+    """A push-webhook delivery id already handled; on a lease, so old ids expire."""
+    if not delivery or "/" in delivery or len(delivery) > 200:
+        raise ValueError(f"invalid delivery id {delivery[:40]!r}")
+    return f"{norm(prefix)}/webhook/deliveries/{delivery}"
+
+
 def revisions_prefix(prefix: str) -> str:
     """Where revision artifacts live, one sub-prefix per commit."""
     return f"{norm(prefix)}/revisions/"

@@ -15,7 +15,7 @@ import structlog
 _configured = False
 
 
-def configure(level: str = "info", *, json: bool | None = None) -> None:
+def configure(level: str = "info", *, json: bool | None = None, colors: bool | None = None) -> None:
     """Configure structlog for this process; later calls are no-ops."""
     global _configured
     if _configured:
@@ -25,7 +25,7 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty() if colors is None else colors)
     )
     structlog.configure(
         processors=[

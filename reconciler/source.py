@@ -16,11 +16,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from reconciler.desired.tree import TRACKED_DIRS, RepoTree
-from reconciler.errors import SourceError, UsageError
+from reconciler.desired.tree import MAX_TREE_BYTES, MAX_TREE_FILES, TRACKED_DIRS, RepoTree
+from reconciler.errors import InvalidDesiredState, Problem, SourceError, UnknownRevision, UsageError
 from reconciler.models import WORKTREE, Revision
-
-MAX_TREE_BYTES = 64 * 1024 * 1024  # a state repo is small; refuse to load a huge one
 
 
 def read_tree(repo: str | Path, rev: str | None = None) -> RepoTree:
@@ -56,13 +54,13 @@ def read_commit(repo: Path, rev: str) -> RepoTree:
         if out.returncode != 0:
             if not (repo / "HEAD").exists() and not (repo / ".git").exists():
                 raise UsageError(f"{repo} is not a git repository")
-            raise SourceError(f"revision {rev!r} not found in {repo}")
+            raise UnknownRevision(f"revision {rev!r} not found in {repo}")
         sha = out.stdout.decode().strip()
     arc = _run_git("-C", str(repo), "archive", "--format=tar", f"{sha}^{{commit}}")
     if arc.returncode != 0:
         err = arc.stderr.decode(errors="replace").strip()
         if "not a valid object name" in err or "not a tree object" in err:
-            raise SourceError(f"revision {rev!r} not found in {repo}")
+            raise UnknownRevision(f"revision {rev!r} not found in {repo}")
         raise SourceError(f"git archive {sha[:12]}: {err}")
     files: dict[str, bytes] = {}
     links: dict[str, str] = {}
@@ -75,13 +73,26 @@ def read_commit(repo: Path, rev: str) -> RepoTree:
                 links[m.name] = m.linkname
             elif m.isfile():
                 total += m.size
-                if total > MAX_TREE_BYTES:
-                    raise SourceError(
-                        f"{sha[:12]}: state/units/files exceed {MAX_TREE_BYTES} bytes"
+                if total > MAX_TREE_BYTES or len(files) >= MAX_TREE_FILES:
+                    # the commit itself is too big: retrying cannot help, so it is rejected
+                    why = f"{MAX_TREE_BYTES} bytes or {MAX_TREE_FILES} files"
+                    raise InvalidDesiredState(
+                        [Problem(m.name.split("/", 1)[0], 0, f"state/units/files exceed {why}")]
                     )
                 f = tf.extractfile(m)
                 files[m.name] = f.read() if f is not None else b""
     return RepoTree(files=files, links=links, revision=Revision(sha))
+
+
+def is_ancestor(repo: str | Path, old: str, new: str) -> bool | None:
+    """True when ``new`` descends from (or is) ``old``; None when ``old`` is not in ``repo``."""
+    out = _run_git("-C", str(repo), "merge-base", "--is-ancestor", old, new)
+    if out.returncode in (0, 1):
+        return out.returncode == 0
+    known = _run_git("-C", str(repo), "cat-file", "-e", f"{new}^{{commit}}")
+    if known.returncode != 0:
+        raise SourceError(f"revision {new[:12]} not found in {repo}")
+    return None
 
 
 def is_full_sha(rev: str) -> bool:
@@ -191,7 +202,7 @@ class GitSource:
             "-C", str(self.dir), "rev-parse", "--verify", "-q", f"{rev}^{{commit}}", check=False
         )
         if out.returncode != 0:
-            raise SourceError(f"revision {rev!r} is not in {self.url}")
+            raise UnknownRevision(f"revision {rev!r} is not in {self.url}")
         return out.stdout.strip()
 
     def ensure_commit(self, rev: str) -> str:
@@ -217,24 +228,54 @@ class GitSource:
     def verify(self, rev: str, allowed_signers: Path | None, gnupg_home: Path | None) -> str | None:
         """None when ``rev`` carries a trusted signature, else why not.
 
-        SSH signatures are checked against ``allowed_signers`` (git's
-        gpg.ssh.allowedSignersFile); GPG ones against the agent's own keyring
-        (``gnupg_home``), never the user's.
+        The signature's kind decides which flag may vouch for it, so each flag means what
+        it says: an SSH signature counts only against ``allowed_signers`` (git's
+        gpg.ssh.allowedSignersFile), a GPG one only against the agent's own keyring
+        (``gnupg_home``), never the user's ``~/.gnupg``; anything else is refused.
         """
-        args = ["-C", str(self.dir)]
-        if allowed_signers is not None:
+        raw = self._git("-C", str(self.dir), "cat-file", "commit", rev, check=False)
+        if raw.returncode != 0:  # not fetched (yet): not a verdict on the commit
+            raise SourceError(f"revision {rev[:12]} is not in {self.url}")
+        kind = signature_kind(raw.stdout)
+        if kind is None:
+            return f"commit {rev[:12]} is not signed"
+        if kind == "ssh" and allowed_signers is None:
+            return f"commit {rev[:12]} has an SSH signature, but no --allowed-signers is set"
+        if kind == "gpg" and gnupg_home is None:
+            return (
+                f"commit {rev[:12]} has a GPG signature, but only SSH signatures by "
+                "--allowed-signers count (GPG needs --gnupg-home)"
+            )
+        if kind not in ("ssh", "gpg"):
+            return f"commit {rev[:12]} has a {kind} signature: only SSH and GPG are accepted"
+        args = ["-C", str(self.dir), "-c", "gpg.format=" + ("ssh" if kind == "ssh" else "openpgp")]
+        if kind == "ssh":
             args += ["-c", f"gpg.ssh.allowedSignersFile={allowed_signers}"]
-        env_home = {"GNUPGHOME": str(gnupg_home)} if gnupg_home else {}
+        env = {**os.environ, "GNUPGHOME": str(gnupg_home or self.dir / "no-gnupg")}
         try:
             out = subprocess.run(
                 ["git", *args, "verify-commit", "--raw", rev], capture_output=True, text=True,
-                check=False, timeout=self.timeout, env={**os.environ, **env_home},
+                check=False, timeout=self.timeout, env=env,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             return "signature check timed out"
         if out.returncode == 0:
             return None
-        detail = " ".join(out.stderr.split())[:300]
-        if "no signature" in detail.lower() or not detail:
-            return f"commit {rev[:12]} is not signed"
+        detail = " ".join(out.stderr.split())[:300] or "verification failed"
         return f"commit {rev[:12]} has no trusted signature: {detail}"
+
+
+def signature_kind(commit: str) -> str | None:
+    """``ssh``, ``gpg``, ``x509`` or ``unknown`` for a raw commit object's gpgsig; None if unsigned."""
+    head = commit.split("\n\n", 1)[0]
+    for line in head.splitlines():
+        if line.startswith(("gpgsig ", "gpgsig-sha256 ")):
+            armor = line.split(" ", 1)[1]
+            if "SSH SIGNATURE" in armor:
+                return "ssh"
+            if "PGP SIGNATURE" in armor:
+                return "gpg"
+            if "SIGNED MESSAGE" in armor:
+                return "x509"
+            return "unknown"
+    return None

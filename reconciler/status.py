@@ -23,6 +23,7 @@ class NodeState(StrEnum):
     DEGRADED = "degraded"  # the last apply failed/rolled back, or a unit is not healthy
     PAUSED = "paused"  # an operator paused the node: it applies nothing
     REJECTED = "rejected"  # the desired revision is invalid/unsigned: kept the last good one
+    IDLE = "idle"  # nothing published (nor a branch head read) and nothing applied yet
 
 
 def utcnow() -> str:
@@ -51,6 +52,7 @@ class NodeStatus:
     updated_at: str = ""  # ISO 8601 UTC, see utcnow()
     rollout: str = ""  # "" | "waiting" (for a slot) | "halted" (failed revision)
     agent: str = ""  # agent version
+    progress: str = ""  # while applying: "3/8 restart web.service"
     # swarm membership (MembershipStatus.as_dict(): node_id, role, state, leader, managers
     # reachable, error); empty when the agent does not manage swarm membership
     swarm: Mapping[str, Any] = field(default_factory=dict)
@@ -73,6 +75,7 @@ class NodeStatus:
             "updated_at": self.updated_at,
             "rollout": self.rollout,
             "agent": self.agent,
+            **({"progress": self.progress} if self.progress else {}),
             **({"swarm": dict(self.swarm)} if self.swarm else {}),
         }
 
@@ -119,6 +122,7 @@ class NodeStatus:
             updated_at=s("updated_at"),
             rollout=s("rollout"),
             agent=s("agent"),
+            progress=s("progress"),
             swarm=dict(data["swarm"]) if isinstance(data.get("swarm"), Mapping) else {},
         )
 

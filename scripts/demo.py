@@ -1,11 +1,16 @@
-"""`make demo`: validate and render this repo's state, then run a sandbox cluster on one machine.
+"""`make demo`: one sandbox cluster on one machine, from validation to a converged change.
 
-1. ``swarmkeeper validate`` and ``swarmkeeper render`` on the repository's own ``state/`` for a
-   manager and a worker (what a real node would run).
-2. A sandbox cluster: a local etcd, a git state repo, and three nodes (one manager, two
-   workers), each a real systemd user manager in its own mount namespace and cgroup with its
-   own ``swarmkeeper agent``. It publishes the first revision, commits a change to one unit,
-   publishes it, and shows ``swarmkeeper status`` until all three nodes converge.
+The demo runs ONE cluster, named ``sandbox``: its state is ``STATE`` below (one manager, two
+workers, a ``web.service``), committed to a temporary git repository. It is not this
+repository's ``state/`` (cluster ``demo``: three managers, etcd members and Vault), which
+needs real hosts; the demo says so when it starts.
+
+1. ``swarmkeeper validate`` and ``swarmkeeper render`` of the sandbox's state, for two of its
+   nodes (what those nodes will run).
+2. A local etcd and three nodes, each a real systemd user manager in its own mount namespace
+   and cgroup with its own ``swarmkeeper agent``. It publishes the first revision, commits a
+   change to one unit, publishes it, and shows ``swarmkeeper status`` until all three nodes
+   converge.
 
 Everything runs on 127.0.0.1 and in temp dirs; Ctrl-C (or the end) tears it all down.
 """
@@ -87,20 +92,23 @@ def show_status(etcd: str, rev: str, timeout: float = 90) -> None:
 
 
 def main() -> None:
-    banner("validate this repository's state/")
-    print(sk("validate").stdout.rstrip())
-    for node, role in (("manager-1", "manager"), ("worker-7", "worker")):
-        banner(f"render --node {node} --role {role}")
-        print(
-            sk("render", "--node", node, "--role", role, "--address", "10.0.0.11").stdout.rstrip()
-        )
-
     base = Path(tempfile.mkdtemp(prefix="sk-demo-"))
     try:
         with ExitStack() as stack:
-            banner("sandbox: etcd, a state repo and three nodes (systemd user managers)")
-            etcd = stack.enter_context(etcd_server())
             repo = make_state_repo(base / "repo", STATE)
+            banner("the cluster of this demo: 'sandbox'")
+            print(f"state repo {repo.work} (scripts/demo.py STATE): 1 manager, 2 workers.\n"
+                  "This repository's own state/ (cluster 'demo', 3 managers) needs real hosts;\n"
+                  "`swarmkeeper validate --repo .` checks it.")  # fmt: skip
+            banner("swarmkeeper validate")
+            print(sk("validate", "--repo", str(repo.work)).stdout.rstrip())
+            for node in ("manager-1", "worker-1"):
+                banner(f"swarmkeeper render --node {node}")
+                print(sk("render", "--repo", str(repo.work), "--node", node,
+                         "--address", "10.0.0.11").stdout.rstrip())  # fmt: skip
+
+            banner("sandbox: etcd and three nodes (systemd user managers)")
+            etcd = stack.enter_context(etcd_server())
             agents = []
             for node in NODES:
                 um = stack.enter_context(user_manager(base / "um", f"demo-{node}"))

@@ -402,7 +402,8 @@ def test_push_webhook_metrics_and_clean_sigterm(
 
     def post() -> bool:
         req = urllib.request.Request(f"http://127.0.0.1:{port}/hooks/git", data=body, method="POST",
-                                     headers={"X-Hub-Signature-256": sig})  # fmt: skip
+                                     headers={"X-Hub-Signature-256": sig, "X-GitHub-Delivery": "d-1",
+                                              "Content-Type": "application/json"})  # fmt: skip
         try:
             with urllib.request.urlopen(req, timeout=5) as r:
                 return r.status == 200

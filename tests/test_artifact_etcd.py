@@ -20,6 +20,7 @@ from reconciler.apply.engine import Engine
 from reconciler.artifact import pack, unpack
 from reconciler.artifact_store import build, meta_of, publish, publish_commit, read
 from reconciler.etcd.client import Etcd
+from reconciler.filespolicy import FilesPolicy
 from reconciler.models import NodeFacts, NodeName, NodeSpec, Role
 from reconciler.source import GitSource
 from reconciler.status import NodeState
@@ -29,6 +30,7 @@ from tests.test_validate import GOOD
 
 P = "/sk"
 FACTS = NodeFacts(NodeName("node-1"), Role.MANAGER, "10.0.0.1", ("127.0.0.1:2379",))
+NODE_POLICY = FilesPolicy(("/etc/",))  # the node lets GOOD's files (/etc/x.env) through
 
 
 def _no_git(tmp: Path) -> GitSource:
@@ -86,12 +88,13 @@ async def test_renderer_uses_the_artifact_through_a_proxy_and_no_git(
             src = _no_git(tmp_path)
             renders: list[str] = []
             r = Renderer(src, FACTS, artifacts=lambda rev: read(e, P, rev),
-                         on_render=renders.append)  # fmt: skip
+                         on_render=renders.append, files_policy=NODE_POLICY)  # fmt: skip
             spec = await r.spec(sha)
     assert isinstance(spec, NodeSpec) and spec.revision == sha
     assert renders == ["artifact"] and src.fetches == 0 and not src.dir.exists()
     # the git path renders the very same spec
-    git_spec = await Renderer(GitSource(state_repo.url, "main", tmp_path / "m"), FACTS).spec(sha)
+    git = GitSource(state_repo.url, "main", tmp_path / "m")
+    git_spec = await Renderer(git, FACTS, files_policy=NODE_POLICY).spec(sha)
     assert git_spec == spec
 
 
@@ -133,7 +136,8 @@ async def test_forged_and_unsigned_artifacts_are_rejected(
 
         def renderer() -> Renderer:
             return Renderer(_no_git(tmp_path), FACTS, allowed_signers=signers,
-                            artifacts=lambda rev: read(e, P, rev))  # fmt: skip
+                            artifacts=lambda rev: read(e, P, rev),
+                            files_policy=NODE_POLICY)  # fmt: skip
 
         forged = await renderer().spec(signed)
         assert isinstance(forged, Rejection)
@@ -166,7 +170,8 @@ def _trace(e: Etcd) -> list[str]:
 def _agent(etcd: Etcd, ep: str, tmp: Path, source: str = "auto") -> Agent:
     settings = AgentSettings(node="node-1", role=Role.MANAGER, address="127.0.0.1",
                              repo=str(tmp / "no-such-remote.git"), branch="main",
-                             state_dir=tmp / "state", etcd=(ep,), prefix=P, source=source)  # fmt: skip
+                             state_dir=tmp / "state", etcd=(ep,), prefix=P, source=source,
+                             files_policy=NODE_POLICY)  # fmt: skip
     engine = Engine(DrySystemd(tmp / "units"), tmp / "state", root=tmp / "root",
                     unit_dir=tmp / "units")  # fmt: skip
     return Agent(settings, etcd, engine)

@@ -143,7 +143,7 @@ def test_each_role_gets_exactly_its_units_and_files(tmp_path: Path, name: str) -
     assert conf["ADDRESS_HINT"] == ("$private_ipv4" if name.endswith(".yml") else "")
     base = yaml.safe_load(files["/etc/swarmkeeper/agent.base.yaml"][0])
     assert base == {
-        "repo": "https://git.example.com/ops/cluster.git", "branch": "main", "role": role,
+        "repo": "https://git.lab.internal/ops/cluster.git", "branch": "main", "role": role,
         "etcd": "127.0.0.1:2379", "prefix": "/swarmkeeper", "scope": "system",
     }  # fmt: skip
     assert parse_env(files["/etc/swarmkeeper/agent.env"][0].decode()) == {
@@ -340,7 +340,19 @@ def test_init_writes_a_params_file_that_generates_and_refuses_to_overwrite(
     ):
         assert f"\n{key}" in text, key
     out = tmp_path / "out"
-    assert main(["cloudconfig", "--params", str(target), "--out", str(out)]) == 0
+    # the template's placeholders are refused, each named at its line, and nothing written
+    capsys.readouterr()
+    assert main(["cloudconfig", "--params", str(target), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    lines = text.splitlines()
+    refused = [e for e in err if "is a placeholder" in e]
+    assert [e.split(": ", 2)[1] for e in refused] == ["etcd.discovery", "repo.url", "agent.image"]
+    for e in refused:  # each points at the line that holds the value
+        line = int(e.split(":")[1])
+        assert e.split("'")[1] in lines[line - 1], e
+    assert not out.exists()
+    assert main(["cloudconfig", "--params", str(target), "--out", str(out),
+                 "--allow-placeholders"]) == 0  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == ["manager.ign", "manager.yml", "worker.ign", "worker.yml"]  # fmt: skip
     target.write_text("mine\n")
     capsys.readouterr()
@@ -380,6 +392,18 @@ def test_extra_volumes_and_a_slack_file_elsewhere_are_mounted(tmp_path: Path) ->
     opts, _, _ = docker_run_parts(exec_argv(agent["ExecStart"][0], {"SWARMKEEPER_IMAGE": IMAGE}))
     assert option_values(opts, "-v") == [*AGENT_VOLUMES, "/etc/secrets:/etc/secrets:ro", "/srv/data:/srv/data"]  # fmt: skip
     assert option_values(opts, "-e") == ["SLACK_WEBHOOK_URL_FILE=/etc/secrets/slack-url"]
+
+
+def test_the_files_policy_goes_to_the_agent_config_not_git(tmp_path: Path) -> None:
+    params = PARAMS.replace(
+        f"  image: {IMAGE}",
+        f"  image: {IMAGE}\n  files_allow_paths: [/opt/, /etc/app.conf]\n  files_allow_modes: [setgid]",
+    )
+    out = generate(tmp_path, params, "--format", "ignition")
+    _, files = role_view("worker.ign", out["worker.ign"])
+    base = yaml.safe_load(files["/etc/swarmkeeper/agent.base.yaml"][0])
+    assert base["files_allow_paths"] == ["/opt/", "/etc/app.conf"]
+    assert base["files_allow_modes"] == ["setgid"]
 
 
 def test_file_source_is_read_relative_to_the_params_file(tmp_path: Path) -> None:

@@ -53,8 +53,8 @@ etcd:
   {etcd}
   client_port: {client}
   peer_port: {peer}
-repo: {{url: https://git.example.com/ops/cluster.git, branch: main}}
-agent: {{image: registry.example.com/swarmkeeper:0.1.0}}
+repo: {{url: https://git.lab.internal/ops/cluster.git, branch: main}}
+agent: {{image: registry.lab.internal/swarmkeeper:0.1.0}}
 prefix: /sk
 """.encode()
 
@@ -208,7 +208,7 @@ def test_static_bootstrap_forms_a_cluster_and_the_worker_proxy_reaches_it(tmp_pa
         }
         agent = yaml.safe_load((confs[1] / "agent.yaml").read_text())
         assert agent == {
-            "repo": "https://git.example.com/ops/cluster.git", "branch": "main", "role": "manager",
+            "repo": "https://git.lab.internal/ops/cluster.git", "branch": "main", "role": "manager",
             "etcd": f"127.0.0.1:{client}", "prefix": "/sk", "scope": "system",
             "node": "mgr-2", "address": "127.0.0.12",
         }  # fmt: skip
@@ -217,7 +217,7 @@ def test_static_bootstrap_forms_a_cluster_and_the_worker_proxy_reaches_it(tmp_pa
         assert (cfg.node, cfg.role, cfg.address, cfg.etcd, cfg.prefix, cfg.scope) == (
             "mgr-2", Role.MANAGER, "127.0.0.12", (f"127.0.0.1:{client}",), "/sk", "system",
         )  # fmt: skip
-        assert (cfg.repo, cfg.branch) == ("https://git.example.com/ops/cluster.git", "main")
+        assert (cfg.repo, cfg.branch) == ("https://git.lab.internal/ops/cluster.git", "main")
         assert parse_env((confs[2] / "node.env").read_text()) == {
             "SWARMKEEPER_NODE": "mgr-3", "SWARMKEEPER_ROLE": "manager",
             "SWARMKEEPER_CLUSTER": "boot", "SWARMKEEPER_PREFIX": "/sk",

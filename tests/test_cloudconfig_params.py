@@ -88,7 +88,7 @@ CASES: list[tuple[str, str, str, list[str]]] = [
      ["P:11: ssh_authorized_keys: expected a list, got string 'ssh-ed25519 AAAA'"]),
     ("several-at-once", "managers: 3", "managers: 5\n  size: 1",
      ["P:4: unknown key 'size'; known keys: name, managers"]),
-    ("many-problems", "  image: registry.example.com/swarmkeeper:0.1.0", "  image: 'Not An Image'\n  runtime: rkt",
+    ("many-problems", "  image: registry.lab.internal/swarmkeeper:0.1.0", "  image: 'Not An Image'\n  runtime: rkt",
      ["P:10: agent.image: 'Not An Image' is not an image reference: write it like "
       "registry/name:tag",
       "P:11: agent.runtime: string 'rkt' is not allowed; use one of 'docker' or 'podman'"]),
@@ -154,8 +154,8 @@ def test_the_installed_command_exits_1_without_a_traceback(tmp_path: Path) -> No
 VALID: dict[str, Any] = {
     "cluster": {"name": "prod", "managers": 3},
     "etcd": {"discovery": "https://discovery.etcd.io/0123abcd", "image": "quay.io/coreos/etcd:v3.5.17"},
-    "repo": {"url": "https://git.example.com/ops/cluster.git", "branch": "main"},
-    "agent": {"image": "registry.example.com/swarmkeeper:0.1.0", "extra_volumes": ["/srv:/srv"]},
+    "repo": {"url": "https://git.lab.internal/ops/cluster.git", "branch": "main"},
+    "agent": {"image": "registry.lab.internal/swarmkeeper:0.1.0", "extra_volumes": ["/srv:/srv"]},
     "prefix": "/swarmkeeper",
     "ssh_authorized_keys": ["ssh-ed25519 AAAAC3Nza ops"],
     "slack": {"webhook_url_file": "/etc/swarmkeeper/slack-url"},

@@ -102,3 +102,22 @@ def test_bad_config_files(tmp_path: Path) -> None:
         parse(["--config", str(f)])
     with pytest.raises(UsageError, match="No such file"):
         parse(["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_the_files_policy_comes_from_the_node_config(tmp_path: Path) -> None:
+    from reconciler.filespolicy import DEFAULT_ALLOWED_PATHS, FilesPolicy, ModeBit
+
+    assert parse([]).files_policy == FilesPolicy(DEFAULT_ALLOWED_PATHS, frozenset())
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("files_allow_paths: [/srv/, /etc/app.conf]\nfiles_allow_modes: [setgid]\n")
+    c = parse(["--config", str(cfg)])
+    assert c.files_policy == FilesPolicy(("/srv/", "/etc/app.conf"), frozenset({ModeBit.SETGID}))
+    c = parse(
+        ["--config", str(cfg), "--files-allow-paths", "/opt/"],
+        {"SWARMKEEPER_FILES_ALLOW_MODES": ""},
+    )
+    assert c.files_allow_paths == ("/opt/",) and c.files_allow_modes == {ModeBit.SETGID}
+    with pytest.raises(UsageError, match="--files-allow-modes: 'sticky' is not one of"):
+        parse(["--files-allow-modes", "sticky"])
+    with pytest.raises(UsageError, match="--files-allow-paths: 'etc/' is not an absolute path"):
+        parse(["--files-allow-paths", "etc/"])

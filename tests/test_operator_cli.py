@@ -98,7 +98,7 @@ def cluster_state(etcd_server: EtcdServer) -> Iterator[str]:
 
 def test_status_table(cluster_state: str) -> None:
     r = cli(cluster_state, "status")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 3, r.stderr  # w1 is dead: not everything converged
     lines = r.stdout.splitlines()
     assert lines[0].startswith("desired aaaaaaaa")
     assert lines[1].split() == [
@@ -116,21 +116,25 @@ def test_status_table(cluster_state: str) -> None:
     m1 = next(ln for ln in lines if ln.startswith("m1 "))
     w1 = next(ln for ln in lines if ln.startswith("w1 "))
     assert m1.split()[:6] == ["m1", "manager", "converged", "aaaaaaaa", "aaaaaaaa", "yes"]
-    assert "degraded (pause set)" in w1 and "bbbbbbbb *" in w1 and " NO " in w1
+    # its lease is gone: what it last reported (degraded) is not current, so it shows dead
+    assert "dead (pause set)" in w1 and "bbbbbbbb *" in w1 and " NO " in w1
     assert w1.endswith("a.service failed to start")  # first line of the error only
-    assert lines[-1].startswith("1/2 converged on the desired revision")
+    assert lines[-1].startswith("1 converged, 1 dead  (1/2 converged on the desired revision)")
 
 
 def test_status_json(cluster_state: str) -> None:
     r = cli(cluster_state, "status", "--json")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 3, r.stderr
     snap = json.loads(r.stdout)
-    assert snap["desired"] == A
+    assert (snap["apiVersion"], snap["kind"]) == ("swarmkeeper/v1", "Status")
+    assert snap["desired"] == A and snap["converged"] is False
+    assert snap["counts"] == {"converged": 1, "dead": 1}
     rows = {n["node"]: n for n in snap["nodes"]}
     assert rows["m1"]["alive"] is True and 0 <= rows["m1"]["heartbeat_age"] <= 5
     assert rows["m1"]["units"] == {"a.service": "active"}
     assert rows["w1"]["alive"] is False and rows["w1"]["paused"] is True
-    assert rows["w1"]["state"] == "degraded" and rows["w1"]["revision"] == B
+    assert rows["w1"]["state"] == "dead" and rows["w1"]["reported"] == "degraded"
+    assert rows["w1"]["revision"] == B
 
 
 def test_status_watch_redraws_on_change(cluster_state: str) -> None:
@@ -197,7 +201,7 @@ def test_rollout_halt_status_resume(cluster_state: str) -> None:
     )
     out = cli(ep, "rollout", "status").stdout
     assert "revision aaaaaaaa failed on w1" in out
-    assert "on the desired revision: 1/2; not yet: w1" in out
+    assert "converged on the desired revision: 1/2; not yet: w1 (dead)" in out
     assert "ROLLOUT HALTED: aaaaaaaa failed on w1" in cli(ep, "status").stdout
     j = json.loads(cli(ep, "rollout", "status", "--json").stdout)
     assert j["rollout"]["failed"]["node"] == "w1"
@@ -228,18 +232,69 @@ def test_publish_validates_first(etcd_server: EtcdServer, state_repo: StateRepo)
     r = cli(ep, "publish", good[:10], "--repo", str(state_repo.work))
     assert r.returncode == 0 and "already the desired revision" in r.stdout
     r = cli(ep, "publish", good, "--repo", str(state_repo.work), "--prefix", "/elsewhere")
-    assert r.returncode == 1 and "refusing to publish" in r.stderr
+    assert r.returncode == 1
+    assert "prefix is /swarmkeeper, but the etcd prefix in use is /elsewhere" in r.stderr
     assert asyncio.run(etcd_get(ep, "/elsewhere/desired/revision")) is None
     r = cli(ep, "publish", "no-such-rev", "--repo", str(state_repo.work))
     assert r.returncode == 1 and "not found" in r.stderr
+
+
+def test_publish_only_moves_forward_and_records_a_rollback(
+    etcd_server: EtcdServer, state_repo: StateRepo
+) -> None:
+    from tests.fixtures.gitrepo import git
+
+    ep, repo = etcd_server.endpoint, str(state_repo.work)
+    c1 = state_repo.commit({"units/b.service": "[Service]\nExecStart=/bin/true\n"}, "c1")
+    assert cli(ep, "publish", c1, "--repo", repo).returncode == 0
+    c2 = state_repo.commit({"units/b.service": "[Service]\nExecStart=/bin/false\n"}, "c2")
+    assert cli(ep, "publish", c2, "--repo", repo).returncode == 0
+    # back to an ancestor: refused unless asked for, and the refusal says how
+    r = cli(ep, "publish", c1, "--repo", repo)
+    assert r.returncode == 1
+    assert f"{c1[:12]} does not descend from the desired revision {c2[:12]}" in r.stderr
+    assert "--allow-rollback" in r.stderr
+    assert asyncio.run(etcd_get(ep, keys.desired_revision(P))) == c2.encode()
+    # a sibling (a commit on another branch) is not a descendant either
+    git(state_repo.work, "checkout", "-q", "-b", "side", c1)
+    side = state_repo.commit({"units/b.service": "[Service]\nExecStart=/bin/echo\n"}, "side")
+    git(state_repo.work, "checkout", "-q", "main")
+    assert cli(ep, "publish", side, "--repo", repo).returncode == 1
+    # on purpose: published, and who, when, from and to are recorded in etcd
+    r = cli(ep, "publish", c1, "--repo", repo, "--allow-rollback")
+    assert r.returncode == 0 and "a rollback, recorded" in r.stdout, r.stderr
+    assert asyncio.run(etcd_get(ep, keys.desired_revision(P))) == c1.encode()
+
+    async def rollbacks() -> list[dict[str, str]]:
+        async with await Etcd.connect([ep]) as e:
+            kvs, _ = await e.get_prefix(f"{P}/desired/rollbacks/")
+            return [json.loads(kv.value) for kv in kvs]
+
+    (record,) = asyncio.run(rollbacks())
+    assert record["from"] == c2 and record["to"] == c1 and "@" in record["by"] and record["at"]
+    # forward again needs nothing
+    assert cli(ep, "publish", c2, "--repo", repo).returncode == 0
+
+
+def test_publish_uses_the_prefix_in_use_not_the_commits(
+    etcd_server: EtcdServer, state_repo: StateRepo
+) -> None:
+    ep, repo = etcd_server.endpoint, str(state_repo.work)
+    lab = state_repo.commit({"state/cluster.yaml": "name: test\nmanagers: 1\nprefix: /lab\n"})
+    r = cli(ep, "publish", lab, "--repo", repo)
+    assert r.returncode == 1
+    assert "prefix is /lab, but the etcd prefix in use is /swarmkeeper" in r.stderr
+    assert asyncio.run(etcd_get(ep, "/lab/desired/revision")) is None
+    assert cli(ep, "publish", lab, "--repo", repo, "--prefix", "/lab").returncode == 0
+    assert asyncio.run(etcd_get(ep, "/lab/desired/revision")) == lab.encode()
 
 
 def test_commands_fail_cleanly_without_etcd() -> None:
     from tests.fixtures.etcd import free_ports
 
     r = cli(f"127.0.0.1:{free_ports(1)[0]}", "status", "--etcd-timeout", "0.5")
-    assert r.returncode == 1
-    assert "temporarily unavailable" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 4  # an outage, not bad input
+    assert "unavailable" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize(

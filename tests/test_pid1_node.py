@@ -306,7 +306,7 @@ Environment=GEN={gen}
 Environment=HOME=/root
 Environment=PYTHONPATH={REPO_ROOT}
 ExecStart={sys.executable} -m reconciler --log-level info agent --node node1 --role manager \\
-  --repo /srv/state/remote.git --etcd {etcd} --prefix /sk --listen off \\
+  --repo /srv/state/remote.git --etcd {etcd} --prefix /swarmkeeper --listen off \\
   --poll-interval 3600 --resync-interval 3600 --heartbeat-ttl 5
 StandardOutput=append:/var/log/agent.log
 StandardError=append:/var/log/agent.log
@@ -356,7 +356,7 @@ def wait_for(what: str, check: Callable[[], bool], node: Node, timeout: float = 
 
 
 def status(etcd: EtcdServer) -> dict[str, Any]:
-    text = etcdctl(etcd, "get", "--print-value-only", "/sk/nodes/node1/status").strip()
+    text = etcdctl(etcd, "get", "--print-value-only", "/swarmkeeper/nodes/node1/status").strip()
     return json.loads(text) if text else {}
 
 
@@ -377,7 +377,7 @@ def test_agent_updates_itself_without_a_reboot(pid1_node: Node, etcd_server: Etc
     node.path(f"{UNIT_DIR}/{agent}").write_text(agent_unit(etcd, "1"))
     node.systemctl("daemon-reload", check=True)
     node.systemctl("start", agent, check=True)
-    etcdctl(etcd_server, "put", "/sk/desired/revision", r1)
+    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r1)
     wait_for(f"converged on {r1[:12]}", converged_on(etcd_server, r1), node)
     first = node.show(agent, "InvocationID", "MainPID")
     a_id = ids(node, "a.service")
@@ -395,12 +395,12 @@ def test_agent_updates_itself_without_a_reboot(pid1_node: Node, etcd_server: Etc
 
     t0 = time.monotonic()
     r2 = repo.commit(agent_state(etcd, "2"), "agent: GEN=2")
-    etcdctl(etcd_server, "put", "/sk/desired/revision", r2)
+    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r2)
     # the old agent writes this status, then queues its restart: publish the next revision
     # right away, so it arrives while the agent restarts
     wait_for(f"converged on {r2[:12]}", converged_on(etcd_server, r2), node)
     r3 = repo.commit(agent_state(etcd, "2", a_extra="Environment=Y=3\n"), "a: Y=3")
-    etcdctl(etcd_server, "put", "/sk/desired/revision", r3)
+    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r3)
     wait_for("the agent's unit restarted", replaced(first), node)
     wait_for(f"converged on {r3[:12]}", converged_on(etcd_server, r3), node)
     print(f"publish of the agent change -> new agent converged on the next revision: "
@@ -416,7 +416,7 @@ def test_agent_updates_itself_without_a_reboot(pid1_node: Node, etcd_server: Etc
     # a drop-in for the agent's unit: written, loaded, and the agent restarted with it
     r4 = repo.commit(agent_state(etcd, "2", "Environment=Y=3\n", "[Service]\nEnvironment=GEN=4\n"))
     a_id = ids(node, "a.service")
-    etcdctl(etcd_server, "put", "/sk/desired/revision", r4)
+    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r4)
     wait_for("the agent's unit restarted again", replaced(second), node)
     wait_for(f"converged on {r4[:12]}", converged_on(etcd_server, r4), node)
     third = node.show(agent, "InvocationID", "MainPID", "DropInPaths")
@@ -440,7 +440,7 @@ def test_agent_does_not_restart_itself_for_a_revision_that_rolls_back(
     node.path(f"{UNIT_DIR}/{agent}").write_text(agent_unit(etcd, "1"))
     node.systemctl("daemon-reload", check=True)
     node.systemctl("start", agent, check=True)
-    etcdctl(etcd_server, "put", "/sk/desired/revision", r1)
+    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r1)
     wait_for(f"converged on {r1[:12]}", converged_on(etcd_server, r1), node)
     first = node.show(agent, "InvocationID", "MainPID")
     bad = agent_state(etcd, "2")
@@ -449,7 +449,7 @@ def test_agent_does_not_restart_itself_for_a_revision_that_rolls_back(
     )
     bad["units/bad.service"] = "[Service]\nExecStart=/bin/false\n"
     r2 = repo.commit(bad, "agent: GEN=2, and a unit that fails")
-    etcdctl(etcd_server, "put", "/sk/desired/revision", r2)
+    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r2)
     wait_for(
         "degraded after the rollback",
         lambda: (s := status(etcd_server)).get("state") == "degraded" and s.get("revision") == r1,
@@ -480,7 +480,7 @@ def test_agent_configured_only_by_a_drop_in_restarts_after_the_pass(
     node.systemctl("daemon-reload", check=True)
     node.systemctl("start", agent, check=True)
     first = node.show(agent, "InvocationID", "MainPID")
-    etcdctl(etcd_server, "put", "/sk/desired/revision", rev)
+    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", rev)
     wait_for(f"converged on {rev[:12]}", converged_on(etcd_server, rev), node)
 
     def restarted() -> bool:

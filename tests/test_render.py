@@ -39,8 +39,10 @@ def test_role_from_facts_when_no_node_file() -> None:
 def test_missing_role_is_an_error() -> None:
     with pytest.raises(InvalidDesiredState) as e:
         render(RepoTree(files=GOOD), facts("other"))
+    # there is no state/nodes/other.yaml: the error names the directory, not a missing file
     assert str(e.value.problems[0]) == (
-        "state/nodes/other.yaml: node has no role: set 'role:' there or pass --role"
+        "state/nodes/: no other.yaml (node files: node-1): create state/nodes/other.yaml "
+        "with 'role:', or pass --role"
     )
 
 
@@ -132,8 +134,8 @@ def test_cli_lists_problems_with_exit_1(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert out.stderr.splitlines() == [
         "state/cluster.yaml:3: duplicate key 'managers' (first at line 2): remove one",
-        "state/roles/manager.yaml: missing: the manager role must be defined (an empty file is fine)",
-        "state/roles/worker.yaml: missing: the worker role must be defined (an empty file is fine)",
+        "state/roles/: manager.yaml is missing: the manager role must be defined (create state/roles/manager.yaml; an empty file is fine)",
+        "state/roles/: worker.yaml is missing: the worker role must be defined (create state/roles/worker.yaml; an empty file is fine)",
         "3 problem(s) found",
     ]
     assert "Traceback" not in out.stderr

@@ -286,3 +286,26 @@ async def test_restarted_holder_moves_slot_to_new_lease(etcd_server: EtcdServer)
             await again.e.close()
     finally:
         await w1.e.close()
+
+
+async def test_a_followed_branch_head_takes_slots_until_something_is_published(
+    etcd_server: EtcdServer,
+) -> None:
+    """With nothing published the agent follows the branch head: the gate treats it as the
+    rollout's revision (slots, one worker at a time) until a revision gets published."""
+    ep = etcd_server.endpoint
+    w1 = await SimNode.start(ep, "w1", W, 1)
+    w2 = await SimNode.start(ep, "w2", W, 1)
+    try:
+        slot = await w1.gate.acquire("new", "old", published=False)
+        assert slot is not None and slot.key == keys.rollout_slot(P, W, 0)
+        waiting = asyncio.create_task(w2.gate.acquire("new", "old", published=False))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # max_unavailable 1: the second worker waits its turn
+        await w1.e.put(keys.desired_revision(P), "other")  # someone publishes: stop following
+        assert await asyncio.wait_for(waiting, 10) is None
+        assert await w2.gate.acquire("new", "old", published=False) is None
+        assert await w2.gate.acquire("new", "old") is None  # "new" is not what was published
+    finally:
+        for n in (w1, w2):
+            await n.e.close()

@@ -33,6 +33,7 @@ from reconciler.models import CheckKind, HealthCheck, Registration
 from reconciler.notify.events import Event, EventKind
 from reconciler.notify.hub import Notifications
 from reconciler.notify.notifiers import WebhookNotifier
+from tests.clihelp import check_schema
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.systemd_user import UserManager
 from tests.fixtures.webhook import HookServer
@@ -497,7 +498,7 @@ def test_services_command_lists_real_registrations(
         ["vault", "m2", "10.0.0.2:8200"],
     ]
     assert cli.main(["services", "--json", "--etcd", etcd_server.endpoint, "--prefix", PREFIX]) == 0
-    data = json.loads(capsys.readouterr().out)
+    data = check_schema(capsys.readouterr().out, "ServiceList")["items"]
     assert [(d["service"], d["node"], d["port"]) for d in data] == [
         ("vault", "m1", 8200),
         ("vault", "m2", 8200),

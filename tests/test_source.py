@@ -79,3 +79,24 @@ def test_ssh_signatures(state_repo: StateRepo, tmp_path: Path) -> None:
     bad_why = src.verify(bad, signers, None)
     assert bad_why is not None and "no trusted signature" in bad_why
     assert src.verify(unsigned, signers, None) == f"commit {unsigned[:12]} is not signed"
+
+
+@pytest.mark.parametrize(
+    ("header", "kind"),
+    [
+        ("gpgsig -----BEGIN SSH SIGNATURE-----", "ssh"),
+        ("gpgsig -----BEGIN PGP SIGNATURE-----", "gpg"),
+        ("gpgsig-sha256 -----BEGIN PGP SIGNATURE-----", "gpg"),
+        ("gpgsig -----BEGIN SIGNED MESSAGE-----", "x509"),
+        ("gpgsig -----BEGIN SOMETHING-----", "unknown"),
+        (None, None),
+    ],
+)
+def test_signature_kind(header: str | None, kind: str | None) -> None:
+    from reconciler.source import signature_kind
+
+    lines = ["tree " + "a" * 40, "author a <a@b> 1 +0000", "committer a <a@b> 1 +0000"]
+    if header:
+        lines += [header, " ", " -----END-----"]
+    body = "\n".join(lines) + "\n\ngpgsig -----BEGIN SSH SIGNATURE----- in the message\n"
+    assert signature_kind(body) == kind

@@ -8,11 +8,11 @@ import pytest
 
 from reconciler.actuators.swarm import LocalState, SwarmEngine, TokenRefused
 from reconciler.commands.drain import drain
-from reconciler.commands.swarm import rotate_tokens
 from reconciler.models import Role
 from reconciler.swarm import records as rec
 from reconciler.swarm.membership import Membership
 from reconciler.swarm.plan import ClusterRecord, LocalView, Phase, Step, local_action
+from tests.clihelp import check_schema, cli
 from tests.fixtures.dockernet import DockerLab
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.swarmagents import (
@@ -163,9 +163,16 @@ async def test_token_rotation(docker_lab: DockerLab, etcd_server: EtcdServer) ->
             stale = await rec.read(agents.etcd, "/rot")
             old = stale.tokens
             assert old is not None
-            new = await rotate_tokens(agents.etcd, "/rot", docker_lab.node("node1").docker_host)
+            # as an operator runs it: the CLI, whose JSON names what was rotated, never a token
+            r = await asyncio.to_thread(
+                cli, "swarm", "rotate-tokens", "--docker", docker_lab.node("node1").docker_host,
+                "--prefix", "/rot", "--json", ep=etcd_server.endpoint)  # fmt: skip
+            assert r.returncode == 0, r.stderr
+            doc = check_schema(r.stdout, "TokenRotation")
+            assert doc["rotated"] == ["worker", "manager"] and "SWMTKN" not in r.stdout
+            new = (await rec.read(agents.etcd, "/rot")).tokens
+            assert new is not None
             assert new.worker != old.worker and new.manager != old.manager
-            assert (await rec.read(agents.etcd, "/rot")).tokens == new
 
             async def refused() -> None:  # the swarm refuses the old token outright
                 async with SwarmEngine(spare.docker_host) as e:

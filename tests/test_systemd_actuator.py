@@ -228,6 +228,8 @@ async def test_failing_simple_unit(sd: Systemd, systemd_user: UserManager) -> No
     assert "bad.service" in text
     assert "exit-code" in text
     assert "status=1/FAILURE" in text
+    # no journald on this machine: the text says so instead of ending silently
+    assert text.splitlines()[-1].startswith("(no journal lines: ")
 
     await sd.reset_failed("bad.service")
     assert systemd_user.systemctl("is-failed", "bad.service").stdout.strip() != "failed"
@@ -256,9 +258,13 @@ async def test_describe_failure_appends_journal_lines_when_journald_is_there(
     finally:
         journal.close()
     status, _, journal_text = text.partition("\n\n")
-    assert "Result: exit-code" in status
-    assert journal_text.startswith("journal: --user ")
-    assert journal_text.endswith("-n 5 -u bad.service")
+    assert "Result: exit-code: the main process exited with a non-zero status" in status
+    invocation = status.split("Invocation: ")[1].split()[0]
+    assert len(invocation) == 32  # this run's id: only its lines are asked for
+    assert journal_text == (
+        f"journal: --user --no-pager -q -o short-iso -n 5 _SYSTEMD_INVOCATION_ID={invocation} "
+        f"+ INVOCATION_ID={invocation} + USER_INVOCATION_ID={invocation}"
+    )
 
 
 @pytest.mark.parametrize("sd", ["private"], indirect=True)
@@ -695,12 +701,43 @@ def test_describe_from_properties_without_journal() -> None:
         "ExecMainStatus": 2,
         "ExecMainPID": 77,
         "ExecStart": [("/bin/web", ["/bin/web", "-x"], False, 0, 0, 0, 0, 77, 1, 2)],
+        "InvocationID": b"\x00" * 16,  # never started in this boot: no id to show
     }
     text = describe_from_properties("web.service", "loaded", "failed", "failed", props)
     assert text.splitlines() == [
         "× web.service - web server",
         "     Loaded: loaded (/u/web.service; enabled)",
-        "     Active: failed (Result: exit-code) since 2023-11-14 22:13:20 UTC",
+        "     Active: failed (Result: exit-code: the main process exited with a non-zero status) "
+        "since 2023-11-14 22:13:20 UTC",
         "    Process: 77 ExecStart=/bin/web -x (code=exited, status=2/INVALIDARGUMENT)",
         "   Main PID: 77 (code=exited, status=2/INVALIDARGUMENT)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("invocation", "user", "tail"),
+    [
+        ("ab" * 16, False, ["_SYSTEMD_INVOCATION_ID=" + "ab" * 16, "+",
+                            "INVOCATION_ID=" + "ab" * 16, "+", "USER_INVOCATION_ID=" + "ab" * 16]),
+        ("", False, ["-u", "web.service"]),
+        ("", True, ["-u", "web.service"]),
+    ],
+)  # fmt: skip
+def test_journal_args_select_one_invocation(invocation: str, user: bool, tail: list[str]) -> None:
+    from reconciler.actuators.describe import journal_args
+
+    args = journal_args("web.service", invocation, 7, user=user)
+    assert (args[0] == "--user") is user
+    assert args[-len(tail) :] == tail and args[args.index("-n") + 1] == "7"
+
+
+@pytest.mark.parametrize(
+    ("result", "words"),
+    [("resources", "resources: systemd could not set it up"),
+     ("oom-kill", "oom-kill: the kernel's OOM killer stopped it"),
+     ("something-new", "something-new")],
+)  # fmt: skip
+def test_result_in_words(result: str, words: str) -> None:
+    from reconciler.actuators.describe import result_text
+
+    assert result_text(result).startswith(words)

@@ -76,3 +76,17 @@ def test_mutations_give_clean_result_or_located_problems(files: dict[str, bytes]
             render(RepoTree(files=files), NodeFacts(NodeName("node-1"), Role.WORKER))
         except InvalidDesiredState as e:  # only the "no role" case may remain
             assert "no role" in str(e)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated(), st.sets(st.sampled_from(sorted(GOOD)), max_size=3))
+def test_problems_name_files_that_exist(files: dict[str, bytes], removed: set[str]) -> None:
+    """A problem points at a file of the tree, or at the directory where one is missing:
+    never at a path the operator cannot open."""
+    for name in removed:
+        files.pop(name, None)
+    for p in validate_tree(RepoTree(files=files)):
+        if p.path.endswith("/"):
+            assert any(f.startswith(p.path) for f in GOOD), str(p)
+        else:
+            assert p.path in files, str(p)

@@ -2,8 +2,10 @@
 
 ``describe_from_properties`` renders a unit's D-Bus properties as ``systemctl status``-like
 text (pure), so the state, the result, how the main process ended and when are shown even
-where journald is not reachable (containers, the test managers). ``journal_tail`` adds the
-last journal lines when journald's socket exists.
+where journald is not reachable (containers, the test managers), with systemd's ``Result``
+said in words. ``journal_tail`` adds the last journal lines of the failed invocation (matched
+by its invocation id, so an earlier run's lines never confuse the reader), or says why there
+are none.
 """
 
 from __future__ import annotations
@@ -33,6 +35,52 @@ _EXIT_NAMES = {
     217: "USER",
     226: "NAMESPACE",
 }
+
+
+# systemd's Result values (systemd.exec(5), org.freedesktop.systemd1(5)) in an operator's words
+RESULT_WORDS = {
+    "exit-code": "the main process exited with a non-zero status",
+    "signal": "the main process was killed by a signal",
+    "core-dump": "the main process dumped core",
+    "timeout": "a start, stop or runtime timeout was hit",
+    "watchdog": "the watchdog was not pinged in time",
+    "start-limit-hit": "it was started too often (start limit hit): `systemctl reset-failed` it",
+    "resources": "systemd could not set it up (a missing file, directory, user or namespace, "
+    "or a fork failed): see the journal lines",
+    "protocol": "the service broke the protocol of its Type= (e.g. no PID file, no READY=1)",
+    "oom-kill": "the kernel's OOM killer stopped it: it needs more memory",
+    "exec-condition": "an ExecCondition= command failed",
+    "condition": "a Condition...= setting was not met",
+    "dependency": "a unit it requires failed",
+}
+
+
+def result_text(result: str) -> str:
+    """``resources: systemd could not set it up …``; the bare value if unknown."""
+    words = RESULT_WORDS.get(result)
+    return f"{result}: {words}" if words else result
+
+
+def invocation_hex(value: object) -> str:
+    """InvocationID is a D-Bus byte array: its hex form is what the journal records."""
+    if isinstance(value, bytes | bytearray | list) and any(value):
+        return bytes(value).hex()
+    return ""
+
+
+def journal_args(name: str, invocation: str, lines: int, *, user: bool) -> list[str]:
+    """journalctl arguments for the last ``lines`` of one invocation of ``name`` (pure).
+
+    The unit's own output carries ``_SYSTEMD_INVOCATION_ID``; the manager's messages about it
+    carry ``INVOCATION_ID`` (system) or ``USER_INVOCATION_ID`` (user): any of the three. With
+    no invocation id (never started) the unit's lines are the best there is."""
+    args = ["--no-pager", "-q", "-o", "short-iso", "-n", str(lines)]
+    if user:
+        args.insert(0, "--user")
+    if not invocation:
+        return [*args, "-u", name]
+    return [*args, f"_SYSTEMD_INVOCATION_ID={invocation}", "+", f"INVOCATION_ID={invocation}",
+            "+", f"USER_INVOCATION_ID={invocation}"]  # fmt: skip
 
 
 def _timestamp(usec: object) -> str:
@@ -86,7 +134,7 @@ def describe_from_properties(
     if sub_state and sub_state != active_state:
         active += f" ({sub_state})"
     if result and result != "success":
-        active += f" (Result: {result})"
+        active += f" (Result: {result_text(result)})"
     since_key = {
         "active": "ActiveEnterTimestamp",
         "failed": "InactiveEnterTimestamp",
@@ -106,17 +154,22 @@ def describe_from_properties(
         out.append(f"   Restarts: {restarts}")
     if load_state == "not-found":
         out.append(f"  (no unit file for {name})")
+    invocation = invocation_hex(props.get("InvocationID"))
+    if invocation:
+        out.append(f" Invocation: {invocation}")
     return "\n".join(out)
 
 
-async def journal_tail(name: str, lines: int, *, user: bool, socket: Path) -> str:
-    """``journalctl -u name -n lines`` output, "" when journald or journalctl is missing."""
+async def journal_tail(
+    name: str, lines: int, *, user: bool, socket: Path, invocation: str = ""
+) -> str:
+    """The invocation's last journal lines, or one line saying why there are none."""
     journalctl = shutil.which("journalctl")
-    if journalctl is None or not await asyncio.to_thread(socket.is_socket):
-        return ""
-    args = [journalctl, "--no-pager", "-q", "-o", "short-iso", "-n", str(lines), "-u", name]
-    if user:
-        args.insert(1, "--user")
+    if journalctl is None:
+        return "(no journal lines: journalctl is not installed on this node)"
+    if not await asyncio.to_thread(socket.is_socket):
+        return f"(no journal lines: journald is not running here ({socket} is missing))"
+    args = [journalctl, *journal_args(name, invocation, lines, user=user)]
     try:
         proc = await asyncio.create_subprocess_exec(
             *args,
@@ -124,13 +177,14 @@ async def journal_tail(name: str, lines: int, *, user: bool, socket: Path) -> st
             stderr=asyncio.subprocess.DEVNULL,
             env={**os.environ, "SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": ""},
         )
-    except OSError:
-        return ""
+    except OSError as e:
+        return f"(no journal lines: cannot run journalctl: {e})"
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), 10)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()  # our own child, not yet reaped: the pid is still ours
         await proc.wait()
-        return ""
-    return out.decode(errors="replace").strip()
+        return "(no journal lines: journalctl did not answer within 10 s)"
+    text = out.decode(errors="replace").strip()
+    return text or "(the journal has no lines for this invocation)"

@@ -10,6 +10,7 @@ Blocking calls: run them in ``asyncio.to_thread`` from async code.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -17,9 +18,28 @@ import time
 from enum import StrEnum
 from pathlib import Path
 
+from reconciler.errors import NodeFault
 from reconciler.models import sha256
 
-__all__ = ["Digests", "Staged", "WriteResult", "digest", "remove", "stage", "write_atomic"]
+__all__ = [
+    "Digests", "Staged", "WriteResult", "digest", "node_fault", "remove", "stage", "write_atomic",
+]  # fmt: skip
+
+# What the node, not the revision, is to blame for: a full or read-only disk, an I/O error,
+# permissions taken away. Retrying later can succeed; rolling back would hit the same wall.
+NODE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOMEM}
+)
+
+
+def node_fault(e: OSError, what: str) -> NodeFault | None:
+    """A ``NodeFault`` for an OSError the node is to blame for, else None."""
+    if e.errno in NODE_ERRNOS:
+        return NodeFault(
+            f"{what}: {e.strerror or e} (errno {errno.errorcode.get(e.errno or 0, e.errno)})"
+        )
+    return None
+
 
 # A file changed this shortly before we hashed it may change again within the same
 # timestamp tick, unseen; 2 s covers filesystems with one-second timestamps.
@@ -139,8 +159,12 @@ def digest(path: Path) -> str | None:
     """sha256 hex of the file's bytes (``models.sha256``), None when it does not exist."""
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, ValueError):
         return None
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            return None
+        raise
     return sha256(data)
 
 
@@ -159,7 +183,18 @@ class Digests:
         self._seen: dict[Path, tuple[tuple[int, ...], str]] = {}
 
     def read(self, path: Path) -> tuple[str, int]:
-        """(sha256 hex, permission bits) of ``path``; raises OSError as ``open`` would."""
+        """(sha256 hex, permission bits) of ``path``; raises OSError as ``open`` would, and
+        FileNotFoundError for a path no file can have (a NUL byte, a name past NAME_MAX)."""
+        try:
+            return self._read(path)
+        except ValueError:  # an embedded NUL: os.stat refuses it before asking the kernel
+            raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
+        except OSError as e:
+            if e.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+                raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
+            raise
+
+    def _read(self, path: Path) -> tuple[str, int]:
         now = time.time_ns()
         st = os.stat(path)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

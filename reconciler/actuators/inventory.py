@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from reconciler.actuators.files import Staged, stage
-from reconciler.errors import ActuatorError, NodeBusy
+from reconciler.actuators.files import Staged, node_fault, stage
+from reconciler.errors import ActuatorError, NodeBusy, SwarmkeeperError
 from reconciler.models import OnChange, Revision, UnitName
 from reconciler.plan.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Original, Pending
 from reconciler.plan.unittypes import Ran
@@ -277,10 +277,14 @@ class InventoryStore:
         try:
             return stage(self.path, dumps(inv), 0o600)
         except OSError as e:
-            raise ActuatorError(f"{self.path}: cannot save the inventory: {e}") from e
+            raise self._unsaved(e) from e
 
     def commit(self, staged: Staged) -> None:
         try:
             staged.commit()
         except OSError as e:
-            raise ActuatorError(f"{self.path}: cannot save the inventory: {e}") from e
+            raise self._unsaved(e) from e
+
+    def _unsaved(self, e: OSError) -> SwarmkeeperError:
+        what = f"{self.path}: cannot save the inventory"
+        return node_fault(e, what) or ActuatorError(f"{what}: {e}")

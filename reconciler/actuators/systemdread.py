@@ -22,7 +22,7 @@ from typing import Any
 from dbus_fast.aio import MessageBus
 
 from reconciler.actuators.dbus import CallFailed, Endpoint, Scope, call
-from reconciler.actuators.describe import describe_from_properties, journal_tail
+from reconciler.actuators.describe import describe_from_properties, invocation_hex, journal_tail
 from reconciler.actuators.unitstatus import UnitStatus, not_found, settled, unit_path
 from reconciler.errors import SystemdError
 from reconciler.plan.unittypes import needs_settle
@@ -373,7 +373,8 @@ class SystemdReader:
         return settle - (time.monotonic() - int(usec) / 1e6)
 
     async def describe_failure(self, name: str, lines: int = 20) -> str:
-        """The unit's status as text, plus its last journal lines when journald is running."""
+        """The unit's status as text, then the last journal lines of its last invocation (or
+        a line saying why there are none: no journald, no lines)."""
         rows = await self._list([name])
         path = rows[0][6]
         props: dict[str, Any] = {}
@@ -385,6 +386,7 @@ class SystemdReader:
                 props.update({k: v.value for k, v in all_props.items()})
         text = describe_from_properties(name, rows[0][2], rows[0][3], rows[0][4], props)
         journal = await journal_tail(
-            name, lines, user=self.scope is Scope.USER, socket=self.journal_socket
-        )
-        return f"{text}\n\n{journal}" if journal else text
+            name, lines, user=self.scope is Scope.USER, socket=self.journal_socket,
+            invocation=invocation_hex(props.get("InvocationID")),
+        )  # fmt: skip
+        return f"{text}\n\n{journal}"

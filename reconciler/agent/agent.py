@@ -14,8 +14,10 @@ Named tasks in one TaskGroup:
 - ``http``, ``notify``, ``services``: /healthz + /metrics + webhook; notifications;
   health-checked service registration.
 
-SIGTERM/SIGINT cancel the tasks (a pass in flight is abandoned between actions; the
-engine's pending marker makes the next run finish it), revoke the lease, and exit 0.
+Before any task starts, the agent makes sure no live agent already runs this node
+(``reconciler.nodeid``). SIGTERM/SIGINT cancel the tasks (a pass in flight is abandoned
+between actions; the engine's pending marker makes the next run finish it), revoke the
+lease, and exit 0.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import contextlib
 import json
 import signal
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,7 @@ from reconciler.agent.workqueue import WorkQueue, jittered
 from reconciler.backoff import Backoff
 from reconciler.control import Control
 from reconciler.errors import SwarmkeeperError, TransientError
+from reconciler.filespolicy import FilesPolicy
 from reconciler.models import NodeFacts, NodeName, Role
 from reconciler.status import NodeState, utcnow
 
@@ -70,6 +73,7 @@ class AgentSettings:
     gnupg_home: Path | None = None
     webhook_secret: bytes | None = None
     docker: str = ""  # unix:///var/run/docker.sock: manage swarm membership ("" = off)
+    files_policy: FilesPolicy = field(default_factory=FilesPolicy)  # the node's, not git's
     source: str = "auto"  # "auto": render from etcd's revision artifacts, git if none; "git"
     self_unit: str = ""  # the unit this agent runs as (reconciler.agent.selfunit); "" = unknown
     self_restart_grace: float = 60.0  # seconds to wait for systemd to stop us after asking
@@ -88,7 +92,8 @@ class Agent:
         self.queue = WorkQueue()
         self.metrics = Metrics()
         self.renderer = Renderer(self.source, self.facts, allowed_signers=s.allowed_signers,
-                                 gnupg_home=s.gnupg_home,
+                                 gnupg_home=s.gnupg_home, prefix=self.prefix,
+                                 files_policy=s.files_policy,
                                  artifacts=self._artifact if s.source == "auto" else None,
                                  on_render=lambda src: self.metrics.renders.labels(src).inc())  # fmt: skip
         self.log = log.get("swarmkeeper.agent").bind(node=s.node)
@@ -108,6 +113,10 @@ class Agent:
                                  source=self.source, renderer=self.renderer,
                                  metrics=self.metrics, log=self.log)  # fmt: skip
         self.restart_due = ""  # why our own unit must restart (selfunit); "" = it need not
+
+    def follows(self, revision: str) -> bool:
+        """Nothing is published and ``revision`` is the branch head this agent polled."""
+        return self.control.desired is None and revision == self.polled
 
     # -- state read from etcd ------------------------------------------------------------
 
@@ -306,21 +315,29 @@ class Agent:
 
     # -- publish (webhook) ---------------------------------------------------------------
 
-    async def publish(self, rev: str) -> list[str]:
-        """Validate ``rev`` and make it the desired revision; returns problems if invalid."""
-        from reconciler.desired import validate_tree
+    async def publish(self, after: str, delivery: str) -> list[str]:
+        """The webhook's push: ``after`` must be the branch head in the remote; then the one
+        publish path. Returns the commit's problems if invalid; raises PublishRefused."""
+        from reconciler.errors import InvalidDesiredState
+        from reconciler.publishing import PublishRefused, publish_revision
+        from reconciler.source import is_ancestor
 
         try:
-            sha = await asyncio.to_thread(self.source.ensure_commit, rev)
-            tree = await asyncio.to_thread(self.source.tree, sha)
-        except SwarmkeeperError as e:
-            return [f"{rev}: {e}"]
-        problems = [str(p) for p in validate_tree(tree)]
-        if not problems:
-            from reconciler.artifact_store import publish_commit
-
-            await publish_commit(self.etcd, self.prefix, self.source.dir, sha)
-        return problems
+            head = await asyncio.to_thread(self.source.branch_head)
+            if head != after:
+                raise PublishRefused(
+                    f"{after[:12]} is not the head of {self.s.branch} in the remote "
+                    f"(the head is {head[:12]}): refusing it"
+                )
+            tree = await asyncio.to_thread(self.source.tree, head)
+            await publish_revision(
+                self.etcd, self.prefix, tree, actor=f"webhook@{self.s.node}", delivery=delivery,
+                repo=self.source.dir,  # the artifact is built from the agent's own mirror
+                ancestry=lambda old, new: is_ancestor(self.source.dir, old, new),
+            )  # fmt: skip
+        except InvalidDesiredState as e:
+            return [str(p) for p in e.problems]
+        return []
 
     def health(self) -> dict[str, Any]:
         st = self.reporter.last_status
@@ -347,6 +364,9 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop_event.set)
+        from reconciler.agent.nodeid import ensure_sole_agent
+
+        await ensure_sole_agent(self.etcd, self.prefix, self.s.node)
         runner = None
         try:
             async with asyncio.TaskGroup() as tg:
@@ -400,17 +420,12 @@ class Agent:
         return getattr(st.get(unit), "active_state", "") == "active"
 
     async def _serve(self) -> Any:
-        from aiohttp import web
-
-        from reconciler.agent.http import make_app
+        from reconciler.agent.http import make_app, serve
 
         app = make_app(self.metrics, self.health, webhook_secret=self.s.webhook_secret,
                        branch=self.s.branch, publish=self.publish)  # fmt: skip
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
         host, _, port = self.s.listen.rpartition(":")
-        await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
-        return runner
+        return await serve(app, host or "127.0.0.1", int(port))
 
     async def _shutdown(self, runner: Any) -> None:
         from reconciler.notify.events import Event, EventKind

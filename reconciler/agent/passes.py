@@ -15,10 +15,10 @@ node stays on (and keeps repairing drift against) its last good revision.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +28,13 @@ from reconciler.agent import selfunit
 from reconciler.agent.policy import NO_REQUEUE, Requeue, describe, for_apply, for_error
 from reconciler.apply.result import Outcome
 from reconciler.artifact import ArtifactMismatch
-from reconciler.errors import InvalidDesiredState, SourceError, SwarmkeeperError, TransientError
+from reconciler.errors import (
+    InvalidDesiredState,
+    NodeFault,
+    SourceError,
+    SwarmkeeperError,
+    TransientError,
+)
 from reconciler.models import NodeFacts, NodeSpec, Role
 from reconciler.source import is_full_sha
 from reconciler.status import NodeState, NodeStatus, utcnow
@@ -36,8 +42,13 @@ from reconciler.status import NodeState, NodeStatus, utcnow
 if TYPE_CHECKING:
     from reconciler.apply.engine import ApplyResult, Engine
     from reconciler.artifact import Artifact
+    from reconciler.filespolicy import FilesPolicy
     from reconciler.rollout.gate import Slot
     from reconciler.source import GitSource
+
+# a quick apply writes no progress at all; a long one shows its step within a second
+PROGRESS_DELAY = 0.5
+PROGRESS_INTERVAL = 0.5
 
 # (revision, applied, role, max_unavailable, applying status, waiting status) -> slot, or
 # None to re-plan; publishes the applying status once allowed, the waiting one if it waits
@@ -106,7 +117,7 @@ class _Clock:
 
     timings: dict[str, float] = field(default_factory=dict)
 
-    @contextmanager
+    @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
         t = time.perf_counter()
         try:
@@ -150,11 +161,17 @@ class Renderer:
         *,
         allowed_signers: Path | None = None,
         gnupg_home: Path | None = None,
+        prefix: str = "",
+        files_policy: FilesPolicy | None = None,
         artifacts: FetchArtifact | None = None,
         on_render: Callable[[str], None] | None = None,
     ) -> None:
+        from reconciler.filespolicy import FilesPolicy
+
+        self.files_policy = files_policy or FilesPolicy()  # the node's, never the commit's
         self.source = source
         self.facts = facts
+        self.prefix = prefix  # the etcd prefix in use: a commit for another one is rejected
         self.allowed_signers = allowed_signers
         self.gnupg_home = gnupg_home
         self.artifacts = artifacts
@@ -184,7 +201,9 @@ class Renderer:
         return out
 
     def _render(self, revision: str, art: Artifact | None = None) -> NodeSpec | Rejection:
+        from reconciler import filespolicy
         from reconciler.desired import load_state, render_state
+        from reconciler.publishing import prefix_mismatch
 
         if art is not None:
             from reconciler.artifact import verify
@@ -202,7 +221,10 @@ class Renderer:
             )
         else:
             sha = self.source.ensure_commit(revision)
-            tree = self.source.tree(sha)  # SourceError (retried) if git does not have it
+            try:
+                tree = self.source.tree(sha)  # SourceError (retried) if git does not have it
+            except InvalidDesiredState as e:  # the commit itself is too big
+                return Rejection(revision, tuple(str(p) for p in e.problems))
             why = (
                 self.source.verify(sha, self.allowed_signers, self.gnupg_home)
                 if self.verifying
@@ -214,7 +236,14 @@ class Renderer:
             return Rejection(revision, (why,))
         try:
             state = load_state(tree)
+            other_cluster = prefix_mismatch(state, self.prefix) if self.prefix else ""
+            if other_cluster:
+                return Rejection(revision, (other_cluster,))
             spec = render_state(state, self.facts)
+            lines = state.file_lines.get(spec.role.value, {})
+            refused = filespolicy.check(self.files_policy, spec.files, lines, spec.env_path)
+            if refused:
+                raise InvalidDesiredState(refused)
         except InvalidDesiredState as e:
             return Rejection(revision, tuple(str(p) for p in e.problems))
         # swarm membership: once state/nodes lists nodes, that list is the membership (a node
@@ -287,7 +316,8 @@ async def _steps(
     target = choose_target(desired, applied, rejected=rejection is not None,
                            failed_revision=failed_revision, halted=halted)  # fmt: skip
     if target.revision is None:
-        state = NodeState.REJECTED if rejection else NodeState.CONVERGED
+        # nothing applied and nothing acceptable to apply: not "converged" on anything
+        state = NodeState.REJECTED if rejection else NodeState.IDLE
         st = _with(base, state=state, error=rejection.summary if rejection else target.held,
                    problems=rejection.problems if rejection else ())  # fmt: skip
         return PassResult(st, rejection=rejection)
@@ -334,13 +364,20 @@ async def _steps(
     else:
         await write_status(applying)
 
-    # apply: whatever escapes it still releases the slot (with the report), never halts;
-    # the agent's own unit is written but not restarted here (selfunit)
+    # apply: whatever escapes it still releases the slot (with the report), never halts; a
+    # NodeFault (full disk, EIO, EACCES, a busy lock) is the node's, not the revision's; the
+    # agent's own unit is written but not restarted here (selfunit)
+    progress = StatusProgress(applying, write_status)
+    engine.on_progress = progress
     try:
         with clock.step("apply"):
             result = await engine.apply(selfunit.defer(spec, self_unit))
     except Exception as e:
-        return replace(_failed(base, e, describe(e)), slot=slot, new_revision=new_revision)
+        why = f"node: {describe(e)}" if isinstance(e, NodeFault) else describe(e)
+        return replace(_failed(base, e, why), slot=slot, new_revision=new_revision)
+    finally:
+        engine.on_progress = None
+        await progress.close()  # a late progress write must never follow the final status
     logger.info("applied", outcome=str(result.outcome), actions=len(result.actions),
                 drift=result.drift, seconds=clock.timings["apply"])  # fmt: skip
     units = await _units(engine, spec)
@@ -351,7 +388,11 @@ async def _steps(
                           slot=slot, restart_self=restart_self)  # fmt: skip
     err = result.error or str(result.outcome)
     if result.failure is not None:
+        # the table shows the first line; the rest is systemd's account and the failed
+        # invocation's journal lines, so `status --json` answers "why" without ssh
         err = f"{result.failure.unit} {result.failure.state}: rolled back"
+        if result.failure.detail:
+            err += "\n" + result.failure.detail
     st = _with(base, state=reaction.state, revision=result.applied or "", error=err,
                units=units)  # fmt: skip
     return PassResult(st, requeue=reaction.requeue, result=result, rejection=rejection,
@@ -364,6 +405,60 @@ def _failed(base: NodeStatus, e: BaseException, error: str) -> PassResult:
     r = for_error(e)
     return PassResult(_with(base, state=r.state, error=error), requeue=r.requeue,
                       error_kind=r.error_kind)  # fmt: skip
+
+
+class StatusProgress:
+    """Publishes ``progress`` in the node's status while a long apply moves through its steps.
+
+    The engine calls it synchronously at each step. Nothing is written before the apply has
+    run ``delay`` seconds, then at most one write per ``interval``, always the newest step: a
+    quick apply (the common case) costs no etcd request beyond its final status, a long one
+    shows where it is within a second. ``close`` waits for a write in flight, so a progress
+    write never lands after the final status. Status is informative: a failed write never
+    fails the apply."""
+
+    def __init__(
+        self,
+        applying: NodeStatus,
+        write: WriteStatus,
+        *,
+        delay: float = PROGRESS_DELAY,
+        interval: float = PROGRESS_INTERVAL,
+    ) -> None:
+        self.applying = applying
+        self.write = write
+        self.delay = delay
+        self.interval = interval
+        self.latest = ""
+        self.sent = ""
+        self.closed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def __call__(self, text: str) -> None:
+        self.latest = text
+        if self.task is None and not self.closed.is_set():
+            self.task = asyncio.create_task(self._run(), name="status-progress")
+
+    async def _run(self) -> None:
+        pause = self.delay
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closed.wait(), pause)
+                return  # closed: the final status follows
+            pause = self.interval
+            text = self.latest
+            if text == self.sent:
+                continue
+            try:
+                await self.write(_with(self.applying, progress=text))
+            except SwarmkeeperError as e:
+                log.get("swarmkeeper.pass").warning("progress.unwritten", error=str(e))
+            self.sent = text
+
+    async def close(self) -> None:
+        self.closed.set()
+        if self.task is not None:
+            await asyncio.wait({self.task})
 
 
 async def _units(engine: Engine, spec: NodeSpec) -> dict[str, str]:

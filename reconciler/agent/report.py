@@ -44,6 +44,9 @@ class Host(Protocol):
     def registrar(self) -> ServiceRegistrar | None: ...
     @property
     def swarm(self) -> SwarmLink | None: ...
+    def follows(self, revision: str) -> bool:
+        """Nothing is published and ``revision`` is the branch head the agent polled."""
+        ...
 
 
 class Reporter:
@@ -108,8 +111,10 @@ class Reporter:
             raise TransientError("heartbeat lease unconfirmed")
         gate = self.gate(role, max_unavailable)
         applying = self.stamped(applying)
+        # a followed branch head goes through the gate for as long as nothing is published
         slot = await gate.acquire(revision, applied, applying=applying.to_json(),
-                                  waiting=self.stamped(waiting).to_json())  # fmt: skip
+                                  waiting=self.stamped(waiting).to_json(),
+                                  published=not self.host.follows(revision))  # fmt: skip
         if slot is not None:
             self.last_status = applying
         return slot

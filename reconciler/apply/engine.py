@@ -75,6 +75,15 @@ class Engine:
     def settle(self, value: float | None) -> None:
         self.executor.settle = value
 
+    @property
+    def on_progress(self) -> Callable[[str], None] | None:
+        """Called with ``"3/8 restart web.service"`` as each step of an apply starts."""
+        return self.executor.on_progress
+
+    @on_progress.setter
+    def on_progress(self, value: Callable[[str], None] | None) -> None:
+        self.executor.on_progress = value
+
     def inventory(self) -> applied.Inventory:
         return self.observer.inventory()
 
@@ -117,6 +126,8 @@ class Engine:
                 duration=time.perf_counter() - t0,
                 resumed=resumed,
             )
+        self.log.info("apply.start", revision=spec.revision[:12], actions=len(p),
+                      units=sorted({u for a in p for u in _units_of(a)}))  # fmt: skip
         marked = replace(inv, pending=await self._pending(spec, inv, observed, p))
         await asyncio.to_thread(self.store.save, marked)
         done: list[ActionResult] = []
@@ -262,3 +273,10 @@ class Engine:
             duration=time.perf_counter() - t0,
             resumed=resumed,
         )
+
+
+def _units_of(a: P.Action) -> tuple[str, ...]:
+    if isinstance(a, P.Verify):
+        return tuple(g.unit for g in a.units)
+    unit = getattr(a, "unit", None)
+    return (unit,) if isinstance(unit, str) else ()

@@ -40,8 +40,40 @@ def _discard_staged(task: asyncio.Task[files.Staged]) -> None:
         task.result().discard()
 
 
+def step_text(a: P.Action, batch: int = 1) -> str:
+    """``restart web.service``, ``write 3 files``, ``verify 2 unit(s)``: a step in words."""
+    if isinstance(a, P.Verify):
+        return f"verify {len(a.units)} unit(s)"
+    if batch > 1:
+        noun = "files" if isinstance(a, P.WriteUnit | P.WriteFile) else "units"
+        return f"{a.VERB} {batch} {noun}"
+    target = getattr(a, "unit", None) or getattr(a, "path", None) or ""
+    return f"{a.VERB} {target}".rstrip()
+
+
+def _batch_len(plan: P.Plan, i: int) -> int:
+    """How many actions ``_execute`` runs as one batch from ``plan[i]`` (1: not batched)."""
+    a = plan[i]
+    if isinstance(a, P.WriteUnit | P.WriteFile):
+        kinds: tuple[type, ...] = (P.WriteUnit, P.WriteFile)  # the writes share one batch
+    elif isinstance(a, P.EnableUnit | P.DisableUnit):
+        kinds = (type(a),)
+    else:
+        return 1
+    n = 1
+    while i + n < len(plan) and type(plan[i + n]) in kinds:
+        n += 1
+    return n
+
+
 def _state_text(st: Any) -> str:
-    return f"{st.active_state} ({st.result or st.sub_state})" if st is not None else "unknown"
+    """``failed (resources: systemd could not set it up …)``: systemd's Result in words."""
+    from reconciler.actuators.describe import result_text
+
+    if st is None:
+        return "unknown"
+    why = result_text(st.result) if st.result and st.result != "success" else st.sub_state
+    return f"{st.active_state} ({why})"
 
 
 class Executor:
@@ -64,6 +96,7 @@ class Executor:
         # actuator's default (DEFAULT_SETTLE). Benches and tests set it to compare windows.
         self.settle = settle
         self.after_action = after_action  # tests use it to kill the process mid-apply
+        self.on_progress: Callable[[str], None] | None = None  # "3/8 restart web.service"
         self.log = log
         self.next_observe: tuple[str, ...] = ()  # units the next observe reads (see _verify)
         # The inventory an apply saves once its gate passed, staged while the gate waits
@@ -185,7 +218,13 @@ class Executor:
     async def _one(self, a: P.Action) -> str:
         try:
             return await self._one_unguarded(a)
-        except OSError as e:  # a write or delete failed (disk full, read-only, permissions)
+        except OSError as e:
+            # a full disk, an I/O error, permissions: the node's fault, not the revision's.
+            # No rollback (it would hit the same wall): the pending marker stays, and the
+            # next pass, once the node can, finishes the job as after a crash.
+            fault = files.node_fault(e, P.describe(a))
+            if fault is not None:
+                raise fault from e
             raise Abort(None, f"{P.describe(a)}: {e}") from e
 
     async def _one_unguarded(self, a: P.Action) -> str:
@@ -237,6 +276,17 @@ class Executor:
                 return "done"
         raise AssertionError(f"unknown action {a!r}")
 
+    def _step(self, i: int, n: int, a: P.Action, batch: int = 1) -> None:
+        """Say which step starts: a log line for unit jobs and gates, the progress hook."""
+        text = f"{i + 1}/{n} {step_text(a, batch)}"
+        if isinstance(a, P.StartUnit | P.RestartUnit | P.ReloadUnit | P.StopUnit):
+            self.log.info("unit", step=f"{i + 1}/{n}", action=a.VERB, unit=a.unit)
+        elif isinstance(a, P.Verify):
+            self.log.info("gate.wait", step=f"{i + 1}/{n}", units=[g.unit for g in a.units],
+                          timeout=max((g.timeout for g in a.units), default=0))  # fmt: skip
+        if self.on_progress is not None:
+            self.on_progress(text)
+
     async def _ran_already(self, unit: str) -> bool:
         """Started since the plan began, pulled in by another unit's start: starting it
         again would run a plain oneshot twice in one apply, and a target's start runs
@@ -255,6 +305,8 @@ class Executor:
         while i < len(plan):
             a = plan[i]
             t0 = time.perf_counter()
+            kind = type(a)
+            self._step(i, len(plan), a, _batch_len(plan, i))
             if isinstance(a, P.WriteUnit | P.WriteFile):
                 # independent files: their fsyncs overlap (50 writes 720 ms -> see bench)
                 batch = []
@@ -277,7 +329,6 @@ class Executor:
                 continue
             if isinstance(a, P.EnableUnit | P.DisableUnit):
                 # one EnableUnitFiles/DisableUnitFiles call (and at most one reload) per batch
-                kind = type(a)
                 batch = []
                 while i < len(plan) and type(plan[i]) is kind:
                     batch.append(plan[i])

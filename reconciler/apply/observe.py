@@ -101,6 +101,8 @@ class Observer:
                 unit_files[n] = self._digests.read(up)[0]
             except FileNotFoundError:
                 continue
+            except OSError as e:
+                raise files.node_fault(e, f"cannot read {up}") or e from e
         found: dict[str, P.FileState] = {}
         for p in paths:
             fp = self.file_path(p)
@@ -109,6 +111,8 @@ class Observer:
                 found[p] = P.FileState(*self._digests.read(fp))
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 continue
+            except OSError as e:
+                raise files.node_fault(e, f"cannot read {fp}") or e from e
         self._digests.keep(looked)
         return unit_files, found
 

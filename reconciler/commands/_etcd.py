@@ -26,38 +26,24 @@ T = TypeVar("T")
 
 
 def add_etcd_options(p: argparse.ArgumentParser, *, prefix_default: str | None = None) -> None:
-    env = os.environ.get
+    """etcd flags; unset ones are filled by ``resolve`` (environment, context, default)."""
+    p.set_defaults(_etcd_prefix_default=prefix_default, _etcd_options=True)
     p.add_argument(
         "--etcd",
-        default=env("SWARMKEEPER_ETCD", "127.0.0.1:2379"),
         metavar="HOST:PORT[,...]",
-        help="etcd endpoints (default: $SWARMKEEPER_ETCD or 127.0.0.1:2379)",
+        help="etcd endpoints (default: $SWARMKEEPER_ETCD, the context, or 127.0.0.1:2379)",
     )
     p.add_argument(
         "--prefix",
-        default=env("SWARMKEEPER_PREFIX", prefix_default),
-        help="the cluster's etcd key prefix (default: $SWARMKEEPER_PREFIX or /swarmkeeper)",
+        help="the cluster's etcd key prefix (default: $SWARMKEEPER_PREFIX, the context, "
+        "or /swarmkeeper)",
     )
     p.add_argument(
-        "--etcd-ca",
-        default=env("SWARMKEEPER_ETCD_CA"),
-        type=Path,
-        help="CA bundle to verify etcd's certificate (turns TLS on)",
+        "--etcd-ca", type=Path, help="CA bundle to verify etcd's certificate (turns TLS on)"
     )
-    p.add_argument(
-        "--etcd-cert",
-        default=env("SWARMKEEPER_ETCD_CERT"),
-        type=Path,
-        help="client certificate for etcd",
-    )
-    p.add_argument(
-        "--etcd-key", default=env("SWARMKEEPER_ETCD_KEY"), type=Path, help="client key for etcd"
-    )
-    p.add_argument(
-        "--etcd-user",
-        default=env("SWARMKEEPER_ETCD_USER"),
-        help="etcd user (password from $SWARMKEEPER_ETCD_PASSWORD)",
-    )
+    p.add_argument("--etcd-cert", type=Path, help="client certificate for etcd")
+    p.add_argument("--etcd-key", type=Path, help="client key for etcd")
+    p.add_argument("--etcd-user", help="etcd user (password from $SWARMKEEPER_ETCD_PASSWORD)")
     p.add_argument(
         "--etcd-timeout",
         type=float,
@@ -65,6 +51,24 @@ def add_etcd_options(p: argparse.ArgumentParser, *, prefix_default: str | None =
         metavar="SECONDS",
         help="per-request timeout; retries give up after twice this (default 3)",
     )
+
+
+def resolve(args: argparse.Namespace) -> None:
+    """Fill the etcd flags not given: ``$SWARMKEEPER_*``, then the operator context."""
+    from reconciler.commands._context import pick, selected
+
+    _, ctx = selected(args)
+    args.etcd = pick(args.etcd, "SWARMKEEPER_ETCD", ctx, "etcd", "127.0.0.1:2379")
+    args.prefix = pick(args.prefix, "SWARMKEEPER_PREFIX", ctx, "prefix",
+                       args._etcd_prefix_default)  # fmt: skip
+    for flag, env, field in (
+        ("etcd_ca", "SWARMKEEPER_ETCD_CA", "ca"),
+        ("etcd_cert", "SWARMKEEPER_ETCD_CERT", "cert"),
+        ("etcd_key", "SWARMKEEPER_ETCD_KEY", "key"),
+    ):
+        v = pick(getattr(args, flag), env, ctx, field)
+        setattr(args, flag, Path(v) if v is not None else None)
+    args.etcd_user = pick(args.etcd_user, "SWARMKEEPER_ETCD_USER", ctx, "user")
 
 
 def prefix_of(args: argparse.Namespace) -> str:

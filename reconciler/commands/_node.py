@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler import config
@@ -34,8 +33,9 @@ def is_url(repo: str) -> bool:
 
 def load_spec(cfg: Config) -> NodeSpec:
     """Render this node's desired spec from --repo/--rev (blocking: git, disk)."""
+    from reconciler.commands._common import open_repo
     from reconciler.desired import render
-    from reconciler.source import GitSource, read_tree
+    from reconciler.source import GitSource
 
     if is_url(cfg.repo):
         src = GitSource(cfg.repo, cfg.branch, cfg.state_dir / "git")
@@ -43,7 +43,7 @@ def load_spec(cfg: Config) -> NodeSpec:
         rev = src.ensure_commit(cfg.rev) if cfg.rev else src.branch_head()
         tree = src.tree(rev)
     else:
-        tree = read_tree(Path(cfg.repo), cfg.rev)
+        tree = open_repo(cfg.repo, cfg.rev)
     facts = NodeFacts(
         name=NodeName(cfg.node), role=cfg.role, address=cfg.address, etcd_endpoints=cfg.etcd
     )

@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     config.add_options(p)
     config.add_agent_options(p)
     g = p.add_argument_group("agent behaviour")
+    g.add_argument("--json", dest="json_logs", action="store_true",
+                   help="log JSON lines even on a terminal (the default elsewhere)")  # fmt: skip
     env = os.environ.get
     g.add_argument("--resync-interval", type=float, default=float(env("SWARMKEEPER_RESYNC_INTERVAL", "300")),
                    help="seconds between drift-repair passes when nothing changes (default 300, jittered)")  # fmt: skip
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.errors import UsageError
 
     cfg = config.load(args)
+    _check_trust_files(args)
     secret = None
     if args.webhook_secret_file:
         try:
@@ -65,6 +68,28 @@ def run(args: argparse.Namespace) -> int:
     # a local path must stay valid whatever the agent's working directory becomes
     repo = cfg.repo if "://" in cfg.repo or ":" in cfg.repo else str(Path(cfg.repo).resolve())
     return asyncio.run(_main(cfg, args, secret, repo))
+
+
+def _check_trust_files(args: argparse.Namespace) -> None:
+    """A signature flag whose file is missing would reject every commit, or worse, be
+    silently ignored: stop at start, naming the file."""
+    from pathlib import Path
+
+    from reconciler.errors import UsageError
+
+    if args.allowed_signers:
+        try:
+            data = Path(args.allowed_signers).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(
+                f"--allowed-signers {args.allowed_signers}: cannot read it: {e}"
+            ) from None
+        if not any(ln.strip() and not ln.lstrip().startswith("#") for ln in data.splitlines()):
+            raise UsageError(f"--allowed-signers {args.allowed_signers}: lists no signer")
+    if args.gnupg_home and not Path(args.gnupg_home).is_dir():
+        raise UsageError(
+            f"--gnupg-home {args.gnupg_home}: not a directory (a keyring the agent owns)"
+        )
 
 
 async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, repo: str) -> int:
@@ -83,8 +108,8 @@ async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, rep
         heartbeat_ttl=args.heartbeat_ttl,
         allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
         gnupg_home=Path(args.gnupg_home) if args.gnupg_home else None,
-        webhook_secret=secret, docker=args.docker, source=args.source,
-        self_unit=_self_unit(args.self_unit),
+        webhook_secret=secret, docker=args.docker, files_policy=cfg.files_policy,
+        source=args.source, self_unit=_self_unit(args.self_unit),
     )  # fmt: skip
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     if args.actuator == "dry":

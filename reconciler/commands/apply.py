@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 
 from reconciler.commands import _node
+from reconciler.commands._output import print_json
 
 NAME = "apply"
 HELP = "apply this node's desired units and files now (exit 3: a unit failed, rolled back)"
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = asyncio.run(go())
     if args.json:
-        print(json.dumps({"node": spec.node, **result.to_json()}, indent=2))
+        print_json("ApplyResult", {"node": spec.node, **result.to_json()}, indent=2)
     else:
         for r in result.actions:
             print(f"  {r.result:<10} {P.describe(r.action)}")

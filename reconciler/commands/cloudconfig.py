@@ -5,7 +5,9 @@
     swarmkeeper cloudconfig discovery-url --size N
 
 The generator works offline: ``discovery-url`` only prints the command that gets a token.
-Bad params are reported all at once as ``path:line: message`` (exit 1).
+Bad params are reported all at once as ``path:line: message`` (exit 1), and so are values
+still holding a placeholder (the template's discovery token, ``example.com`` hosts) unless
+``--allow-placeholders``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import os
 import sys
 
+from reconciler.commands._output import print_json, wants_json
 from reconciler.errors import InvalidDesiredState, Problem, UsageError
 
 NAME = "cloudconfig"
@@ -34,43 +37,58 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="what to write (default: both for Flatcar, ignition for os: fcos)",
     )
+    p.add_argument("--allow-placeholders", action="store_true",
+                   help="generate even when params still hold placeholder values (tests)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     init = sub.add_parser("init", help="write a commented params.yml to start from")
     init.add_argument(
         "--out", dest="init_out", metavar="FILE", default="params.yml", help="(default: params.yml)"
     )
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                      help="print one JSON document")  # fmt: skip
     disc = sub.add_parser(
         "discovery-url", help="print the command that gets an etcd discovery URL (offline)"
     )
     disc.add_argument(
         "--size", type=int, required=True, metavar="N", help="number of managers: 1, 3 or 5"
     )
+    disc.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                      help="print one JSON document")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "init":
-        return _init(args.init_out, args.force)
+        return _init(args.init_out, args.force, wants_json(args))
     if args.action == "discovery-url":
-        return _discovery(args.size)
-    return _generate(args.params, args.out_dir, args.format)
+        return _discovery(args.size, wants_json(args))
+    return _generate(args.params, args.out_dir, args.format, args.allow_placeholders,
+                     wants_json(args))  # fmt: skip
 
 
-def _init(path: str, force: bool) -> int:
+def _init(path: str, force: bool, as_json: bool) -> int:
     from cloudconfig.generate import atomic_write
     from cloudconfig.template import PARAMS_TEMPLATE
 
     if os.path.exists(path) and not force:
         raise UsageError(f"{path} exists; use --force to overwrite it")
     atomic_write(path, PARAMS_TEMPLATE.encode())
+    if as_json:
+        print_json("ParamsFile", {"path": path, "written": True})
+        return 0
     print(f"wrote {path}: edit it, then `swarmkeeper cloudconfig --params {path} --out out/`")
     return 0
 
 
-def _discovery(size: int) -> int:
+def _discovery(size: int, as_json: bool) -> int:
     if size not in (1, 3, 5):
         raise UsageError(f"--size must be 1, 3 or 5 (the number of managers), not {size}")
-    print(f"curl -fsS 'https://discovery.etcd.io/new?size={size}'")
+    command = f"curl -fsS 'https://discovery.etcd.io/new?size={size}'"
+    if as_json:
+        print_json("DiscoveryCommand", {"size": size, "command": command})
+        return 0
+    print(command)
     print(
         "# put the URL it prints under etcd.discovery in params.yml; use a new one for every "
         "new cluster",
@@ -79,8 +97,11 @@ def _discovery(size: int) -> int:
     return 0
 
 
-def _generate(params: str | None, out_dir: str | None, fmt: str | None) -> int:
+def _generate(
+    params: str | None, out_dir: str | None, fmt: str | None, allow: bool, as_json: bool
+) -> int:
     from cloudconfig.generate import generate, load_params_file, write_outputs
+    from cloudconfig.params import placeholder_problems
 
     if not params or not out_dir:
         raise UsageError("give --params FILE and --out DIR (or the init / discovery-url action)")
@@ -88,6 +109,11 @@ def _generate(params: str | None, out_dir: str | None, fmt: str | None) -> int:
         loaded = load_params_file(params)
     except OSError as e:
         raise UsageError(f"cannot read {params}: {e.strerror}") from None
+    if not allow:
+        with open(params, "rb") as f:
+            found = placeholder_problems(params, f.read(), loaded.params)
+        if found:
+            raise InvalidDesiredState(found)
     os_ = loaded.params.os
     if fmt is None:
         fmt = "ignition" if os_ == "fcos" else "both"
@@ -105,7 +131,8 @@ def _generate(params: str | None, out_dir: str | None, fmt: str | None) -> int:
     except OSError as e:
         raise UsageError(f"cannot write to {out_dir}: {e.strerror}") from None
     for path in written:
-        print(path)
+        if not as_json:
+            print(path)
         size = os.path.getsize(path)
         if size > EC2_USER_DATA_MAX:
             print(
@@ -113,6 +140,10 @@ def _generate(params: str | None, out_dir: str | None, fmt: str | None) -> int:
                 "of user-data (other providers allow more)",
                 file=sys.stderr,
             )
+    if as_json:
+        print_json("UserData", {"params": params, "out": out_dir, "formats": formats,
+                                "files": [{"path": p, "bytes": os.path.getsize(p)}
+                                          for p in written]})  # fmt: skip
     return 0
 
 

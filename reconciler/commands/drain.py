@@ -13,6 +13,7 @@ import json
 from typing import TYPE_CHECKING
 
 from reconciler.commands._etcd import add_etcd_options, operator, prefix_of, run_with_etcd
+from reconciler.commands._output import print_json, wants_json
 
 if TYPE_CHECKING:
     from reconciler.etcd.client import Etcd
@@ -28,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="withdraw the request: the node rejoins on its next pass",
     )
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     add_etcd_options(p)
 
 
@@ -49,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
 
     async def body(etcd: Etcd) -> int:
         changed = await drain(etcd, prefix, args.node, undo=args.undo)
-        if args.undo:
+        if wants_json(args):
+            print_json("Drain", {"prefix": prefix, "node": args.node,
+                                 "requested": not args.undo, "changed": bool(changed)})  # fmt: skip
+        elif args.undo:
             print(f"{args.node}: drain withdrawn" if changed else f"{args.node}: was not drained")
         else:
             print(

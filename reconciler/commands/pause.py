@@ -12,6 +12,7 @@ import json
 from typing import TYPE_CHECKING
 
 from reconciler.commands._etcd import add_etcd_options, operator, prefix_of, run_with_etcd
+from reconciler.commands._output import print_json, wants_json
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("node", help="the node's name (as in state/nodes/<name>.yaml)")
     p.add_argument("--reason", default="", help="why, shown by `swarmkeeper status`")
     p.add_argument("--force", action="store_true", help="pause a node etcd does not know yet")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     add_etcd_options(p)
 
 
@@ -61,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
             )
         record = {"by": operator(), "at": utcnow(), "reason": args.reason}
         await etcd.put(key, json.dumps(record))
+        if wants_json(args):
+            print_json("Pause", {"prefix": prefix, "node": args.node, "paused": True, **record})
+            return 0
         print(
             f"paused {args.node}: its agent applies nothing until `swarmkeeper resume {args.node}`"
         )

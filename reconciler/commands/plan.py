@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 
 from reconciler.commands import _node
+from reconciler.commands._output import print_json, wants_json
 
 NAME = "plan"
 HELP = "show the actions apply would take on this node, with reasons (exit 2: changes pending)"
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
             await sd.close()
 
     plan = asyncio.run(go())
-    if args.json:
+    if wants_json(args):
         doc = {
             "node": spec.node,
             "role": str(spec.role),
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             "drift": P.drift_count(plan),
             "actions": [P.to_json(a) for a in plan],
         }
-        print(json.dumps(doc, indent=2))
+        print_json("Plan", doc, indent=2)
     elif not plan:
         print(f"{spec.node}: nothing to do (revision {spec.revision})")
     else:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from reconciler.commands._common import add_source_options, load_tree
+from reconciler.commands._output import print_json
 
 NAME = "render"
 HELP = "render one node's desired units, files and environment file"
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     )
     spec = render(load_tree(args), facts)
     if args.json:
-        print(json.dumps(spec_to_dict(spec), indent=2, sort_keys=True))
+        print_json("NodeSpec", spec_to_dict(spec), indent=2)
     else:
         print(spec_to_text(spec))
     return 0

@@ -10,6 +10,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd
+from reconciler.commands._output import print_json, wants_json
 from reconciler.commands.pause import pause_key
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ HELP = "resume a paused node"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("node", help="the node's name")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     add_etcd_options(p)
 
 
@@ -28,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
     key = pause_key(prefix_of(args), args.node)
 
     async def body(etcd: Etcd) -> int:
-        if await etcd.delete(key):
+        was = await etcd.delete(key)
+        if wants_json(args):
+            print_json("Resume", {"node": args.node, "paused": False, "was_paused": bool(was)})
+        elif was:
             print(f"resumed {args.node}")
         else:
             print(f"{args.node} was not paused")

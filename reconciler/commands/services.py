@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import keys
 from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd
+from reconciler.commands._output import print_json
 
 if TYPE_CHECKING:
     from reconciler.etcd.client import Etcd
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         kvs, _ = await etcd.get_prefix(keys.services_prefix(prefix))
         rows = parse_entries(prefix, [(kv.key, kv.value) for kv in kvs])
         if args.json:
-            print(json.dumps([{k: v for k, v in r.items() if k != "key"} for r in rows], indent=2))
+            items = [{k: v for k, v in r.items() if k != "key"} for r in rows]
+            print_json("ServiceList", {"prefix": prefix, "items": items}, indent=2)
         elif rows:
             print(format_table(rows))
         else:

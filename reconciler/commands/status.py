@@ -2,9 +2,16 @@
 
 One row per node that has a status or an alive key: role, state, applied vs desired
 revision, whether its heartbeat lease is alive and how long ago its last keepalive landed,
-how old its last report is, and its error. A header line gives the desired revision and the
-rollout (halted, failed revision, slots in use). ``--json`` prints the same as one object;
-``--watch`` redraws on every change under the prefix (no polling).
+how old its last report is, and its error. The state shown is the truth derived from all of
+that (``_view``: a dead node is ``dead``, one on an older revision ``behind``), and an
+applying node's progress follows it. A header line gives the desired revision and the rollout
+(halted, the failed revision while it is still the desired one, slots in use); the last line
+counts nodes per state. ``--json`` prints the same as one ``Status`` document; ``--watch``
+redraws on every change under the prefix, and every second so ages keep counting.
+
+Exit status: 0 when every node is alive and converged on the desired revision, 3 when not
+(behind, applying, halted, degraded, rejected, paused, dead, or no node at all), 1 bad input,
+4 etcd unavailable.
 """
 
 from __future__ import annotations
@@ -17,6 +24,15 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd, short
+from reconciler.commands._output import ExitCode, Painter, document, painter, table
+from reconciler.commands._view import (
+    Shown,
+    all_converged,
+    count_line,
+    counts,
+    failure_is_current,
+    shown_state,
+)
 
 if TYPE_CHECKING:
     from reconciler.etcd.client import KV, Etcd
@@ -28,7 +44,8 @@ HELP = "show every node's state, applied vs desired revision, heartbeat and erro
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_etcd_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--watch", action="store_true", help="redraw on every change (Ctrl-C ends)")
+    p.add_argument("--watch", action="store_true",
+                   help="redraw on every change and every second (Ctrl-C ends)")  # fmt: skip
 
 
 async def snapshot(etcd: Etcd, prefix: str, kvs: list[KV]) -> dict[str, Any]:
@@ -60,6 +77,8 @@ async def snapshot(etcd: Etcd, prefix: str, kvs: list[KV]) -> dict[str, Any]:
                 "heartbeat_age": None,
                 "reported_age": None,
                 "paused": False,
+                "reported": "",
+                "progress": "",
                 "rollout": "",
                 "units": {},
             },
@@ -72,7 +91,8 @@ async def snapshot(etcd: Etcd, prefix: str, kvs: list[KV]) -> dict[str, Any]:
                 continue
             row.update(
                 role=st.role,
-                state=st.state.value,
+                reported=st.state.value,
+                progress=st.progress,
                 revision=st.revision,
                 desired=st.desired,
                 error=st.error,
@@ -92,7 +112,10 @@ async def snapshot(etcd: Etcd, prefix: str, kvs: list[KV]) -> dict[str, Any]:
         if ttl is not None:  # the lease still exists: the agent keeps it alive
             nodes[name]["alive"] = True
             nodes[name]["heartbeat_age"] = max(0, ttl[1] - ttl[0])
-    rollout: dict[str, Any] = {"halted": None, "failed": None, "slots": []}
+    for row in nodes.values():
+        row["state"] = shown_state(row, desired).value
+    rollout: dict[str, Any] = {"halted": None, "failed": None, "failed_current": False,
+                               "slots": []}  # fmt: skip
     for key_fn, field in ((keys.rollout_halted, "halted"), (keys.rollout_failed, "failed")):
         marker = by_key.get(key_fn(prefix).encode())
         if marker is not None:
@@ -103,8 +126,21 @@ async def snapshot(etcd: Etcd, prefix: str, kvs: list[KV]) -> dict[str, Any]:
             rollout["slots"].append(
                 {"role": sk[0].value, "index": sk[1], **_as_dict(_json_or_text(kv.value))}
             )
+    rollout["failed_current"] = failure_is_current(rollout["failed"], desired)
     rows = sorted(nodes.values(), key=lambda r: (r["role"] != "manager", r["node"]))
-    return {"prefix": prefix, "desired": desired, "rollout": rollout, "nodes": rows}
+    states = [Shown(r["state"]) for r in rows]
+    return {
+        "prefix": prefix,
+        "desired": desired,
+        "rollout": rollout,
+        "nodes": rows,
+        "counts": counts(states),
+        "converged": all_converged(states),
+    }
+
+
+def exit_code(snap: dict[str, Any]) -> int:
+    return ExitCode.OK if snap["converged"] else ExitCode.NOT_CONVERGED
 
 
 def _json_or_text(raw: bytes) -> Any:
@@ -141,12 +177,12 @@ def _swarm(m: dict[str, Any]) -> str:
     return text
 
 
-def format_table(snap: dict[str, Any]) -> str:
-    lines = []
+def rollout_header(snap: dict[str, Any]) -> str:
+    """``desired …`` plus the rollout's halts and slots, for the first line of the table."""
     desired = snap["desired"]
     head = f"desired {short(desired) if desired else '(none published)'}"
     ro = snap["rollout"]
-    if ro["failed"] is not None:
+    if ro["failed"] is not None and ro.get("failed_current"):
         f = _as_dict(ro["failed"])
         head += (
             f"  ROLLOUT HALTED: {short(str(f.get('revision', '?')))} failed on "
@@ -157,64 +193,62 @@ def format_table(snap: dict[str, Any]) -> str:
         head += f"  ROLLOUT HALTED by {h.get('by', '?')}: {h.get('reason', '')}".rstrip(": ")
     if ro["slots"]:
         head += "  updating: " + ", ".join(str(s.get("node", "?")) for s in ro["slots"])
-    lines.append(head)
-    cols = [
-        "NODE",
-        "ROLE",
-        "STATE",
-        "APPLIED",
-        "DESIRED",
-        "ALIVE",
-        "HEARTBEAT",
-        "REPORTED",
-        "SWARM",
-        "ERROR",
-    ]
-    table = [cols]
+    return head
+
+
+def format_table(snap: dict[str, Any], paint: Painter | None = None) -> str:
+    paint = paint or Painter(False)
+    desired = snap["desired"]
+    lines = [rollout_header(snap)]
+    cols = ["NODE", "ROLE", "STATE", "APPLIED", "DESIRED", "ALIVE", "HEARTBEAT", "REPORTED",
+            "SWARM", "ERROR"]  # fmt: skip
+    rows = [cols]
     for r in snap["nodes"]:
         state = r["state"]
+        text = state
+        if r["progress"] and state == "applying":
+            text += f" {r['progress']}"
         if r["paused"] and state != "paused":
-            state += " (pause set)"
+            text += " (pause set)"
         if r["rollout"]:
-            state += f" ({r['rollout']})"
+            text += f" ({r['rollout']})"
         behind = r["revision"] != desired and bool(desired)
         applied = short(r["revision"]) + (" *" if behind else "")
-        table.append(
+        rows.append(
             [
                 r["node"],
                 r["role"] or "-",
-                state,
+                paint.state(text, state),
                 applied,
                 short(r["desired"]),
-                "yes" if r["alive"] else "NO",
+                "yes" if r["alive"] else paint("NO", "red"),
                 _age(r["heartbeat_age"]),
                 _age(r["reported_age"]) + (" ago" if r["reported_age"] is not None else ""),
                 _swarm(r.get("swarm") or {}),
                 (r["error"] or "").splitlines()[0][:80] if r["error"] else "",
             ]
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    for row in table:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    lines.extend(table(rows))
     if not snap["nodes"]:
         lines.append(f"(no node has reported under {snap['prefix']}/nodes/)")
     else:
-        on = sum(1 for r in snap["nodes"] if r["revision"] == desired and r["state"] == "converged")
-        lines.append(
-            f"{on}/{len(snap['nodes'])} converged on the desired revision"
-            + ("   (* = not on the desired revision)" if desired else "")
-        )
+        states = [Shown(r["state"]) for r in snap["nodes"]]
+        behind = desired and any(r["revision"] != desired for r in snap["nodes"])
+        lines.append(count_line(desired, states)
+                     + ("   (* = not on the desired revision)" if behind else ""))  # fmt: skip
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     prefix = prefix_of(args)
+    paint = painter(args)
+    last: dict[str, Any] = {}
 
     async def body(etcd: Etcd) -> int:
         kvs, rev = await etcd.get_prefix(prefix + "/")
         show(await snapshot(etcd, prefix, kvs))
         if not args.watch:
-            return 0
+            return exit_code(last)
         from reconciler.etcd.client import Resynced, WatchEvent
 
         state = {kv.key: kv for kv in kvs}
@@ -227,8 +261,12 @@ def run(args: argparse.Namespace) -> int:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(pump(), name="status-watch")
             while True:
-                items = [await queue.get()]
-                await asyncio.sleep(0.1)  # a rollout writes in bursts: one frame per burst
+                items: list[WatchEvent | Resynced] = []
+                try:  # a change, or a second gone by: ages must keep counting either way
+                    items.append(await asyncio.wait_for(queue.get(), timeout=1.0))
+                    await asyncio.sleep(0.1)  # a rollout writes in bursts: one frame a burst
+                except TimeoutError:
+                    pass
                 while not queue.empty():
                     items.append(queue.get_nowait())
                 for item in items:
@@ -238,20 +276,25 @@ def run(args: argparse.Namespace) -> int:
                         state[item.kv.key] = item.kv
                     else:
                         state.pop(item.kv.key, None)
-                show(await snapshot(etcd, prefix, sorted(state.values(), key=lambda k: k.key)))
-        return 0
+                snap = await snapshot(etcd, prefix, sorted(state.values(), key=lambda k: k.key))
+                if args.json and not items:
+                    continue  # a JSON frame only when something changed
+                show(snap)
+        return exit_code(last)
 
     def show(snap: dict[str, Any]) -> None:
+        last.clear()
+        last.update(snap)
         if args.json:
-            print(json.dumps(snap, sort_keys=True), flush=True)
+            print(json.dumps(document("Status", snap), sort_keys=True), flush=True)
             return
         if args.watch and sys.stdout.isatty():
             sys.stdout.write("\x1b[H\x1b[2J")  # clear the screen between frames
         elif args.watch:
             print(f"--- {dt.datetime.now(dt.UTC).strftime('%H:%M:%S')}")
-        print(format_table(snap), flush=True)
+        print(format_table(snap, paint), flush=True)
 
     try:
         return run_with_etcd(args, body)
     except KeyboardInterrupt:
-        return 0
+        return exit_code(last) if last else ExitCode.ERROR

@@ -11,11 +11,11 @@ read the new ones, and a node that read a stale one re-reads it and retries.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
 from reconciler.commands._etcd import add_etcd_options, prefix_of, run_with_etcd
+from reconciler.commands._output import print_json
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["worker", "manager"],
         help="rotate only this role's token (default: both)",
     )
+    rot.add_argument("--json", action="store_true", help="print one JSON document")
     add_etcd_options(rot)
     stat = sub.add_parser("status", help="the swarm as etcd records it (never the tokens)")
     stat.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -123,7 +124,10 @@ def run(args: argparse.Namespace) -> int:
             from reconciler.swarm.records import read
 
             d = describe(await read(etcd, prefix))
-            print(json.dumps(d, indent=2, sort_keys=True) if args.json else format_status(d))
+            if args.json:
+                print_json("SwarmStatus", d, indent=2)
+            else:
+                print(format_status(d))
             return 0
 
         return run_with_etcd(args, show)
@@ -133,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
     async def body(etcd: Etcd) -> int:
         await rotate_tokens(etcd, prefix, args.docker, worker=worker, manager=manager)
         which = "worker and manager" if worker and manager else args.only
+        if args.json:  # never the tokens themselves: they are secrets
+            print_json("TokenRotation", {"prefix": prefix, "rotated": [
+                r for r, on in (("worker", worker), ("manager", manager)) if on]})  # fmt: skip
+            return 0
         print(f"rotated the {which} join token(s); published under {prefix}/swarm/tokens")
         return 0
 

@@ -62,14 +62,14 @@ def role_of(state: State, facts: NodeFacts) -> Role:
         return Role(nf.role)
     if facts.role is not None:
         return facts.role
+    path = f"state/nodes/{facts.name}.yaml"
+    if nf is None:  # name only files that exist: say what to create instead
+        known = ", ".join(sorted(state.nodes)) or "none"
+        raise InvalidDesiredState([Problem("state/nodes/", 0,
+            f"no {facts.name}.yaml (node files: {known}): create {path} with 'role:', "
+            "or pass --role")])  # fmt: skip
     raise InvalidDesiredState(
-        [
-            Problem(
-                f"state/nodes/{facts.name}.yaml",
-                0,
-                "node has no role: set 'role:' there or pass --role",
-            )
-        ]
+        [Problem(path, 0, "node has no role: set 'role:' there or pass --role")]
     )
 
 

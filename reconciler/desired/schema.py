@@ -33,6 +33,13 @@ _DURATION_RE = re.compile(
     r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$"
 )
 MAX_FILE_BYTES = 1024 * 1024
+# The writer stages a file as ``.<name>.<8 random chars>.tmp`` next to it: that name must
+# still fit in NAME_MAX (255 bytes), so a unit or file name may use at most 241 of them.
+NAME_MAX = 255
+MAX_NAME_BYTES = NAME_MAX - len("..") - 8 - len(".tmp")
+PATH_MAX = 4096  # a path's bytes, Linux's PATH_MAX less room for the node's --root prefix
+MAX_PATH_BYTES = PATH_MAX - 1024
+MAX_ENTRIES = 1000  # units, files, removals, vars or labels in one list
 
 
 def _seconds(v: Any) -> float:
@@ -70,6 +77,12 @@ _DROPIN_RE = re.compile(r"^[A-Za-z0-9:_.\\-]+\.conf$")
 
 
 def check_unit_name(name: str) -> str:
+    for part in name.split("/"):  # a unit, or a drop-in's directory and file
+        if len(part.encode()) > MAX_NAME_BYTES:
+            raise ValueError(
+                f"unit name {part[:40]!r}... is {len(part.encode())} bytes long: at most "
+                f"{MAX_NAME_BYTES} (its temp file must fit in {NAME_MAX})"
+            )
     unit, sep, conf = name.partition(".d/")
     if sep:  # a drop-in: units/<unit>.d/<name>.conf
         if not _UNIT_RE.match(unit) or not _DROPIN_RE.match(conf) or ".." in conf:
@@ -78,7 +91,7 @@ def check_unit_name(name: str) -> str:
                 "docker.service.d/10-flags.conf"
             )
         return name
-    if len(name) > 255 or not _UNIT_RE.match(name) or ".." in name:
+    if not _UNIT_RE.match(name) or ".." in name:
         raise ValueError(
             f"{name!r} is not a valid systemd unit name: use letters, digits and ':_.-@', "
             f"no '/', ending in .{', .'.join(UNIT_SUFFIXES[:3])} or another unit suffix "
@@ -88,6 +101,19 @@ def check_unit_name(name: str) -> str:
 
 
 def check_abs_path(p: str) -> str:
+    if "\x00" in p:
+        raise ValueError(f"{p!r} contains a NUL byte: remove it")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in p):
+        raise ValueError(f"{p!r} contains a control character (a newline, a tab...): remove it")
+    size = len(p.encode())
+    if size > MAX_PATH_BYTES:
+        raise ValueError(f"path {p[:40]!r}... is {size} bytes long: at most {MAX_PATH_BYTES}")
+    for part in p.split("/"):
+        if len(part.encode()) > MAX_NAME_BYTES:
+            raise ValueError(
+                f"path component {part[:40]!r}... is {len(part.encode())} bytes long: at most "
+                f"{MAX_NAME_BYTES} (its temp file must fit in {NAME_MAX})"
+            )
     if not p.startswith("/") or posixpath.normpath(p) != p or p.startswith("//") or p == "/":
         raise ValueError(
             f"{p!r} is not an absolute normalised path: write it like /etc/app/config "
@@ -132,7 +158,7 @@ class StrictModel(BaseModel):
 
 
 class Rollout(StrictModel):
-    max_unavailable: int = Field(default=1, ge=1)
+    max_unavailable: int = Field(default=1, ge=1, le=MAX_ENTRIES)
 
 
 class NotifyEntry(StrictModel):
@@ -159,8 +185,8 @@ class ClusterFile(StrictModel):
     managers: Managers
     prefix: str = "/swarmkeeper"
     rollout: Rollout = Rollout()
-    vars: dict[str, str] = {}
-    notify: list[NotifyEntry] = []
+    vars: dict[str, str] = Field(default={}, max_length=MAX_ENTRIES)
+    notify: list[NotifyEntry] = Field(default=[], max_length=20)
 
     @field_validator("prefix")
     @classmethod
@@ -265,13 +291,13 @@ class FileEntry(StrictModel):
 
 
 class RoleFile(StrictModel):
-    units: list[UnitEntry] = []
-    files: list[FileEntry] = []
+    units: list[UnitEntry] = Field(default=[], max_length=MAX_ENTRIES)
+    files: list[FileEntry] = Field(default=[], max_length=MAX_ENTRIES)
 
 
 class NodeFile(StrictModel):
     role: Literal["manager", "worker"] | None = None
-    units_add: list[UnitEntry] = []
-    units_remove: list[str] = []
+    units_add: list[UnitEntry] = Field(default=[], max_length=MAX_ENTRIES)
+    units_remove: list[str] = Field(default=[], max_length=MAX_ENTRIES)
     paused: bool = False
-    labels: dict[str, str] = {}
+    labels: dict[str, str] = Field(default={}, max_length=MAX_ENTRIES)

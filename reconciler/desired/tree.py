@@ -15,6 +15,8 @@ from reconciler.models import WORKTREE, Revision
 
 TRACKED_DIRS = ("state", "units", "files")
 MAX_LINK_HOPS = 8
+MAX_TREE_BYTES = 64 * 1024 * 1024  # a state repo is small; refuse to load a huge one
+MAX_TREE_FILES = 10_000
 
 
 @dataclass(frozen=True, slots=True)

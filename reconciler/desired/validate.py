@@ -9,8 +9,8 @@ exist, nodes only remove units their role has, nothing is listed twice) live her
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import pydantic
 
@@ -22,7 +22,7 @@ from reconciler.desired.schema import (
     RoleFile,
     UnitEntry,
 )
-from reconciler.desired.tree import RepoTree
+from reconciler.desired.tree import MAX_TREE_BYTES, MAX_TREE_FILES, RepoTree
 from reconciler.desired.yamlpos import Path_, Positions, load_yaml, pydantic_problems
 from reconciler.errors import InvalidDesiredState, Problem
 
@@ -47,16 +47,21 @@ class State:
     cluster: ClusterFile
     roles: dict[str, RoleFile]
     nodes: dict[str, NodeFile]
+    # role -> file path -> (state file, line) of its entry, for node-side policy problems
+    file_lines: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)
 
 
 class _Checker:
     def __init__(self, tree: RepoTree) -> None:
         self.tree = tree
         self.problems: list[Problem] = []
+        self.partial: set[str] = set()  # files read without their failing keys
         self.checked: set[str] = set()  # unit files already checked (listed by several roles)
 
     def add(self, path: str, line: int, message: str) -> None:
-        self.problems.append(Problem(path, line, message))
+        # a name may hold any character; a problem stays on one line
+        one_line = message.replace("\r", "\\r").replace("\n", "\\n")
+        self.problems.append(Problem(path, line, one_line))
 
     def read(self, path: str) -> bytes | None:
         real, why = self.tree.resolve(path)
@@ -86,7 +91,21 @@ class _Checker:
             return model.model_validate(value), pos
         except pydantic.ValidationError as e:
             self.problems.extend(pydantic_problems(path, e, pos, model))
-            return None, pos
+            return self._partial(path, model, value, e), pos
+
+    def _partial(
+        self, path: str, model: type[M], value: dict[Any, Any], err: pydantic.ValidationError
+    ) -> M | None:
+        """The file without its top-level keys that failed, so the checks of the rest still
+        run (a bad ``files:`` mode must not hide a missing unit file). ``partial`` remembers
+        the path: a partial model is checked but never used to render."""
+        bad = {e["loc"][0] for e in err.errors(include_url=False) if e["loc"]}
+        rest = {k: v for k, v in value.items() if k not in bad}
+        self.partial.add(path)
+        try:
+            return model.model_validate(rest)
+        except pydantic.ValidationError:
+            return None  # the rest cannot stand alone (a required key failed)
 
     def unit_file(self, path: str, line: int, name: str) -> None:
         """A listed unit must have a file under units/ (templates serve their instances)."""
@@ -132,7 +151,8 @@ class _Checker:
 
     def files(self, path: str, pos: Positions, entries: list[FileEntry]) -> None:
         seen: dict[str, int] = {}
-        for i, f in enumerate(entries):
+        # a file above another one in the list is found when the lower one comes first, too
+        for i, f in sorted(enumerate(entries), key=lambda e: e[1].path.count("/")):
             line = pos.line(("files", i))
             if f.path == ENV_PATH:
                 self.add(
@@ -145,6 +165,12 @@ class _Checker:
                     f"file {f.path} listed twice (first at line {seen[f.path]}): remove one",
                 )
             seen[f.path] = line
+            if f.path in _parents(ENV_PATH):
+                self.add(path, line, f"{f.path} is a directory of {ENV_PATH}: pick another path")
+            for parent in _parents(f.path):
+                if parent == ENV_PATH or parent in seen:
+                    self.add(path, line, f"file {f.path} lies under the file {parent}: one "
+                             "path cannot be both a file and a directory")  # fmt: skip
             if f.source is not None:
                 real, why = self.tree.resolve(f.source)
                 if real is None:
@@ -156,6 +182,12 @@ class _Checker:
                     self.add(path, pos.line(("files", i, "source")), f"source {why}: {fix}")
                 elif len(self.tree.files[real]) > MAX_FILE_BYTES:
                     self.add(f.source, 0, f"file is larger than {MAX_FILE_BYTES} bytes")
+
+
+def _parents(p: str) -> list[str]:
+    """``/a/b/c`` -> ``/a``, ``/a/b``."""
+    parts = p.split("/")[1:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def _unit_text(content: bytes | str) -> str:
@@ -226,16 +258,36 @@ def _check_layout(c: _Checker) -> None:
         )
 
 
+def _check_size(c: _Checker) -> None:
+    """Bound what render and the node will hold, whoever built the tree."""
+    count = len(c.tree.files) + len(c.tree.links)
+    total = sum(len(b) for b in c.tree.files.values())
+    if count > MAX_TREE_FILES or total > MAX_TREE_BYTES:
+        c.add("state", 0, f"state/units/files hold {count} files and {total} bytes: at most "
+              f"{MAX_TREE_FILES} files and {MAX_TREE_BYTES} bytes")  # fmt: skip
+
+
+def _check_role_size(c: _Checker, path: str, rf: RoleFile) -> None:
+    """One source may be listed under many paths: bound what a node renders, too."""
+    total = 0
+    for f in rf.files:
+        data = f.content.encode() if f.content is not None else c.tree.read(f.source or "")
+        total += len(data or b"")
+    if total > MAX_TREE_BYTES:
+        c.add(path, 0, f"files: renders {total} bytes, at most {MAX_TREE_BYTES}: split them")
+
+
 def load_state(tree: RepoTree) -> State:
     """Validate the whole tree; raise ``InvalidDesiredState`` with every problem found."""
     c = _Checker(tree)
+    _check_size(c)
+    if c.problems:
+        raise InvalidDesiredState(c.problems)
     _check_layout(c)
     if tree.resolve("state/cluster.yaml")[0] is None and "state/cluster.yaml" not in tree.links:
-        c.add(
-            "state/cluster.yaml",
-            0,
-            "missing: every state repo needs one (see docs/state-format.md)",
-        )
+        # a problem names a file that exists (or its directory), never the missing one
+        c.add("state/", 0, "cluster.yaml is missing: every state repo needs one "
+              "(see docs/state-format.md, or `swarmkeeper init`)")  # fmt: skip
     cluster, cpos = c.model("state/cluster.yaml", ClusterFile)
     if cluster is not None:
         for k in sorted(set(cluster.vars) & RESERVED_VARS):
@@ -246,6 +298,7 @@ def load_state(tree: RepoTree) -> State:
             )
 
     roles: dict[str, RoleFile] = {}
+    file_lines: dict[str, dict[str, tuple[str, int]]] = {}
     for name in tree.listdir("state/roles"):
         role = name.rsplit(".", 1)[0]
         if role not in ROLES:
@@ -255,13 +308,19 @@ def load_state(tree: RepoTree) -> State:
     for role in ROLES:
         path = f"state/roles/{role}.yaml"
         if tree.resolve(path)[0] is None and path not in tree.links:
-            c.add(path, 0, f"missing: the {role} role must be defined (an empty file is fine)")
+            c.add("state/roles/", 0, f"{role}.yaml is missing: the {role} role must be "
+                  f"defined (create {path}; an empty file is fine)")  # fmt: skip
             continue
         rf, rpos = c.model(path, RoleFile)
         if rf is not None:
             c.units(path, rpos, "units", rf.units)
             c.files(path, rpos, rf.files)
-            roles[role] = rf
+            _check_role_size(c, path, rf)
+            file_lines[role] = {
+                f.path: (path, rpos.line(("files", i))) for i, f in enumerate(rf.files)
+            }
+            if path not in c.partial:  # node checks against a half-read role are noise
+                roles[role] = rf
 
     nodes: dict[str, NodeFile] = {}
     for name in tree.listdir("state/nodes"):
@@ -283,7 +342,7 @@ def load_state(tree: RepoTree) -> State:
     if c.problems:
         raise InvalidDesiredState(c.problems)
     assert cluster is not None  # no problems means cluster.yaml was valid
-    return State(tree=tree, cluster=cluster, roles=roles, nodes=nodes)
+    return State(tree=tree, cluster=cluster, roles=roles, nodes=nodes, file_lines=file_lines)
 
 
 def _check_node(

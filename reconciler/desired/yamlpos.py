@@ -29,6 +29,7 @@ Path_ = tuple[str | int, ...]
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _MAX_NODES = 200_000  # alias expansion ("billion laughs") stops here
+MAX_DEPTH = 32  # no state file nests deeper than 5; far below Python's recursion limit
 
 
 @dataclass(slots=True)
@@ -37,6 +38,8 @@ class Positions:
 
     lines: dict[Path_, int] = field(default_factory=dict)
     yaml11_bools: dict[Path_, str] = field(default_factory=dict)  # path -> the word written
+    # numbers as written (``0644`` reads as 420 in YAML 1.1): hints must quote the source text
+    numbers: dict[Path_, str] = field(default_factory=dict)
 
     def line(self, path: Path_) -> int:
         """The line of ``path``, or of its nearest ancestor that has one (1 at worst)."""
@@ -61,16 +64,22 @@ class _Build:
         self.count += 1
         if self.count > _MAX_NODES:
             raise _TooBig
+        if len(at) > MAX_DEPTH:
+            raise _TooDeep(node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
             try:
                 v = self.constructor.construct_object(node, deep=True)
-            except yaml.YAMLError as e:
+            except (yaml.YAMLError, ValueError, OverflowError, TypeError) as e:
+                # Python refuses ints of more than 4300 digits, and datetime refuses
+                # impossible dates, with a plain ValueError from inside the constructor
                 self.problems.append(
-                    Problem(self.path, node.start_mark.line + 1, f"cannot read value: {_short(e)}")
+                    Problem(self.path, node.start_mark.line + 1, _unreadable(node, e))
                 )
                 return None
             if node.tag == _BOOL_TAG and str(node.value).lower() not in ("true", "false"):
                 self.pos.yaml11_bools[at] = str(node.value)
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                self.pos.numbers[at] = str(node.value)
             return v
         if id(node) in self.active:
             self.problems.append(
@@ -138,6 +147,20 @@ class _TooBig(Exception):
     pass
 
 
+class _TooDeep(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+def _unreadable(node: yaml.ScalarNode, e: BaseException) -> str:
+    if node.tag == "tag:yaml.org,2002:int":
+        return "integer is too long (Python reads at most 4300 digits): shorten it or quote it"
+    if isinstance(e, yaml.YAMLError):
+        return f"cannot read value: {_short(e)}"
+    return f"cannot read value {str(node.value)[:40]!r} ({_short(e)}): quote it if it is text"
+
+
 def _short(e: BaseException) -> str:
     problem = getattr(e, "problem", None) or str(e)
     return " ".join(str(problem).split())  # one line per problem
@@ -167,6 +190,9 @@ def load_yaml(path: str, data: bytes) -> tuple[Any, Positions, list[Problem]]:
     b.pos.lines[()] = node.start_mark.line + 1
     try:
         value = b.value(node, ())
+    except _TooDeep as e:
+        msg = f"nested deeper than {MAX_DEPTH} levels: flatten it"
+        return None, b.pos, [Problem(path, e.line, msg)]
     except (_TooBig, RecursionError):
         return None, b.pos, [Problem(path, 1, "document too large or too deeply nested")]
     return value, b.pos, b.problems
@@ -267,7 +293,10 @@ def pydantic_problems(
             elif (
                 typ == "string_type" and isinstance(got, int | float) and not isinstance(got, bool)
             ):
-                msg += f': quote it, e.g. "{got}"'
+                written = pos.numbers.get(loc, str(got))
+                if written != str(got):
+                    msg += f" (YAML 1.1 reads {written} as {got})"
+                msg += f': quote it, e.g. {loc[-1]}: "{written}"'
         elif typ in ("literal_error", "enum"):
             expected = e.get("ctx", {}).get("expected", "")
             msg = f"{where}: {_kind(e.get('input'))} is not allowed; use one of {expected}"

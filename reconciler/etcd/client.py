@@ -388,13 +388,20 @@ class Etcd:
         return None
 
     async def compare_and_put(
-        self, key: str, value: bytes | str, *, mod_revision: int, lease: Lease | None = None
+        self,
+        key: str,
+        value: bytes | str,
+        *,
+        mod_revision: int,
+        lease: Lease | None = None,
+        also: Mapping[str, bytes | str] | None = None,
     ) -> bool:
-        """Write ``key`` only if it is still at ``mod_revision`` (0: does not exist)."""
+        """Write ``key`` only if it is still at ``mod_revision`` (0: does not exist); ``also``:
+        more keys written (without a lease) in the same transaction, only if it was."""
         cmp = rpc.Compare(
             key=_b(key), target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=mod_revision
         )
-        return await self._txn_put(key, value, cmp, lease, "compare_and_put")
+        return await self._txn_put(key, value, cmp, lease, "compare_and_put", also)
 
     async def put_and_release(
         self, key: str, value: bytes | str, *, release: str, holding: bytes
@@ -427,8 +434,9 @@ class Etcd:
 
     # -- leases ----------------------------------------------------------------------
 
-    async def lease(self, ttl: int) -> Lease:
-        """Grant a lease and keep it alive (every TTL/3) until revoked or the client closes."""
+    async def lease(self, ttl: int, *, keep_alive: bool = True) -> Lease:
+        """Grant a lease and keep it alive (every TTL/3) until revoked or the client closes;
+        with ``keep_alive=False`` it simply expires after ``ttl`` seconds."""
         req = rpc.LeaseGrantRequest(TTL=ttl, ID=0)
         resp = await self._call(
             lambda c: c.lease.LeaseGrant(req, timeout=self.timeout, metadata=c.metadata), "lease"
@@ -436,7 +444,8 @@ class Etcd:
         if resp.error:
             raise EtcdError(f"etcd lease: {resp.error}")
         lease = Lease(self, int(resp.ID), int(resp.TTL))
-        self._keeper.add(lease)
+        if keep_alive:
+            self._keeper.add(lease)
         return lease
 
     async def lease_time_to_live(self, lease_id: int) -> tuple[int, int] | None:

@@ -18,7 +18,10 @@ from reconciler.status import NodeState, NodeStatus
 
 # A peer manager in one of these states is running a known-good revision: safe to proceed.
 # APPLYING and DEGRADED are not (mid-change or broken); a dead one (no alive key) is not.
-HEALTHY_STATES = frozenset({NodeState.CONVERGED, NodeState.PAUSED, NodeState.REJECTED})
+# IDLE has applied nothing yet: it changes nothing, so it puts nothing at risk either.
+HEALTHY_STATES = frozenset(
+    {NodeState.CONVERGED, NodeState.PAUSED, NodeState.REJECTED, NodeState.IDLE}
+)
 
 
 class Verdict(StrEnum):

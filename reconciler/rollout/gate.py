@@ -30,7 +30,7 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reconciler import keys
+from reconciler import keys, log
 from reconciler.models import Role
 from reconciler.rollout.decide import Decision, Verdict, decide, slot_holder, view_from_kvs
 from reconciler.status import utcnow
@@ -88,19 +88,22 @@ class RolloutGate:
         *,
         applying: str | None = None,
         waiting: str | None = None,
+        published: bool = True,
     ) -> Slot | None:
         """Wait until this node may apply ``revision``. None when it must not: the rollout
         is halted (``self.last`` says why; ask again when etcd changes) or the desired
         revision moved on (or vanished) while waiting, so the caller re-plans instead.
 
         ``applying``: the status to publish once allowed (with the slot, atomically);
-        ``waiting``: the status to publish if, and only when, it has to wait first."""
+        ``waiting``: the status to publish if, and only when, it has to wait first.
+        ``published=False``: ``revision`` is the branch head an agent follows while nothing
+        is published; it stays the rollout's revision as long as nothing gets published."""
         kvs, rev = await self._read()
         watch = None
         try:
             while True:
                 desired = kvs.get(keys.desired_revision(self.prefix).encode(), b"").decode()
-                if desired.strip() != revision:
+                if desired.strip() != (revision if published else ""):
                     return None
                 view = view_from_kvs(
                     self.prefix,
@@ -144,6 +147,9 @@ class RolloutGate:
                 # Wait for the next change under the prefix (a slot freed, a peer converged,
                 # a lost race's winner appearing), then decide again.
                 if watch is None:
+                    log.get("swarmkeeper.rollout").info(
+                        "rollout.wait", revision=revision[:12], reason=d.reason
+                    )
                     await self._say(waiting)
                     watch = self.etcd.watch_prefix(self.prefix + "/", start_revision=rev + 1)
                 item = await anext(watch)
