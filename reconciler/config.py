@@ -20,14 +20,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import UsageError
-from reconciler.filespolicy import (
+from reconciler.desired.filespolicy import (
     DEFAULT_ALLOWED_PATHS,
     FilesPolicy,
     ModeBit,
     parse_modes,
     parse_paths,
 )
+from reconciler.errors import UsageError
 from reconciler.models import Role
 
 ENV_PREFIX = "SWARMKEEPER_"

@@ -41,17 +41,17 @@ from reconciler.agent.report import Reporter
 from reconciler.agent.workqueue import WorkQueue, jittered
 from reconciler.backoff import Backoff
 from reconciler.control import Control
+from reconciler.desired.filespolicy import FilesPolicy
 from reconciler.errors import SwarmkeeperError, TransientError
-from reconciler.filespolicy import FilesPolicy
 from reconciler.models import NodeFacts, NodeName, Role
 from reconciler.status import NodeState, utcnow
 
 if TYPE_CHECKING:
     from reconciler.agent.services import ServiceRegistrar
     from reconciler.apply.engine import Engine
-    from reconciler.artifact import Artifact
     from reconciler.etcd.client import Etcd, Lease
     from reconciler.notify.hub import Notifications
+    from reconciler.revisions.artifact import Artifact
     from reconciler.swarm.agent import SwarmLink
 
 
@@ -242,7 +242,7 @@ class Agent:
                              "is --self-unit the unit this agent runs as?")  # fmt: skip
 
     async def _artifact(self, revision: str) -> Artifact | None:
-        from reconciler.artifact_store import read
+        from reconciler.revisions.store import read
 
         return await read(self.etcd, self.prefix, revision)
 
@@ -319,7 +319,7 @@ class Agent:
         """The webhook's push: ``after`` must be the branch head in the remote; then the one
         publish path. Returns the commit's problems if invalid; raises PublishRefused."""
         from reconciler.errors import InvalidDesiredState
-        from reconciler.publishing import PublishRefused, publish_revision
+        from reconciler.revisions.publish import PublishRefused, publish_revision
         from reconciler.source import is_ancestor
 
         try:

@@ -27,7 +27,6 @@ from reconciler import log
 from reconciler.agent import selfunit
 from reconciler.agent.policy import NO_REQUEUE, Requeue, describe, for_apply, for_error
 from reconciler.apply.result import Outcome
-from reconciler.artifact import ArtifactMismatch
 from reconciler.errors import (
     InvalidDesiredState,
     NodeFault,
@@ -36,13 +35,14 @@ from reconciler.errors import (
     TransientError,
 )
 from reconciler.models import NodeFacts, NodeSpec, Role
+from reconciler.revisions.artifact import ArtifactMismatch
 from reconciler.source import is_full_sha
 from reconciler.status import NodeState, NodeStatus, utcnow
 
 if TYPE_CHECKING:
     from reconciler.apply.engine import ApplyResult, Engine
-    from reconciler.artifact import Artifact
-    from reconciler.filespolicy import FilesPolicy
+    from reconciler.desired.filespolicy import FilesPolicy
+    from reconciler.revisions.artifact import Artifact
     from reconciler.rollout.gate import Slot
     from reconciler.source import GitSource
 
@@ -166,7 +166,7 @@ class Renderer:
         artifacts: FetchArtifact | None = None,
         on_render: Callable[[str], None] | None = None,
     ) -> None:
-        from reconciler.filespolicy import FilesPolicy
+        from reconciler.desired.filespolicy import FilesPolicy
 
         self.files_policy = files_policy or FilesPolicy()  # the node's, never the commit's
         self.source = source
@@ -201,13 +201,12 @@ class Renderer:
         return out
 
     def _render(self, revision: str, art: Artifact | None = None) -> NodeSpec | Rejection:
-        from reconciler import filespolicy
-        from reconciler.desired import load_state, render_state
-        from reconciler.publishing import prefix_mismatch
+        from reconciler.desired import filespolicy, load_state, render_state
+        from reconciler.revisions.publish import prefix_mismatch
 
         if art is not None:
-            from reconciler.artifact import verify
-            from reconciler.commitsig import verify_commit
+            from reconciler.revisions.artifact import verify
+            from reconciler.revisions.commitsig import verify_commit
 
             try:
                 tree = verify(art, revision)
