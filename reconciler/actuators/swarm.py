@@ -372,17 +372,6 @@ class SwarmEngine:
         await self._raw("POST", "swarm/update", params=params, body=sw["Spec"])
         return await self.tokens()
 
-    async def set_autolock(self, on: bool) -> str:
-        """Manager autolock on/off (``POST /swarm/update``); returns the unlock key ("" when
-        off). A locked manager restarts ``locked`` until ``unlock(key)``."""
-        sw = await self._call("swarm inspect", self.docker.swarm.inspect())
-        spec = dict(sw["Spec"])
-        spec["EncryptionConfig"] = {**(spec.get("EncryptionConfig") or {}), "AutoLockManagers": on}
-        await self._raw(
-            "POST", "swarm/update", params={"version": str(sw["Version"]["Index"])}, body=spec
-        )
-        return await self.unlock_key()
-
     async def unlock(self, key: str) -> None:
         await self._raw("POST", "swarm/unlock", body={"UnlockKey": key})
 
