@@ -7,7 +7,8 @@ import asyncio
 import aiohttp
 import pytest
 
-from reconciler.actuators.swarm import API_VERSION, LocalState, SwarmEngine, TokenRefused
+from reconciler.actuators.swarm import API_VERSION, SwarmEngine, TokenRefused
+from reconciler.actuators.swarmnodes import LocalState
 from reconciler.commands.drain import drain
 from reconciler.models import Role
 from reconciler.swarm import records as rec
