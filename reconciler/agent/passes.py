@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler import log
+from reconciler.agent import selfunit
 from reconciler.agent.policy import NO_REQUEUE, Requeue, describe, for_apply, for_error
 from reconciler.artifact import ArtifactMismatch
 from reconciler.errors import (
@@ -108,6 +109,7 @@ class PassResult:
     error_kind: str = ""  # "git" | "etcd" | "node" | "systemd" | "bug" for metrics
     slot: Slot | None = None  # held rollout slot: release after the final status is written
     timings: Mapping[str, float] = field(default_factory=dict)  # seconds per step
+    restart_self: str = ""  # why the agent's own unit must restart now the pass is done
 
 
 @dataclass(slots=True)
@@ -267,12 +269,17 @@ async def run_pass(
     paused: bool,
     acquire: AcquireSlot,
     write_status: WriteStatus,
+    self_unit: str = "",
 ) -> PassResult:
     """One pass. ``acquire`` waits for a rollout slot; ``write_status`` publishes status.
-    ``timings`` of the result holds the seconds each step took."""
+    ``timings`` of the result holds the seconds each step took.
+
+    ``self_unit`` is the agent's own unit: the engine never restarts it (``selfunit``); a
+    converged pass that changed it says so in ``restart_self``.
+    """
     clock = _Clock()
     res = await _steps(node, renderer, engine, desired, failed_revision, halted, paused,
-                       acquire, write_status, clock)  # fmt: skip
+                       acquire, write_status, clock, self_unit)  # fmt: skip
     return replace(res, timings=dict(clock.timings))
 
 
@@ -287,6 +294,7 @@ async def _steps(
     acquire: AcquireSlot,
     write_status: WriteStatus,
     clock: _Clock,
+    self_unit: str,
 ) -> PassResult:
     logger = log.get("swarmkeeper.pass")
     inv = engine.inventory()
@@ -333,6 +341,7 @@ async def _steps(
     # plan: nothing to do ends the pass here
     with clock.step("plan"):
         plan = await engine.plan(spec, inv)
+    restart_self = selfunit.restart_due(plan, self_unit)
     if not plan and inv.pending is None:
         units = await _units(engine, spec)
         return PassResult(_with(base, units=units), rejection=rejection)
@@ -357,12 +366,13 @@ async def _steps(
         await write_status(applying)
 
     # apply: whatever escapes it still releases the slot (with the report), never halts; a
-    # NodeFault (full disk, EIO, EACCES, a busy lock) is the node's, not the revision's
+    # NodeFault (full disk, EIO, EACCES, a busy lock) is the node's, not the revision's; the
+    # agent's own unit is written but not restarted here (selfunit)
     progress = StatusProgress(applying, write_status)
     engine.on_progress = progress
     try:
         with clock.step("apply"):
-            result = await engine.apply(spec)
+            result = await engine.apply(selfunit.defer(spec, self_unit))
     except Exception as e:
         why = f"node: {describe(e)}" if isinstance(e, NodeFault) else describe(e)
         return replace(_failed(base, e, why), slot=slot, new_revision=new_revision)
@@ -376,7 +386,7 @@ async def _steps(
     if result.outcome is Outcome.CONVERGED:
         st = _with(base, revision=spec.revision, units=units)
         return PassResult(st, result=result, rejection=rejection, new_revision=new_revision,
-                          slot=slot)  # fmt: skip
+                          slot=slot, restart_self=restart_self)  # fmt: skip
     err = result.error or str(result.outcome)
     if result.failure is not None:
         # the table shows the first line; the rest is systemd's account and the failed

@@ -54,5 +54,5 @@ async def open_engine(cfg: Config) -> tuple[Systemd, Engine]:
     from reconciler.actuators.systemd import Scope, Systemd
     from reconciler.apply.engine import Engine
 
-    sd = await Systemd.connect(Scope(cfg.scope), unit_dir=cfg.unit_dir)
+    sd = await Systemd.connect(Scope(cfg.scope), address=cfg.bus_address, unit_dir=cfg.unit_dir)
     return sd, Engine(sd, cfg.state_dir, root=cfg.root, unit_dir=cfg.unit_dir)
