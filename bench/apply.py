@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reconciler import log
 from reconciler.actuators.systemd import DEFAULT_SETTLE, Scope, Systemd
-from reconciler.apply.engine import Engine, Outcome
+from reconciler.apply.engine import Engine
 from reconciler.models import FileSpec, NodeSpec
+from reconciler.plan.result import Outcome
 from tests.fixtures.systemd_user import UserManager, user_manager
 from tests.specs import ENV, spec, unit
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.actuators.systemd import Scope, Systemd
-from reconciler.apply.engine import Engine, Outcome
+from reconciler.apply.engine import Engine
 from reconciler.models import (
     FileSpec,
     OnChange,
@@ -28,6 +28,7 @@ from reconciler.models import (
     UnitSpec,
 )
 from reconciler.plan import planner as P
+from reconciler.plan.result import Outcome
 from tests.fixtures.systemd_user import UserManager
 from tests.specs import ENV, spec, unit
 

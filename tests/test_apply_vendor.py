@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from reconciler.actuators.systemd import Scope, Systemd
-from reconciler.apply.engine import Engine, Outcome
+from reconciler.apply.engine import Engine
 from reconciler.models import FileSpec, UnitName, UnitSpec
 from reconciler.plan import planner as P
+from reconciler.plan.result import Outcome
 from tests.fixtures.systemd_user import UserManager
 from tests.specs import spec, unit
 

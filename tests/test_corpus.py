@@ -23,9 +23,10 @@ from pathlib import Path
 import pytest
 
 from reconciler.actuators.systemd import Scope, Systemd
-from reconciler.apply.engine import Engine, Outcome
+from reconciler.apply.engine import Engine
 from reconciler.models import NodeSpec, UnitName, UnitSpec
 from reconciler.plan import unitfile, unittypes
+from reconciler.plan.result import Outcome
 from reconciler.plan.unittypes import Kind, Ran
 from tests.fixtures.corpus import CorpusUnit, corpus
 from tests.fixtures.systemd_user import UserManager

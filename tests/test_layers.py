@@ -1,14 +1,20 @@
 """The package's shape: no import cycles (type-only ones included), a small top level.
 
 The layer contracts themselves are import-linter's (``make lint``); this is what it has no
-contract for.
+contract for: cycles, the top level's size, and what a pure module loads at run time (a
+package's ``__init__`` runs before its modules, which a static contract does not see).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 import reconciler
 
@@ -70,3 +76,35 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 def test_top_level_keeps_about_ten_modules() -> None:
     top = sorted(p.stem for p in Path(reconciler.__file__).parent.glob("*.py"))
     assert len([m for m in top if not m.startswith("__")]) <= 10, top
+
+
+# What the pure core must not load, even through a package's __init__ (see pyproject.toml).
+_SHELL = ("asyncio", "aetcd", "grpc", "dbus_fast", "aiohttp", "aiodocker", "structlog",
+          "logging", "subprocess", "reconciler.apply", "reconciler.etcd",
+          "reconciler.actuators", "reconciler.log")  # fmt: skip
+
+
+def _loaded_by(module: str) -> list[str]:
+    """The modules a fresh interpreter holds after importing ``module`` alone."""
+    code = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": str(Path(reconciler.__file__).parent.parent)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    )
+    return list(json.loads(out.stdout))
+
+
+def _shell_in(mods: list[str]) -> list[str]:
+    return [m for m in mods if any(m == s or m.startswith(f"{s}.") for s in _SHELL)]
+
+
+@pytest.mark.parametrize("module", ["reconciler.agent.policy", "reconciler.plan.result"])
+def test_pure_modules_load_no_shell_module_at_run_time(module: str) -> None:
+    loaded = _loaded_by(module)
+    assert module in loaded
+    assert _shell_in(loaded) == []
+
+
+def test_the_run_time_check_sees_a_shell_module() -> None:
+    assert "reconciler.apply.engine" in _shell_in(_loaded_by("reconciler.apply"))
+    assert "asyncio" in _shell_in(_loaded_by("reconciler.agent.agent"))

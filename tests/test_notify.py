@@ -377,7 +377,7 @@ async def test_aclose_without_run_still_delivers_and_closes_session() -> None:
         hub = fast_hub(SlackNotifier(srv.url("/slack"), "slack"), coalesce_window=60.0)
         hub.emit(Event.of(EventKind.AGENT_STOPPED, "node-1", message="SIGTERM"))
         await hub.aclose(flush_within=2.0)
-        assert not hub._poster.session_open
+        assert hub._poster._session is None  # closed and dropped
     [body] = srv.bodies("/slack")
     assert "agent stopped" in body["text"] and "SIGTERM" in body["text"]
 

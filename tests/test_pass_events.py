@@ -6,10 +6,10 @@ import pytest
 
 from reconciler.agent.events import MAX_DRIFT_EVENTS, PassEvents
 from reconciler.agent.passes import PassResult, Rejection
-from reconciler.apply.engine import ActionResult, ApplyResult, Failure, Outcome
 from reconciler.models import Revision
 from reconciler.notify.events import EventKind, Severity
 from reconciler.plan import planner as P
+from reconciler.plan.result import ActionResult, ApplyResult, Failure, Outcome
 from reconciler.status import NodeState, NodeStatus
 
 OLD = Revision("a" * 40)

@@ -16,7 +16,6 @@ from reconciler.agent.policy import (
     for_apply,
     for_error,
 )
-from reconciler.apply.result import ApplyResult, Failure, Outcome
 from reconciler.errors import (
     ActuatorError,
     EtcdError,
@@ -33,6 +32,7 @@ from reconciler.errors import (
     UnitFailed,
     UsageError,
 )
+from reconciler.plan.result import ApplyResult, Failure, Outcome
 from reconciler.status import NodeState
 
 DEGRADED, REJECTED = NodeState.DEGRADED, NodeState.REJECTED

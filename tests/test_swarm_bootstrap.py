@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from reconciler.actuators.swarm import LocalState, SwarmEngine
+from reconciler.actuators.swarm import SwarmEngine
+from reconciler.actuators.swarmnodes import LocalState
 from reconciler.etcd.client import Etcd
 from reconciler.models import Role
 from reconciler.swarm import records as rec

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 
-from reconciler.actuators.swarm import LocalState, SwarmEngine, TokenRefused
+from reconciler.actuators.swarm import API_VERSION, SwarmEngine, TokenRefused
+from reconciler.actuators.swarmnodes import LocalState
 from reconciler.commands.drain import drain
 from reconciler.models import Role
 from reconciler.swarm import records as rec
@@ -197,13 +199,32 @@ async def test_token_rotation(docker_lab: DockerLab, etcd_server: EtcdServer) ->
         await asyncio.to_thread(docker_lab.stop_nodes, [spare])
 
 
+async def _autolock(docker_host: str) -> None:
+    """Turn manager autolock on as an operator would (``docker swarm update --autolock``):
+    the agent never does, so the engine wrapper has no call for it."""
+    connector = aiohttp.UnixConnector(path=docker_host.removeprefix("unix://"))
+    async with aiohttp.ClientSession(connector=connector) as s:
+        base = f"http://localhost/{API_VERSION}/swarm"
+        async with s.get(base) as r:
+            sw = await r.json()
+        spec = {**sw["Spec"]}
+        spec["EncryptionConfig"] = {
+            **(spec.get("EncryptionConfig") or {}),
+            "AutoLockManagers": True,
+        }
+        params = {"version": str(sw["Version"]["Index"])}
+        async with s.post(f"{base}/update", params=params, json=spec) as r:
+            assert r.status == 200, await r.text()
+
+
 async def test_autolock_unlock_key_and_locked_engine(docker_lab: DockerLab) -> None:
     n = docker_lab.node("node1")
     await reset_engines(docker_lab, ["node1"])
     async with SwarmEngine(n.docker_host) as e:
         await e.init(n.address)
         assert await e.unlock_key() == ""
-        key = await e.set_autolock(True)
+        await _autolock(n.docker_host)
+        key = await e.unlock_key()
         assert key.startswith("SWMKEY-1-")
     await asyncio.to_thread(docker_lab.stop_nodes, [n])
     await asyncio.to_thread(docker_lab.start_node, n)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.actuators.swarm import (
+from reconciler.actuators.swarm import _token_refused
+from reconciler.actuators.swarmnodes import (
     Availability,
     LocalState,
-    _token_refused,
     _ts,
     manager_addresses,
     parse_info,

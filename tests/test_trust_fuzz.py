@@ -17,9 +17,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from reconciler.actuators.dry import DrySystemd
-from reconciler.apply import Engine, Outcome
+from reconciler.apply import Engine
 from reconciler.desired import RepoTree, render, validate_tree
 from reconciler.models import NodeFacts, NodeName, Role
+from reconciler.plan.result import Outcome
 
 PROBLEM_RE = re.compile(r"^(state|units|files)(/[^:]+)?(:\d+)?: .+")
 FACTS = NodeFacts(NodeName("node-1"), Role.MANAGER, "10.0.0.1", ("127.0.0.1:2379",))

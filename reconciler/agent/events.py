@@ -20,10 +20,10 @@ emitted where they happen, not here.
 from __future__ import annotations
 
 from reconciler.agent.passes import PassResult
-from reconciler.apply.engine import ActionResult, Outcome
 from reconciler.notify.events import Event, EventKind, Severity
 from reconciler.notify.notifiers import short_revision
 from reconciler.plan import planner as P
+from reconciler.plan.result import ActionResult, Outcome
 
 MAX_DRIFT_EVENTS = 10  # per pass; the rest are summarised in the last one
 

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 from reconciler import log
 from reconciler.agent import selfunit
 from reconciler.agent.policy import NO_REQUEUE, Requeue, describe, for_apply, for_error
-from reconciler.apply.result import Outcome
 from reconciler.errors import (
     InvalidDesiredState,
     NodeFault,
@@ -35,13 +34,15 @@ from reconciler.errors import (
     TransientError,
 )
 from reconciler.models import NodeFacts, NodeSpec, Role
+from reconciler.plan.result import Outcome
 from reconciler.revisions.artifact import ArtifactMismatch
 from reconciler.source import is_full_sha
 from reconciler.status import NodeState, NodeStatus, utcnow
 
 if TYPE_CHECKING:
-    from reconciler.apply.engine import ApplyResult, Engine
+    from reconciler.apply.engine import Engine
     from reconciler.desired.filespolicy import FilesPolicy
+    from reconciler.plan.result import ApplyResult
     from reconciler.revisions.artifact import Artifact
     from reconciler.rollout.gate import Slot
     from reconciler.source import GitSource

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from reconciler.apply.result import ApplyResult, Outcome
 from reconciler.errors import (
     ActuatorError,
     EtcdError,
@@ -22,6 +21,7 @@ from reconciler.errors import (
     SwarmkeeperError,
     TransientError,
 )
+from reconciler.plan.result import ApplyResult, Outcome
 from reconciler.status import NodeState
 
 

@@ -152,7 +152,7 @@ class Reporter:
     async def report(self, res: PassResult) -> tuple[str, bool]:
         """Publish status (then release the slot), metrics, notifications, registrations.
         Returns the outcome label and whether etcd took the status."""
-        from reconciler.apply.engine import Outcome
+        from reconciler.plan.result import Outcome
 
         if self.swarm is not None:
             res = replace(res, status=replace(res.status, swarm=self.swarm.status))

@@ -1,6 +1,8 @@
-"""The apply engine (shell layer): observe the node, execute a plan, gate on health, roll back."""
+"""The apply engine (shell layer): observe the node, execute a plan, gate on health, roll back.
+
+Its result values live in ``reconciler.plan.result`` so that the pure core can read them.
+"""
 
 from reconciler.apply.engine import Engine
-from reconciler.apply.result import ActionResult, ApplyResult, Failure, Outcome
 
-__all__ = ["ActionResult", "ApplyResult", "Engine", "Failure", "Outcome"]
+__all__ = ["Engine"]

@@ -34,11 +34,11 @@ from reconciler import log
 from reconciler.actuators.inventory import InventoryStore
 from reconciler.apply.execute import Abort, Executor
 from reconciler.apply.observe import Observer, SystemdLike
-from reconciler.apply.result import ActionResult, ApplyResult, Failure, Outcome
 from reconciler.errors import ActuatorError
 from reconciler.models import NodeSpec, UnitName
 from reconciler.plan import applied
 from reconciler.plan import planner as P
+from reconciler.plan.result import ActionResult, ApplyResult, Failure, Outcome
 
 __all__ = ["ActionResult", "ApplyResult", "Engine", "Failure", "Outcome", "SystemdLike"]
 

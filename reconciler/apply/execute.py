@@ -18,11 +18,11 @@ import structlog
 
 from reconciler.actuators import files
 from reconciler.apply.observe import Observer
-from reconciler.apply.result import ActionResult, Failure
 from reconciler.errors import ActuatorError, SystemdError, UnitFailed
 from reconciler.models import NodeSpec
 from reconciler.plan import applied, unittypes
 from reconciler.plan import planner as P
+from reconciler.plan.result import ActionResult, Failure
 from reconciler.plan.unittypes import Kind, Ran
 
 

@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler import config
-    from reconciler.apply.engine import ApplyResult, Outcome
     from reconciler.plan import planner as P
+    from reconciler.plan.result import ApplyResult, Outcome
 
     cfg = config.load(args)
     spec = _node.load_spec(cfg)

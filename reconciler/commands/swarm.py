@@ -19,7 +19,7 @@ from reconciler.commands._output import print_json
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
-    from reconciler.actuators.swarm import JoinTokens
+    from reconciler.actuators.swarmnodes import JoinTokens
     from reconciler.etcd.client import Etcd
     from reconciler.swarm.records import Snapshot
 

@@ -23,7 +23,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
-import grpc.aio  # type: ignore[import-untyped]
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
@@ -34,7 +33,8 @@ from reconciler.errors import (
     EtcdUnavailable,
     LeaseNotFound,
 )
-from reconciler.etcd.conn import RPC_ERRORS, Conn, Fault, TLSConfig, classify, guard
+from reconciler.etcd import ops
+from reconciler.etcd.conn import RPC_ERRORS, Conn, Fault, TLSConfig, classify, describe, guard
 from reconciler.etcd.lease import Lease, LeaseKeeper
 from reconciler.etcd.watch import KV, Resynced, WatchEvent
 
@@ -50,10 +50,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-def _b(s: str | bytes) -> bytes:
-    return s.encode() if isinstance(s, str) else s
 
 
 class Etcd:
@@ -176,12 +172,12 @@ class Etcd:
                 last = e
                 fault = classify(e)
                 if fault is Fault.FATAL:
-                    if "lease not found" in _describe(e):
-                        raise LeaseNotFound(f"etcd {what}: {_describe(e)}") from e
-                    raise EtcdError(f"etcd {what}: {_describe(e)}") from e
+                    if "lease not found" in describe(e):
+                        raise LeaseNotFound(f"etcd {what}: {describe(e)}") from e
+                    raise EtcdError(f"etcd {what}: {describe(e)}") from e
                 if fault is Fault.REAUTH:
                     if reauthed:
-                        raise EtcdError(f"etcd {what}: {_describe(e)}") from e
+                        raise EtcdError(f"etcd {what}: {describe(e)}") from e
                     reauthed = True
                     if conn is not None:
                         await self.drop(conn, rotate=False)
@@ -196,14 +192,14 @@ class Etcd:
             if time.monotonic() + delay > deadline and attempts >= len(self.endpoints):
                 raise EtcdUnavailable(
                     f"etcd {what}: no endpoint of {','.join(self.endpoints)} answered "
-                    f"within {self.retry_for:.0f}s: {_describe(last)}"
+                    f"within {self.retry_for:.0f}s: {describe(last)}"
                 ) from last
             await asyncio.sleep(delay)
 
     # -- key/value -------------------------------------------------------------------
 
     async def get(self, key: str) -> KV | None:
-        req = rpc.RangeRequest(key=_b(key))
+        req = rpc.RangeRequest(key=ops.b(key))
         resp = await self._call(
             lambda c: c.kv.Range(req, timeout=self.timeout, metadata=c.metadata), "get"
         )
@@ -215,7 +211,7 @@ class Etcd:
         """All keys under ``prefix`` (sorted by key) and the revision they were read at;
         with ``keys_only`` the values come back empty (listing big values costs nothing);
         ``serializable`` may answer from a member's (or a grpc-proxy's cached) state."""
-        k = _b(prefix)
+        k = ops.b(prefix)
         req = rpc.RangeRequest(
             key=k, range_end=prefix_range_end(k), keys_only=keys_only, serializable=serializable
         )
@@ -226,7 +222,7 @@ class Etcd:
 
     async def put(self, key: str, value: bytes | str, *, lease: Lease | None = None) -> int:
         """Set a key; returns the revision of the write."""
-        req = rpc.PutRequest(key=_b(key), value=_b(value), lease=lease.id if lease else 0)
+        req = rpc.PutRequest(key=ops.b(key), value=ops.b(value), lease=lease.id if lease else 0)
         resp = await self._leased(
             lease,
             self._call(lambda c: c.kv.Put(req, timeout=self.timeout, metadata=c.metadata), "put"),
@@ -243,14 +239,14 @@ class Etcd:
             raise
 
     async def delete(self, key: str) -> bool:
-        req = rpc.DeleteRangeRequest(key=_b(key))
+        req = rpc.DeleteRangeRequest(key=ops.b(key))
         resp = await self._call(
             lambda c: c.kv.DeleteRange(req, timeout=self.timeout, metadata=c.metadata), "delete"
         )
         return bool(resp.deleted)
 
     async def delete_prefix(self, prefix: str) -> int:
-        k = _b(prefix)
+        k = ops.b(prefix)
         req = rpc.DeleteRangeRequest(key=k, range_end=prefix_range_end(k))
         resp = await self._call(
             lambda c: c.kv.DeleteRange(req, timeout=self.timeout, metadata=c.metadata),
@@ -264,14 +260,7 @@ class Etcd:
         """Several keys and prefixes read at one revision in one request (a compare-less
         transaction): what one ``get_prefix`` of a common parent would give, without
         shipping and decoding everything else under it."""
-        ops = [rpc.RequestOp(request_range=rpc.RangeRequest(key=_b(k))) for k in keys]
-        ops += [
-            rpc.RequestOp(
-                request_range=rpc.RangeRequest(key=_b(p), range_end=prefix_range_end(_b(p)))
-            )
-            for p in prefixes
-        ]
-        req = rpc.TxnRequest(success=ops)
+        req = ops.snapshot_request(keys, prefixes)
         resp = await self._call(
             lambda c: c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata), "snapshot"
         )
@@ -290,6 +279,21 @@ class Etcd:
             lambda c: c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata), what
         )
 
+    async def _counted_txn(
+        self, req: rpc.TxnRequest, lease: Lease | None, what: str
+    ) -> tuple[rpc.TxnResponse, int]:
+        """Send a conditional write; its response and how many attempts it took (more
+        than one: an earlier attempt may have committed before its answer was lost)."""
+        attempts = 0
+
+        async def txn(c: Conn) -> rpc.TxnResponse:
+            nonlocal attempts
+            attempts += 1
+            return await c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata)
+
+        resp = await self._leased(lease, self._call(txn, what))
+        return resp, attempts
+
     async def _txn_put(
         self,
         key: str,
@@ -299,29 +303,15 @@ class Etcd:
         what: str,
         also: Mapping[str, bytes | str] | None = None,
     ) -> bool:
-        k, v, lid = _b(key), _b(value), lease.id if lease else 0
-        extra = [rpc.RequestOp(request_put=rpc.PutRequest(key=_b(ak), value=_b(av)))
-                 for ak, av in (also or {}).items()]  # fmt: skip
-        req = rpc.TxnRequest(
-            compare=[cmp],
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v, lease=lid)), *extra],
-            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=k))],
-        )
-        attempts = 0
-
-        async def txn(c: Conn) -> rpc.TxnResponse:
-            nonlocal attempts
-            attempts += 1
-            return await c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata)
-
-        resp = await self._leased(lease, self._call(txn, what))
+        lid = lease.id if lease else 0
+        req = ops.conditional_put(key, value, cmp, lid, also)
+        resp, attempts = await self._counted_txn(req, lease, what)
         if resp.succeeded:
             return True
         if attempts > 1:
-            # An earlier attempt may have committed before its answer was lost: if the key
-            # holds exactly what we wrote, under our lease, that write was ours.
+            # If the key holds exactly what we wrote, under our lease, that write was ours.
             kvs = resp.responses[0].response_range.kvs
-            return bool(kvs) and kvs[0].value == v and kvs[0].lease == lid
+            return bool(kvs) and ops.holds(kvs[0], value, lid)
         return False
 
     async def create_if_absent(
@@ -334,10 +324,7 @@ class Etcd:
     ) -> bool:
         """Create ``key`` only if it does not exist; True if we created it. ``also``: more
         keys written (without a lease) in the same transaction, only if it was created."""
-        cmp = rpc.Compare(
-            key=_b(key), target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0
-        )
-        return await self._txn_put(key, value, cmp, lease, "create_if_absent", also)
+        return await self._txn_put(key, value, ops.absent(key), lease, "create_if_absent", also)
 
     async def create_first_absent(
         self,
@@ -350,42 +337,16 @@ class Etcd:
         """Create the first of ``candidates`` that does not exist, in ONE request (nested
         transactions: try the first, else the second, ...); the key created, or None if all
         exist. ``also`` is written with it, as in ``create_if_absent``."""
-        v, lid = _b(value), lease.id if lease else 0
-        extra = [rpc.RequestOp(request_put=rpc.PutRequest(key=_b(ak), value=_b(av)))
-                 for ak, av in (also or {}).items()]  # fmt: skip
-        req: rpc.TxnRequest | None = None
-        for key in reversed(candidates):
-            k = _b(key)
-            req = rpc.TxnRequest(
-                compare=[rpc.Compare(key=k, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL,
-                                     create_revision=0)],
-                success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v, lease=lid)),
-                         *extra],
-                failure=[rpc.RequestOp(request_txn=req)] if req is not None else [],
-            )  # fmt: skip
+        lid = lease.id if lease else 0
+        req = ops.first_absent(candidates, value, lid, also)
         if req is None:
             return None
-        attempts = 0
-
-        async def txn(c: Conn) -> rpc.TxnResponse:
-            nonlocal attempts
-            attempts += 1
-            return await c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata)
-
-        resp = await self._leased(lease, self._call(txn, "create_first_absent"))
-        for key in candidates:
-            if resp.succeeded:
-                return key
-            if not resp.responses:
-                break
-            resp = resp.responses[0].response_txn
-        if attempts > 1:  # an earlier attempt may have committed before its answer was lost
+        resp, attempts = await self._counted_txn(req, lease, "create_first_absent")
+        created = ops.created_key(candidates, resp)
+        if created is None and attempts > 1:
             kvs, _ = await self.snapshot(keys=candidates)
-            for key in candidates:
-                kv = kvs.get(_b(key))
-                if kv is not None and kv.value == v and kv.lease == lid:
-                    return key
-        return None
+            return next((k for k in candidates if ops.holds(kvs.get(ops.b(k)), value, lid)), None)
+        return created
 
     async def compare_and_put(
         self,
@@ -398,9 +359,7 @@ class Etcd:
     ) -> bool:
         """Write ``key`` only if it is still at ``mod_revision`` (0: does not exist); ``also``:
         more keys written (without a lease) in the same transaction, only if it was."""
-        cmp = rpc.Compare(
-            key=_b(key), target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=mod_revision
-        )
+        cmp = ops.at_revision(key, mod_revision)
         return await self._txn_put(key, value, cmp, lease, "compare_and_put", also)
 
     async def put_and_release(
@@ -408,18 +367,7 @@ class Etcd:
     ) -> bool:
         """Put ``key`` and, in the same transaction, delete ``release`` if it still holds
         exactly ``holding`` (a key someone else took since is left alone). True if deleted."""
-        put = rpc.RequestOp(request_put=rpc.PutRequest(key=_b(key), value=_b(value)))
-        rk = _b(release)
-        req = rpc.TxnRequest(
-            # etcd fails a VALUE compare on a missing key: a vanished holding is not deleted
-            compare=[
-                rpc.Compare(
-                    key=rk, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=holding
-                )
-            ],
-            success=[put, rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=rk))],
-            failure=[put],
-        )
+        req = ops.put_and_release(key, value, release, holding)
         resp = await self._call(
             lambda c: c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata), "put_and_release"
         )
@@ -500,9 +448,3 @@ class Etcd:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def _describe(e: BaseException | None) -> str:
-    if isinstance(e, grpc.aio.AioRpcError):
-        return f"{e.code().name}: {e.details()}"
-    return repr(e)

@@ -107,6 +107,13 @@ RPC_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def describe(e: BaseException | None) -> str:
+    """A failure as one line for an error message: the gRPC status and its details."""
+    if isinstance(e, grpc.aio.AioRpcError):
+        return f"{e.code().name}: {e.details()}"
+    return repr(e)
+
+
 def classify(exc: BaseException) -> Fault:
     if isinstance(exc, grpc.aio.AioRpcError):
         code = exc.code()

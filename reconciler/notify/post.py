@@ -93,10 +93,6 @@ class Poster:
             )
         return self._session
 
-    @property
-    def session_open(self) -> bool:
-        return self._session is not None and not self._session.closed
-
     async def aclose(self) -> None:
         session, self._session = self._session, None
         if session is not None:

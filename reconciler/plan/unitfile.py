@@ -38,12 +38,6 @@ class UnitFile:
     def values(self, section: str, key: str) -> tuple[str, ...]:
         return tuple(d.value for d in self.directives if d.section == section and d.key == key)
 
-    def sections(self) -> tuple[str, ...]:
-        seen: dict[str, None] = {}
-        for d in self.directives:
-            seen.setdefault(d.section, None)
-        return tuple(seen)
-
 
 _LINES = re.compile(r"\r\n|[\r\n\0]")
 

@@ -16,13 +16,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from reconciler import log
-from reconciler.actuators.swarm import (
-    Availability,
-    LocalSwarm,
-    SwarmEngine,
-    SwarmNode,
-    manager_addresses,
-)
+from reconciler.actuators.swarm import SwarmEngine
+from reconciler.actuators.swarmnodes import Availability, LocalSwarm, SwarmNode, manager_addresses
 from reconciler.errors import SwarmError
 from reconciler.etcd.client import Etcd
 from reconciler.models import Role

@@ -24,7 +24,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from reconciler import log
-from reconciler.actuators.swarm import SWARM_PORT, LocalSwarm, SwarmEngine, TokenRefused
+from reconciler.actuators.swarm import SwarmEngine, TokenRefused
+from reconciler.actuators.swarmnodes import SWARM_PORT, LocalSwarm
 from reconciler.errors import SwarmError, SwarmkeeperError
 from reconciler.etcd.client import Etcd
 from reconciler.models import Role

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler import keys
-from reconciler.actuators.swarm import JoinTokens
+from reconciler.actuators.swarmnodes import JoinTokens
 from reconciler.etcd.client import KV, Etcd
 from reconciler.swarm.plan import ClusterRecord, Phase
 

@@ -1,7 +1,7 @@
 """What an apply did: the frozen result values ``apply.Engine.apply`` returns.
 
-Kept apart from the engine so status writers, notifications and the CLI can read results
-without importing the engine (and its actuators).
+Pure values in the planning layer, so the pure core (the requeue policy), status writers,
+notifications and the CLI can read results without loading the engine and its actuators.
 """
 
 from __future__ import annotations
