@@ -6,6 +6,8 @@ neither may pass for up. Each test reads systemd's own state after the apply.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,8 +15,11 @@ from pathlib import Path
 import pytest
 
 from reconciler.actuators.systemd import Scope, Systemd
+from reconciler.agent.passes import _units
+from reconciler.agent.policy import unit_word, with_units
 from reconciler.apply.engine import Engine, Outcome
 from reconciler.models import UnitSpec
+from reconciler.status import NodeState
 from tests.fixtures.systemd_user import UserManager
 from tests.specs import spec, unit
 
@@ -61,3 +66,53 @@ async def test_a_crash_looping_unit_fails_the_gate_and_rolls_back(
     assert show == "active"
     inv = engine.inventory()
     assert inv.revision == "r1" and inv.failed_revision == "r2"
+
+
+@pytest.mark.parametrize(
+    ("active", "sub", "n", "word"),
+    [
+        ("active", "running", 0, "active"),
+        ("active", "running", 3, "restarting (3 restarts since its start)"),
+        ("activating", "auto-restart", 2, "restarting (2 restarts since its start)"),
+        ("inactive", "dead", 0, "inactive"),
+        ("failed", "failed", 0, "failed"),
+    ],
+)
+def test_unit_word_names_a_crash_loop(active: str, sub: str, n: int, word: str) -> None:
+    assert unit_word(active, sub, n) == word
+
+
+@pytest.mark.parametrize(
+    ("state", "units", "want"),
+    [
+        (NodeState.CONVERGED, {"a.service": "active"}, (NodeState.CONVERGED, "")),
+        (
+            NodeState.CONVERGED,
+            {"b.service": "restarting (4 restarts since its start)", "a.service": "active"},
+            (NodeState.DEGRADED, "crash-looping: b.service restarting (4 restarts since its start)"),
+        ),
+        (NodeState.PAUSED, {"b.service": "restarting (1 restarts since its start)"},
+         (NodeState.PAUSED, "")),
+    ],
+)  # fmt: skip
+def test_a_crash_looping_unit_degrades_a_converged_node(
+    state: NodeState, units: dict[str, str], want: tuple[NodeState, str]
+) -> None:
+    assert with_units(state, "", units) == want
+
+
+async def test_a_unit_that_dies_after_the_window_is_reported_restarting(
+    engine: Engine, systemd_user: UserManager
+) -> None:
+    """The default 0.1 s window passes a unit that dies after 0.3 s; the status must not."""
+    bad = looping("vault.service", 0.3, None)
+    assert (await engine.apply(spec([bad]))).outcome is Outcome.CONVERGED
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if int(systemd_user.systemctl("show", "-P", "NRestarts", "vault.service").stdout) > 0:
+            break
+        await asyncio.sleep(0.05)
+    units = await _units(engine, spec([bad]))
+    assert units["vault.service"].startswith("restarting ("), units
+    state, error = with_units(NodeState.CONVERGED, "", units)
+    assert state is NodeState.DEGRADED and "vault.service restarting" in error
