@@ -32,7 +32,7 @@ system-deps:
 demo: system-deps setup node-root
 	$(PY) scripts/demo.py
 
-test: system-deps setup
+test: system-deps setup node-root
 	$(PY) -m pytest -q -m "not sandbox"
 
 # The whole cluster on this machine (docs/sandbox.md): its own lane, a few minutes.
@@ -40,7 +40,7 @@ test-sandbox: system-deps setup node-root
 	$(PY) -m pytest -q -m sandbox tests/test_sandbox_cluster.py
 
 # The Debian bookworm root the PID-1 node tests boot with systemd-nspawn (scripts/build-root.sh):
-# about a minute on a clean machine, instant once cached under $$SWARMKEEPER_CACHE.
+# about a minute on a clean machine, instant once cached under $SWARMKEEPER_CACHE.
 node-root: system-deps
 	./scripts/build-root.sh
 

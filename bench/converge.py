@@ -39,9 +39,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from reconciler.artifact import Artifact  # noqa: E402
-from reconciler.artifact_store import build, publish, read  # noqa: E402
 from reconciler.etcd.client import Etcd, Resynced  # noqa: E402
+from reconciler.revisions.artifact import Artifact  # noqa: E402
+from reconciler.revisions.store import build, publish, read  # noqa: E402
 from tests.fixtures.etcd import etcd_server, free_ports  # noqa: E402
 from tests.fixtures.gitrepo import StateRepo, make_state_repo  # noqa: E402
 

@@ -254,8 +254,8 @@ def _q(xs: list[float], q: float) -> float:
 
 
 async def _publish(ep: str, rev: str, art: Any) -> None:
-    from reconciler.artifact_store import publish
     from reconciler.etcd.client import Etcd
+    from reconciler.revisions.store import publish
 
     async with await Etcd.connect([ep]) as e:
         await publish(e, P, rev, art)
@@ -277,7 +277,7 @@ def main() -> None:
     a = ap.parse_args()
     a.max_unavailable = a.max_unavailable or a.nodes
 
-    from reconciler.artifact_store import build
+    from reconciler.revisions.store import build
     from tests.fixtures.etcd import etcd_proxy, etcd_server
     from tests.fixtures.gitrepo import make_state_repo
 

@@ -149,6 +149,10 @@ WantedBy=multi-user.target
 
 def agent_volumes(p: Params) -> list[str]:
     vols = [
+        # systemd's private socket first (the agent is root, like systemctl): it needs no
+        # dbus-daemon, so a hung or restarting bus does not stall the agent; the bus stays
+        # the fallback
+        "/run/systemd/private:/run/systemd/private",
         "/run/dbus/system_bus_socket:/run/dbus/system_bus_socket",
         "/var/run/docker.sock:/var/run/docker.sock",
         "/etc/systemd/system:/etc/systemd/system",
@@ -185,12 +189,12 @@ StartLimitIntervalSec=0
 # SWARMKEEPER_IMAGE; agent.yaml holds the repo, role, etcd and this node's facts
 EnvironmentFile=/etc/swarmkeeper/agent.env
 ExecStartPre=-{rt} rm -f swarmkeeper-agent
-# root in the container: managing systemd over the system bus and writing
+# root in the container: managing systemd (its private socket, else the system bus) and writing
 # /etc/systemd/system need it (see docs/provisioning.md)
 ExecStart={rt} run --rm --name swarmkeeper-agent --net host --user 0:0{_selinux(p)} \\
 {vols}{env} \\
   ${{SWARMKEEPER_IMAGE}} --log-level {p.agent.log_level} agent \\
-  --config /etc/swarmkeeper/agent.yaml --root /host
+  --config /etc/swarmkeeper/agent.yaml --root /host --self-unit swarmkeeper-agent.service
 ExecStop={rt} stop swarmkeeper-agent
 Restart=on-failure
 RestartSec=5

@@ -134,7 +134,7 @@ class AgentParams(StrictModel):
     @field_validator("files_allow_paths")
     @classmethod
     def _allow_paths(cls, v: list[str] | None) -> list[str] | None:
-        from reconciler.filespolicy import parse_paths
+        from reconciler.desired.filespolicy import parse_paths
 
         return None if v is None else list(parse_paths(v))
 

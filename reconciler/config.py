@@ -20,14 +20,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import UsageError
-from reconciler.filespolicy import (
+from reconciler.desired.filespolicy import (
     DEFAULT_ALLOWED_PATHS,
     FilesPolicy,
     ModeBit,
     parse_modes,
     parse_paths,
 )
+from reconciler.errors import UsageError
 from reconciler.models import Role
 
 ENV_PREFIX = "SWARMKEEPER_"
@@ -44,6 +44,7 @@ class Config:
     role: Role | None = None  # None: from state/nodes/<node>.yaml
     address: str = "127.0.0.1"
     scope: str = "system"
+    bus_address: str | None = None  # None: candidate_endpoints' choice for the scope
     state_dir: Path = SYSTEM_STATE_DIR
     unit_dir: Path | None = None  # None: the scope's own (Systemd.unit_dir)
     root: Path | None = None  # prefix for managed file paths (tests, sandboxes)
@@ -114,6 +115,13 @@ def _scope(v: object) -> str:
     return str(v)
 
 
+def _bus_address(v: object) -> str:
+    text = _str(v).strip()
+    if ":" not in text.split(",", 1)[0] or text.startswith(":"):
+        raise ValueError(f"{v!r} is not a D-Bus address (e.g. unix:path=/run/systemd/private)")
+    return text
+
+
 def _seconds(v: object) -> float:
     text = str(v).strip()
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -154,6 +162,7 @@ PARSERS: dict[str, Callable[[Any], object]] = {
     "role": _role,
     "address": _address,
     "scope": _scope,
+    "bus_address": _bus_address,
     "state_dir": _path,
     "unit_dir": _path,
     "root": _path,
@@ -192,6 +201,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--address", metavar="IP", help="this node's private address (default 127.0.0.1)"
     )
     g.add_argument("--scope", help="systemd manager to drive: system or user (default system)")
+    g.add_argument(
+        "--bus-address",
+        metavar="ADDRESS",
+        help="D-Bus address of the systemd manager (default: for root with --scope system, systemd's private socket /run/systemd/private when it exists, else the system bus)",
+    )
     g.add_argument(
         "--state-dir",
         metavar="DIR",

@@ -19,16 +19,27 @@ from tests.fixtures.etcd import EtcdCluster, EtcdServer
 from tests.fixtures.etcd import etcd_cluster as _etcd_cluster
 from tests.fixtures.etcd import etcd_server as _etcd_server
 from tests.fixtures.gitrepo import MINIMAL_STATE, StateRepo, make_state_repo
+from tests.fixtures.nspawn import Node
+from tests.fixtures.nspawn import pid1_node as _pid1_node
 from tests.fixtures.systemd_user import UserManager
 from tests.fixtures.systemd_user import user_manager as _user_manager
 
 SERVICE_FIXTURES = frozenset(
     {"etcd_server", "etcd_cluster", "state_repo", "systemd_user", "systemd_user_factory",
-     "docker_lab", "netns"}
+     "docker_lab", "netns", "pid1_node", "pid1_node_factory"}
 )  # fmt: skip
 SERVICE_MODULES = frozenset(
     f"tests.fixtures.{m}"
-    for m in ("etcd", "systemd_user", "dockernet", "agents", "swarmagents", "gitrepo", "lifecycle")
+    for m in (
+        "etcd",
+        "systemd_user",
+        "dockernet",
+        "agents",
+        "swarmagents",
+        "gitrepo",
+        "lifecycle",
+        "nspawn",
+    )
 )
 
 
@@ -74,6 +85,22 @@ def systemd_user(tmp_path: Path) -> Iterator[UserManager]:
     """A real ``systemd --user`` in its own mount namespace, cgroup, HOME and runtime dir."""
     with _user_manager(tmp_path, "node") as um:
         yield um
+
+
+@pytest.fixture
+def pid1_node(tmp_path: Path) -> Iterator[Node]:
+    """A node booted with systemd as PID 1 (systemd-nspawn over a copy-on-write root), on the
+    host's network, with this checkout's code runnable inside (``node.swarmkeeper(...)``)."""
+    with _pid1_node(tmp_path, "node1") as node:
+        yield node
+
+
+@pytest.fixture
+def pid1_node_factory(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    """Boot more PID-1 nodes by name (keyword arguments as ``tests.fixtures.nspawn.pid1_node``);
+    all are torn down after the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda name, **kw: stack.enter_context(_pid1_node(tmp_path, name, **kw))
 
 
 @pytest.fixture

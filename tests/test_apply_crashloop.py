@@ -116,3 +116,6 @@ async def test_a_unit_that_dies_after_the_window_is_reported_restarting(
     assert units["vault.service"].startswith("restarting ("), units
     state, error = with_units(NodeState.CONVERGED, "", units)
     assert state is NodeState.DEGRADED and "vault.service restarting" in error
+    # an explicit start (what an apply or a repair does) resets the count the status reads
+    systemd_user.systemctl("restart", "vault.service")
+    assert systemd_user.systemctl("show", "-P", "NRestarts", "vault.service").stdout.strip() == "0"

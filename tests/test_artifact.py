@@ -16,7 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.artifact import (
+from reconciler.desired import RepoTree, render
+from reconciler.errors import InvalidDesiredState
+from reconciler.etcd.watch import KV
+from reconciler.models import NodeFacts, NodeName, NodeSpec, Role
+from reconciler.revisions.artifact import (
     MODE_EXEC,
     ROOT_TREE,
     Artifact,
@@ -26,11 +30,7 @@ from reconciler.artifact import (
     unpack,
     verify,
 )
-from reconciler.artifact_store import ArtifactUnavailable, assemble, build, chunks_of, to_drop
-from reconciler.desired import RepoTree, render
-from reconciler.errors import InvalidDesiredState
-from reconciler.etcd.watch import KV
-from reconciler.models import NodeFacts, NodeName, NodeSpec, Role
+from reconciler.revisions.store import ArtifactUnavailable, assemble, build, chunks_of, to_drop
 from reconciler.source import read_commit
 from tests.fixtures.gitrepo import StateRepo, git, make_state_repo
 from tests.test_validate import GOOD

@@ -17,11 +17,11 @@ from reconciler.actuators.dry import DrySystemd
 from reconciler.agent.agent import Agent, AgentSettings
 from reconciler.agent.passes import Rejection, Renderer
 from reconciler.apply.engine import Engine
-from reconciler.artifact import pack, unpack
-from reconciler.artifact_store import build, meta_of, publish, publish_commit, read
+from reconciler.desired.filespolicy import FilesPolicy
 from reconciler.etcd.client import Etcd
-from reconciler.filespolicy import FilesPolicy
 from reconciler.models import NodeFacts, NodeName, NodeSpec, Role
+from reconciler.revisions.artifact import pack, unpack
+from reconciler.revisions.store import build, meta_of, publish, publish_commit, read
 from reconciler.source import GitSource
 from reconciler.status import NodeState
 from tests.fixtures.etcd import EtcdServer, etcd_proxy

@@ -58,6 +58,7 @@ COMMON_FILES = {
     "/etc/motd",
 }
 AGENT_VOLUMES = [
+    "/run/systemd/private:/run/systemd/private",
     "/run/dbus/system_bus_socket:/run/dbus/system_bus_socket",
     "/var/run/docker.sock:/var/run/docker.sock",
     "/etc/systemd/system:/etc/systemd/system",
@@ -224,6 +225,8 @@ def test_agent_unit_runs_the_image_with_the_host_sockets_and_dirs(
         "/etc/swarmkeeper/agent.yaml",
         "--root",
         "/host",
+        "--self-unit",
+        "swarmkeeper-agent.service",
     ]
 
 

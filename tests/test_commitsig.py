@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.artifact_store import build
-from reconciler.commitsig import verify_commit
+from reconciler.revisions.commitsig import verify_commit
+from reconciler.revisions.store import build
 from reconciler.source import GitSource
 from tests.fixtures.gitrepo import StateRepo, git
 

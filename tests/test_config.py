@@ -105,7 +105,7 @@ def test_bad_config_files(tmp_path: Path) -> None:
 
 
 def test_the_files_policy_comes_from_the_node_config(tmp_path: Path) -> None:
-    from reconciler.filespolicy import DEFAULT_ALLOWED_PATHS, FilesPolicy, ModeBit
+    from reconciler.desired.filespolicy import DEFAULT_ALLOWED_PATHS, FilesPolicy, ModeBit
 
     assert parse([]).files_policy == FilesPolicy(DEFAULT_ALLOWED_PATHS, frozenset())
     cfg = tmp_path / "agent.yaml"

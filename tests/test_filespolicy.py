@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.filespolicy import FilesPolicy, ModeBit, check, parse_modes, parse_paths
+from reconciler.desired.filespolicy import FilesPolicy, ModeBit, check, parse_modes, parse_paths
 from reconciler.models import FileSpec
 
 POLICY = FilesPolicy(("/opt/", "/etc/motd"), frozenset({ModeBit.SETGID}))

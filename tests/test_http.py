@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from reconciler.agent.http import make_app
 from reconciler.agent.metrics import Metrics
-from reconciler.publishing import PublishRefused
+from reconciler.revisions.publish import PublishRefused
 
 SECRET = b"s3cret"
 SHA = "a" * 40

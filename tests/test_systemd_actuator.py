@@ -597,11 +597,12 @@ def test_resolve_endpoint_table(tmp_path: Path) -> None:
     env = {"HOME": "/home/core", "XDG_RUNTIME_DIR": str(with_bus)}
     cases: list[tuple[dict[str, Any], Endpoint]] = [
         (
-            {"scope": Scope.SYSTEM, "environ": env},
+            # as root the private socket would come first: tests/test_system_scope.py
+            {"scope": Scope.SYSTEM, "environ": env, "uid": 1000},
             Endpoint("unix:path=/run/dbus/system_bus_socket", False, Path("/etc/systemd/system")),
         ),
         (
-            {"scope": Scope.SYSTEM, "unit_dir": Path("/x"), "environ": {}},
+            {"scope": Scope.SYSTEM, "unit_dir": Path("/x"), "environ": {}, "uid": 1000},
             Endpoint("unix:path=/run/dbus/system_bus_socket", False, Path("/x")),
         ),
         (

@@ -2,7 +2,10 @@
 
 Three quirks live here so ``systemd.py`` can speak plain method calls:
 
-* address resolution for the ``system`` and ``user`` scopes (a pure function, tested as such);
+* address resolution for the ``system`` and ``user`` scopes (pure but for ``stat``, tested as
+  such). As root, the system scope prefers systemd's private socket the way ``systemctl``
+  does: it needs no bus daemon, so a hung or not yet started ``dbus-daemon`` (early boot, a
+  dbus restart; always on the nspawn nodes of the tests) does not hang every call for 25 s;
 * systemd 252's private socket stalls when the first D-Bus message arrives in the same read as
   the SASL ``BEGIN`` line, and dbus-fast sends them back to back. ``SystemdBus`` waits until the
   kernel says the peer has consumed everything we sent (``TIOCOUTQ`` == 0) before the first
@@ -32,6 +35,7 @@ from dbus_fast.aio import MessageBus
 from reconciler.errors import SystemdError
 
 SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
+SYSTEM_PRIVATE_SOCKET = "/run/systemd/private"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 
 # Bounds on the post-auth wait: the peer normally drains the BEGIN line within a millisecond.
@@ -78,20 +82,45 @@ def resolve_endpoint(
     home: str | None = None,
     environ: Mapping[str, str] | None = None,
     uid: int | None = None,
+    private_socket: str = SYSTEM_PRIVATE_SOCKET,
 ) -> Endpoint:
-    """Pick the D-Bus address and unit directory for ``scope``.
+    """The first of ``candidate_endpoints``: where a connection is tried first."""
+    return candidate_endpoints(
+        scope, address=address, unit_dir=unit_dir, runtime_dir=runtime_dir, home=home,
+        environ=environ, uid=uid, private_socket=private_socket,
+    )[0]  # fmt: skip
 
-    Explicit arguments win over the environment. For the user scope, ``$XDG_RUNTIME_DIR/bus``
-    (a dbus-daemon) is used when it is a socket, else the manager's private socket.
-    An explicit ``home`` also decides the unit dir: the caller's ``XDG_CONFIG_HOME`` belongs
-    to another home and is ignored then.
+
+def candidate_endpoints(
+    scope: Scope,
+    *,
+    address: str | None = None,
+    unit_dir: Path | None = None,
+    runtime_dir: str | None = None,
+    home: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    uid: int | None = None,
+    private_socket: str = SYSTEM_PRIVATE_SOCKET,
+) -> tuple[Endpoint, ...]:
+    """The D-Bus addresses to try for ``scope``, in order, and its unit directory.
+
+    An explicit ``address`` is the only candidate. The system scope, for root (``uid``, the
+    effective uid by default), tries systemd's private socket first when it is a socket,
+    then the system bus; for anybody else only the bus (the private socket is root's).
+    For the user scope, ``$XDG_RUNTIME_DIR/bus`` (a dbus-daemon) is used when it is a socket,
+    else the manager's private socket. An explicit ``home`` also decides the unit dir: the
+    caller's ``XDG_CONFIG_HOME`` belongs to another home and is ignored then.
     """
     env = os.environ if environ is None else environ
     if scope is Scope.SYSTEM:
-        addr = address or f"unix:path={SYSTEM_BUS_SOCKET}"
-        return Endpoint(
-            addr, _socket_path(addr).endswith("/systemd/private"), unit_dir or SYSTEM_UNIT_DIR
-        )
+        unit_dir = unit_dir or SYSTEM_UNIT_DIR
+        if address is not None:
+            return (_endpoint(address, unit_dir),)
+        bus = _endpoint(f"unix:path={SYSTEM_BUS_SOCKET}", unit_dir)
+        euid = os.geteuid() if uid is None else uid
+        if euid == 0 and _is_socket(Path(private_socket)):
+            return (Endpoint(f"unix:path={private_socket}", True, unit_dir), bus)
+        return (bus,)
     if unit_dir is None:
         if home is not None:
             unit_dir = Path(home) / ".config/systemd/user"
@@ -107,8 +136,14 @@ def resolve_endpoint(
             or env.get("XDG_RUNTIME_DIR")
             or f"/run/user/{os.getuid() if uid is None else uid}"
         )
-        bus = Path(rt) / "bus"
-        address = f"unix:path={bus}" if _is_socket(bus) else f"unix:path={rt}/systemd/private"
+        bus_path = Path(rt) / "bus"
+        address = (
+            f"unix:path={bus_path}" if _is_socket(bus_path) else f"unix:path={rt}/systemd/private"
+        )
+    return (_endpoint(address, unit_dir),)
+
+
+def _endpoint(address: str, unit_dir: Path) -> Endpoint:
     return Endpoint(address, _socket_path(address).endswith("/systemd/private"), unit_dir)
 
 

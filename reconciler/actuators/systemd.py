@@ -27,8 +27,8 @@ from reconciler.actuators.dbus import (
     Scope,
     add_match,
     call,
+    candidate_endpoints,
     open_bus,
-    resolve_endpoint,
 )
 from reconciler.actuators.jobs import JobTracker
 from reconciler.actuators.systemdread import (
@@ -67,6 +67,17 @@ _NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 DEFAULT_SETTLE = 0.1
 _JOB_CHECK = 5.0  # seconds between checks that a job we wait for still exists
 _POLL_FALLBACK = 1.0  # seconds between status reads in wait_healthy when no signal arrives
+
+
+async def _open_first(endpoints: Sequence[Endpoint]) -> tuple[Endpoint, MessageBus]:
+    """Connect to the first endpoint that answers; all their errors if none does."""
+    errors: list[str] = []
+    for endpoint in endpoints:
+        try:
+            return endpoint, await open_bus(endpoint)
+        except SystemdError as e:
+            errors.append(str(e))
+    raise SystemdError("; ".join(errors) or "no D-Bus address to connect to")
 
 
 class Systemd:
@@ -136,10 +147,11 @@ class Systemd:
         runtime_dir: str | None = None,
         home: str | None = None,
     ) -> Systemd:
-        endpoint = resolve_endpoint(
-            scope, address=address, unit_dir=unit_dir, runtime_dir=runtime_dir, home=home
+        endpoint, bus = await _open_first(
+            candidate_endpoints(
+                scope, address=address, unit_dir=unit_dir, runtime_dir=runtime_dir, home=home
+            )
         )
-        bus = await open_bus(endpoint)
         self = cls(bus, endpoint, scope)
         bus.add_message_handler(self._on_message)
         try:
@@ -246,6 +258,16 @@ class Systemd:
 
     async def restart(self, name: str) -> str:
         return await self._run_job("RestartUnit", name)
+
+    async def queue_restart(self, name: str) -> str:
+        """RestartUnit without waiting for the job: returns its path once systemd queued it.
+
+        For the agent's own unit (``reconciler.agent.selfunit``): the job stops the caller, so
+        waiting for its ``JobRemoved`` would never end.
+        """
+        self.mutating_calls += 1
+        (job,) = await self.reader.call("RestartUnit", "ss", [name, "replace"])
+        return str(job)
 
     async def reload(self, name: str) -> str:
         """ReloadUnit (ExecReload=): the main process keeps running. Fails if inactive."""

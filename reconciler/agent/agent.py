@@ -41,17 +41,17 @@ from reconciler.agent.report import Reporter
 from reconciler.agent.workqueue import WorkQueue, jittered
 from reconciler.backoff import Backoff
 from reconciler.control import Control
+from reconciler.desired.filespolicy import FilesPolicy
 from reconciler.errors import SwarmkeeperError, TransientError
-from reconciler.filespolicy import FilesPolicy
 from reconciler.models import NodeFacts, NodeName, Role
 from reconciler.status import NodeState, utcnow
 
 if TYPE_CHECKING:
     from reconciler.agent.services import ServiceRegistrar
     from reconciler.apply.engine import Engine
-    from reconciler.artifact import Artifact
     from reconciler.etcd.client import Etcd, Lease
     from reconciler.notify.hub import Notifications
+    from reconciler.revisions.artifact import Artifact
     from reconciler.swarm.agent import SwarmLink
 
 
@@ -75,6 +75,8 @@ class AgentSettings:
     docker: str = ""  # unix:///var/run/docker.sock: manage swarm membership ("" = off)
     files_policy: FilesPolicy = field(default_factory=FilesPolicy)  # the node's, not git's
     source: str = "auto"  # "auto": render from etcd's revision artifacts, git if none; "git"
+    self_unit: str = ""  # the unit this agent runs as (reconciler.agent.selfunit); "" = unknown
+    self_restart_grace: float = 60.0  # seconds to wait for systemd to stop us after asking
 
 
 class Agent:
@@ -101,6 +103,7 @@ class Agent:
         self.last_pass_at = 0.0
         self.passes = 0
         self.stop_event = asyncio.Event()
+        self.restarting = False  # our own unit's restart is queued: no more passes
         self.control_read = asyncio.Event()  # the first read of the control keys is done
         self._read_keys: set[str] = set()
         self.notifications: Notifications | None = None
@@ -109,6 +112,7 @@ class Agent:
         self.reporter = Reporter(self, s.node, etcd=etcd, engine=engine, prefix=self.prefix,
                                  source=self.source, renderer=self.renderer,
                                  metrics=self.metrics, log=self.log)  # fmt: skip
+        self.restart_due = ""  # why our own unit must restart (selfunit); "" = it need not
 
     def follows(self, revision: str) -> bool:
         """Nothing is published and ``revision`` is the branch head this agent polled."""
@@ -202,9 +206,43 @@ class Agent:
         while True:
             reasons = await self.queue.get()
             await self.reconcile(reasons)
+            if self.restart_due:
+                await self._restart_self()
+
+    async def _restart_self(self) -> None:
+        """Have systemd restart our own unit, now that the pass is done and reported.
+
+        The job stops this process (SIGTERM: ``run`` shuts down cleanly) and starts the new
+        definition. Until then no pass starts. If the job cannot be queued, the next pass
+        tries again; if it never stops us (``--self-unit`` names another unit), we carry on.
+        """
+        from reconciler.agent.selfunit import QueuesRestart
+
+        sd = self.engine.systemd
+        unit, why = self.s.self_unit, self.restart_due
+        if not isinstance(sd, QueuesRestart):
+            self.restart_due = ""
+            return
+        try:
+            job = await sd.queue_restart(unit)
+        except SwarmkeeperError as e:
+            retry_in = self._requeue(policy.BACKOFF)  # the next pass asks again
+            self.log.warning("agent.restart-self", unit=unit, reason=why, error=str(e),
+                             retry_in=retry_in)  # fmt: skip
+            return
+        self.log.info("agent.restart-self", unit=unit, reason=why, job=job)
+        self.restarting = True
+        # Sleep, to be cancelled by the shutdown systemd's SIGTERM starts; waiting for the
+        # stop event inside wait_for instead could swallow that cancellation (Python 3.11).
+        await asyncio.sleep(self.s.self_restart_grace)
+        self.restarting = False
+        self.restart_due = ""
+        self.log.error("agent.restart-self", unit=unit, reason=why,
+                       error=f"systemd did not stop this process within {self.s.self_restart_grace:g}s: "
+                             "is --self-unit the unit this agent runs as?")  # fmt: skip
 
     async def _artifact(self, revision: str) -> Artifact | None:
-        from reconciler.artifact_store import read
+        from reconciler.revisions.store import read
 
         return await read(self.etcd, self.prefix, revision)
 
@@ -223,6 +261,7 @@ class Agent:
                     desired=desired, failed_revision=self.control.failed_revision,
                     halted=self.control.halted, paused=self.control.paused,
                     acquire=self.reporter.acquire, write_status=self.reporter.write_status,
+                    self_unit=self.s.self_unit,
                 )  # fmt: skip
             except Exception as e:
                 # the pass boundary: etcd gone mid-pass, systemd refusing a read, a corrupt
@@ -246,6 +285,8 @@ class Agent:
                 res = replace(res, status=replace(res.status, state=NodeState.DEGRADED,
                               error=f"{why} (rollout of {(desired or '')[:12]} halted)"))  # fmt: skip
             outcome, written = await self.reporter.report(res)
+            if res.restart_self:
+                self.restart_due = res.restart_self
             dt = time.perf_counter() - t0
             self.metrics.pass_seconds.observe(dt)
             self.metrics.passes.labels(outcome=outcome).inc()
@@ -278,7 +319,7 @@ class Agent:
         """The webhook's push: ``after`` must be the branch head in the remote; then the one
         publish path. Returns the commit's problems if invalid; raises PublishRefused."""
         from reconciler.errors import InvalidDesiredState
-        from reconciler.publishing import PublishRefused, publish_revision
+        from reconciler.revisions.publish import PublishRefused, publish_revision
         from reconciler.source import is_ancestor
 
         try:
@@ -307,6 +348,7 @@ class Agent:
             "revision": st.revision if st else "",
             "desired": self.control.desired or self.polled or "",
             "passes": self.passes,
+            "restarting": self.restarting,
             "last_pass_age": round(time.time() - self.last_pass_at, 1)
             if self.last_pass_at
             else None,

@@ -28,7 +28,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from reconciler.agent.metrics import Metrics
 from reconciler.errors import TransientError
-from reconciler.publishing import PublishRefused
+from reconciler.revisions.publish import PublishRefused
 
 # (after, delivery id) -> problems (empty: published); raises PublishRefused
 Publish = Callable[[str, str], Awaitable[list[str]]]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler import log
+from reconciler.agent import selfunit
 from reconciler.agent.policy import (
     NO_REQUEUE,
     Requeue,
@@ -34,7 +35,6 @@ from reconciler.agent.policy import (
     with_units,
 )
 from reconciler.apply.result import Outcome
-from reconciler.artifact import ArtifactMismatch
 from reconciler.errors import (
     InvalidDesiredState,
     NodeFault,
@@ -43,13 +43,14 @@ from reconciler.errors import (
     TransientError,
 )
 from reconciler.models import NodeFacts, NodeSpec, Role
+from reconciler.revisions.artifact import ArtifactMismatch
 from reconciler.source import is_full_sha
 from reconciler.status import NodeState, NodeStatus, utcnow
 
 if TYPE_CHECKING:
     from reconciler.apply.engine import ApplyResult, Engine
-    from reconciler.artifact import Artifact
-    from reconciler.filespolicy import FilesPolicy
+    from reconciler.desired.filespolicy import FilesPolicy
+    from reconciler.revisions.artifact import Artifact
     from reconciler.rollout.gate import Slot
     from reconciler.source import GitSource
 
@@ -115,6 +116,7 @@ class PassResult:
     error_kind: str = ""  # "git" | "etcd" | "node" | "systemd" | "bug" for metrics
     slot: Slot | None = None  # held rollout slot: release after the final status is written
     timings: Mapping[str, float] = field(default_factory=dict)  # seconds per step
+    restart_self: str = ""  # why the agent's own unit must restart now the pass is done
 
 
 @dataclass(slots=True)
@@ -172,7 +174,7 @@ class Renderer:
         artifacts: FetchArtifact | None = None,
         on_render: Callable[[str], None] | None = None,
     ) -> None:
-        from reconciler.filespolicy import FilesPolicy
+        from reconciler.desired.filespolicy import FilesPolicy
 
         self.files_policy = files_policy or FilesPolicy()  # the node's, never the commit's
         self.source = source
@@ -207,13 +209,12 @@ class Renderer:
         return out
 
     def _render(self, revision: str, art: Artifact | None = None) -> NodeSpec | Rejection:
-        from reconciler import filespolicy
-        from reconciler.desired import load_state, render_state
-        from reconciler.publishing import prefix_mismatch
+        from reconciler.desired import filespolicy, load_state, render_state
+        from reconciler.revisions.publish import prefix_mismatch
 
         if art is not None:
-            from reconciler.artifact import verify
-            from reconciler.commitsig import verify_commit
+            from reconciler.revisions.artifact import verify
+            from reconciler.revisions.commitsig import verify_commit
 
             try:
                 tree = verify(art, revision)
@@ -274,12 +275,17 @@ async def run_pass(
     paused: bool,
     acquire: AcquireSlot,
     write_status: WriteStatus,
+    self_unit: str = "",
 ) -> PassResult:
     """One pass. ``acquire`` waits for a rollout slot; ``write_status`` publishes status.
-    ``timings`` of the result holds the seconds each step took."""
+    ``timings`` of the result holds the seconds each step took.
+
+    ``self_unit`` is the agent's own unit: the engine never restarts it (``selfunit``); a
+    converged pass that changed it says so in ``restart_self``.
+    """
     clock = _Clock()
     res = await _steps(node, renderer, engine, desired, failed_revision, halted, paused,
-                       acquire, write_status, clock)  # fmt: skip
+                       acquire, write_status, clock, self_unit)  # fmt: skip
     return replace(res, timings=dict(clock.timings))
 
 
@@ -294,6 +300,7 @@ async def _steps(
     acquire: AcquireSlot,
     write_status: WriteStatus,
     clock: _Clock,
+    self_unit: str,
 ) -> PassResult:
     logger = log.get("swarmkeeper.pass")
     inv = engine.inventory()
@@ -340,6 +347,7 @@ async def _steps(
     # plan: nothing to do ends the pass here
     with clock.step("plan"):
         plan = await engine.plan(spec, inv)
+    restart_self = selfunit.restart_due(plan, self_unit)
     if not plan and inv.pending is None:
         units = await _units(engine, spec)
         return PassResult(_judged(base, units), rejection=rejection)
@@ -364,12 +372,13 @@ async def _steps(
         await write_status(applying)
 
     # apply: whatever escapes it still releases the slot (with the report), never halts; a
-    # NodeFault (full disk, EIO, EACCES, a busy lock) is the node's, not the revision's
+    # NodeFault (full disk, EIO, EACCES, a busy lock) is the node's, not the revision's; the
+    # agent's own unit is written but not restarted here (selfunit)
     progress = StatusProgress(applying, write_status)
     engine.on_progress = progress
     try:
         with clock.step("apply"):
-            result = await engine.apply(spec)
+            result = await engine.apply(selfunit.defer(spec, self_unit))
     except Exception as e:
         why = f"node: {describe(e)}" if isinstance(e, NodeFault) else describe(e)
         return replace(_failed(base, e, why), slot=slot, new_revision=new_revision)
@@ -383,7 +392,7 @@ async def _steps(
     if result.outcome is Outcome.CONVERGED:
         st = _judged(_with(base, revision=spec.revision), units)
         return PassResult(st, result=result, rejection=rejection, new_revision=new_revision,
-                          slot=slot)  # fmt: skip
+                          slot=slot, restart_self=restart_self)  # fmt: skip
     err = result.error or str(result.outcome)
     if result.failure is not None:
         # the table shows the first line; the rest is systemd's account and the failed

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 from reconciler.desired.tree import RepoTree
+
+_SCP_URL = re.compile(r"^[\w.-]+@[\w.-]+:")
+
+
+def is_url(repo: str) -> bool:
+    """A remote (``scheme://`` or scp-like ``user@host:path``), not a path on this machine."""
+    return "://" in repo or bool(_SCP_URL.match(repo))
 
 
 def add_source_options(p: argparse.ArgumentParser) -> None:
@@ -45,7 +53,6 @@ def open_repo(repo: str, rev: str | None, *, branch: str | None = None) -> RepoT
       ``branch`` (default ``main``, as the agent), fetched into a temporary mirror.
 
     A revision the repository lacks is the operator's typo (exit 1), not an outage."""
-    from reconciler.commands._node import is_url
     from reconciler.errors import UnknownRevision, UsageError
     from reconciler.source import read_tree
 

@@ -8,10 +8,10 @@ Kept out of the command modules so ``swarmkeeper plan`` prints the very plan tha
 from __future__ import annotations
 
 import argparse
-import re
 from typing import TYPE_CHECKING
 
 from reconciler import config
+from reconciler.commands._common import is_url, open_repo
 from reconciler.config import Config
 from reconciler.models import NodeFacts, NodeName, NodeSpec
 
@@ -19,21 +19,14 @@ if TYPE_CHECKING:
     from reconciler.actuators.systemd import Systemd
     from reconciler.apply.engine import Engine
 
-_SCP_URL = re.compile(r"^[\w.-]+@[\w.-]+:")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     config.add_options(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def is_url(repo: str) -> bool:
-    return "://" in repo or bool(_SCP_URL.match(repo))
-
-
 def load_spec(cfg: Config) -> NodeSpec:
     """Render this node's desired spec from --repo/--rev (blocking: git, disk)."""
-    from reconciler.commands._common import open_repo
     from reconciler.desired import render
     from reconciler.source import GitSource
 
@@ -54,5 +47,5 @@ async def open_engine(cfg: Config) -> tuple[Systemd, Engine]:
     from reconciler.actuators.systemd import Scope, Systemd
     from reconciler.apply.engine import Engine
 
-    sd = await Systemd.connect(Scope(cfg.scope), unit_dir=cfg.unit_dir)
+    sd = await Systemd.connect(Scope(cfg.scope), address=cfg.bus_address, unit_dir=cfg.unit_dir)
     return sd, Engine(sd, cfg.state_dir, root=cfg.root, unit_dir=cfg.unit_dir)

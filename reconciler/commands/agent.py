@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="etcd user (password from $SWARMKEEPER_ETCD_PASSWORD)")  # fmt: skip
     g.add_argument("--docker", default=env("SWARMKEEPER_DOCKER", ""), metavar="unix:///PATH",
                    help="manage Docker Swarm membership through this engine socket (default: off)")  # fmt: skip
+    g.add_argument("--self-unit", default=env("SWARMKEEPER_SELF_UNIT"), metavar="NAME",
+                   help="the unit this agent runs as; a revision that changes it restarts it after the pass "
+                        "(default: read from the agent's cgroup when systemd runs it directly; 'none': never)")  # fmt: skip
     g.add_argument("--source", choices=["auto", "git"], default=env("SWARMKEEPER_SOURCE", "auto"),
                    help="auto: render from the revision artifacts in etcd, git when a revision has "
                         "none (default); git: always fetch with git")  # fmt: skip
@@ -106,7 +109,7 @@ async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, rep
         allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
         gnupg_home=Path(args.gnupg_home) if args.gnupg_home else None,
         webhook_secret=secret, docker=args.docker, files_policy=cfg.files_policy,
-        source=args.source,
+        source=args.source, self_unit=_self_unit(args.self_unit),
     )  # fmt: skip
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     if args.actuator == "dry":
@@ -116,7 +119,7 @@ async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, rep
     else:
         from reconciler.actuators.systemd import Scope, Systemd
 
-        sd = await Systemd.connect(Scope(cfg.scope), unit_dir=cfg.unit_dir)
+        sd = await Systemd.connect(Scope(cfg.scope), address=cfg.bus_address, unit_dir=cfg.unit_dir)
 
     def path(v: str | None) -> Path | None:
         return Path(v) if v else None
@@ -129,3 +132,23 @@ async def _main(cfg: object, args: argparse.Namespace, secret: bytes | None, rep
     finally:
         await etcd.close()
         await sd.close()  # type: ignore[attr-defined]
+
+
+def _self_unit(option: str | None) -> str:
+    from reconciler.agent import selfunit
+    from reconciler.desired.schema import check_unit_name
+    from reconciler.errors import UsageError
+
+    if option == "none":
+        return ""
+    if not option:
+        return selfunit.detect()
+    try:
+        check_unit_name(option)
+    except ValueError as e:
+        raise UsageError(f"--self-unit: {e}") from None
+    if not option.endswith(".service") or "@." in option:
+        raise UsageError(
+            f"--self-unit: {option!r} is not a service (e.g. swarmkeeper-agent.service)"
+        )
+    return option

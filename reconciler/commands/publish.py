@@ -3,7 +3,7 @@
 Resolves REV in the state repository (``--repo``, default the current directory) to a full
 commit sha, validates that commit's tree exactly as every agent will (a bad commit exits 1
 listing every ``path:line:`` problem and publishes nothing), then hands it to the one
-publish path (``reconciler.publishing``): the commit's ``cluster.yaml`` prefix must be the
+publish path (``reconciler.revisions.publish``): the commit's ``cluster.yaml`` prefix must be the
 ``--prefix`` in use, and it must descend from the current desired revision unless
 ``--allow-rollback`` (which is recorded in etcd). The same transaction stores the commit's
 artifact (its state/, units/ and files/ plus the raw commit object:
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         local = _local_repo(args.repo, rev, stack)
 
         async def body(etcd: Etcd) -> int:
-            from reconciler.publishing import publish_revision
+            from reconciler.revisions.publish import publish_revision
             from reconciler.source import is_ancestor
 
             done = await publish_revision(
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 def _local_repo(repo: str, rev: str, stack: contextlib.ExitStack) -> str:
     """A local repository holding ``rev``: ``repo`` itself, or for a URL a temporary mirror
     (the ancestry check and the artifact both need one)."""
-    from reconciler.commands._node import is_url
+    from reconciler.commands._common import is_url
 
     if not is_url(repo):
         return repo

@@ -250,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.watch:
             return exit_code(last)
         from reconciler.etcd.client import Resynced, WatchEvent
+        from reconciler.etcd.watch import fold
 
         state = {kv.key: kv for kv in kvs}
         queue: asyncio.Queue[WatchEvent | Resynced] = asyncio.Queue()
@@ -270,12 +271,7 @@ def run(args: argparse.Namespace) -> int:
                 while not queue.empty():
                     items.append(queue.get_nowait())
                 for item in items:
-                    if isinstance(item, Resynced):
-                        state = {kv.key: kv for kv in item.kvs}
-                    elif item.kind == "put":
-                        state[item.kv.key] = item.kv
-                    else:
-                        state.pop(item.kv.key, None)
+                    fold(state, item)
                 snap = await snapshot(etcd, prefix, sorted(state.values(), key=lambda k: k.key))
                 if args.json and not items:
                     continue  # a JSON frame only when something changed

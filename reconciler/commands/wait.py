@@ -118,7 +118,7 @@ def wait_for(args: argparse.Namespace, revision: str | None, timeout: float) -> 
         desired_kv = state.get(keys.desired_revision(prefix).encode())
         desired = desired_kv.value.decode().strip() if desired_kv else ""
         target = _resolve(revision, desired)
-        from reconciler.etcd.client import Resynced
+        from reconciler.etcd.watch import fold
 
         watch = etcd.watch_prefix(prefix + "/", start_revision=rev + 1)
         pending: asyncio.Task[Any] | None = None
@@ -137,14 +137,8 @@ def wait_for(args: argparse.Namespace, revision: str | None, timeout: float) -> 
                 done, _ = await asyncio.wait({pending}, timeout=min(1.0, timeout - elapsed))
                 if not done:
                     continue  # a second went by: redraw the ages, check the deadline
-                item = pending.result()
+                fold(state, pending.result())
                 pending = None
-                if isinstance(item, Resynced):
-                    state = {kv.key: kv for kv in item.kvs}
-                elif item.kind == "put":
-                    state[item.kv.key] = item.kv
-                else:
-                    state.pop(item.kv.key, None)
         finally:
             if pending is not None:  # the generator must stop running before it can close
                 pending.cancel()

@@ -75,6 +75,19 @@ class Resynced:
     revision: int
 
 
+def fold(state: dict[bytes, KV], item: WatchEvent | Resynced) -> dict[bytes, KV]:
+    """A prefix's keys after one watch item: a put or delete changes one key, a resync
+    replaces them all. ``state`` is changed in place and returned."""
+    if isinstance(item, Resynced):
+        state.clear()
+        state.update((kv.key, kv) for kv in item.kvs)
+    elif item.kind == "put":
+        state[item.kv.key] = item.kv
+    else:
+        state.pop(item.kv.key, None)
+    return state
+
+
 class _Refresh(Exception):
     """The stream was idle for ``watch_refresh``: re-create it (no drop, no backoff)."""
 

@@ -7,7 +7,7 @@ transaction that moves ``desired/revision`` and deletes all but the newest ``kee
 artifacts, so a node either sees a whole artifact or none (and then falls back to git).
 
 A node reads all of one revision's keys with ONE range request (``read``); ``assemble``
-turns those keys into an ``Artifact`` (pure), ``reconciler.artifact.verify`` checks it.
+turns those keys into an ``Artifact`` (pure), ``reconciler.revisions.artifact.verify`` checks it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
 from reconciler import keys
-from reconciler.artifact import (
+from reconciler.desired.tree import TRACKED_DIRS
+from reconciler.errors import SourceError
+from reconciler.revisions.artifact import (
     FORMAT,
     MAX_CONTENT_BYTES,
     MODE_EXEC,
@@ -34,8 +36,6 @@ from reconciler.artifact import (
     pack,
     verify,
 )
-from reconciler.desired.tree import TRACKED_DIRS
-from reconciler.errors import SourceError
 
 if TYPE_CHECKING:
     from reconciler.etcd.client import Etcd

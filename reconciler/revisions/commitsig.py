@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from reconciler.artifact import ArtifactMismatch, parse_commit
+from reconciler.revisions.artifact import ArtifactMismatch, parse_commit
 
 SSH_BEGIN = b"-----BEGIN SSH SIGNATURE-----"
 

@@ -10,7 +10,7 @@ checks, in this order, what every caller must get the same way:
    ``<prefix>/desired/rollbacks/<when>`` (who, when, from, to) in the same transaction;
 3. the write is one transaction that compares the revision it read (two publishers racing
    cannot silently overwrite each other), stores the commit's revision artifact
-   (``reconciler.artifact_store``: nodes render from it without git) and moves
+   (``reconciler.revisions.store``: nodes render from it without git) and moves
    ``desired/revision``.
 
 Before all of that the tree is validated exactly as every agent will (``load_state``: a bad
@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 from aetcd import rpc
 
 from reconciler import keys
-from reconciler.artifact_store import DEFAULT_KEEP, publish_commit
 from reconciler.errors import SwarmkeeperError
+from reconciler.revisions.store import DEFAULT_KEEP, publish_commit
 from reconciler.status import utcnow
 
 if TYPE_CHECKING:
