@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from reconciler.actuators.dbus import CallFailed, Endpoint, Scope, call
 from reconciler.actuators.describe import describe_from_properties, invocation_hex, journal_tail
 from reconciler.actuators.unitstatus import UnitStatus, not_found, settled, unit_path
 from reconciler.errors import SystemdError
-from reconciler.plan.unittypes import needs_settle
+from reconciler.plan.unittypes import AUTO_RESTART, needs_settle
 
 MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
@@ -39,7 +40,7 @@ _LOADED = "loaded"
 # Cached per unit until a signal says the unit (or the manager) changed. NeedDaemonReload is
 # never signalled (systemd compares file mtimes when asked), so it is always read fresh.
 _UNIT_PROPS = ("UnitFileState", "InvocationID")
-_SERVICE_PROPS = ("MainPID", "Result", "Type", "RemainAfterExit")
+_SERVICE_PROPS = ("MainPID", "Result", "Type", "RemainAfterExit", "NRestarts")
 
 
 def _from_cache(
@@ -47,7 +48,9 @@ def _from_cache(
 ) -> UnitStatus:
     name, _desc, load, active, sub = row[:5]
     file_state, invocation = cached[:2]
-    main_pid, result, stype, rae = cached[2:] if len(cached) > 2 else (0, "", "", False)
+    main_pid, result, stype, rae, nrestarts = (
+        cached[2:] if len(cached) > 2 else (0, "", "", False, 0)
+    )
     return UnitStatus(
         name,
         load,
@@ -61,6 +64,7 @@ def _from_cache(
         bool(rae),
         need_reload,
         skipped,
+        int(nrestarts),
     )
 
 
@@ -331,16 +335,23 @@ class SystemdReader:
         Types without a readiness protocol (simple, exec, forking, idle) are "active" from
         the fork on, so ``ExecStart=/bin/false`` would pass: such a unit must also have been
         active for ``settle`` seconds (default ``self.settle``), bounded by ``timeout``.
+        A service that systemd restarts on its own meanwhile (``NRestarts`` grew from the
+        first read, or it waits in ``auto-restart``) is crash-looping: returned at once,
+        its ``restarts`` the growth seen, so the gate fails in a restart, not at ``timeout``.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         settle = self.settle if settle is None else settle
         event = asyncio.Event()
         watched = ""
+        first: int | None = None
         try:
             while True:
                 event.clear()
                 st, job, path = await self._status_and_job(name)
+                first = st.n_restarts if first is None else first
+                if st.n_restarts > first or (watched and st.sub_state == AUTO_RESTART):
+                    return replace(st, restarts=max(st.n_restarts - first, 1))
                 if path and not watched:
                     watched = path
                     self._watchers.setdefault(path, set()).add(event)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reconciler.plan.unittypes import restarting
+
 UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
 _LOADED = "loaded"
 
@@ -32,6 +34,9 @@ class UnitStatus:
     # The last start of the unit was skipped: a Condition*= was false (from the signal
     # systemd sent then: the unit itself may be garbage-collected since).
     skipped: bool = False
+    n_restarts: int = 0  # systemd's NRestarts: automatic restarts since the last explicit start
+    # Automatic restarts seen while the health gate watched (0 outside wait_healthy).
+    restarts: int = 0
 
     @property
     def healthy(self) -> bool:
@@ -39,8 +44,11 @@ class UnitStatus:
 
         A oneshot that never ran looks the same once systemd garbage-collected the finished
         one (no InvocationID left), so "inactive + success" counts as healthy for oneshots:
-        the gate asks right after the start job it waited for.
+        the gate asks right after the start job it waited for. A service crash-looping under
+        ``Restart=`` (waiting to restart, or restarted while the gate watched) is not.
         """
+        if restarting(self.sub_state, self.restarts):
+            return False
         if self.active_state == "active" or (self.active_state == "inactive" and self.skipped):
             return True
         return (

@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING
 
 from reconciler import log
 from reconciler.agent import selfunit
-from reconciler.agent.policy import NO_REQUEUE, Requeue, describe, for_apply, for_error
+from reconciler.agent.policy import (
+    NO_REQUEUE,
+    Requeue,
+    describe,
+    for_apply,
+    for_error,
+    unit_word,
+    with_units,
+)
 from reconciler.errors import (
     InvalidDesiredState,
     NodeFault,
@@ -343,7 +351,7 @@ async def _steps(
     restart_self = selfunit.restart_due(plan, self_unit)
     if not plan and inv.pending is None:
         units = await _units(engine, spec)
-        return PassResult(_with(base, units=units), rejection=rejection)
+        return PassResult(_judged(base, units), rejection=rejection)
 
     # gate: a new revision waits for a rollout slot; a repair goes ahead
     new_revision = spec.revision != applied
@@ -383,7 +391,7 @@ async def _steps(
     units = await _units(engine, spec)
     reaction = for_apply(result, new_revision=new_revision)
     if result.outcome is Outcome.CONVERGED:
-        st = _with(base, revision=spec.revision, units=units)
+        st = _judged(_with(base, revision=spec.revision), units)
         return PassResult(st, result=result, rejection=rejection, new_revision=new_revision,
                           slot=slot, restart_self=restart_self)  # fmt: skip
     err = result.error or str(result.outcome)
@@ -466,7 +474,20 @@ async def _units(engine: Engine, spec: NodeSpec) -> dict[str, str]:
         st = await engine.systemd.status(list(spec.unit_names))
     except (SwarmkeeperError, OSError):  # status is informative; never fail a pass for it
         return {}
-    return {name: getattr(s, "active_state", "unknown") for name, s in st.items()}
+    return {
+        name: unit_word(
+            getattr(s, "active_state", "unknown"),
+            getattr(s, "sub_state", ""),
+            getattr(s, "n_restarts", 0),
+        )
+        for name, s in st.items()
+    }
+
+
+def _judged(st: NodeStatus, units: dict[str, str]) -> NodeStatus:
+    """``st`` with ``units``; degraded if one of them crash-loops (see ``with_units``)."""
+    state, error = with_units(st.state, st.error, units)
+    return _with(st, units=units, state=state, error=error)
 
 
 def _with(st: NodeStatus, **changes: object) -> NodeStatus:

@@ -22,6 +22,7 @@ from reconciler.errors import (
     TransientError,
 )
 from reconciler.plan.result import ApplyResult, Outcome
+from reconciler.plan.unittypes import restarting
 from reconciler.status import NodeState
 
 
@@ -95,3 +96,26 @@ def describe(e: BaseException) -> str:
     if isinstance(e, SwarmkeeperError):
         return text or type(e).__name__
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+RESTARTING = "restarting"
+
+
+def unit_word(active_state: str, sub_state: str, n_restarts: int) -> str:
+    """A unit's entry in the status: its ActiveState, or ``restarting (N restarts)`` when
+    systemd's ``Restart=`` keeps bringing it back (a crash loop is ``active`` between crashes).
+
+    ``NRestarts`` counts automatic restarts since the unit's last explicit start, which is
+    the start an apply or a repair made: any of them means it died since it was judged up.
+    """
+    if restarting(sub_state, n_restarts):
+        return f"{RESTARTING} ({n_restarts} restarts since its start)"
+    return active_state
+
+
+def with_units(state: NodeState, error: str, units: dict[str, str]) -> tuple[NodeState, str]:
+    """A converged node with a crash-looping unit is degraded, the units named in ``error``."""
+    looping = sorted(n for n, w in units.items() if w.startswith(RESTARTING))
+    if state is not NodeState.CONVERGED or not looping:
+        return state, error
+    return NodeState.DEGRADED, "crash-looping: " + ", ".join(f"{n} {units[n]}" for n in looping)

@@ -72,6 +72,8 @@ def _state_text(st: Any) -> str:
 
     if st is None:
         return "unknown"
+    if getattr(st, "restarts", 0):
+        return f"restarting ({st.restarts} restarts in the window)"
     why = result_text(st.result) if st.result and st.result != "success" else st.sub_state
     return f"{st.active_state} ({why})"
 

@@ -21,6 +21,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 RUNNING = frozenset({"active", "activating", "reloading"})
+# The SubState of a service between a crash and its Restart=: "activating" then, yet down.
+AUTO_RESTART = "auto-restart"
+
+
+def restarting(sub_state: str, restarts: int = 0) -> bool:
+    """Crash-looping: waiting to be restarted, or restarted by systemd while we watched.
+
+    A ``Restart=always``/``on-failure`` service that dies at start is ``active`` for a
+    moment between crashes, so its active state alone cannot tell; its SubState and the
+    growth of its ``NRestarts`` can.
+    """
+    return sub_state == AUTO_RESTART or restarts > 0
 
 
 class Kind(StrEnum):
@@ -225,6 +237,7 @@ def is_up(
     invocation_id: str = "",
     skipped: bool = False,
     ran: Ran = Ran.UNKNOWN,
+    sub_state: str = "",
 ) -> bool:
     """Converged: running; a oneshot that ran to success; or a start a condition skipped.
 
@@ -233,7 +246,7 @@ def is_up(
     skipped start from a unit stopped by hand, once the process that saw them is gone.
     """
     if active_state in RUNNING:
-        return True
+        return not restarting(sub_state)
     if active_state != "inactive":
         return False
     if skipped or ran is Ran.SKIPPED:
