@@ -162,9 +162,12 @@ def test_vault_standin_answers_like_an_unsealed_vault(tmp_path: Path) -> None:
         proc.wait(5)
 
 
+def _argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "reconciler", "sandbox", *args]
+
+
 def _sk(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "reconciler", "sandbox", *args],
-                          capture_output=True, text=True, timeout=60,
+    return subprocess.run(_argv(*args), capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
 
 
@@ -266,7 +269,10 @@ def test_down_after_an_up_that_stopped_at_its_first_step(tmp_path: Path) -> None
               "etcd": []}  # fmt: skip
     (d / "sandbox.json").write_text(json.dumps(record))
     (d / "params.yml").write_text("cluster: {}\n")
-    r = _sk("down", "--dir", str(d))
+    # run under a wrapper whose command line names the dir, as `timeout 60 ... down` does
+    r = subprocess.run(["sh", "-c", '"$@"; :', str(d), *_argv("down", "--dir", str(d))],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "nothing left behind" in r.stdout and not d.exists()
 

@@ -39,7 +39,7 @@ _WARM_DEPTH = 2  # ...with this many chunks in flight
 _LOADED = "loaded"
 # Cached per unit until a signal says the unit (or the manager) changed. NeedDaemonReload is
 # never signalled (systemd compares file mtimes when asked), so it is always read fresh.
-_UNIT_PROPS = ("UnitFileState", "InvocationID")
+_UNIT_PROPS = ("UnitFileState", "InvocationID", "ActiveEnterTimestampMonotonic")
 _SERVICE_PROPS = ("MainPID", "Result", "Type", "RemainAfterExit", "NRestarts")
 
 
@@ -47,9 +47,9 @@ def _from_cache(
     row: list[Any], cached: tuple[Any, ...], need_reload: bool, skipped: bool
 ) -> UnitStatus:
     name, _desc, load, active, sub = row[:5]
-    file_state, invocation = cached[:2]
+    file_state, invocation, entered = cached[:3]
     main_pid, result, stype, rae, nrestarts = (
-        cached[2:] if len(cached) > 2 else (0, "", "", False, 0)
+        cached[3:] if len(cached) > 3 else (0, "", "", False, 0)
     )
     return UnitStatus(
         name,
@@ -65,6 +65,7 @@ def _from_cache(
         need_reload,
         skipped,
         int(nrestarts),
+        active_since=int(entered),
     )
 
 

@@ -35,6 +35,9 @@ class UnitStatus:
     # systemd sent then: the unit itself may be garbage-collected since).
     skipped: bool = False
     n_restarts: int = 0  # systemd's NRestarts: automatic restarts since the last explicit start
+    # ActiveEnterTimestampMonotonic: when the unit last became active, in µs of the kernel's
+    # CLOCK_MONOTONIC (one clock for the host, its containers and nspawn nodes); 0 = never.
+    active_since: int = 0
     # Automatic restarts seen while the health gate watched (0 outside wait_healthy).
     restarts: int = 0
 

@@ -28,9 +28,11 @@ from reconciler.agent import selfunit
 from reconciler.agent.policy import (
     NO_REQUEUE,
     Requeue,
+    UnitJudgement,
     describe,
     for_apply,
     for_error,
+    recheck_in,
     unit_word,
     with_units,
 )
@@ -350,8 +352,8 @@ async def _steps(
         plan = await engine.plan(spec, inv)
     restart_self = selfunit.restart_due(plan, self_unit)
     if not plan and inv.pending is None:
-        units = await _units(engine, spec)
-        return PassResult(_judged(base, units), rejection=rejection)
+        st, again = _judged(base, await _units(engine, spec))
+        return PassResult(st, requeue=again, rejection=rejection)
 
     # gate: a new revision waits for a rollout slot; a repair goes ahead
     new_revision = spec.revision != applied
@@ -388,12 +390,13 @@ async def _steps(
         await progress.close()  # a late progress write must never follow the final status
     logger.info("applied", outcome=str(result.outcome), actions=len(result.actions),
                 drift=result.drift, seconds=clock.timings["apply"])  # fmt: skip
-    units = await _units(engine, spec)
+    judged = await _units(engine, spec)
     reaction = for_apply(result, new_revision=new_revision)
     if result.outcome is Outcome.CONVERGED:
-        st = _judged(_with(base, revision=spec.revision), units)
-        return PassResult(st, result=result, rejection=rejection, new_revision=new_revision,
-                          slot=slot, restart_self=restart_self)  # fmt: skip
+        st, again = _judged(_with(base, revision=spec.revision), judged)
+        return PassResult(st, requeue=again, result=result, rejection=rejection,
+                          new_revision=new_revision, slot=slot,
+                          restart_self=restart_self)  # fmt: skip
     err = result.error or str(result.outcome)
     if result.failure is not None:
         # the table shows the first line; the rest is systemd's account and the failed
@@ -402,7 +405,7 @@ async def _steps(
         if result.failure.detail:
             err += "\n" + result.failure.detail
     st = _with(base, state=reaction.state, revision=result.applied or "", error=err,
-               units=units)  # fmt: skip
+               units={name: j.word for name, j in judged.items()})  # fmt: skip
     return PassResult(st, requeue=reaction.requeue, result=result, rejection=rejection,
                       new_revision=new_revision, halts_rollout=reaction.halt_rollout, slot=slot,
                       error_kind=reaction.error_kind)  # fmt: skip
@@ -469,25 +472,31 @@ class StatusProgress:
             await asyncio.wait({self.task})
 
 
-async def _units(engine: Engine, spec: NodeSpec) -> dict[str, str]:
+async def _units(engine: Engine, spec: NodeSpec) -> dict[str, UnitJudgement]:
     try:
         st = await engine.systemd.status(list(spec.unit_names))
     except (SwarmkeeperError, OSError):  # status is informative; never fail a pass for it
         return {}
-    return {
-        name: unit_word(
+    now = time.monotonic()  # CLOCK_MONOTONIC, the clock of systemd's *TimestampMonotonic
+    judged = {}
+    for name, s in st.items():
+        since = getattr(s, "active_since", 0)
+        judged[name] = unit_word(
             getattr(s, "active_state", "unknown"),
             getattr(s, "sub_state", ""),
             getattr(s, "n_restarts", 0),
+            now - since / 1e6 if since else None,
         )
-        for name, s in st.items()
-    }
+    return judged
 
 
-def _judged(st: NodeStatus, units: dict[str, str]) -> NodeStatus:
-    """``st`` with ``units``; degraded if one of them crash-loops (see ``with_units``)."""
+def _judged(st: NodeStatus, judged: dict[str, UnitJudgement]) -> tuple[NodeStatus, Requeue]:
+    """``st`` with its units; degraded if one of them crash-loops (see ``with_units``), and
+    then a pass again when that may have changed (a recovered unit sends no event)."""
+    units = {name: j.word for name, j in judged.items()}
     state, error = with_units(st.state, st.error, units)
-    return _with(st, units=units, state=state, error=error)
+    again = recheck_in(judged.values()) if state is not st.state else NO_REQUEUE
+    return _with(st, units=units, state=state, error=error), again
 
 
 def _with(st: NodeStatus, **changes: object) -> NodeStatus:

@@ -9,6 +9,7 @@ table, in one ``match`` each; ``errors.py`` documents the same reactions per cla
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -22,7 +23,7 @@ from reconciler.errors import (
     TransientError,
 )
 from reconciler.plan.result import ApplyResult, Outcome
-from reconciler.plan.unittypes import restarting
+from reconciler.plan.unittypes import AUTO_RESTART
 from reconciler.status import NodeState
 
 
@@ -99,18 +100,45 @@ def describe(e: BaseException) -> str:
 
 
 RESTARTING = "restarting"
+# A unit systemd restarted on its own that has stayed up this long since is taken as recovered:
+# a unit that failed at boot until what it needed arrived (an image, a peer) is not looping.
+RECOVERED_AFTER = 30.0
 
 
-def unit_word(active_state: str, sub_state: str, n_restarts: int) -> str:
-    """A unit's entry in the status: its ActiveState, or ``restarting (N restarts)`` when
+@dataclass(frozen=True, slots=True)
+class UnitJudgement:
+    word: str  # the unit's entry in the status
+    recheck_in: float | None = None  # seconds until this word may change with no event
+
+
+def unit_word(
+    active_state: str, sub_state: str, n_restarts: int, up_for: float | None = None
+) -> UnitJudgement:
+    """A unit's entry in the status: its ActiveState, or ``restarting (N restarts ...)`` when
     systemd's ``Restart=`` keeps bringing it back (a crash loop is ``active`` between crashes).
 
-    ``NRestarts`` counts automatic restarts since the unit's last explicit start, which is
-    the start an apply or a repair made: any of them means it died since it was judged up.
+    ``NRestarts`` counts automatic restarts since the unit's last explicit start (the one an
+    apply or a repair made) and never goes down by itself, so it only speaks of now while
+    the unit is waiting to restart or came back less than ``RECOVERED_AFTER`` ago (``up_for``:
+    seconds since it last became active; None when unknown, which counts as just now). The
+    judgement says when to look again, so a recovered unit stops degrading its node.
     """
-    if restarting(sub_state, n_restarts):
-        return f"{RESTARTING} ({n_restarts} restarts since its start)"
-    return active_state
+    if sub_state == AUTO_RESTART:
+        return UnitJudgement(
+            f"{RESTARTING} ({n_restarts} restarts since its start)", RECOVERED_AFTER
+        )
+    if n_restarts > 0 and active_state == "active":
+        up = 0.0 if up_for is None else max(0.0, up_for)
+        if up < RECOVERED_AFTER:
+            word = f"{RESTARTING} ({n_restarts} restarts since its start, up {up:.0f} s)"
+            return UnitJudgement(word, RECOVERED_AFTER - up)
+    return UnitJudgement(active_state)
+
+
+def recheck_in(judgements: Iterable[UnitJudgement]) -> Requeue:
+    """Come again when the first of these words may change; none if none can."""
+    times = [j.recheck_in for j in judgements if j.recheck_in is not None]
+    return Requeue.after(min(times) + 0.5) if times else NO_REQUEUE
 
 
 def with_units(state: NodeState, error: str, units: dict[str, str]) -> tuple[NodeState, str]:

@@ -85,7 +85,8 @@ def leftovers(lay: Layout) -> list[str]:
     for d in host.cgroup_dirs(lay.cgroup_name):
         if d.exists():
             out.append(f"cgroup {d}")
+    ours = host.ancestry(os.getpid())  # this command and what runs it name the dir too
     for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
-        if pid != os.getpid() and any(str(lay.dir) in a for a in host.cmdline(pid)):
+        if pid not in ours and any(str(lay.dir) in a for a in host.cmdline(pid)):
             out.append(f"process {pid}: {' '.join(host.cmdline(pid))[:120]}")
     return out
