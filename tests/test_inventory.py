@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from reconciler.actuators.inventory import CorruptInventory, InventoryStore
+from reconciler.errors import NodeBusy
 from reconciler.models import OnChange, Revision, UnitName
 from reconciler.plan.applied import EMPTY, AppliedFile, AppliedUnit, Inventory, Original, Pending
 from reconciler.plan.unittypes import Ran
@@ -128,3 +131,40 @@ def test_a_pending_marker_of_the_older_format_still_loads(tmp_path: Path) -> Non
     assert pending is not None
     assert pending.adopted_units == (("c.service", Original(b"[Service]\n", active=True)),)
     assert pending.adopted_files == (("/etc/new", Original(b"x", 0o640)),)
+
+
+def test_the_inventory_is_parsed_again_only_when_its_bytes_changed(tmp_path: Path) -> None:
+    store = InventoryStore(tmp_path)
+    inv = replace(INV, updated_at=5.0)
+    store.save(inv)
+    first = store.load()
+    assert first == inv and store.load() is first  # the same bytes: not parsed again
+    # a hand edit in place, same size and times: the bytes decide, not the stat
+    path = tmp_path / "inventory.json"
+    st = path.stat()
+    path.write_bytes(path.read_bytes().replace(b"5.0", b"6.0"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert store.load().updated_at == 6.0
+    # another writer's inventory, then a corrupt one: each is what a load returns
+    InventoryStore(tmp_path).save(replace(inv, updated_at=7.0))
+    assert store.load().updated_at == 7.0
+    path.write_bytes(b"{")
+    with pytest.raises(CorruptInventory):
+        store.load()
+
+
+def test_the_apply_lock_has_one_holder_at_a_time_and_names_it(tmp_path: Path) -> None:
+    a, b = InventoryStore(tmp_path), InventoryStore(tmp_path)
+    (tmp_path / "apply.lock").write_text("1234567890123\n")  # a longer pid, left behind
+    with a.exclusive(), pytest.raises(NodeBusy, match=rf"\(pid {os.getpid()}, "), b.exclusive():
+        pass
+    with b.exclusive(), pytest.raises(NodeBusy), a.exclusive():  # released: b may hold it
+        pass
+    # removed between two applies, and created again by another process: a store that
+    # kept the old one open locks the new one
+    (tmp_path / "apply.lock").unlink()
+    with InventoryStore(tmp_path).exclusive(), pytest.raises(NodeBusy), a.exclusive():
+        pass
+    (tmp_path / "apply.lock").unlink()
+    with a.exclusive(), pytest.raises(NodeBusy), InventoryStore(tmp_path).exclusive():
+        pass

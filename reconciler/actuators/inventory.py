@@ -15,7 +15,8 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from reconciler.plan.unittypes import Ran
 
 FILENAME = "inventory.json"
 VERSION = 1
+_PID_BYTES = 16  # the lock file's content: the holder's pid, a newline, spaces
 
 
 class CorruptInventory(ActuatorError):
@@ -225,10 +227,21 @@ def loads(data: bytes) -> Inventory:
 
 
 class InventoryStore:
-    """Reads and atomically replaces ``<state_dir>/inventory.json``."""
+    """Reads and atomically replaces ``<state_dir>/inventory.json``.
+
+    It remembers the bytes it last read or wrote and the inventory they hold: a load that
+    reads the same bytes again (two per pass, most passes) returns that inventory instead of
+    parsing it and hashing every unit's content again. The bytes are compared, not a stat:
+    whoever wrote the file since, and however, a load returns what the file holds now.
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / FILENAME
+        self._known: tuple[bytes, Inventory] | None = None  # the file's bytes and their meaning
+        self._staged: tuple[Staged, bytes, Inventory] | None = None  # the last stage()
+        self._lock_path = self.path.with_name("apply.lock")
+        self._lock_fd: int | None = None
+        self._lock_closer: Callable[[], object] = lambda: None  # closes _lock_fd
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -237,53 +250,80 @@ class InventoryStore:
         The agent and an operator's ``swarmkeeper apply`` on the same node would otherwise
         interleave their plans and overwrite each other's inventory. The kernel drops the
         lock with its holder, so a killed apply never leaves it behind (the next run then
-        finishes or undoes it from the pending marker)."""
-        path = self.path.with_name("apply.lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        finishes or undoes it from the pending marker). The file stays open between applies
+        (unlocked): creating, truncating and closing it cost ~0.15 ms of CPU per apply."""
+        fd = self._lock_file()
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                raise NodeBusy(
-                    f"another swarmkeeper apply is running on this node (pid {holder}, "
-                    f"{path}); try again once it has finished"
-                ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # only to name the holder
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise NodeBusy(
+                f"another swarmkeeper apply is running on this node (pid {holder}, "
+                f"{self._lock_path}); try again once it has finished"
+            ) from None
+        try:
+            # only to name the holder; padded so a shorter pid leaves no digits behind
+            os.pwrite(fd, f"{os.getpid()}\n".ljust(_PID_BYTES).encode(), 0)
             yield
         finally:
-            os.close(fd)  # releases the lock
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _lock_file(self) -> int:
+        """The open lock file; opened again if the path no longer names it (removed)."""
+        path = self._lock_path
+        if self._lock_fd is not None:
+            try:
+                here, mine = os.stat(path), os.fstat(self._lock_fd)
+                if (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino):
+                    return self._lock_fd
+            except FileNotFoundError:
+                pass
+            self._lock_closer()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._lock_fd = fd
+        self._lock_closer = weakref.finalize(self, os.close, fd)
+        return fd
 
     def load(self) -> Inventory:
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return EMPTY
+        known = self._known
+        if known is not None and known[0] == data:
+            return known[1]
         try:
-            return loads(data)
+            inv = loads(data)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise CorruptInventory(
                 f"{self.path}: corrupt inventory ({type(e).__name__}: {e}); move it aside to "
                 "start over: swarmkeeper then adopts desired units and forgets removed ones"
             ) from e
+        self._known = (data, inv)
+        return inv
 
     def save(self, inv: Inventory) -> None:
         self.commit(self.stage(inv))
 
     def stage(self, inv: Inventory) -> Staged:
         """Serialise and fsync ``inv`` next to the inventory; ``commit`` makes it the one."""
+        data = dumps(inv)
         try:
-            return stage(self.path, dumps(inv), 0o600)
+            staged = stage(self.path, data, 0o600)
         except OSError as e:
             raise self._unsaved(e) from e
+        self._staged = (staged, data, inv)
+        return staged
 
     def commit(self, staged: Staged) -> None:
         try:
             staged.commit()
         except OSError as e:
             raise self._unsaved(e) from e
+        last = self._staged
+        if last is not None and last[0] is staged:
+            self._known, self._staged = (last[1], last[2]), None
 
     def _unsaved(self, e: OSError) -> SwarmkeeperError:
         what = f"{self.path}: cannot save the inventory"
