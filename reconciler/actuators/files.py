@@ -15,6 +15,7 @@ import os
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 
@@ -168,6 +169,23 @@ def digest(path: Path) -> str | None:
     return sha256(data)
 
 
+def _key(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@contextlib.contextmanager
+def _no_such_file(path: Path) -> Iterator[None]:
+    """FileNotFoundError for a path no file can have (a NUL byte, a name past NAME_MAX)."""
+    try:
+        yield
+    except ValueError:  # an embedded NUL: os.stat refuses it before asking the kernel
+        raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
+    except OSError as e:
+        if e.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+            raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
+        raise
+
+
 class Digests:
     """sha256 and mode of files, hashed again only when their stat changed.
 
@@ -185,26 +203,26 @@ class Digests:
     def read(self, path: Path) -> tuple[str, int]:
         """(sha256 hex, permission bits) of ``path``; raises OSError as ``open`` would, and
         FileNotFoundError for a path no file can have (a NUL byte, a name past NAME_MAX)."""
-        try:
-            return self._read(path)
-        except ValueError:  # an embedded NUL: os.stat refuses it before asking the kernel
-            raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
-        except OSError as e:
-            if e.errno in (errno.ENAMETOOLONG, errno.ELOOP):
-                raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
-            raise
+        seen, st = self.lookup(path)
+        return seen if seen is not None else self.hash(path, st)
 
-    def _read(self, path: Path) -> tuple[str, int]:
-        now = time.time_ns()
-        st = os.stat(path)
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    def lookup(self, path: Path) -> tuple[tuple[str, int] | None, os.stat_result]:
+        """``path``'s stat, with its (sha256 hex, permission bits) if they are known for that
+        stat (None: ``hash`` it). Raises as ``read`` does."""
+        with _no_such_file(path):
+            st = os.stat(path)
         hit = self._seen.get(path)
-        if hit is not None and hit[0] == key:
-            return hit[1], stat.S_IMODE(st.st_mode)
-        with path.open("rb") as f:
+        if hit is not None and hit[0] == _key(st):
+            return (hit[1], stat.S_IMODE(st.st_mode)), st
+        return None, st
+
+    def hash(self, path: Path, st: os.stat_result) -> tuple[str, int]:
+        """Hash ``path``, whose stat ``lookup`` just returned, and remember it for that stat."""
+        now = time.time_ns()
+        with _no_such_file(path), path.open("rb") as f:
             d = sha256(f.read())
         if stat.S_ISREG(st.st_mode) and st.st_ctime_ns < now - _RACY_NS:
-            self._seen[path] = (key, d)
+            self._seen[path] = (_key(st), d)
         else:
             self._seen.pop(path, None)
         return d, stat.S_IMODE(st.st_mode)

@@ -110,7 +110,8 @@ class Engine:
     async def _apply(self, spec: NodeSpec) -> ApplyResult:
         t0 = time.perf_counter()
         inv = self.inventory()
-        observed, p = await self.observer.observe_and_plan(spec, inv)
+        planned = self.observer.take_plan(spec, inv)  # the pass's plan, made just now
+        observed, p = planned or await self.observer.observe_and_plan(spec, inv)
         resumed = inv.pending is not None
         if not p:
             if resumed:  # killed after its last action, before the inventory was saved
@@ -199,8 +200,10 @@ class Engine:
             ]
             return [unit(a) for a in adopt_units], files_
 
-        try:
-            adopted_units, adopted_files = await asyncio.to_thread(read)
+        try:  # nothing adopted (most applies): no hop to a thread to read nothing
+            adopted_units, adopted_files = (
+                await asyncio.to_thread(read) if adopt_units or adopt_files else ([], [])
+            )
         except OSError as e:
             raise ActuatorError(f"cannot read a unit or file before adopting it: {e}") from e
         prev = inv.pending or applied.Pending(spec.revision)
