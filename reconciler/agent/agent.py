@@ -44,6 +44,7 @@ from reconciler.control import Control
 from reconciler.desired.filespolicy import FilesPolicy
 from reconciler.errors import SwarmkeeperError, TransientError
 from reconciler.models import NodeFacts, NodeName, Role
+from reconciler.rollout.decide import Markers
 from reconciler.status import NodeState, utcnow
 
 if TYPE_CHECKING:
@@ -113,6 +114,9 @@ class Agent:
                                  source=self.source, renderer=self.renderer,
                                  metrics=self.metrics, log=self.log)  # fmt: skip
         self.restart_due = ""  # why our own unit must restart (selfunit); "" = it need not
+
+    def markers(self) -> Markers:
+        return Markers(self.control.failed_raw, self.control.halted)
 
     def follows(self, revision: str) -> bool:
         """Nothing is published and ``revision`` is the branch head this agent polled."""

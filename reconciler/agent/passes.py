@@ -352,6 +352,9 @@ async def _steps(
         plan = await engine.plan(spec, inv)
     restart_self = selfunit.restart_due(plan, self_unit)
     if not plan and inv.pending is None:
+        if spec.revision != applied:  # a revision that changes nothing here: no slot needed
+            await engine.record(spec)
+            base = _with(base, revision=spec.revision)
         st, again = _judged(base, await _units(engine, spec))
         return PassResult(st, requeue=again, rejection=rejection)
 

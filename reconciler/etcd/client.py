@@ -333,12 +333,14 @@ class Etcd:
         *,
         lease: Lease | None = None,
         also: Mapping[str, bytes | str] | None = None,
+        guards: Sequence[rpc.Compare] = (),
     ) -> str | None:
         """Create the first of ``candidates`` that does not exist, in ONE request (nested
         transactions: try the first, else the second, ...); the key created, or None if all
-        exist. ``also`` is written with it, as in ``create_if_absent``."""
+        exist or a ``guards`` compare failed. ``also`` is written with it, as in
+        ``create_if_absent``."""
         lid = lease.id if lease else 0
-        req = ops.first_absent(candidates, value, lid, also)
+        req = ops.first_absent(candidates, value, lid, also, guards)
         if req is None:
             return None
         resp, attempts = await self._counted_txn(req, lease, "create_first_absent")
