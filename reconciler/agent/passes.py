@@ -212,7 +212,7 @@ class Renderer:
         return out
 
     def _render(self, revision: str, art: Artifact | None = None) -> NodeSpec | Rejection:
-        from reconciler.desired import filespolicy, load_state, render_state
+        from reconciler.desired import filespolicy, load_state
         from reconciler.revisions.publish import prefix_mismatch
 
         if art is not None:
@@ -249,11 +249,7 @@ class Renderer:
             other_cluster = prefix_mismatch(state, self.prefix) if self.prefix else ""
             if other_cluster:
                 return Rejection(revision, (other_cluster,))
-            spec = render_state(state, self.facts)
-            lines = state.file_lines.get(spec.role.value, {})
-            refused = filespolicy.check(self.files_policy, spec.files, lines, spec.env_path)
-            if refused:
-                raise InvalidDesiredState(refused)
+            spec = filespolicy.render_allowed(state, self.facts, self.files_policy)
         except InvalidDesiredState as e:
             return Rejection(revision, tuple(str(p) for p in e.problems))
         # swarm membership: once state/nodes lists nodes, that list is the membership (a node
