@@ -462,6 +462,33 @@ def test_agent_does_not_restart_itself_for_a_revision_that_rolls_back(
     assert '"agent.restart-self"' not in node.path("/var/log/agent.log").read_text()
 
 
+def test_a_revision_that_removes_the_agents_own_unit_is_rejected_and_the_agent_lives(
+    pid1_node: Node, etcd_server: EtcdServer
+) -> None:
+    """Stopping its own unit would kill the agent in the middle of that very pass: the node
+    refuses the revision, says why, and stays on the last one with the agent running."""
+    node, etcd = pid1_node, etcd_server.endpoint
+    agent = "swarmkeeper-agent.service"
+    repo = repo_in(node, agent_state(etcd, "1"))
+    r1 = repo.commit({}, "r1")
+    node.path(f"{UNIT_DIR}/{agent}").write_text(agent_unit(etcd, "1"))
+    node.systemctl("daemon-reload", check=True)
+    node.systemctl("start", agent, check=True)
+    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r1)
+    wait_for(f"converged on {r1[:12]}", converged_on(etcd_server, r1), node)
+    first = node.show(agent, "InvocationID", "MainPID")
+    r2 = repo.commit({"state/roles/manager.yaml": "units:\n  - a.service\n"}, "drop the agent")
+    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r2)
+    wait_for(
+        "rejected on the last good revision",
+        lambda: (s := status(etcd_server)).get("state") == "rejected" and s.get("revision") == r1,
+        node,
+    )
+    assert f"removes {agent}, the unit this agent runs as" in status(etcd_server)["error"]
+    assert node.show(agent, "InvocationID", "MainPID") == first
+    assert node.path(f"{UNIT_DIR}/{agent}").read_text() == agent_unit(etcd, "1")
+
+
 def test_agent_configured_only_by_a_drop_in_restarts_after_the_pass(
     pid1_node: Node, etcd_server: EtcdServer
 ) -> None:

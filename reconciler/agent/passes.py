@@ -315,6 +315,10 @@ async def _steps(
             desired_spec = await renderer.spec(desired) if desired else None
     except SourceError as e:
         return _failed(base, e, f"git: {e}")
+    if isinstance(desired_spec, NodeSpec) and desired:
+        managed = frozenset(u.name for u in inv.units)
+        why = selfunit.removal(desired_spec, managed, self_unit)
+        desired_spec = Rejection(desired, (why,)) if why else desired_spec
     if isinstance(desired_spec, Rejection):
         rejection = desired_spec
 
