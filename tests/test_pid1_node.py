@@ -489,6 +489,43 @@ def test_a_revision_that_removes_the_agents_own_unit_is_rejected_and_the_agent_l
     assert node.path(f"{UNIT_DIR}/{agent}").read_text() == agent_unit(etcd, "1")
 
 
+def test_a_failed_units_status_carries_its_invocations_lines_from_the_nodes_journald(
+    pid1_node: Node, etcd_server: EtcdServer
+) -> None:
+    """On a node with journald (PID 1's own), ``status --json`` answers "why" without ssh:
+    the lines the failed invocation wrote, and none of an earlier one of the same unit."""
+    node, etcd = pid1_node, etcd_server.endpoint
+    agent = "swarmkeeper-agent.service"
+    repo = repo_in(node, agent_state(etcd, "1"))
+    r1 = repo.commit({}, "r1")
+    node.path(f"{UNIT_DIR}/{agent}").write_text(agent_unit(etcd, "1"))
+    node.systemctl("daemon-reload", check=True)
+    node.systemctl("start", agent, check=True)
+    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r1)
+    wait_for(f"converged on {r1[:12]}", converged_on(etcd_server, r1), node)
+    node.run("systemd-run", "--unit", "bad.service", "--wait", "/bin/sh", "-c",
+             "echo an-earlier-run-of-bad", check=False)  # fmt: skip
+    bad = agent_state(etcd, "1")
+    bad["state/roles/manager.yaml"] = (
+        "units:\n  - a.service\n  - swarmkeeper-agent.service\n  - bad.service\n"
+    )
+    bad["units/bad.service"] = (
+        "[Service]\nType=exec\nExecStart=/bin/sh -c 'echo cannot-read-/etc/bad.conf >&2; exit 3'\n"
+    )
+    r2 = repo.commit(bad, "a unit that fails, saying why")
+    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r2)
+    wait_for(
+        "degraded after the rollback",
+        lambda: (s := status(etcd_server)).get("state") == "degraded" and s.get("revision") == r1,
+        node,
+    )
+    error = status(etcd_server)["error"]
+    first = error.splitlines()[0]  # "start job failed" or "failed", as the race went
+    assert first.startswith("bad.service ") and first.endswith(": rolled back"), error
+    assert "cannot-read-/etc/bad.conf" in error, error
+    assert "an-earlier-run-of-bad" not in error and "(no journal lines" not in error, error
+
+
 def test_agent_configured_only_by_a_drop_in_restarts_after_the_pass(
     pid1_node: Node, etcd_server: EtcdServer
 ) -> None:
