@@ -521,7 +521,7 @@ def test_a_failed_units_status_carries_its_invocations_lines_from_the_nodes_jour
     )
     error = status(etcd_server)["error"]
     first = error.splitlines()[0]  # "start job failed" or "failed", as the race went
-    assert first.startswith("bad.service ") and first.endswith(": rolled back"), error
+    assert first.startswith("bad.service ") and ": rolled back (rollout of " in first, error
     assert "cannot-read-/etc/bad.conf" in error, error
     assert "an-earlier-run-of-bad" not in error and "(no journal lines" not in error, error
 

@@ -286,8 +286,11 @@ class Agent:
             why = self.control.failed_here(desired)
             if res.result is None and why is not None and res.status.state is NodeState.CONVERGED:
                 # this node is where the rollout failed: keep saying so until a new publish
+                # (on the first line, the one the table shows; systemd's account follows)
+                first, sep, rest = why.partition("\n")
+                halted = f"{first} (rollout of {(desired or '')[:12]} halted){sep}{rest}"
                 res = replace(res, status=replace(res.status, state=NodeState.DEGRADED,
-                              error=f"{why} (rollout of {(desired or '')[:12]} halted)"))  # fmt: skip
+                                                  error=halted))  # fmt: skip
             outcome, written = await self.reporter.report(res)
             if res.restart_self:
                 self.restart_due = res.restart_self
