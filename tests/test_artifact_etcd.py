@@ -205,52 +205,50 @@ async def test_an_agent_converges_from_the_artifact_in_four_requests(
     assert agent.metrics.renders.labels("artifact")._value.get() == 1
 
 
+CLUSTER = b"name: demo\nmanagers: 1\nprefix: /sk\n"
+
+
+async def _publish_each(
+    etcd_server: EtcdServer, repo: StateRepo, tmp: Path, trees: list[dict[str, bytes]]
+) -> tuple[Agent, list[str], list[str]]:
+    """A worker agent, converged on each of ``trees`` (GOOD with these changes) in turn; the
+    revisions, and the etcd calls of its last pass."""
+    goods = {k: v for k, v in GOOD.items() if k != "state/cluster.yaml"}
+    shas = [repo.commit({**goods, "state/cluster.yaml": CLUSTER, **t}) for t in trees]
+    async with await Etcd.connect([etcd_server.endpoint]) as e:
+        agent = _agent(e, etcd_server.endpoint, tmp, role=Role.WORKER)
+        agent.lease = await e.lease(30)
+        for sha in shas:
+            await publish_commit(e, P, repo.work, sha)
+            agent.control.absorb(keys.desired_revision(P).encode(), sha.encode())
+            calls = _trace(e)
+            res = await asyncio.wait_for(agent.reconcile(frozenset({"test"})), 30)
+            assert res is not None
+            assert (res.status.state, res.status.revision) == (NodeState.CONVERGED, sha)
+        last = list(calls)
+        assert (await e.get_prefix(keys.rollout_slots_prefix(P)))[0] == []  # none left held
+    return agent, shas, last
+
+
 async def test_a_worker_moves_to_the_next_revision_in_three_requests(
     etcd_server: EtcdServer, state_repo: StateRepo, tmp_path: Path
 ) -> None:
     """Behind by one revision, a worker reads the artifact, takes its slot (with its applying
     status, the guards proving its watches current) and releases it with the final status:
     no read of the rollout keys first."""
-    goods = {k: v for k, v in GOOD.items() if k != "state/cluster.yaml"}
-    cluster = b"name: demo\nmanagers: 1\nprefix: /sk\n"
-    worker = b"role: worker\n"
-    shas = [state_repo.commit({**goods, "state/cluster.yaml": cluster, "state/nodes/node-1.yaml": worker,
-                               "units/a.service": b"[Service]\nExecStart=/bin/true " + arg + b"\n"})
-            for arg in (b"1", b"2")]  # fmt: skip
-    async with await Etcd.connect([etcd_server.endpoint]) as e:
-        agent = _agent(e, etcd_server.endpoint, tmp_path, role=Role.WORKER)
-        agent.lease = await e.lease(30)
-        for sha in shas:
-            await publish_commit(e, P, state_repo.work, sha)
-            agent.control.absorb(keys.desired_revision(P).encode(), sha.encode())
-            calls = _trace(e)
-            res = await asyncio.wait_for(agent.reconcile(frozenset({"test"})), 30)
-            assert res is not None
-            assert (res.status.state, res.status.revision) == (NodeState.CONVERGED, sha)
-        assert calls == ["get_prefix", "create_first_absent", "put_and_release"], calls
-        assert (await e.get_prefix(keys.rollout_slots_prefix(P)))[0] == []
+    trees = [{"state/nodes/node-1.yaml": b"role: worker\n",
+              "units/a.service": b"[Service]\nExecStart=/bin/true " + arg + b"\n"}
+             for arg in (b"1", b"2")]  # fmt: skip
+    _, _, calls = await _publish_each(etcd_server, state_repo, tmp_path, trees)
+    assert calls == ["get_prefix", "create_first_absent", "put_and_release"], calls
 
 
 async def test_a_revision_that_changes_nothing_here_is_reported_applied_without_a_slot(
     etcd_server: EtcdServer, state_repo: StateRepo, tmp_path: Path
 ) -> None:
     """A commit that touches only other nodes (here: a comment) is this node's revision too
-    once rendered: it says so, takes no slot and touches nothing."""
-    goods = {k: v for k, v in GOOD.items() if k != "state/cluster.yaml"}
-    cluster = b"name: demo\nmanagers: 1\nprefix: /sk\n"
-    shas = [state_repo.commit({**goods, "state/cluster.yaml": cluster + extra})
-            for extra in (b"", b"# only a comment\n")]  # fmt: skip
-    async with await Etcd.connect([etcd_server.endpoint]) as e:
-        agent = _agent(e, etcd_server.endpoint, tmp_path, role=Role.WORKER)
-        agent.lease = await e.lease(30)
-        for sha in shas:
-            await publish_commit(e, P, state_repo.work, sha)
-            agent.control.absorb(keys.desired_revision(P).encode(), sha.encode())
-            units_before = sorted(p.name for p in (tmp_path / "units").glob("*"))
-            calls = _trace(e)
-            res = await asyncio.wait_for(agent.reconcile(frozenset({"test"})), 30)
-            assert res is not None
-            assert (res.status.state, res.status.revision) == (NodeState.CONVERGED, sha)
-        assert calls == ["get_prefix", "put"], calls  # the artifact, the status
-        assert sorted(p.name for p in (tmp_path / "units").glob("*")) == units_before
-        assert agent.engine.inventory().revision == shas[1]
+    once rendered: it says so, takes no slot and touches nothing but its inventory."""
+    trees = [{}, {"state/cluster.yaml": CLUSTER + b"# only a comment\n"}]
+    agent, shas, calls = await _publish_each(etcd_server, state_repo, tmp_path, trees)
+    assert calls == ["get_prefix", "put"], calls  # the artifact, the status: no slot
+    assert agent.engine.inventory().revision == shas[1]
