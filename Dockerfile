@@ -12,12 +12,14 @@ ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
 ARG VERSION=0.1.0
 
-# git (the agent reads revisions with git fetch/archive), CA certificates for https remotes; the local base already has both, so
-# the build needs no network there.
+# git (the fallback source: fetch and archive), ssh-keygen and gpg (git verifies signed
+# commits with them, artifacts included), CA certificates for https remotes; the local base
+# already has them all, so the build needs no network there.
 RUN set -eu; \
-    if ! command -v git >/dev/null || [ ! -s /etc/ssl/certs/ca-certificates.crt ]; then \
+    if ! command -v git >/dev/null || ! command -v ssh-keygen >/dev/null || ! command -v gpg >/dev/null \
+       || [ ! -s /etc/ssl/certs/ca-certificates.crt ]; then \
       apt-get update; \
-      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git ca-certificates; \
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git ca-certificates openssh-client gnupg; \
       rm -rf /var/lib/apt/lists/*; \
     fi
 

@@ -33,6 +33,7 @@ class Control:
     paused: bool = False
     failed_revision: str | None = None
     failed_info: dict[str, Any] = field(default_factory=dict)
+    failed_raw: bytes | None = None  # the marker's bytes as stored (None: absent)
     halted: bool = False
 
     def watched(self) -> tuple[str, ...]:
@@ -63,6 +64,7 @@ class Control:
             rev = str(rev) if rev else None
             changed = rev != self.failed_revision
             self.failed_revision, self.failed_info = rev, info if rev else {}
+            self.failed_raw = value
             return changed
         if k == keys.rollout_halted(self.prefix):
             halted = value is not None

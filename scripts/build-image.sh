@@ -29,9 +29,10 @@ docker=${DOCKER:-docker}
 version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$here/pyproject.toml" | head -n1)
 tag="swarmkeeper:$version"
 base_only=0
-local_base_tag=swarmkeeper-base:bookworm
+local_base_tag=swarmkeeper-base:bookworm-2
 # Debian bookworm's python3 is 3.11, the interpreter the wheelhouse is built for.
-base_packages=python3,python3-venv,git,ca-certificates,passwd
+# openssh-client and gnupg: git verifies signed commits with ssh-keygen and gpg.
+base_packages=python3,python3-venv,git,ca-certificates,passwd,openssh-client,gnupg
 
 while [ $# -gt 0 ]; do
   case $1 in
@@ -50,7 +51,9 @@ fi
 
 # The debootstrap'ed root as a tarball, built once and kept outside the repo: it takes minutes.
 local_rootfs_tarball() {
-  local tarball=$cache/debian-bookworm-python3.tar
+  # named by its package list, so a changed list builds a new root instead of reusing the old
+  local tarball
+  tarball=$cache/debian-bookworm-$(printf '%s' "$base_packages" | sha256sum | cut -c1-12).tar
   if [ -s "$tarball" ]; then echo "$tarball"; return; fi
   if ! command -v debootstrap >/dev/null; then
     echo "build-image.sh: installing debootstrap" >&2

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.clihelp import check_schema
 from tests.fixtures.gitrepo import MINIMAL_STATE, StateRepo, make_state_repo
 from tests.fixtures.systemd_user import UserManager
@@ -119,6 +121,19 @@ def test_invalid_desired_state_exits_1_and_touches_nothing(
     assert "state/roles/manager.yaml:" in out.stderr
     assert systemd_user.systemctl("show", "-P", "InvocationID", "b.service").stdout == inv_before
     assert swarmkeeper(systemd_user, tmp_path, "plan", "--repo", str(repo.work)).returncode == 1
+
+
+@pytest.mark.parametrize("command", ["plan", "apply"])
+def test_by_hand_a_file_outside_the_node_policy_is_refused_as_the_agent_refuses_it(
+    systemd_user: UserManager, tmp_path: Path, command: str
+) -> None:
+    role = 'units:\n  - a.service\nfiles:\n  - {path: /etc/shadow, content: "x", mode: "0600"}\n'
+    repo = make_state_repo(tmp_path / "repo", state(**{"state/roles/manager.yaml": role}))
+    out = swarmkeeper(systemd_user, tmp_path, command, "--repo", str(repo.work))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "state/roles/manager.yaml:4: file /etc/shadow is outside" in out.stderr, out.stderr
+    assert not (tmp_path / "root/etc/shadow").exists()
+    assert active(systemd_user, "a.service") == "inactive"
 
 
 def test_git_url_and_branch_head(systemd_user: UserManager, tmp_path: Path) -> None:

@@ -167,8 +167,10 @@ def _trace(e: Etcd) -> list[str]:
     return calls
 
 
-def _agent(etcd: Etcd, ep: str, tmp: Path, source: str = "auto") -> Agent:
-    settings = AgentSettings(node="node-1", role=Role.MANAGER, address="127.0.0.1",
+def _agent(
+    etcd: Etcd, ep: str, tmp: Path, source: str = "auto", role: Role = Role.MANAGER
+) -> Agent:
+    settings = AgentSettings(node="node-1", role=role, address="127.0.0.1",
                              repo=str(tmp / "no-such-remote.git"), branch="main",
                              state_dir=tmp / "state", etcd=(ep,), prefix=P, source=source,
                              files_policy=NODE_POLICY)  # fmt: skip
@@ -201,3 +203,52 @@ async def test_an_agent_converges_from_the_artifact_in_four_requests(
     assert len(calls) <= 4 and calls.count("get_prefix") == 1, calls
     assert agent.source.fetches == 0 and not agent.source.dir.exists()
     assert agent.metrics.renders.labels("artifact")._value.get() == 1
+
+
+CLUSTER = b"name: demo\nmanagers: 1\nprefix: /sk\n"
+
+
+async def _publish_each(
+    etcd_server: EtcdServer, repo: StateRepo, tmp: Path, trees: list[dict[str, bytes]]
+) -> tuple[Agent, list[str], list[str]]:
+    """A worker agent, converged on each of ``trees`` (GOOD with these changes) in turn; the
+    revisions, and the etcd calls of its last pass."""
+    goods = {k: v for k, v in GOOD.items() if k != "state/cluster.yaml"}
+    shas = [repo.commit({**goods, "state/cluster.yaml": CLUSTER, **t}) for t in trees]
+    async with await Etcd.connect([etcd_server.endpoint]) as e:
+        agent = _agent(e, etcd_server.endpoint, tmp, role=Role.WORKER)
+        agent.lease = await e.lease(30)
+        for sha in shas:
+            await publish_commit(e, P, repo.work, sha)
+            agent.control.absorb(keys.desired_revision(P).encode(), sha.encode())
+            calls = _trace(e)
+            res = await asyncio.wait_for(agent.reconcile(frozenset({"test"})), 30)
+            assert res is not None
+            assert (res.status.state, res.status.revision) == (NodeState.CONVERGED, sha)
+        last = list(calls)
+        assert (await e.get_prefix(keys.rollout_slots_prefix(P)))[0] == []  # none left held
+    return agent, shas, last
+
+
+async def test_a_worker_moves_to_the_next_revision_in_three_requests(
+    etcd_server: EtcdServer, state_repo: StateRepo, tmp_path: Path
+) -> None:
+    """Behind by one revision, a worker reads the artifact, takes its slot (with its applying
+    status, the guards proving its watches current) and releases it with the final status:
+    no read of the rollout keys first."""
+    trees = [{"state/nodes/node-1.yaml": b"role: worker\n",
+              "units/a.service": b"[Service]\nExecStart=/bin/true " + arg + b"\n"}
+             for arg in (b"1", b"2")]  # fmt: skip
+    _, _, calls = await _publish_each(etcd_server, state_repo, tmp_path, trees)
+    assert calls == ["get_prefix", "create_first_absent", "put_and_release"], calls
+
+
+async def test_a_revision_that_changes_nothing_here_is_reported_applied_without_a_slot(
+    etcd_server: EtcdServer, state_repo: StateRepo, tmp_path: Path
+) -> None:
+    """A commit that touches only other nodes (here: a comment) is this node's revision too
+    once rendered: it says so, takes no slot and touches nothing but its inventory."""
+    trees = [{}, {"state/cluster.yaml": CLUSTER + b"# only a comment\n"}]
+    agent, shas, calls = await _publish_each(etcd_server, state_repo, tmp_path, trees)
+    assert calls == ["get_prefix", "put"], calls  # the artifact, the status: no slot
+    assert agent.engine.inventory().revision == shas[1]

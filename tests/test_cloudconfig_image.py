@@ -138,6 +138,10 @@ def test_make_image_builds_a_runnable_image_from_a_local_base() -> None:
         for name in ("aiohttp", "pydantic", "PyYAML", "aetcd"):
             assert frozen[name] == pins[name], name
         assert run("git", "--version").startswith("git version")
+        # git verifies SSH signatures with ssh-keygen and GPG ones with gpg: without them a
+        # node could not check any signed revision under --allowed-signers or --gnupg-home
+        tools = run("sh", "-c", "for t in ssh-keygen gpg; do command -v $t; done").split()
+        assert [t.rsplit("/", 1)[-1] for t in tools] == ["ssh-keygen", "gpg"], tools
         # the agent's native and heavy dependencies load on this base (grpc, dbus, yaml C)
         mods = "aetcd, aiodocker, aiohttp, dbus_fast, grpc, prometheus_client, yaml"
         assert (

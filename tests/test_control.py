@@ -83,3 +83,12 @@ def test_failed_here(info: bytes, revision: str | None, expected: str | None) ->
     c = Control(P, "n1")
     c.absorb(FAILED, info)
     assert c.failed_here(revision) == expected
+
+
+def test_the_failed_marker_is_kept_as_stored_for_the_gate_to_compare() -> None:
+    c = Control(P, "n1")
+    raw = failed("r2")
+    c.absorb(FAILED, raw)
+    assert c.failed_raw == raw
+    c.absorb(FAILED, None)
+    assert c.failed_raw is None and c.failed_revision is None

@@ -98,7 +98,16 @@ def _shell_in(mods: list[str]) -> list[str]:
     return [m for m in mods if any(m == s or m.startswith(f"{s}.") for s in _SHELL)]
 
 
-@pytest.mark.parametrize("module", ["reconciler.agent.policy", "reconciler.plan.result"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "reconciler.agent.policy",
+        "reconciler.plan.result",
+        "reconciler.rollout.decide",
+        "reconciler.swarm.plan",
+        "reconciler.notify.coalesce",
+    ],
+)
 def test_pure_modules_load_no_shell_module_at_run_time(module: str) -> None:
     loaded = _loaded_by(module)
     assert module in loaded

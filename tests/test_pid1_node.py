@@ -364,6 +364,33 @@ def converged_on(etcd: EtcdServer, rev: str) -> Callable[[], bool]:
     return lambda: (s := status(etcd)).get("state") == "converged" and s.get("revision") == rev
 
 
+def agent_converged(node: Node, etcd_server: EtcdServer) -> tuple[StateRepo, str]:
+    """The agent running as a system unit, converged on a first revision that manages its
+    unit (installed at first boot, Ignition's job in production, then adopted by the repo)."""
+    etcd, agent = etcd_server.endpoint, "swarmkeeper-agent.service"
+    repo = repo_in(node, agent_state(etcd, "1"))
+    r1 = repo.commit({}, "r1")
+    node.path(f"{UNIT_DIR}/{agent}").write_text(agent_unit(etcd, "1"))
+    node.systemctl("daemon-reload", check=True)
+    node.systemctl("start", agent, check=True)
+    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r1)
+    wait_for(f"converged on {r1[:12]}", converged_on(etcd_server, r1), node)
+    return repo, r1
+
+
+def publish_rolled_back(node: Node, etcd_server: EtcdServer, rev: str, back_to: str) -> str:
+    """Publish ``rev``, wait for the node to be degraded on ``back_to``; its error."""
+    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", rev)
+    wait_for(
+        "degraded after the rollback",
+        lambda: (
+            (s := status(etcd_server)).get("state") == "degraded" and s.get("revision") == back_to
+        ),
+        node,
+    )
+    return str(status(etcd_server)["error"])
+
+
 def test_agent_updates_itself_without_a_reboot(pid1_node: Node, etcd_server: EtcdServer) -> None:
     """The agent runs as a system unit; a revision changes that unit (an Environment= line):
     after its pass the agent has systemd restart it (new pid, new InvocationID, the new
@@ -371,14 +398,7 @@ def test_agent_updates_itself_without_a_reboot(pid1_node: Node, etcd_server: Etc
     drop-in for the agent's unit restarts it the same way."""
     node, etcd = pid1_node, etcd_server.endpoint
     agent = "swarmkeeper-agent.service"
-    repo = repo_in(node, agent_state(etcd, "1"))
-    r1 = repo.commit({}, "r1")
-    # installed at first boot (Ignition's job in production), then adopted by the state repo
-    node.path(f"{UNIT_DIR}/{agent}").write_text(agent_unit(etcd, "1"))
-    node.systemctl("daemon-reload", check=True)
-    node.systemctl("start", agent, check=True)
-    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r1)
-    wait_for(f"converged on {r1[:12]}", converged_on(etcd_server, r1), node)
+    repo, _r1 = agent_converged(node, etcd_server)
     first = node.show(agent, "InvocationID", "MainPID")
     a_id = ids(node, "a.service")
 
@@ -435,31 +455,63 @@ def test_agent_does_not_restart_itself_for_a_revision_that_rolls_back(
     the agent's unit file is restored and the agent that ran it keeps running."""
     node, etcd = pid1_node, etcd_server.endpoint
     agent = "swarmkeeper-agent.service"
-    repo = repo_in(node, agent_state(etcd, "1"))
-    r1 = repo.commit({}, "r1")
-    node.path(f"{UNIT_DIR}/{agent}").write_text(agent_unit(etcd, "1"))
-    node.systemctl("daemon-reload", check=True)
-    node.systemctl("start", agent, check=True)
-    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r1)
-    wait_for(f"converged on {r1[:12]}", converged_on(etcd_server, r1), node)
+    repo, r1 = agent_converged(node, etcd_server)
     first = node.show(agent, "InvocationID", "MainPID")
     bad = agent_state(etcd, "2")
     bad["state/roles/manager.yaml"] = (
         "units:\n  - a.service\n  - swarmkeeper-agent.service\n  - bad.service\n"
     )
     bad["units/bad.service"] = "[Service]\nExecStart=/bin/false\n"
-    r2 = repo.commit(bad, "agent: GEN=2, and a unit that fails")
-    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r2)
-    wait_for(
-        "degraded after the rollback",
-        lambda: (s := status(etcd_server)).get("state") == "degraded" and s.get("revision") == r1,
-        node,
-    )
-    assert "bad.service" in status(etcd_server)["error"]
+    error = publish_rolled_back(node, etcd_server, repo.commit(bad, "GEN=2, a failing unit"), r1)
+    assert "bad.service" in error
     assert node.show(agent, "InvocationID", "MainPID") == first
     assert node.path(f"{UNIT_DIR}/{agent}").read_text() == agent_unit(etcd, "1")
     assert node.show(agent, "NeedDaemonReload")["NeedDaemonReload"] == "no"
     assert '"agent.restart-self"' not in node.path("/var/log/agent.log").read_text()
+
+
+def test_a_revision_that_removes_the_agents_own_unit_is_rejected_and_the_agent_lives(
+    pid1_node: Node, etcd_server: EtcdServer
+) -> None:
+    """Stopping its own unit would kill the agent in the middle of that very pass: the node
+    refuses the revision, says why, and stays on the last one with the agent running."""
+    node, etcd = pid1_node, etcd_server.endpoint
+    agent = "swarmkeeper-agent.service"
+    repo, r1 = agent_converged(node, etcd_server)
+    first = node.show(agent, "InvocationID", "MainPID")
+    r2 = repo.commit({"state/roles/manager.yaml": "units:\n  - a.service\n"}, "drop the agent")
+    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r2)
+    wait_for(
+        "rejected on the last good revision",
+        lambda: (s := status(etcd_server)).get("state") == "rejected" and s.get("revision") == r1,
+        node,
+    )
+    assert f"removes {agent}, the unit this agent runs as" in status(etcd_server)["error"]
+    assert node.show(agent, "InvocationID", "MainPID") == first
+    assert node.path(f"{UNIT_DIR}/{agent}").read_text() == agent_unit(etcd, "1")
+
+
+def test_a_failed_units_status_carries_its_invocations_lines_from_the_nodes_journald(
+    pid1_node: Node, etcd_server: EtcdServer
+) -> None:
+    """On a node with journald (PID 1's own), ``status --json`` answers "why" without ssh:
+    the lines the failed invocation wrote, and none of an earlier one of the same unit."""
+    node, etcd = pid1_node, etcd_server.endpoint
+    repo, r1 = agent_converged(node, etcd_server)
+    node.run("systemd-run", "--unit", "bad.service", "--wait", "/bin/sh", "-c",
+             "echo an-earlier-run-of-bad", check=False)  # fmt: skip
+    bad = agent_state(etcd, "1")
+    bad["state/roles/manager.yaml"] = (
+        "units:\n  - a.service\n  - swarmkeeper-agent.service\n  - bad.service\n"
+    )
+    bad["units/bad.service"] = (
+        "[Service]\nType=exec\nExecStart=/bin/sh -c 'echo cannot-read-/etc/bad.conf >&2; exit 3'\n"
+    )
+    error = publish_rolled_back(node, etcd_server, repo.commit(bad, "fails, saying why"), r1)
+    first = error.splitlines()[0]  # "start job failed" or "failed", as the race went
+    assert first.startswith("bad.service ") and ": rolled back (rollout of " in first, error
+    assert "cannot-read-/etc/bad.conf" in error, error
+    assert "an-earlier-run-of-bad" not in error and "(no journal lines" not in error, error
 
 
 def test_agent_configured_only_by_a_drop_in_restarts_after_the_pass(

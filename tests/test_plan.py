@@ -389,9 +389,7 @@ def test_a_service_activated_by_a_desired_timer_or_socket_is_not_started_by_us()
         UnitName("backup.timer"), b"[Timer]\nOnCalendar=daily\n[Install]\nWantedBy=timers.target\n"
     )
     job = UnitSpec(UnitName("backup.service"), b"[Service]\nType=oneshot\nExecStart=/bin/true\n")
-    sock = UnitSpec(
-        UnitName("web.socket"), b"[Socket]\nListenStream=8080\nService=x\nUnit=httpd.service\n"
-    )
+    sock = UnitSpec(UnitName("web.socket"), b"[Socket]\nListenStream=8080\nService=httpd.service\n")
     httpd = unit("httpd.service", install=False)
     p, inv = converge(spec([timer, job, sock, httpd]), node)
     starts = [x for x in lines(p) if x.startswith("start")]

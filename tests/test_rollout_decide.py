@@ -14,11 +14,14 @@ from reconciler import keys
 from reconciler.models import Role
 from reconciler.rollout.decide import (
     Decision,
+    Markers,
     Peer,
     RolloutView,
     SlotHolder,
     Verdict,
     decide,
+    failed_revision,
+    shortcut,
     view_from_kvs,
 )
 from reconciler.status import NodeState, NodeStatus
@@ -312,3 +315,46 @@ def test_simulation_reaches_everyone_when_nothing_fails() -> None:
         for i in range(len(nodes)):
             sim.step("finish", i)
     assert all(n.applied == "new" for n in nodes)
+
+
+FAILED_R2 = json.dumps({"revision": "r2", "node": "w9"}).encode()
+
+
+@pytest.mark.parametrize(
+    ("role", "applied", "markers", "max_unavailable", "expected"),
+    [
+        (W, "r1", Markers(), 3, Decision(Verdict.TRY, (0, 1, 2))),
+        (W, "r1", Markers(json.dumps({"revision": "r0"}).encode()), 1, Decision(Verdict.TRY, (0,))),
+        (W, "r1", Markers(FAILED_R2), 3, None),  # the desired revision failed: read, halt
+        (W, "r1", Markers(halted=True), 3, None),  # halted: read, halt
+        (W, "r2", Markers(), 3, None),  # already current: nothing to take
+        (W, "", Markers(), 3, None),  # fresh: no slot needed, the read path says so
+        (M, "r1", Markers(), 3, None),  # a manager reads its peers' health first
+    ],
+)  # fmt: skip
+def test_a_worker_takes_the_shortcut_only_where_a_read_would_try_a_slot(
+    role: Role, applied: str, markers: Markers, max_unavailable: int, expected: Decision | None
+) -> None:
+    assert shortcut("w1", role, applied, "r2", markers, max_unavailable) == expected
+
+
+@given(
+    applied=st.sampled_from(["", "r1", "r2"]),
+    failed=st.sampled_from([None, "r1", "r2", "garbage"]),
+    halted=st.booleans(),
+    held=st.sets(st.integers(0, 3)),
+)
+def test_a_shortcut_is_a_try_the_read_would_also_allow(
+    applied: str, failed: str | None, halted: bool, held: set[int]
+) -> None:
+    """Whatever the slots, a shortcut happens only where the read path would try too (with
+    the free ones): its transaction creates only an absent slot, so it can never exceed."""
+    raw = None if failed is None else (failed.encode() if failed == "garbage"
+                                       else json.dumps({"revision": failed}).encode())  # fmt: skip
+    d = shortcut("w1", W, applied, "r2", Markers(raw, halted), 4)
+    holders = tuple(SlotHolder(W, i, f"w{10 + i}") for i in sorted(held))
+    read = decide(RolloutView("w1", W, applied, "r2", holders=holders, max_unavailable=4,
+                              halted=halted, failed_revision=failed_revision(raw)))  # fmt: skip
+    if d is not None:
+        assert read.verdict in (Verdict.TRY, Verdict.WAIT)
+        assert set(read.slots) <= set(d.slots)

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 from collections.abc import AsyncIterator
+
+import pytest
 
 from reconciler import keys
 from reconciler.etcd.client import Etcd, Lease, WatchEvent
 from reconciler.models import Role
-from reconciler.rollout.decide import Verdict
+from reconciler.rollout.decide import Markers, Verdict
 from reconciler.rollout.gate import RolloutGate, Slot
 from reconciler.status import NodeState, NodeStatus
 from tests.fixtures.etcd import EtcdServer
@@ -28,6 +31,7 @@ class SimNode:
 
     def __init__(self, e: Etcd, lease: Lease, name: str, role: Role, max_unavailable: int):
         self.e, self.lease, self.name, self.role = e, lease, name, role
+        self.markers: Markers | None = None  # as an agent's watches hold them: shortcut
         self.gate = RolloutGate(e, P, name, role, lease, max_unavailable=max_unavailable)
 
     @classmethod
@@ -63,6 +67,7 @@ class SimNode:
             "old",
             applying=self.doc(NodeState.APPLYING, "old"),
             waiting=self.doc(NodeState.CONVERGED, "old", rollout="waiting"),
+            markers=self.markers,
         )
         if slot is None:
             return None
@@ -112,11 +117,16 @@ def max_concurrent(timeline: list[tuple[int, str, NodeState]], names: set[str]) 
     return peak
 
 
-async def test_managers_one_at_a_time_workers_up_to_max(etcd_server: EtcdServer) -> None:
+@pytest.mark.parametrize("markers", [None, Markers()], ids=["read-first", "shortcut"])
+async def test_managers_one_at_a_time_workers_up_to_max(
+    etcd_server: EtcdServer, markers: Markers | None
+) -> None:
     ep = etcd_server.endpoint
     managers = [await SimNode.start(ep, f"m{i}", M, 2) for i in range(3)]
-    workers = [await SimNode.start(ep, f"w{i}", W, 2) for i in range(4)]
+    workers = [await SimNode.start(ep, f"w{i}", W, 2) for i in range(6)]
     nodes = managers + workers
+    for n in nodes:
+        n.markers = markers
     try:
         async with recording(ep) as timeline:
             await nodes[0].e.put(keys.desired_revision(P), "new")
@@ -306,6 +316,82 @@ async def test_a_followed_branch_head_takes_slots_until_something_is_published(
         assert await asyncio.wait_for(waiting, 10) is None
         assert await w2.gate.acquire("new", "old", published=False) is None
         assert await w2.gate.acquire("new", "old") is None  # "new" is not what was published
+    finally:
+        for n in (w1, w2):
+            await n.e.close()
+
+
+async def _status(n: SimNode) -> NodeStatus:
+    kv = await n.e.get(keys.node_status(P, n.name))
+    assert kv is not None
+    return NodeStatus.from_json(kv.value)
+
+
+async def test_a_worker_whose_watches_are_current_takes_its_slot_in_one_request(
+    etcd_server: EtcdServer,
+) -> None:
+    w1 = await SimNode.start(etcd_server.endpoint, "w1", W, 2)
+    old_failure = json.dumps({"revision": "older", "node": "w9"})
+    try:
+        await w1.e.put(keys.desired_revision(P), "new")
+        await w1.e.put(keys.rollout_failed(P), old_failure)  # names another revision
+        before = w1.e.request_count
+        slot = await w1.gate.acquire("new", "old", applying=w1.doc(NodeState.APPLYING, "old"),
+                                     markers=Markers(old_failure.encode()))  # fmt: skip
+        assert w1.e.request_count - before == 1
+        assert slot is not None and slot.key is not None
+        kv = await w1.e.get(slot.key)
+        assert kv is not None and kv.lease == w1.lease.id
+        assert (await _status(w1)).state is NodeState.APPLYING
+    finally:
+        await w1.e.close()
+
+
+@pytest.mark.parametrize(
+    ("world", "markers"),
+    [
+        ({"rollout/failed": json.dumps({"revision": "new", "node": "w9"})}, Markers()),
+        ({"rollout/halted": "{}"}, Markers()),
+        ({"desired/revision": "newer"}, Markers()),
+    ],
+    ids=["failed-unseen", "halted-unseen", "desired-moved"],
+)  # fmt: skip
+async def test_stale_watches_never_take_a_slot_the_read_would_refuse(
+    etcd_server: EtcdServer, world: dict[str, str], markers: Markers
+) -> None:
+    """The markers the agent holds lag etcd: the transaction's guards catch it, the gate
+    reads, and decides as it always did (halted, or the desired revision moved on)."""
+    w1 = await SimNode.start(etcd_server.endpoint, "w1", W, 2)
+    try:
+        await w1.e.put(keys.desired_revision(P), "new")
+        for k, v in world.items():
+            await w1.e.put(f"{P}/{k}", v)
+        slot = await w1.gate.acquire("new", "old", applying=w1.doc(NodeState.APPLYING, "old"),
+                                     markers=markers)  # fmt: skip
+        assert slot is None
+        assert (await w1.e.get_prefix(keys.rollout_slots_prefix(P)))[0] == []
+        assert (await _status(w1)).state is NodeState.CONVERGED  # never said applying
+    finally:
+        await w1.e.close()
+
+
+async def test_a_shortcut_that_finds_every_slot_taken_waits_like_a_read(
+    etcd_server: EtcdServer,
+) -> None:
+    w1 = await SimNode.start(etcd_server.endpoint, "w1", W, 1)
+    w2 = await SimNode.start(etcd_server.endpoint, "w2", W, 1)
+    try:
+        await w1.e.put(keys.desired_revision(P), "new")
+        held = await w1.gate.acquire("new", "old", markers=Markers())
+        assert held is not None
+        waiting = asyncio.create_task(w2.gate.acquire(
+            "new", "old", applying=w2.doc(NodeState.APPLYING, "old"),
+            waiting=w2.doc(NodeState.CONVERGED, "old", rollout="waiting"), markers=Markers()))  # fmt: skip
+        await asyncio.sleep(0.3)
+        assert not waiting.done() and (await _status(w2)).rollout == "waiting"
+        await w1.gate.release(held, w1.doc(NodeState.CONVERGED, "new"))
+        slot = await asyncio.wait_for(waiting, 10)
+        assert slot is not None and slot.key == held.key
     finally:
         for n in (w1, w2):
             await n.e.close()

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from cloudconfig.generate import generate
 from cloudconfig.params import load_params
-from reconciler.sandbox import forward, spec, vault_standin
+from reconciler.sandbox import forward, preflight, spec, vault_standin
 from reconciler.sandbox.spec import Role
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,6 +237,18 @@ def test_forwarder_carries_bytes_into_a_namespace(netns: str) -> None:
         proc.terminate()
         proc.wait(5)
         srv.close()
+
+
+def test_a_missing_package_is_named_with_the_command_that_installs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        preflight, "BINARIES", (*preflight.BINARIES, ("/nonexistent/frob", "frob-utils"))
+    )
+    lay = spec.layout(tmp_path / "sb", 1, 1)
+    found = preflight.problems(lay, 1, 1, REPO)
+    assert "/nonexistent/frob is missing: apt-get install -y frob-utils" in found
+    assert not (tmp_path / "sb").exists()
 
 
 def test_up_without_a_node_root_says_how_to_build_it(tmp_path: Path) -> None:

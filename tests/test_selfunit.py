@@ -132,3 +132,22 @@ def test_self_unit_option() -> None:
     for bad in ("swarmkeeper-agent.timer", "../x.service", "x@.service", "no spaces.service"):
         with pytest.raises(UsageError, match="--self-unit"):
             _self_unit(bad)
+
+
+@pytest.mark.parametrize(
+    ("units", "managed", "self_unit", "refused"),
+    [
+        (["a.service"], {"a.service", AGENT}, AGENT, True),  # the revision drops it
+        (["a.service", AGENT], {"a.service", AGENT}, AGENT, False),  # keeps it
+        (["a.service"], {"a.service"}, AGENT, False),  # never the revision's (provisioned)
+        (["a.service"], {"a.service", AGENT}, "", False),  # the agent's unit is unknown
+        ([f"{AGENT}.d/10-x.conf"], {AGENT}, AGENT, True),  # a drop-in left is not the unit
+    ],
+)
+def test_a_revision_may_not_remove_the_agents_own_unit(
+    units: list[str], managed: set[str], self_unit: str, refused: bool
+) -> None:
+    why = selfunit.removal(spec([unit(n) for n in units]), frozenset(managed), self_unit)
+    assert bool(why) is refused
+    if refused:
+        assert why.startswith(f"units: the revision removes {AGENT}") and "keep" in why

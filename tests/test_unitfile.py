@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import posixpath
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler.plan import unitfile
+from tests.fixtures.systemd_user import UserManager
 
 
 @pytest.mark.parametrize(
@@ -127,6 +129,12 @@ def test_parser_never_raises(data: bytes) -> None:
         ("backup.timer", "[Timer]\nOnCalendar=daily\nUnit=other.service\n", "other.service"),
         ("web.socket", "[Socket]\nListenStream=80\n", "web.service"),
         ("web.socket", "[Socket]\nListenStream=80\nAccept=yes\n", "web@.service"),
+        (
+            "log.socket",
+            "[Socket]\nListenDatagram=/run/l\nService=journal.service\n",
+            "journal.service",
+        ),
+        ("log.socket", "[Socket]\nListenStream=80\nUnit=ignored.service\n", "log.service"),
         ("watch.path", "[Path]\nPathChanged=/etc/x\n", "watch.service"),
         ("a.service", "[Service]\nExecStart=/bin/true\n", None),
     ],
@@ -140,3 +148,29 @@ def test_lines_end_where_systemd_ends_them() -> None:
     f = unitfile.parse("[Service]\nExecStart=/bin/echo a\x1eb\u2028c\r\nType=oneshot\rX=1")
     assert f.values("Service", "ExecStart") == ("/bin/echo a\x1eb\u2028c",)
     assert f.values("Service", "Type") == ("oneshot",) and f.values("Service", "X") == ("1",)
+
+
+VENDOR_SOCKETS = sorted(
+    p for p in Path("/lib/systemd/system").glob("*.socket") if "@" not in p.name
+)
+
+
+@pytest.mark.services
+@pytest.mark.skipif(not VENDOR_SOCKETS, reason="no vendor socket units on this machine")
+def test_triggers_agrees_with_systemd_on_every_vendor_socket(systemd_user: UserManager) -> None:
+    """Debian's own sockets (journald's name their service with ``Service=``), loaded by a
+    real manager: the unit systemd says each one triggers is the one ``triggers`` reads."""
+    for p in VENDOR_SOCKETS:
+        (systemd_user.unit_dir / p.name).write_bytes(p.read_bytes())
+    systemd_user.systemctl("daemon-reload", check=True)
+    out = systemd_user.systemctl("show", "-p", "Id,Triggers", *(p.name for p in VENDOR_SOCKETS))
+    told = {}
+    for block in out.stdout.strip().split("\n\n"):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        told[fields.get("Id", "")] = fields.get("Triggers", "").split()
+    checked = 0
+    for p in VENDOR_SOCKETS:
+        if told.get(p.name):
+            assert unitfile.triggers(p.name, p.read_bytes()) in told[p.name], (p, told[p.name])
+            checked += 1
+    assert checked >= len(VENDOR_SOCKETS) // 2, told

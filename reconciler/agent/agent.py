@@ -44,6 +44,7 @@ from reconciler.control import Control
 from reconciler.desired.filespolicy import FilesPolicy
 from reconciler.errors import SwarmkeeperError, TransientError
 from reconciler.models import NodeFacts, NodeName, Role
+from reconciler.rollout.decide import Markers
 from reconciler.status import NodeState, utcnow
 
 if TYPE_CHECKING:
@@ -113,6 +114,9 @@ class Agent:
                                  source=self.source, renderer=self.renderer,
                                  metrics=self.metrics, log=self.log)  # fmt: skip
         self.restart_due = ""  # why our own unit must restart (selfunit); "" = it need not
+
+    def markers(self) -> Markers:
+        return Markers(self.control.failed_raw, self.control.halted)
 
     def follows(self, revision: str) -> bool:
         """Nothing is published and ``revision`` is the branch head this agent polled."""
@@ -282,8 +286,11 @@ class Agent:
             why = self.control.failed_here(desired)
             if res.result is None and why is not None and res.status.state is NodeState.CONVERGED:
                 # this node is where the rollout failed: keep saying so until a new publish
+                # (on the first line, the one the table shows; systemd's account follows)
+                first, sep, rest = why.partition("\n")
+                halted = f"{first} (rollout of {(desired or '')[:12]} halted){sep}{rest}"
                 res = replace(res, status=replace(res.status, state=NodeState.DEGRADED,
-                              error=f"{why} (rollout of {(desired or '')[:12]} halted)"))  # fmt: skip
+                                                  error=halted))  # fmt: skip
             outcome, written = await self.reporter.report(res)
             if res.restart_self:
                 self.restart_due = res.restart_self

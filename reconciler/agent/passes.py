@@ -212,7 +212,7 @@ class Renderer:
         return out
 
     def _render(self, revision: str, art: Artifact | None = None) -> NodeSpec | Rejection:
-        from reconciler.desired import filespolicy, load_state, render_state
+        from reconciler.desired import filespolicy, load_state
         from reconciler.revisions.publish import prefix_mismatch
 
         if art is not None:
@@ -249,11 +249,7 @@ class Renderer:
             other_cluster = prefix_mismatch(state, self.prefix) if self.prefix else ""
             if other_cluster:
                 return Rejection(revision, (other_cluster,))
-            spec = render_state(state, self.facts)
-            lines = state.file_lines.get(spec.role.value, {})
-            refused = filespolicy.check(self.files_policy, spec.files, lines, spec.env_path)
-            if refused:
-                raise InvalidDesiredState(refused)
+            spec = filespolicy.render_allowed(state, self.facts, self.files_policy)
         except InvalidDesiredState as e:
             return Rejection(revision, tuple(str(p) for p in e.problems))
         # swarm membership: once state/nodes lists nodes, that list is the membership (a node
@@ -319,6 +315,10 @@ async def _steps(
             desired_spec = await renderer.spec(desired) if desired else None
     except SourceError as e:
         return _failed(base, e, f"git: {e}")
+    if isinstance(desired_spec, NodeSpec) and desired:
+        managed = frozenset(u.name for u in inv.units)
+        why = selfunit.removal(desired_spec, managed, self_unit)
+        desired_spec = Rejection(desired, (why,)) if why else desired_spec
     if isinstance(desired_spec, Rejection):
         rejection = desired_spec
 
@@ -352,6 +352,9 @@ async def _steps(
         plan = await engine.plan(spec, inv)
     restart_self = selfunit.restart_due(plan, self_unit)
     if not plan and inv.pending is None:
+        if spec.revision != applied:  # a revision that changes nothing here: no slot needed
+            await engine.record(spec)
+            base = _with(base, revision=spec.revision)
         st, again = _judged(base, await _units(engine, spec))
         return PassResult(st, requeue=again, rejection=rejection)
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from reconciler.apply.engine import Engine
     from reconciler.etcd.client import Etcd, Lease
     from reconciler.notify.hub import Notifications
+    from reconciler.rollout.decide import Markers
     from reconciler.rollout.gate import RolloutGate, Slot
     from reconciler.source import GitSource
     from reconciler.swarm.agent import SwarmLink
@@ -46,6 +47,10 @@ class Host(Protocol):
     def swarm(self) -> SwarmLink | None: ...
     def follows(self, revision: str) -> bool:
         """Nothing is published and ``revision`` is the branch head the agent polled."""
+        ...
+
+    def markers(self) -> Markers:
+        """The rollout markers as the agent's watches last saw them."""
         ...
 
 
@@ -79,6 +84,9 @@ class Reporter:
         self._notify_cfg: tuple[object, ...] | None = None  # cluster.notify last configured
         self._seen = (0, 0)  # git fetches and etcd requests already counted in metrics
         self._unreleased: Slot | None = None  # a rollout slot whose release failed
+        # The gate may skip its read only once a read since start found no slot of ours
+        # (held under a lease of a previous run) and while every slot we took was released.
+        self._gate_read = False
 
     @property
     def lease(self) -> Lease | None:
@@ -112,9 +120,12 @@ class Reporter:
         gate = self.gate(role, max_unavailable)
         applying = self.stamped(applying)
         # a followed branch head goes through the gate for as long as nothing is published
+        shortcut = self._gate_read and self._unreleased is None
         slot = await gate.acquire(revision, applied, applying=applying.to_json(),
                                   waiting=self.stamped(waiting).to_json(),
-                                  published=not self.host.follows(revision))  # fmt: skip
+                                  published=not self.host.follows(revision),
+                                  markers=self.host.markers() if shortcut else None)  # fmt: skip
+        self._gate_read = True
         if slot is not None:
             self.last_status = applying
         return slot

@@ -78,6 +78,19 @@ def defer(spec: NodeSpec, unit: str) -> NodeSpec:
     return replace(spec, units=units)
 
 
+def removal(spec: NodeSpec, managed: frozenset[str], unit: str) -> str:
+    """Why ``spec`` cannot be applied here, if it drops the agent's own unit: stopping it
+    would kill the agent in the middle of the pass that stops it, leaving that pass half
+    done and nothing on the node to finish it or to say so. "" if it keeps it (or the
+    unit was never the revision's to remove)."""
+    if not unit or unit not in managed or unit in spec.unit_names:
+        return ""
+    return (
+        f"units: the revision removes {unit}, the unit this agent runs as; an agent cannot "
+        f"remove itself: keep {unit} in this node's role, and take the node out by hand"
+    )
+
+
 def restart_due(plan: Plan, unit: str) -> str:
     """Why the plan of the unmodified spec would restart (or reload) ``unit``; "" if not."""
     if not unit:

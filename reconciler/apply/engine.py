@@ -107,6 +107,16 @@ class Engine:
             with self.store.exclusive():  # and one per node, whichever process calls
                 return await self._apply(spec)
 
+    async def record(self, spec: NodeSpec) -> None:
+        """Note ``spec.revision`` as applied where it changes nothing (its plan is empty):
+        the node runs that revision already, and its status must say so, or a revision
+        that only touched other nodes would leave this one "behind" for good."""
+        async with self._lock:
+            with self.store.exclusive():
+                inv = self.inventory()
+                if inv.revision != spec.revision and inv.pending is None:
+                    await asyncio.to_thread(self.store.save, replace(inv, revision=spec.revision))
+
     async def _apply(self, spec: NodeSpec) -> ApplyResult:
         t0 = time.perf_counter()
         inv = self.inventory()

@@ -26,8 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_spec(cfg: Config) -> NodeSpec:
-    """Render this node's desired spec from --repo/--rev (blocking: git, disk)."""
-    from reconciler.desired import render
+    """Render this node's desired spec from --repo/--rev (blocking: git, disk), refused
+    as the agent refuses it where the node's files policy does not allow a file."""
+    from reconciler.desired import load_state
+    from reconciler.desired.filespolicy import render_allowed
     from reconciler.source import GitSource
 
     if is_url(cfg.repo):
@@ -40,7 +42,7 @@ def load_spec(cfg: Config) -> NodeSpec:
     facts = NodeFacts(
         name=NodeName(cfg.node), role=cfg.role, address=cfg.address, etcd_endpoints=cfg.etcd
     )
-    return render(tree, facts)
+    return render_allowed(load_state(tree), facts, cfg.files_policy)
 
 
 async def open_engine(cfg: Config) -> tuple[Systemd, Engine]:

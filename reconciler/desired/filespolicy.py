@@ -4,7 +4,8 @@ Set in the agent's config (``files_allow_paths``, ``files_allow_modes``; cloud-c
 them), never in git: a commit must not be able to widen its own rights, so whoever gets a
 commit published is not root on every node by way of ``/etc/shadow`` or a setuid binary.
 A revision that renders a file outside the policy is rejected by that node with the
-``path:line:`` of the entry. Pure: the agent's renderer calls ``check``.
+``path:line:`` of the entry. Pure: the agent's renderer and ``swarmkeeper plan|apply`` on a
+node render through ``render_allowed``, so a revision is refused the same way by both.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from reconciler.errors import Problem
-from reconciler.models import FileSpec
+from reconciler.desired.render import render_state
+from reconciler.desired.validate import State
+from reconciler.errors import InvalidDesiredState, Problem
+from reconciler.models import FileSpec, NodeFacts, NodeSpec
 
 # What this repo's own state/ writes, plus the usual homes of service configuration. A
 # prefix ending in "/" allows everything under it; any other entry allows that one path.
@@ -91,3 +94,14 @@ def check(
                 "node's files policy refuses: drop the bit, or the node's operator may allow "
                 "it with files_allow_modes in the agent config"))  # fmt: skip
     return out
+
+
+def render_allowed(state: State, facts: NodeFacts, policy: FilesPolicy) -> NodeSpec:
+    """The node's spec, as ``render_state`` gives it, if this node's ``policy`` allows every
+    file in it; else InvalidDesiredState with each refused entry's ``path:line:``."""
+    spec = render_state(state, facts)
+    lines = state.file_lines.get(spec.role.value, {})
+    refused = check(policy, spec.files, lines, spec.env_path)
+    if refused:
+        raise InvalidDesiredState(refused)
+    return spec

@@ -5,7 +5,7 @@ What it adds (see docs/etcd-keys.md for why each matters):
 - TLS channels and keepalive pings (``reconciler.etcd.conn``);
 - re-authentication when the auth token expires (one reconnect + retry);
 - bounded retries with backoff for idempotent calls during leader elections; when nothing
-  answers within the retry window, ``EtcdUnavailable``;
+  answers within the retry window, ``EtcdUnavailable`` (``conn.call_with_failover``);
 - leases kept alive over ONE long-lived ``LeaseKeepAlive`` stream per client (aetcd's
   ``refresh()`` fails through ``etcd grpc-proxy``);
 - prefix watches that resume from the last seen revision + 1 after any disconnect, and
@@ -13,13 +13,12 @@ What it adds (see docs/etcd-keys.md for why each matters):
 
 Transactions whose outcome is unknown (the transport broke after sending) are retried and
 then disambiguated by reading what the key holds, so ``create_if_absent`` never reports a
-lost race for a write that was in fact ours.
+lost race for a write that was in fact ours (``reconciler.etcd.writes``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
@@ -27,14 +26,9 @@ from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
 from reconciler import log
-from reconciler.backoff import Backoff
-from reconciler.errors import (
-    EtcdError,
-    EtcdUnavailable,
-    LeaseNotFound,
-)
-from reconciler.etcd import ops
-from reconciler.etcd.conn import RPC_ERRORS, Conn, Fault, TLSConfig, classify, describe, guard
+from reconciler.errors import EtcdError, EtcdUnavailable, LeaseNotFound
+from reconciler.etcd import ops, writes
+from reconciler.etcd.conn import Conn, TLSConfig, call_with_failover
 from reconciler.etcd.lease import Lease, LeaseKeeper
 from reconciler.etcd.watch import KV, Resynced, WatchEvent
 
@@ -155,46 +149,8 @@ class Etcd:
         await conn.close()
 
     async def _call(self, fn: Callable[[Conn], Awaitable[T]], what: str) -> T:
-        """Run one RPC with failover, re-auth and bounded backoff."""
-        deadline = time.monotonic() + self.retry_for
-        backoff = Backoff(base=0.05, cap=1.0)
-        reauthed = False
-        attempts = 0
-        last: BaseException | None = None
-        while True:
-            conn: Conn | None = None
-            attempts += 1
-            try:
-                conn = await guard(self.conn())
-                self.request_count += 1
-                return await guard(fn(conn))
-            except RPC_ERRORS as e:
-                last = e
-                fault = classify(e)
-                if fault is Fault.FATAL:
-                    if "lease not found" in describe(e):
-                        raise LeaseNotFound(f"etcd {what}: {describe(e)}") from e
-                    raise EtcdError(f"etcd {what}: {describe(e)}") from e
-                if fault is Fault.REAUTH:
-                    if reauthed:
-                        raise EtcdError(f"etcd {what}: {describe(e)}") from e
-                    reauthed = True
-                    if conn is not None:
-                        await self.drop(conn, rotate=False)
-                    continue
-                if conn is not None:
-                    await self.drop(conn, rotate=True)
-            if self._closed:
-                raise EtcdUnavailable("etcd client is closed")
-            # Every endpoint gets one try even if slow ones (paused: a full timeout each)
-            # used up the window.
-            delay = backoff.next_delay()
-            if time.monotonic() + delay > deadline and attempts >= len(self.endpoints):
-                raise EtcdUnavailable(
-                    f"etcd {what}: no endpoint of {','.join(self.endpoints)} answered "
-                    f"within {self.retry_for:.0f}s: {describe(last)}"
-                ) from last
-            await asyncio.sleep(delay)
+        """Run one RPC with failover, re-auth and bounded backoff (every unary call)."""
+        return await call_with_failover(self, fn, what)
 
     # -- key/value -------------------------------------------------------------------
 
@@ -279,40 +235,22 @@ class Etcd:
             lambda c: c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata), what
         )
 
-    async def _counted_txn(
+    async def counted_txn(
         self, req: rpc.TxnRequest, lease: Lease | None, what: str
     ) -> tuple[rpc.TxnResponse, int]:
         """Send a conditional write; its response and how many attempts it took (more
         than one: an earlier attempt may have committed before its answer was lost)."""
         attempts = 0
 
-        async def txn(c: Conn) -> rpc.TxnResponse:
+        async def send(c: Conn) -> rpc.TxnResponse:
             nonlocal attempts
             attempts += 1
             return await c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata)
 
-        resp = await self._leased(lease, self._call(txn, what))
+        resp = await self._leased(lease, self._call(send, what))
         return resp, attempts
 
-    async def _txn_put(
-        self,
-        key: str,
-        value: bytes | str,
-        cmp: rpc.Compare,
-        lease: Lease | None,
-        what: str,
-        also: Mapping[str, bytes | str] | None = None,
-    ) -> bool:
-        lid = lease.id if lease else 0
-        req = ops.conditional_put(key, value, cmp, lid, also)
-        resp, attempts = await self._counted_txn(req, lease, what)
-        if resp.succeeded:
-            return True
-        if attempts > 1:
-            # If the key holds exactly what we wrote, under our lease, that write was ours.
-            kvs = resp.responses[0].response_range.kvs
-            return bool(kvs) and ops.holds(kvs[0], value, lid)
-        return False
+    # -- conditional writes (``writes``: a retried one checks whether it was ours) ----
 
     async def create_if_absent(
         self,
@@ -324,7 +262,7 @@ class Etcd:
     ) -> bool:
         """Create ``key`` only if it does not exist; True if we created it. ``also``: more
         keys written (without a lease) in the same transaction, only if it was created."""
-        return await self._txn_put(key, value, ops.absent(key), lease, "create_if_absent", also)
+        return await writes.create_if_absent(self, key, value, lease, also)
 
     async def create_first_absent(
         self,
@@ -333,20 +271,13 @@ class Etcd:
         *,
         lease: Lease | None = None,
         also: Mapping[str, bytes | str] | None = None,
+        guards: Sequence[rpc.Compare] = (),
     ) -> str | None:
         """Create the first of ``candidates`` that does not exist, in ONE request (nested
         transactions: try the first, else the second, ...); the key created, or None if all
-        exist. ``also`` is written with it, as in ``create_if_absent``."""
-        lid = lease.id if lease else 0
-        req = ops.first_absent(candidates, value, lid, also)
-        if req is None:
-            return None
-        resp, attempts = await self._counted_txn(req, lease, "create_first_absent")
-        created = ops.created_key(candidates, resp)
-        if created is None and attempts > 1:
-            kvs, _ = await self.snapshot(keys=candidates)
-            return next((k for k in candidates if ops.holds(kvs.get(ops.b(k)), value, lid)), None)
-        return created
+        exist or a ``guards`` compare failed. ``also`` is written with it, as in
+        ``create_if_absent``."""
+        return await writes.create_first_absent(self, candidates, value, lease, also, guards)
 
     async def compare_and_put(
         self,
@@ -359,19 +290,16 @@ class Etcd:
     ) -> bool:
         """Write ``key`` only if it is still at ``mod_revision`` (0: does not exist); ``also``:
         more keys written (without a lease) in the same transaction, only if it was."""
-        cmp = ops.at_revision(key, mod_revision)
-        return await self._txn_put(key, value, cmp, lease, "compare_and_put", also)
+        return await writes.compare_and_put(self, key, value, mod_revision, lease, also)
 
     async def put_and_release(
         self, key: str, value: bytes | str, *, release: str, holding: bytes
     ) -> bool:
         """Put ``key`` and, in the same transaction, delete ``release`` if it still holds
         exactly ``holding`` (a key someone else took since is left alone). True if deleted."""
-        req = ops.put_and_release(key, value, release, holding)
-        resp = await self._call(
-            lambda c: c.kv.Txn(req, timeout=self.timeout, metadata=c.metadata), "put_and_release"
-        )
-        return bool(resp.succeeded)
+        return await writes.put_and_release(self, key, value, release, holding)
+
+    # -- maintenance -----------------------------------------------------------------
 
     async def compact(self, revision: int) -> None:
         """Compact history up to ``revision`` (tests and maintenance)."""

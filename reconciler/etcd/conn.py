@@ -1,23 +1,29 @@
-"""One gRPC connection to one etcd endpoint, and how its failures are classified.
+"""One gRPC connection to one etcd endpoint, how its failures are classified, and the retry.
 
 The low half of our etcd wrapper (``reconciler.etcd.client`` is the API): opens an insecure or TLS
 channel with keepalive pings (aetcd opens only insecure channels, and without pings a watch
 on a hung server never notices), authenticates when a user is given, and holds aetcd's
-generated stubs. ``classify`` turns a gRPC error into what the caller should do about it.
+generated stubs. ``classify`` turns a gRPC error into what the caller should do about it,
+and ``call_with_failover`` does it for every unary call: next endpoint, re-authentication
+or give up, with bounded backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc  # type: ignore[import-untyped]
 import grpc.aio  # type: ignore[import-untyped]
 from aetcd import rpc
+
+from reconciler.backoff import Backoff
+from reconciler.errors import EtcdError, EtcdUnavailable, LeaseNotFound
 
 T = TypeVar("T")
 
@@ -191,3 +197,61 @@ class Conn:
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+class Client(Protocol):
+    """What the retry needs of ``client.Etcd``: a protocol, so this module does not import it."""
+
+    request_count: int
+
+    @property
+    def endpoints(self) -> tuple[str, ...]: ...
+    @property
+    def retry_for(self) -> float: ...
+    @property
+    def closed(self) -> bool: ...
+    async def conn(self) -> Conn: ...
+    async def drop(self, conn: Conn, *, rotate: bool) -> None: ...
+
+
+async def call_with_failover(client: Client, fn: Callable[[Conn], Awaitable[T]], what: str) -> T:
+    """Run one RPC with failover, re-auth and bounded backoff."""
+    deadline = time.monotonic() + client.retry_for
+    backoff = Backoff(base=0.05, cap=1.0)
+    reauthed = False
+    attempts = 0
+    last: BaseException | None = None
+    while True:
+        conn: Conn | None = None
+        attempts += 1
+        try:
+            conn = await guard(client.conn())
+            client.request_count += 1
+            return await guard(fn(conn))
+        except RPC_ERRORS as e:
+            last = e
+            fault = classify(e)
+            if fault is Fault.FATAL:
+                if "lease not found" in describe(e):
+                    raise LeaseNotFound(f"etcd {what}: {describe(e)}") from e
+                raise EtcdError(f"etcd {what}: {describe(e)}") from e
+            if fault is Fault.REAUTH:
+                if reauthed:
+                    raise EtcdError(f"etcd {what}: {describe(e)}") from e
+                reauthed = True
+                if conn is not None:
+                    await client.drop(conn, rotate=False)
+                continue
+            if conn is not None:
+                await client.drop(conn, rotate=True)
+        if client.closed:
+            raise EtcdUnavailable("etcd client is closed")
+        # Every endpoint gets one try even if slow ones (paused: a full timeout each)
+        # used up the window.
+        delay = backoff.next_delay()
+        if time.monotonic() + delay > deadline and attempts >= len(client.endpoints):
+            raise EtcdUnavailable(
+                f"etcd {what}: no endpoint of {','.join(client.endpoints)} answered "
+                f"within {client.retry_for:.0f}s: {describe(last)}"
+            ) from last
+        await asyncio.sleep(delay)

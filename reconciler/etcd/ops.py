@@ -46,6 +46,13 @@ def absent(key: str) -> rpc.Compare:
     )
 
 
+def value_is(key: str, value: bytes | str) -> rpc.Compare:
+    """The compare that holds while ``key`` exists and holds exactly ``value``."""
+    return rpc.Compare(
+        key=b(key), target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=b(value)
+    )
+
+
 def at_revision(key: str, mod_revision: int) -> rpc.Compare:
     """The compare that holds while ``key`` was last written at ``mod_revision``."""
     return rpc.Compare(
@@ -72,16 +79,17 @@ def conditional_put(
 
 def first_absent(
     candidates: Sequence[str], value: bytes | str, lease_id: int,
-    also: Mapping[str, bytes | str] | None,
+    also: Mapping[str, bytes | str] | None, guards: Sequence[rpc.Compare] = (),
 ) -> rpc.TxnRequest | None:  # fmt: skip
     """Nested transactions creating the first of ``candidates`` that does not exist (each
-    failure branch holds the next try); None for no candidates."""
+    failure branch holds the next try), each only while every ``guards`` compare holds;
+    None for no candidates."""
     v, extra = b(value), _puts(also)
     req: rpc.TxnRequest | None = None
     for key in reversed(candidates):
         k = b(key)
         req = rpc.TxnRequest(
-            compare=[absent(key)],
+            compare=[*guards, absent(key)],
             success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v, lease=lease_id)),
                      *extra],
             failure=[rpc.RequestOp(request_txn=req)] if req is not None else [],

@@ -96,16 +96,20 @@ def has_install(content: bytes | str) -> bool:
     return any(d.section == "Install" for d in parse(content).directives)
 
 
-TRIGGER_SECTIONS = {"timer": "Timer", "socket": "Socket", "path": "Path"}
+# the section of each triggering unit type, and the key naming the unit it activates
+TRIGGER_SECTIONS = {"timer": ("Timer", "Unit"), "socket": ("Socket", "Service"),
+                    "path": ("Path", "Unit")}  # fmt: skip
 
 
 def triggers(name: str, content: bytes | str) -> str | None:
-    """The unit a .timer/.socket/.path unit activates (``Unit=``, else same name .service)."""
+    """The unit a .timer/.path (``Unit=``) or .socket (``Service=``) unit activates; by
+    default the .service of the same name (a template instance per connection for a socket
+    with ``Accept=yes``)."""
     stem, _, kind = name.rpartition(".")
-    section = TRIGGER_SECTIONS.get(kind)
-    if section is None:
+    if kind not in TRIGGER_SECTIONS:
         return None
-    explicit = parse(content).values(section, "Unit")
+    section, key = TRIGGER_SECTIONS[kind]
+    explicit = parse(content).values(section, key)
     if explicit:
         return explicit[-1]
     if kind == "socket" and any(v == "yes" for v in parse(content).values("Socket", "Accept")):

@@ -143,13 +143,6 @@ def view_from_kvs(
         except ValueError:
             prole = None
         peers.append(Peer(n, prole, n in alive, st.state if st else None))
-    failed = ""
-    raw_failed = kvs.get(keys.rollout_failed(prefix).encode())
-    if raw_failed is not None:
-        try:
-            failed = str(json.loads(raw_failed).get("revision", ""))
-        except (ValueError, AttributeError):
-            failed = raw_failed.decode(errors="replace").strip()
     return RolloutView(
         node=node,
         role=role,
@@ -159,8 +152,48 @@ def view_from_kvs(
         holders=tuple(sorted(holders, key=lambda h: (h.role, h.index))),
         max_unavailable=max_unavailable,
         halted=keys.rollout_halted(prefix).encode() in kvs,
-        failed_revision=failed,
+        failed_revision=failed_revision(kvs.get(keys.rollout_failed(prefix).encode())),
     )
+
+
+def failed_revision(raw: bytes | None) -> str:
+    """The revision a ``rollout/failed`` value names ("" when absent)."""
+    if raw is None:
+        return ""
+    try:
+        return str(json.loads(raw).get("revision", ""))
+    except (ValueError, AttributeError):
+        return raw.decode(errors="replace").strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Markers:
+    """The rollout markers as this node's own watches last saw them: ``rollout/failed``'s
+    raw value (None: absent) and whether ``rollout/halted`` exists."""
+
+    failed: bytes | None = None
+    halted: bool = False
+
+
+def shortcut(
+    node: str, role: Role, applied: str, desired: str, markers: Markers, max_unavailable: int
+) -> Decision | None:
+    """The decision a worker can take without reading the prefix first, or None.
+
+    A worker's decision depends on the desired revision, the two markers and the slots
+    held; the agent watches the first three, and the slot transaction itself finds the
+    free slots. So a worker that is behind tries its slots at once, the transaction
+    proving the markers and the desired revision unchanged (``RolloutGate``); when it
+    cannot (a marker changed, every slot tried is taken) it reads and decides as usual.
+    A manager's decision needs its peers' health: it always reads.
+    """
+    if role is not Role.WORKER or not applied:
+        return None
+    view = RolloutView(node=node, role=role, applied=applied, desired=desired,
+                       max_unavailable=max_unavailable, halted=markers.halted,
+                       failed_revision=failed_revision(markers.failed))  # fmt: skip
+    d = decide(view)
+    return d if d.verdict is Verdict.TRY else None
 
 
 def slot_holder(raw: bytes) -> str:

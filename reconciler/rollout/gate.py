@@ -27,12 +27,24 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from aetcd import rpc
+
 from reconciler import keys, log
+from reconciler.etcd import ops
 from reconciler.models import Role
-from reconciler.rollout.decide import Decision, Verdict, decide, slot_holder, view_from_kvs
+from reconciler.rollout.decide import (
+    Decision,
+    Markers,
+    Verdict,
+    decide,
+    shortcut,
+    slot_holder,
+    view_from_kvs,
+)
 from reconciler.status import utcnow
 
 if TYPE_CHECKING:
@@ -89,6 +101,7 @@ class RolloutGate:
         applying: str | None = None,
         waiting: str | None = None,
         published: bool = True,
+        markers: Markers | None = None,
     ) -> Slot | None:
         """Wait until this node may apply ``revision``. None when it must not: the rollout
         is halted (``self.last`` says why; ask again when etcd changes) or the desired
@@ -97,7 +110,13 @@ class RolloutGate:
         ``applying``: the status to publish once allowed (with the slot, atomically);
         ``waiting``: the status to publish if, and only when, it has to wait first.
         ``published=False``: ``revision`` is the branch head an agent follows while nothing
-        is published; it stays the rollout's revision as long as nothing gets published."""
+        is published; it stays the rollout's revision as long as nothing gets published.
+        ``markers``: the rollout markers as the agent's watches hold them; a worker then
+        tries its slots before reading anything (``shortcut``)."""
+        if markers is not None and published:
+            slot = await self._shortcut(revision, applied, markers, applying)
+            if slot is not None:
+                return slot
         kvs, rev = await self._read()
         watch = None
         try:
@@ -127,23 +146,10 @@ class RolloutGate:
                         await self._say(applying)
                         return Slot(revision, key, held)
                 if d.verdict is Verdict.TRY:
-                    # start at a slot of our own (stable per node): when many workers race
-                    # for many slots, most win their first try instead of all fighting
-                    # over slot 0 (O(n) transactions instead of O(n^2))
-                    # and try several in one request: workers that start at the same
-                    # slot (likely when many start at once) still take one on the first try
-                    k = zlib.crc32(self.node.encode()) % len(d.slots)
-                    order = [*d.slots[k:], *d.slots[:k]]
-                    value = json.dumps({"node": self.node, "revision": revision, "since": utcnow()})
-                    also = {self.status_key: applying} if applying is not None else None
-                    for n in range(0, len(order), SLOTS_PER_TRY):
-                        tried = [keys.rollout_slot(self.prefix, self.role, i)
-                                 for i in order[n : n + SLOTS_PER_TRY]]  # fmt: skip
-                        took = await self.etcd.create_first_absent(
-                            tried, value, lease=self.lease, also=also
-                        )
-                        if took is not None:
-                            return Slot(revision, took, value.encode())
+                    for n in range(0, len(d.slots), SLOTS_PER_TRY):
+                        slot = await self._try(revision, d.slots, n, applying)
+                        if slot is not None:
+                            return slot
                 # Wait for the next change under the prefix (a slot freed, a peer converged,
                 # a lost race's winner appearing), then decide again.
                 if watch is None:
@@ -157,6 +163,50 @@ class RolloutGate:
         finally:
             if watch is not None:
                 await watch.aclose()  # type: ignore[attr-defined]
+
+    async def _try(
+        self,
+        revision: str,
+        slots: tuple[int, ...],
+        n: int,
+        applying: str | None,
+        guards: Sequence[rpc.Compare] = (),
+    ) -> Slot | None:
+        """One request: take the first free of ``SLOTS_PER_TRY`` slots from the ``n``-th
+        of ``slots``, in this node's order, writing ``applying`` with it.
+
+        The order starts at a slot of this node's own (stable per node): when many workers
+        race for many slots, most win their first try instead of all fighting over slot 0
+        (O(n) transactions instead of O(n^2)), and several slots go in one request, so
+        workers that start at the same slot still take one on the first try."""
+        k = zlib.crc32(self.node.encode()) % len(slots)
+        order = [*slots[k:], *slots[:k]][n : n + SLOTS_PER_TRY]
+        value = json.dumps({"node": self.node, "revision": revision, "since": utcnow()})
+        also = {self.status_key: applying} if applying is not None else None
+        tried = [keys.rollout_slot(self.prefix, self.role, i) for i in order]
+        took = await self.etcd.create_first_absent(
+            tried, value, lease=self.lease, also=also, guards=guards
+        )
+        return Slot(revision, took, value.encode()) if took is not None else None
+
+    async def _shortcut(
+        self, revision: str, applied: str, markers: Markers, applying: str | None
+    ) -> Slot | None:
+        """A worker behind the desired revision takes a slot in its first request: the
+        transaction proves what ``decide`` would have read (the desired revision and the
+        markers are as the watches said) instead of reading them first. None: read and
+        decide (a marker moved, the slots tried were taken, or this is a manager)."""
+        d = shortcut(self.node, self.role, applied, revision, markers, self.max_unavailable)
+        if d is None:
+            return None
+        failed, halted = keys.rollout_failed(self.prefix), keys.rollout_halted(self.prefix)
+        guards = (
+            ops.value_is(keys.desired_revision(self.prefix), revision),
+            ops.absent(halted),
+            ops.absent(failed) if markers.failed is None else ops.value_is(failed, markers.failed),
+        )
+        self.last = d
+        return await self._try(revision, d.slots, 0, applying, guards)
 
     async def _read(self) -> tuple[dict[bytes, bytes], int]:
         """What ``decide`` needs, at one revision: the desired revision and the rollout

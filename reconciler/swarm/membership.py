@@ -5,12 +5,10 @@ engine and the ``<prefix>/swarm/`` records, asks ``swarm.plan`` for the next ste
 executes it, then, on the swarm leader, carries out the leader's actions for the other
 nodes. It returns a frozen ``MembershipStatus`` for the node's status key.
 
-Bootstrap is race-free: a would-be manager claims ``<prefix>/swarm/cluster`` with
-create-if-absent bound to a lease; only the winner runs ``swarm init`` and then publishes
-tokens, manager addresses and the ready record (unbinding it from the lease). Everyone else
-waits on a watch of that key; if the winner dies before publishing, its lease expires, the
-key disappears, and the watchers claim again. ``run_membership`` is a ready-made loop that
-re-runs a pass whenever anything under ``<prefix>/swarm/`` changes.
+The steps that get a node into the swarm (the race-free bootstrap claim, the wait on the
+cluster record, the join) are ``swarm.bootstrap``'s; the leader's work is ``swarm.leader``'s.
+``run_membership`` is a ready-made loop that re-runs a pass whenever anything under
+``<prefix>/swarm/`` changes.
 """
 
 from __future__ import annotations
@@ -24,11 +22,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from reconciler import log
-from reconciler.actuators.swarm import SwarmEngine, TokenRefused
+from reconciler.actuators.swarm import SwarmEngine
 from reconciler.actuators.swarmnodes import SWARM_PORT, LocalSwarm
 from reconciler.errors import SwarmError, SwarmkeeperError
 from reconciler.etcd.client import Etcd
 from reconciler.models import Role
+from reconciler.swarm import bootstrap
 from reconciler.swarm import records as rec
 from reconciler.swarm.leader import lead
 from reconciler.swarm.plan import LocalView, Phase, Step, local_action
@@ -147,11 +146,11 @@ class Membership:
                 "membership step", node=self.node, step=st.value, role=act.role, reason=act.reason
             )
             if st is Step.CLAIM or st is Step.ADOPT:
-                await self._claim(snap, local, init=st is Step.CLAIM)
+                await bootstrap.claim(self, init=st is Step.CLAIM)
             elif st is Step.WAIT_CLUSTER:
                 if time.monotonic() > deadline:
                     return self._status(MemberState.BOOTSTRAPPING, local, desired, retry=1.0)
-                await self._wait_cluster(snap.revision, deadline)
+                await bootstrap.wait_cluster(self, snap.revision, deadline)
             elif st is Step.JOIN:
                 assert act.role is not None
                 await self.join(snap, act.role)
@@ -196,81 +195,9 @@ class Membership:
         mine = f"{self.address}:{SWARM_PORT}"
         return (mine in snap.cluster.manager_addrs) is (role is Role.MANAGER)
 
-    async def _claim(self, snap: rec.Snapshot, local: LocalSwarm, *, init: bool) -> None:
-        lease = await self.etcd.lease(self.settings.claim_ttl)
-        try:
-            key = rec.swarm_cluster_key(self.prefix)
-            claim = rec.dumps({"phase": "claimed", "by": self.node})
-            if not await self.etcd.create_if_absent(key, claim, lease=lease):
-                return  # somebody else won: the next round waits on the watch
-            log.get("membership").info("won the swarm bootstrap claim", node=self.node, init=init)
-            if init:
-                await self.engine.init(self.address, heartbeat=self.settings.heartbeat)
-            local = await self.engine.local()
-            tokens = await self.engine.tokens()
-            # Tokens and managers first: whoever sees "ready" can join at once.
-            await self.etcd.put(rec.swarm_tokens_key(self.prefix), rec.encode_tokens(tokens))
-            await self.etcd.put(
-                rec.swarm_managers_key(self.prefix), rec.dumps([f"{self.address}:{SWARM_PORT}"])
-            )
-            # A put without the lease detaches the key from it: the record outlives us.
-            await self.etcd.put(
-                key,
-                rec.dumps(
-                    {"phase": "ready", "created_by": self.node, "cluster_id": local.cluster_id}
-                ),
-            )
-        finally:
-            await self.etcd.revoke_lease(lease)
-
-    async def _wait_cluster(self, revision: int, deadline: float) -> None:
-        """Block on a watch of the cluster record until it changes (no polling)."""
-        key = rec.swarm_cluster_key(self.prefix)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                watch = self.etcd.watch_prefix(key, start_revision=revision + 1)
-                try:
-                    async for _ in watch:
-                        return
-                finally:
-                    await watch.aclose()  # type: ignore[attr-defined]
-
     async def join(self, snap: rec.Snapshot, role: Role) -> None:
-        """Join with the tokens and manager addresses of ``snap``. A token the swarm refuses
-        (rotated since ``snap`` was read) is re-read from etcd and tried once more."""
-        addrs = list(snap.cluster.manager_addrs)
-        tokens = snap.tokens
-        if tokens is None or not addrs:
-            raise SwarmError("the swarm record is ready but tokens/managers are missing")
-        for attempt in range(2):
-            try:
-                await self.engine.join(
-                    addrs,
-                    tokens.for_role(role),
-                    self.address,
-                    attempt_timeout=self.settings.join_attempt,
-                )
-                break
-            except TokenRefused:
-                # Rotated since we read it: the current one is in etcd (the rotator writes it).
-                fresh = (await rec.read(self.etcd, self.prefix)).tokens
-                if attempt or fresh is None or fresh.for_role(role) == tokens.for_role(role):
-                    raise
-                log.get("membership").info("join token was stale; retrying", node=self.node)
-                tokens = fresh
-        local = await self.engine.local()
-        await self._publish_node(snap, local, "joined")
-
-    async def _publish_node(self, snap: rec.Snapshot, local: LocalSwarm, state: str) -> None:
-        if not local.node_id and state != "left":
-            return
-        old = snap.nodes.get(self.node)
-        node_id = local.node_id or (old.id if old else "")
-        if not node_id:
-            return
-        role = local.role.value if local.role else ""
-        r = rec.NodeRecord(self.node, node_id, self.address, role, state)
-        await rec.put_if_changed(self.etcd, snap, self.prefix, f"nodes/{self.node}", r.encode())
+        """Join with the tokens and manager addresses of ``snap`` (``bootstrap.join``)."""
+        await bootstrap.join(self, snap, role)
 
     async def _settled(
         self,
@@ -282,7 +209,7 @@ class Membership:
         step: Step,
     ) -> MembershipStatus:
         if local.node_id:
-            await self._publish_node(snap, local, "member")
+            await bootstrap.publish_node(self, snap, local, "member")
         lead_result = None
         if local.control_available:
             try:
