@@ -25,6 +25,7 @@ machine the figures are noisy: the load average is printed with them; compare ru
 interleaved, not one after the other.
 
 Usage: python bench/profile_pass.py [--revisions 20] [--top 25] [--no-cprofile]
+       [--save FILE] [--idle SECONDS] [--gap SECONDS]
 """
 
 from __future__ import annotations
@@ -302,7 +303,8 @@ def print_profile(path: Path, revisions: int, top: int) -> None:
 
     for title, idx in (("cumulative", 3), ("own", 2)):
         print(f"\ntop {top} functions by {title} CPU, ms per revision (cProfile, thread CPU clock; "
-              "the profiler's overhead inflates them: they rank, the table above measures):")  # fmt: skip
+              "the profiler's overhead inflates them: they rank, the table above measures; "
+              "every resumption of a coroutine counts as a call):")  # fmt: skip
         best = sorted(rows.items(), key=lambda kv: kv[1][idx], reverse=True)[:top]
         for k, v in best:
             print(f"  {v[idx] * 1000 / revisions:8.2f}  {v[2] * 1000 / revisions:8.2f} own  "
