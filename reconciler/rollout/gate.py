@@ -17,6 +17,10 @@ Split in two:
   ``create_first_absent`` (up to eight per request), and otherwise waits on a watch of the prefix (never a sleep) until
   something changes. Release the slot only AFTER writing the node's new status, so the next
   manager sees this one converged.
+- A worker whose agent's watches hold the markers skips that read: ``shortcut`` (pure)
+  says whether a read would only offer slots, and the taking transaction compares the
+  desired revision and the markers with what the watches saw; any mismatch, or every slot
+  tried taken, falls back to read-and-decide.
 
 A node that has never applied anything ("fresh") needs no slot: it has nothing running that
 an update could break, and requiring one would deadlock a cluster's first boot (every
