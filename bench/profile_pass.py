@@ -112,7 +112,7 @@ def _instrument() -> None:
     import contextlib
 
     from reconciler.actuators.inventory import InventoryStore
-    from reconciler.agent import passes
+    from reconciler.agent import passes, render
     from reconciler.agent.agent import Agent
     from reconciler.agent.report import Reporter
     from reconciler.apply.engine import Engine
@@ -134,7 +134,7 @@ def _instrument() -> None:
     passes._Clock.step = cpu_step  # type: ignore[method-assign]
     _coro(Agent, "reconcile", "pass")
     _coro(Agent, "_artifact", "render: artifact read (etcd)")
-    _sync(passes.Renderer, "_render", "render: verify + render (thread)")
+    _sync(render.Renderer, "_render", "render: verify + render (thread)")
     _coro(Reporter, "report", "status")
     # observe_and_plan runs in the plan step, then again at the start of the apply
     _coro(Observer, "observe_and_plan",

@@ -15,7 +15,7 @@ import pytest
 from reconciler import keys
 from reconciler.actuators.dry import DrySystemd
 from reconciler.agent.agent import Agent, AgentSettings
-from reconciler.agent.passes import Rejection, Renderer
+from reconciler.agent.render import Rejection, Renderer
 from reconciler.apply.engine import Engine
 from reconciler.desired.filespolicy import FilesPolicy
 from reconciler.etcd.client import Etcd

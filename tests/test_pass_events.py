@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from reconciler.agent.events import MAX_DRIFT_EVENTS, PassEvents
-from reconciler.agent.passes import PassResult, Rejection
+from reconciler.agent.passes import PassResult
+from reconciler.agent.render import Rejection
 from reconciler.models import Revision
 from reconciler.notify.events import EventKind, Severity
 from reconciler.plan import planner as P

@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reconciler.agent.agent import Agent, AgentSettings
-    from reconciler.agent.passes import PassResult, Renderer, run_pass
+    from reconciler.agent.passes import PassResult, run_pass
+    from reconciler.agent.render import Renderer
     from reconciler.agent.workqueue import WorkQueue
 
 _HOME = {
     "Agent": "reconciler.agent.agent",
     "AgentSettings": "reconciler.agent.agent",
     "PassResult": "reconciler.agent.passes",
-    "Renderer": "reconciler.agent.passes",
+    "Renderer": "reconciler.agent.render",
     "run_pass": "reconciler.agent.passes",
     "WorkQueue": "reconciler.agent.workqueue",
 }

@@ -36,7 +36,8 @@ import structlog
 from reconciler import keys, log
 from reconciler.agent import policy
 from reconciler.agent.metrics import Metrics
-from reconciler.agent.passes import PassResult, Renderer, run_pass
+from reconciler.agent.passes import PassResult, run_pass
+from reconciler.agent.render import Renderer
 from reconciler.agent.report import Reporter
 from reconciler.agent.workqueue import WorkQueue, jittered
 from reconciler.backoff import Backoff

@@ -23,7 +23,8 @@ from reconciler.status import NodeState, NodeStatus, utcnow
 
 if TYPE_CHECKING:
     from reconciler.agent.metrics import Metrics
-    from reconciler.agent.passes import PassResult, Renderer
+    from reconciler.agent.passes import PassResult
+    from reconciler.agent.render import Renderer
     from reconciler.agent.services import ServiceRegistrar
     from reconciler.apply.engine import Engine
     from reconciler.etcd.client import Etcd, Lease
