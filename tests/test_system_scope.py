@@ -17,7 +17,6 @@ from reconciler.actuators.dbus import (
     Endpoint,
     Scope,
     candidate_endpoints,
-    resolve_endpoint,
 )
 from reconciler.actuators.systemd import Systemd
 from reconciler.errors import SystemdError, UsageError
@@ -65,7 +64,6 @@ def test_system_scope_candidates(tmp_path: Path) -> None:
     try:
         for kwargs, expected in cases:
             assert candidate_endpoints(Scope.SYSTEM, environ={}, **kwargs) == expected, kwargs
-            assert resolve_endpoint(Scope.SYSTEM, environ={}, **kwargs) == expected[0], kwargs
     finally:
         sock.close()
 

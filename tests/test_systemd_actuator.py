@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.actuators.dbus import Endpoint, Scope, call, resolve_endpoint
+from reconciler.actuators.dbus import Endpoint, Scope, call, candidate_endpoints
 from reconciler.actuators.describe import describe_from_properties, exit_text
 from reconciler.actuators.systemd import Systemd, UnitStatus, unit_path
 from reconciler.errors import SystemdError
@@ -588,7 +588,7 @@ def _listening_socket(path: Path) -> socket.socket:
     return s
 
 
-def test_resolve_endpoint_table(tmp_path: Path) -> None:
+def test_first_candidate_endpoint_table(tmp_path: Path) -> None:
     with_bus, without_bus = tmp_path / "rt1", tmp_path / "rt2"
     with_bus.mkdir()
     without_bus.mkdir()
@@ -656,11 +656,11 @@ def test_resolve_endpoint_table(tmp_path: Path) -> None:
     try:
         for kwargs, expected in cases:
             scope = kwargs.pop("scope")
-            assert resolve_endpoint(scope, **kwargs) == expected, kwargs
+            assert candidate_endpoints(scope, **kwargs)[0] == expected, kwargs
     finally:
         sock.close()
     with pytest.raises(SystemdError, match="unit dir"):
-        resolve_endpoint(Scope.USER, environ={})
+        candidate_endpoints(Scope.USER, environ={})
 
 
 @pytest.mark.parametrize(

@@ -73,24 +73,6 @@ def _socket_path(address: str) -> str:
     return ""
 
 
-def resolve_endpoint(
-    scope: Scope,
-    *,
-    address: str | None = None,
-    unit_dir: Path | None = None,
-    runtime_dir: str | None = None,
-    home: str | None = None,
-    environ: Mapping[str, str] | None = None,
-    uid: int | None = None,
-    private_socket: str = SYSTEM_PRIVATE_SOCKET,
-) -> Endpoint:
-    """The first of ``candidate_endpoints``: where a connection is tried first."""
-    return candidate_endpoints(
-        scope, address=address, unit_dir=unit_dir, runtime_dir=runtime_dir, home=home,
-        environ=environ, uid=uid, private_socket=private_socket,
-    )[0]  # fmt: skip
-
-
 def candidate_endpoints(
     scope: Scope,
     *,
