@@ -207,7 +207,7 @@ async def _steps(
     restart_self = selfunit.restart_due(plan, self_unit)
     if not plan and inv.pending is None:
         if spec.revision != applied:  # a revision that changes nothing here: no slot needed
-            await engine.record(spec)
+            await engine.apply(spec)  # executes the empty plan just made: records the revision
             base = _with(base, revision=spec.revision)
         st, again = _judged(base, await _units(engine, spec))
         return PassResult(st, requeue=again, rejection=rejection)

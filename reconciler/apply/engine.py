@@ -107,16 +107,6 @@ class Engine:
             with self.store.exclusive():  # and one per node, whichever process calls
                 return await self._apply(spec)
 
-    async def record(self, spec: NodeSpec) -> None:
-        """Note ``spec.revision`` as applied where it changes nothing (its plan is empty):
-        the node runs that revision already, and its status must say so, or a revision
-        that only touched other nodes would leave this one "behind" for good."""
-        async with self._lock:
-            with self.store.exclusive():
-                inv = self.inventory()
-                if inv.revision != spec.revision and inv.pending is None:
-                    await asyncio.to_thread(self.store.save, replace(inv, revision=spec.revision))
-
     async def _apply(self, spec: NodeSpec) -> ApplyResult:
         t0 = time.perf_counter()
         inv = self.inventory()
@@ -124,7 +114,10 @@ class Engine:
         observed, p = planned or await self.observer.observe_and_plan(spec, inv)
         resumed = inv.pending is not None
         if not p:
-            if resumed:  # killed after its last action, before the inventory was saved
+            # killed after its last action, before the inventory was saved; or a revision
+            # that changes nothing here (it touched other nodes), which the node runs already
+            # and must say so, or it would look "behind" for good
+            if resumed or inv.revision != spec.revision:
                 ran = P.run_records(spec, observed, inv, frozenset())
                 self.store.save(
                     applied.from_spec(spec, updated_at=time.time(), ran=ran, before=inv)
