@@ -166,9 +166,9 @@ def _argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "reconciler", "sandbox", *args]
 
 
-def _sk(*args: str) -> subprocess.CompletedProcess[str]:
+def _sk(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(_argv(*args), capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})  # fmt: skip
 
 
 def test_up_refuses_two_managers_before_creating_anything(tmp_path: Path) -> None:
@@ -248,15 +248,20 @@ def test_a_missing_package_is_named_with_the_command_that_installs_it(
     lay = spec.layout(tmp_path / "sb", 1, 1)
     found = preflight.problems(lay, 1, 1, REPO)
     assert "/nonexistent/frob is missing: apt-get install -y frob-utils" in found
-    assert not (tmp_path / "sb").exists()
 
 
 def test_up_without_a_node_root_says_how_to_build_it(tmp_path: Path) -> None:
     d = tmp_path / "sb"
-    r = subprocess.run([sys.executable, "-m", "reconciler", "sandbox", "up", "--managers", "1",
-                        "--workers", "0", "--dir", str(d)], capture_output=True, text=True,
-                       timeout=60, env={**os.environ, "PYTHONPATH": str(REPO),
-                                        "SWARMKEEPER_CACHE": str(tmp_path / "cache")})  # fmt: skip
+    r = _sk(
+        "up",
+        "--managers",
+        "1",
+        "--workers",
+        "0",
+        "--dir",
+        str(d),
+        env={"SWARMKEEPER_CACHE": str(tmp_path / "cache")},
+    )
     assert r.returncode == 1
     assert f"no node root at {tmp_path / 'cache' / 'node-root'}" in r.stderr
     assert "build-root.sh" in r.stderr and not d.exists()
@@ -277,7 +282,7 @@ def test_down_after_an_up_that_stopped_at_its_first_step(tmp_path: Path) -> None
     # `up` records itself before it starts anything: `down` must clean up from there too
     d = tmp_path / "sb"
     d.mkdir()
-    record = {"dir": str(d), "managers": 1, "workers": 1, "tag": spec.dir_tag(d), "nodes": {},
+    record = {"dir": str(d), "managers": 1, "workers": 1, "nodes": {},
               "etcd": []}  # fmt: skip
     (d / "sandbox.json").write_text(json.dumps(record))
     (d / "params.yml").write_text("cluster: {}\n")
@@ -290,7 +295,7 @@ def test_down_after_an_up_that_stopped_at_its_first_step(tmp_path: Path) -> None
 
 
 def test_reboot_of_an_unknown_node_names_the_nodes(tmp_path: Path) -> None:
-    record = {"dir": str(tmp_path), "managers": 1, "workers": 1, "tag": "x", "nodes": {},
+    record = {"dir": str(tmp_path), "managers": 1, "workers": 1, "nodes": {},
               "etcd": []}  # fmt: skip
     (tmp_path / "sandbox.json").write_text(json.dumps(record))
     r = _sk("reboot", "manager-9", "--dir", str(tmp_path))

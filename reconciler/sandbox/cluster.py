@@ -25,7 +25,7 @@ from reconciler.errors import UsageError
 from reconciler.sandbox import forward, host, images, node, preflight, spec, watch
 from reconciler.sandbox.spec import Layout, NodeSpec
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = images.REPO_ROOT
 GIT = ["git", "-c", "user.name=swarmkeeper sandbox", "-c", "user.email=sandbox@localhost"]
 
 
@@ -178,7 +178,7 @@ def up(directory: Path, managers: int, workers: int, source: Path, timeout: floa
     t = Timer(_say)
     lay.dir.mkdir(parents=True, exist_ok=True)
     rec: dict[str, Any] = {"dir": str(lay.dir), "managers": managers, "workers": workers,
-                           "tag": lay.tag, "nodes": {}, "etcd": []}  # fmt: skip
+                           "nodes": {}, "etcd": []}  # fmt: skip
     save_record(lay, rec)
     userdata = write_userdata(lay)
     rev = make_state_repo(lay, source)

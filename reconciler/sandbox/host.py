@@ -71,8 +71,6 @@ def link_node(bridge_netns: str, veth: str, node_netns: str, address: str, prefi
     The default route points at the bridge namespace, which has no uplink: tools that ask
     the routing table for "the" address find eth0's, and nothing can leave the sandbox.
     """
-    with contextlib.suppress(SandboxError):  # a reboot: the old link died with nothing
-        run(["ip", "-n", bridge_netns, "link", "del", veth])
     run(["ip", "-n", node_netns, "link", "add", "eth0", "type", "veth", "peer", "name", veth,
          "netns", bridge_netns])  # fmt: skip
     run(["ip", "-n", bridge_netns, "link", "set", veth, "master", "br0", "up"])

@@ -46,8 +46,13 @@ AGENT_CHANGES = (f"ENV {ENV_PATH}", "ENV PYTHONUNBUFFERED=1", "ENV PYTHONDONTWRI
 VAULT_CHANGES = (f"ENV {ENV_PATH}", 'ENTRYPOINT ["/usr/bin/python3", "/usr/local/bin/vault-standin"]')  # fmt: skip
 
 
+def cache_root() -> Path:
+    """Where the sandbox keeps what takes minutes to build (``$SWARMKEEPER_CACHE``)."""
+    return Path(os.environ.get("SWARMKEEPER_CACHE", "/var/cache/swarmkeeper"))
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("SWARMKEEPER_CACHE", "/var/cache/swarmkeeper")) / "sandbox"
+    return cache_root() / "sandbox"
 
 
 def _stamp(*parts: bytes) -> str:
@@ -111,7 +116,6 @@ def agent_base(root: Path) -> Path:
     shutil.rmtree(wheels)
     (work / "tmp/constraints.txt").unlink()
     shutil.copy(REPO_ROOT / "scripts/docker-entrypoint.sh", work / "usr/local/bin/")
-    shutil.copy(Path(__file__).with_name("vault_standin.py"), work / "usr/local/bin/vault-standin")
     (work / ".complete").write_text(stamp + "\n")
     shutil.rmtree(base, ignore_errors=True)
     work.rename(base)

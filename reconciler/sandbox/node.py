@@ -22,7 +22,6 @@ node's overlay root), bound from the node's directory.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,9 +161,3 @@ def shutdown(nspawn_pid: int, cgroup: str, timeout: float = 20.0) -> None:
 def crash(cgroup: str) -> None:
     """Pull the plug: every process of the node dies at once, nothing shuts down."""
     host.kill_cgroup(cgroup)
-
-
-def umount_root(p: Paths) -> None:
-    host.umount(p.root)
-    if os.path.ismount(p.root):
-        raise host.SandboxError(f"{p.root} is still mounted")

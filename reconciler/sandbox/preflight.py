@@ -29,7 +29,7 @@ BUILD_ROOT = images.REPO_ROOT / "scripts/build-root.sh"
 
 
 def node_root() -> Path:
-    return Path(os.environ.get("SWARMKEEPER_CACHE", "/var/cache/swarmkeeper")) / "node-root"
+    return images.cache_root() / "node-root"
 
 
 def problems(lay: Layout, managers: int, workers: int, source: Path) -> list[str]:

@@ -13,12 +13,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from reconciler.sandbox import host, node
+from reconciler.sandbox import host, images, node
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = images.REPO_ROOT
 POLL = 1.0
 
 
