@@ -239,6 +239,16 @@ def pct(xs: list[float], q: float) -> float:
     return sorted(xs)[max(0, round(q * len(xs)) - 1)]
 
 
+def agent_argv(node: str, etcd: str, repo: str, d: Path, port: int, source: str) -> list[str]:
+    """``swarmkeeper`` arguments of one bench agent: dry actuator, its own dirs, no timers."""
+    return ["--log-level", os.environ.get("LOG_LEVEL", "warning"), "agent",
+            "--node", node, "--role", "worker", "--repo", repo, "--etcd", etcd,
+            "--scope", "user", "--state-dir", str(d / "state"), "--root", str(d / "root"),
+            "--unit-dir", str(d / "units"), "--actuator", "dry", "--listen", f"127.0.0.1:{port}",
+            "--poll-interval", "3600", "--resync-interval", "3600", "--source",
+            "git" if source == "git" else "auto"]  # fmt: skip
+
+
 def run_source(source: str, a: argparse.Namespace, base: Path) -> dict[str, float]:
     """One fleet of agents on its own etcd and repo, rendering from ``source``."""
     base = base / source
@@ -261,12 +271,8 @@ def run_source(source: str, a: argparse.Namespace, base: Path) -> dict[str, floa
                 node = f"node-{i:03}"
                 d = base / "nodes" / node
                 d.mkdir(parents=True)
-                args = [sys.executable, "-m", "reconciler", "--log-level", os.environ.get("LOG_LEVEL", "warning"), "agent",
-                        "--node", node, "--role", "worker", "--repo", repo.url, "--etcd", etcd.endpoint,
-                        "--scope", "user", "--state-dir", str(d / "state"), "--root", str(d / "root"),
-                        "--unit-dir", str(d / "units"), "--actuator", "dry", "--listen", f"127.0.0.1:{ports[i]}",
-                        "--poll-interval", "3600", "--resync-interval", "3600", "--source",
-                        "git" if source == "git" else "auto"]  # fmt: skip
+                args = [sys.executable, "-m", "reconciler",
+                        *agent_argv(node, etcd.endpoint, repo.url, d, ports[i], source)]  # fmt: skip
                 log = (d / "agent.log").open("wb")
                 procs.append(subprocess.Popen(args, cwd=REPO, stdout=log, stderr=log, env=env))
             nodes = [f"node-{i:03}" for i in range(a.agents)]

@@ -126,25 +126,22 @@ class Node:
         return time.time()
 
     async def _shortcut(self, rpc: Any, rev: str, slots: int, lease_id: int) -> bool:
-        """The worker's first request: take one of eight slots from its own, guarded."""
+        """The worker's first request, as the gate makes it: the first free of its first
+        ``SLOTS_PER_TRY`` slots, guarded by the keys its watches hold; then the release."""
         from reconciler.etcd import ops
+        from reconciler.rollout.gate import SLOTS_PER_TRY, slot_order
 
-        k = zlib.crc32(self.name.encode()) % slots
-        tried = [f"{SLOTS}{(k + j) % slots}" for j in range(min(8, slots))]
+        tried = [f"{SLOTS}{i}" for i in slot_order(self.name, range(slots))[:SLOTS_PER_TRY]]
         status_key = f"{P}/nodes/{self.name}/status"
         applying = json.dumps({"node": self.name, "state": "applying", "revision": rev})
         guards = (ops.value_is(DESIRED, rev), ops.absent(f"{P}/rollout/halted"),
                   ops.absent(f"{P}/rollout/failed"))  # fmt: skip
         req = ops.first_absent(tried, self.name, lease_id, {status_key: applying}, guards)
-        resp = await self.kv.Txn(req)
-        took = ops.created_key(tried, resp)
+        took = ops.created_key(tried, await self.kv.Txn(req))
         if took is None:
             return False
-        done = json.dumps({"node": self.name, "state": "converged", "revision": rev}).encode()
-        await self.kv.Txn(rpc.TxnRequest(success=[
-            rpc.RequestOp(request_put=rpc.PutRequest(key=status_key.encode(), value=done)),
-            rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=took.encode())),
-        ]))  # fmt: skip
+        done = json.dumps({"node": self.name, "state": "converged", "revision": rev})
+        await self.kv.Txn(ops.put_and_release(status_key, done, took, self.name.encode()))
         return True
 
     async def _pass(self, rpc: Any, rev: str, slots: int, lease_id: int, limit: float) -> None:

@@ -214,14 +214,6 @@ def child(out: Path, argv: list[str]) -> int:
 # -- the parent: etcd, the repo, revisions ---------------------------------------------------
 
 
-def agent_argv(etcd: str, repo: str, d: Path, port: int) -> list[str]:
-    return ["--log-level", os.environ.get("LOG_LEVEL", "warning"), "agent",
-            "--node", NODE, "--role", "worker", "--repo", repo, "--etcd", etcd,
-            "--scope", "user", "--state-dir", str(d / "state"), "--root", str(d / "root"),
-            "--unit-dir", str(d / "units"), "--actuator", "dry", "--listen", f"127.0.0.1:{port}",
-            "--poll-interval", "3600", "--resync-interval", "3600", "--source", "auto"]  # fmt: skip
-
-
 def measure(pid: int, out: Path, mode: str, action: Callable[[], None]) -> Any:
     """Run ``action`` with the child measuring in ``mode``; its report, with ``wall``."""
     for f in ("steps.json", "cprofile.pstats"):
@@ -330,7 +322,9 @@ def main() -> None:
             d, out = base / NODE, base / "out"
             d.mkdir()
             out.mkdir()
-            argv = agent_argv(etcd.endpoint, repo.url, d, free_ports(1)[0])
+            argv = converge.agent_argv(
+                NODE, etcd.endpoint, repo.url, d, free_ports(1)[0], "artifact"
+            )
             log = (d / "agent.log").open("wb")
             proc = subprocess.Popen([sys.executable, __file__, "--child", str(out), "--", *argv],
                                     cwd=converge.REPO, stdout=log, stderr=log)  # fmt: skip

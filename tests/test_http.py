@@ -192,7 +192,9 @@ async def test_webhook_needs_json_and_a_delivery_id(
     assert pub.published == []
 
 
-async def test_a_replayed_delivery_is_refused(served: tuple[str, Publisher, Metrics]) -> None:
+async def test_a_delivery_the_publisher_refuses_as_a_replay_is_a_409(
+    served: tuple[str, Publisher, Metrics],
+) -> None:
     url, pub, _ = served
     body = push()
     headers = github(body, delivery="replayed-1")

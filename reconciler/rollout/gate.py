@@ -70,6 +70,12 @@ class Slot:
     value: bytes = b""
 
 
+def slot_order(node: str, slots: Sequence[int]) -> list[int]:
+    """``slots`` in the order ``node`` tries them: from a slot of its own (stable per node)."""
+    k = zlib.crc32(node.encode()) % len(slots)
+    return [*slots[k:], *slots[:k]]
+
+
 class RolloutGate:
     """Takes and releases this node's update slot. One per agent.
 
@@ -183,8 +189,7 @@ class RolloutGate:
         race for many slots, most win their first try instead of all fighting over slot 0
         (O(n) transactions instead of O(n^2)), and several slots go in one request, so
         workers that start at the same slot still take one on the first try."""
-        k = zlib.crc32(self.node.encode()) % len(slots)
-        order = [*slots[k:], *slots[:k]][n : n + SLOTS_PER_TRY]
+        order = slot_order(self.node, slots)[n : n + SLOTS_PER_TRY]
         value = json.dumps({"node": self.node, "revision": revision, "since": utcnow()})
         also = {self.status_key: applying} if applying is not None else None
         tried = [keys.rollout_slot(self.prefix, self.role, i) for i in order]
