@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 from reconciler.actuators.dry import DrySystemd
 from reconciler.apply import Engine
-from reconciler.desired import RepoTree, render, validate_tree
+from reconciler.desired import RepoTree, load_state, validate_tree
+from reconciler.desired.filespolicy import FilesPolicy, ModeBit, render_allowed
+from reconciler.errors import InvalidDesiredState
 from reconciler.models import NodeFacts, NodeName, Role
 from reconciler.plan.result import Outcome
 
@@ -113,12 +115,18 @@ async def _plan_and_apply(spec: Any, base: Path) -> Outcome:
     return result.outcome
 
 
+# the node's files policy: the default one, and one that allows every path and mode bit
+POLICIES = st.sampled_from([FilesPolicy(), FilesPolicy(("/",), frozenset(ModeBit))])
+
+
 @settings(
     max_examples=EXAMPLES, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )  # fmt: skip
-@given(trees())
-def test_no_tree_gets_past_validation_and_then_crashes(files: dict[str, bytes]) -> None:
+@given(trees(), POLICIES)
+def test_no_tree_gets_past_validation_and_then_crashes(
+    files: dict[str, bytes], policy: FilesPolicy
+) -> None:
     if not _started:
         _started.append(time.monotonic())
     tree = RepoTree(files=files)
@@ -128,7 +136,13 @@ def test_no_tree_gets_past_validation_and_then_crashes(files: dict[str, bytes]) 
         assert "\n" not in str(p)
     event(re.sub(r"[0-9]+|'.*'", "N", str(problems[0]))[:80] if problems else "applied")
     if not problems:
-        spec = render(tree, FACTS)
+        try:  # as the agent renders: the node's files policy has the last word
+            spec = render_allowed(load_state(tree), FACTS, policy)
+        except InvalidDesiredState as e:
+            for p in e.problems:
+                assert PROBLEM_RE.match(str(p)) and "\n" not in str(p), str(p)
+            event("refused by the files policy")
+            return
         with tempfile.TemporaryDirectory(prefix="skfuzz-") as d:
             outcome = asyncio.run(_plan_and_apply(spec, Path(d)))
         assert outcome is Outcome.CONVERGED, outcome
