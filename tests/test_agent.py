@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.agents import AgentProc, agent_for, wait_for
-from tests.fixtures.etcd import EtcdCluster, EtcdServer
+from tests.fixtures.etcd import EtcdCluster, EtcdServer, etcdctl
 from tests.fixtures.gitrepo import StateRepo, git, make_state_repo
 from tests.fixtures.systemd_user import user_manager
 
@@ -43,16 +43,6 @@ def state(
     for node, role in roles.items():
         files[f"state/nodes/{node}.yaml"] = f"role: {role}\n"
     return files
-
-
-def etcdctl(endpoints: str, *args: str) -> str:
-    out = subprocess.run(
-        ["etcdctl", "--endpoints", endpoints, *args], capture_output=True, text=True,
-        env={"ETCDCTL_API": "3", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}, timeout=20,
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr)
-    return out.stdout
 
 
 def publish(endpoints: str, rev: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.etcd import EtcdServer
+from tests.fixtures.etcd import EtcdServer, etcdctl
 from tests.fixtures.gitrepo import MINIMAL_STATE, StateRepo, make_state_repo
 from tests.fixtures.nspawn import REPO_ROOT, Node
 
@@ -339,12 +339,6 @@ def agent_state(
 AGENT_DROPIN = f"{UNIT_DIR}/swarmkeeper-agent.service.d/10-test.conf"
 
 
-def etcdctl(etcd: EtcdServer, *args: str) -> str:
-    out = subprocess.run(["etcdctl", f"--endpoints={etcd.endpoint}", *args], env={"ETCDCTL_API": "3"},
-                         capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
-    return out.stdout
-
-
 def wait_for(what: str, check: Callable[[], bool], node: Node, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -356,7 +350,9 @@ def wait_for(what: str, check: Callable[[], bool], node: Node, timeout: float = 
 
 
 def status(etcd: EtcdServer) -> dict[str, Any]:
-    text = etcdctl(etcd, "get", "--print-value-only", "/swarmkeeper/nodes/node1/status").strip()
+    text = etcdctl(
+        etcd.endpoint, "get", "--print-value-only", "/swarmkeeper/nodes/node1/status"
+    ).strip()
     return json.loads(text) if text else {}
 
 
@@ -373,14 +369,14 @@ def agent_converged(node: Node, etcd_server: EtcdServer) -> tuple[StateRepo, str
     node.path(f"{UNIT_DIR}/{agent}").write_text(agent_unit(etcd, "1"))
     node.systemctl("daemon-reload", check=True)
     node.systemctl("start", agent, check=True)
-    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r1)
+    etcdctl(etcd_server.endpoint, "put", "/swarmkeeper/desired/revision", r1)
     wait_for(f"converged on {r1[:12]}", converged_on(etcd_server, r1), node)
     return repo, r1
 
 
 def publish_rolled_back(node: Node, etcd_server: EtcdServer, rev: str, back_to: str) -> str:
     """Publish ``rev``, wait for the node to be degraded on ``back_to``; its error."""
-    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", rev)
+    etcdctl(etcd_server.endpoint, "put", "/swarmkeeper/desired/revision", rev)
     wait_for(
         "degraded after the rollback",
         lambda: (
@@ -415,12 +411,12 @@ def test_agent_updates_itself_without_a_reboot(pid1_node: Node, etcd_server: Etc
 
     t0 = time.monotonic()
     r2 = repo.commit(agent_state(etcd, "2"), "agent: GEN=2")
-    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r2)
+    etcdctl(etcd_server.endpoint, "put", "/swarmkeeper/desired/revision", r2)
     # the old agent writes this status, then queues its restart: publish the next revision
     # right away, so it arrives while the agent restarts
     wait_for(f"converged on {r2[:12]}", converged_on(etcd_server, r2), node)
     r3 = repo.commit(agent_state(etcd, "2", a_extra="Environment=Y=3\n"), "a: Y=3")
-    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r3)
+    etcdctl(etcd_server.endpoint, "put", "/swarmkeeper/desired/revision", r3)
     wait_for("the agent's unit restarted", replaced(first), node)
     wait_for(f"converged on {r3[:12]}", converged_on(etcd_server, r3), node)
     print(f"publish of the agent change -> new agent converged on the next revision: "
@@ -436,7 +432,7 @@ def test_agent_updates_itself_without_a_reboot(pid1_node: Node, etcd_server: Etc
     # a drop-in for the agent's unit: written, loaded, and the agent restarted with it
     r4 = repo.commit(agent_state(etcd, "2", "Environment=Y=3\n", "[Service]\nEnvironment=GEN=4\n"))
     a_id = ids(node, "a.service")
-    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r4)
+    etcdctl(etcd_server.endpoint, "put", "/swarmkeeper/desired/revision", r4)
     wait_for("the agent's unit restarted again", replaced(second), node)
     wait_for(f"converged on {r4[:12]}", converged_on(etcd_server, r4), node)
     third = node.show(agent, "InvocationID", "MainPID", "DropInPaths")
@@ -480,7 +476,7 @@ def test_a_revision_that_removes_the_agents_own_unit_is_rejected_and_the_agent_l
     repo, r1 = agent_converged(node, etcd_server)
     first = node.show(agent, "InvocationID", "MainPID")
     r2 = repo.commit({"state/roles/manager.yaml": "units:\n  - a.service\n"}, "drop the agent")
-    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", r2)
+    etcdctl(etcd_server.endpoint, "put", "/swarmkeeper/desired/revision", r2)
     wait_for(
         "rejected on the last good revision",
         lambda: (s := status(etcd_server)).get("state") == "rejected" and s.get("revision") == r1,
@@ -532,7 +528,7 @@ def test_agent_configured_only_by_a_drop_in_restarts_after_the_pass(
     node.systemctl("daemon-reload", check=True)
     node.systemctl("start", agent, check=True)
     first = node.show(agent, "InvocationID", "MainPID")
-    etcdctl(etcd_server, "put", "/swarmkeeper/desired/revision", rev)
+    etcdctl(etcd_server.endpoint, "put", "/swarmkeeper/desired/revision", rev)
     wait_for(f"converged on {rev[:12]}", converged_on(etcd_server, rev), node)
 
     def restarted() -> bool:

@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.agents import REPO_ROOT, agent_for, wait_for
-from tests.fixtures.etcd import EtcdServer, free_ports
+from tests.fixtures.etcd import EtcdServer, etcdctl, free_ports
 from tests.fixtures.gitrepo import git, make_state_repo
 from tests.fixtures.systemd_user import UserManager, user_manager
-from tests.test_agent import PREFIX, SLEEP, Cluster, etcdctl, make_cluster, publish, state
+from tests.test_agent import PREFIX, SLEEP, Cluster, make_cluster, publish, state
 
 pytestmark = pytest.mark.slow
 __all__ = ["make_cluster"]  # the fixture, shared with test_agent
