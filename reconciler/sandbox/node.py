@@ -33,7 +33,7 @@ NSPAWN = Path("/usr/bin/systemd-nspawn")
 PRESET = "# the sandbox's stand-in OS enables only what Ignition enables, like Flatcar\ndisable *\n"
 NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
 # Runs first: move this shell into the node's own cgroups, then exec nspawn (same pid).
-_OUTER = 'set -e; for cg in $SK_CGROUPS; do echo $$ > "$cg/cgroup.procs"; done; exec "$@"'
+OUTER = 'set -e; for cg in $SK_CGROUPS; do echo $$ > "$cg/cgroup.procs"; done; exec "$@"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +119,7 @@ def boot(p: Paths, name: str, machine: str, netns: str, cgroup: str, timeout: fl
             f"--network-namespace-path={host.NETNS_DIR / netns}",
             f"--bind={p.docker}:/var/lib/docker"]  # fmt: skip
     env = {**NSPAWN_ENV, "SK_CGROUPS": " ".join(map(str, cgroups))}
-    pid = host.daemon(["sh", "-c", _OUTER, "sh", *argv], p.log, env=env)
+    pid = host.daemon(["sh", "-c", OUTER, "sh", *argv], p.log, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not host.alive(pid):
